@@ -1,0 +1,34 @@
+# The one task runner: README and CI call these targets.
+SHELL := /bin/bash
+UV ?= uv
+export PATH := $(HOME)/.local/bin:$(PATH)
+
+.PHONY: up down ps infra sync test lint typecheck unit integration deploy-check bench schema
+
+up:            ## install what is missing, start infrastructure and every service, wait for /healthz
+	@bash scripts/stack.sh up
+
+down:          ## stop exactly what `make up` started
+	@bash scripts/stack.sh down
+
+ps:            ## each process and its health
+	@bash scripts/stack.sh ps
+
+infra:         ## NATS JetStream + Redis + TimescaleDB only, .env written
+	@bash scripts/stack.sh infra
+
+lint:
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen ruff format --check .
+
+typecheck:
+	$(UV) run --frozen mypy
+
+deploy-check:  ## offline checks of Dockerfiles, compose, Helm chart, rendered manifests, Tiltfile
+	@bash scripts/deploy_check.sh
+
+test: infra lint typecheck deploy-check  ## everything CI runs
+	$(UV) run --frozen pytest
+
+schema:        ## JSON Schema of the wire models
+	@$(UV) run --frozen python -m loom_protocol.schema

@@ -1,0 +1,258 @@
+"""JetStream stream definitions and the ``Nats-Msg-Id`` rule, as plain data (no nats-py).
+
+Streams:
+
+* ``LOOM_TASKS`` keeps everything under ``loom.task.>`` (submitted, assigned, status,
+  cancel, dead).
+* ``LOOM_EVENTS`` keeps the observation events, ``loom.event.>``.
+* ``LOOM_REGISTRY`` keeps membership changes, ``loom.registry.member.>``.
+* ``LOOM_REJECTED`` keeps dead-letter records of malformed messages, ``loom.rejected.>``.
+
+Heartbeats (``loom.registry.heartbeat.<instance>``) and picks (``loom.registry.pick``) are
+core NATS and deliberately not persisted: a heartbeat is only worth something while it is
+fresh, and a pick is a request/reply whose requester retries on timeout.
+
+The ``Nats-Msg-Id`` rule: **the id names the fact, not the attempt to publish it.** A
+publisher that retries (after a timeout, a reconnect or a crash and restart) computes the
+same id for the same fact, so the broker drops the duplicate if it arrives within the
+stream's duplicate window. Two different facts never share an id: an assignment is
+identified by task and attempt, a status change by task, attempt and status, an event by
+its CloudEvent id. Ids are only compared within one stream.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal, Self
+
+from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from loom_protocol.agents import MembershipChange
+from loom_protocol.base import LoomModel
+from loom_protocol.events import MAX_EVENT_BYTES
+from loom_protocol.subjects import EVENT_ALL, REJECTED_ALL, TASK_ALL
+from loom_protocol.tasks import TaskStatus
+
+__all__ = [
+    "ALL_STREAMS",
+    "EVENTS_STREAM",
+    "MSG_ID_HEADER",
+    "REGISTRY_STREAM",
+    "REJECTED_STREAM",
+    "TASKS_STREAM",
+    "StreamSpec",
+    "assigned_msg_id",
+    "cancel_msg_id",
+    "dead_msg_id",
+    "event_msg_id",
+    "member_msg_id",
+    "status_msg_id",
+    "submitted_msg_id",
+]
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+"""The header JetStream deduplicates on."""
+
+_DAY_S = 86_400.0
+
+
+class StreamSpec(LoomModel):
+    """What a JetStream stream must look like; services create or update streams from it.
+
+    Attributes:
+        name: Stream name (``[A-Za-z0-9_-]``).
+        subjects: Subjects the stream captures.
+        retention: Retention policy.
+        max_age_s: How long messages are kept, in seconds.
+        duplicate_window_s: How long ``Nats-Msg-Id`` values are remembered, in seconds
+            (at most ``max_age_s``).
+        storage: File or memory storage.
+        max_msg_size: Largest message accepted, in bytes.
+    """
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    subjects: tuple[str, ...] = Field(min_length=1)
+    retention: Literal["limits", "interest", "workqueue"]
+    max_age_s: float = Field(gt=0)
+    duplicate_window_s: float = Field(gt=0)
+    storage: Literal["file", "memory"] = "file"
+    max_msg_size: int = Field(default=MAX_EVENT_BYTES, ge=1)
+
+    @model_validator(mode="after")
+    def _window_within_age(self) -> Self:
+        if self.duplicate_window_s > self.max_age_s:
+            raise PydanticCustomError(
+                "duplicate_window",
+                "duplicate_window_s ({window}) may not exceed max_age_s ({age})",
+                {"window": self.duplicate_window_s, "age": self.max_age_s},
+            )
+        return self
+
+
+TASKS_STREAM = StreamSpec(
+    name="LOOM_TASKS",
+    subjects=(TASK_ALL,),
+    retention="limits",
+    max_age_s=7 * _DAY_S,
+    duplicate_window_s=120.0,
+)
+"""Tasks and their life cycle (``loom.task.>``)."""
+
+EVENTS_STREAM = StreamSpec(
+    name="LOOM_EVENTS",
+    subjects=(EVENT_ALL,),
+    retention="limits",
+    max_age_s=7 * _DAY_S,
+    duplicate_window_s=120.0,
+)
+"""Observation events (``loom.event.>``)."""
+
+REGISTRY_STREAM = StreamSpec(
+    name="LOOM_REGISTRY",
+    subjects=("loom.registry.member.>",),
+    retention="limits",
+    max_age_s=7 * _DAY_S,
+    duplicate_window_s=120.0,
+)
+"""Membership changes (``loom.registry.member.>``); heartbeats and picks are not persisted."""
+
+REJECTED_STREAM = StreamSpec(
+    name="LOOM_REJECTED",
+    subjects=(REJECTED_ALL,),
+    retention="limits",
+    max_age_s=7 * _DAY_S,
+    duplicate_window_s=120.0,
+)
+"""Dead-letter records of malformed messages (``loom.rejected.>``)."""
+
+ALL_STREAMS: tuple[StreamSpec, ...] = (TASKS_STREAM, EVENTS_STREAM, REGISTRY_STREAM, REJECTED_STREAM)
+"""Every stream Loom needs."""
+
+
+def _part(value: str, what: str) -> str:
+    if not value or any(ch.isspace() for ch in value):
+        raise ValueError(f"{what} must be non-empty and contain no whitespace, got {value!r}")
+    return value
+
+
+def _attempt(attempt: int) -> int:
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 0:
+        raise ValueError(f"attempt must be a non-negative integer, got {attempt!r}")
+    return attempt
+
+
+def submitted_msg_id(task_id: str) -> str:
+    """Msg id of a task's submission: one per task.
+
+    Args:
+        task_id: The task.
+
+    Returns:
+        ``submitted:<task_id>``.
+
+    Raises:
+        ValueError: If ``task_id`` is empty or contains whitespace.
+    """
+    return f"submitted:{_part(task_id, 'task id')}"
+
+
+def assigned_msg_id(task_id: str, attempt: int) -> str:
+    """Msg id of a task's assignment: one per task and attempt.
+
+    Args:
+        task_id: The task.
+        attempt: The attempt number the assignment starts.
+
+    Returns:
+        ``assigned:<task_id>:<attempt>``.
+
+    Raises:
+        ValueError: If ``task_id`` is empty or ``attempt`` is negative.
+    """
+    return f"assigned:{_part(task_id, 'task id')}:{_attempt(attempt)}"
+
+
+def status_msg_id(task_id: str, attempt: int, status: TaskStatus | str) -> str:
+    """Msg id of a status change: one per task, attempt and status.
+
+    Args:
+        task_id: The task.
+        attempt: The attempt the change belongs to.
+        status: The new status.
+
+    Returns:
+        ``status:<task_id>:<attempt>:<status>``.
+
+    Raises:
+        ValueError: If ``status`` is not a :class:`~loom_protocol.tasks.TaskStatus`, ``task_id``
+            is empty or ``attempt`` is negative.
+    """
+    return f"status:{_part(task_id, 'task id')}:{_attempt(attempt)}:{TaskStatus(status).value}"
+
+
+def cancel_msg_id(task_id: str) -> str:
+    """Msg id of a cancel request: one per task (asking twice is the same fact).
+
+    Args:
+        task_id: The task.
+
+    Returns:
+        ``cancel:<task_id>``.
+
+    Raises:
+        ValueError: If ``task_id`` is empty or contains whitespace.
+    """
+    return f"cancel:{_part(task_id, 'task id')}"
+
+
+def dead_msg_id(task_id: str) -> str:
+    """Msg id of a task's dead-lettering: one per task (it happens at most once).
+
+    Args:
+        task_id: The task.
+
+    Returns:
+        ``dead:<task_id>``.
+
+    Raises:
+        ValueError: If ``task_id`` is empty or contains whitespace.
+    """
+    return f"dead:{_part(task_id, 'task id')}"
+
+
+def event_msg_id(event_id: str) -> str:
+    """Msg id of an event: the CloudEvent id itself.
+
+    Args:
+        event_id: The event's ``id``.
+
+    Returns:
+        ``event_id`` unchanged.
+
+    Raises:
+        ValueError: If ``event_id`` is empty.
+    """
+    if not event_id:
+        raise ValueError("event id must be non-empty")
+    return event_id
+
+
+def member_msg_id(instance_id: str, change: MembershipChange | str, at: datetime) -> str:
+    """Msg id of a membership change: one per instance, kind of change and moment.
+
+    Args:
+        instance_id: The instance.
+        change: Up or down.
+        at: When the change was noticed (tz-aware; normalised to UTC).
+
+    Returns:
+        ``member:<instance_id>:<change>:<at as UTC ISO 8601 with microseconds>``.
+
+    Raises:
+        ValueError: If ``at`` is naive or ``change`` is not a membership change.
+    """
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("at must be timezone-aware")
+    stamp = at.astimezone(UTC).isoformat(timespec="microseconds")
+    return f"member:{_part(instance_id, 'instance id')}:{MembershipChange(change).value}:{stamp}"

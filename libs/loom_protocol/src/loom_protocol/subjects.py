@@ -1,0 +1,276 @@
+"""Every NATS subject Loom uses, spelled once.
+
+Constants ending in ``_ALL`` are wildcard subscriptions; the builders produce the concrete
+subject for one agent, instance, task or event type and refuse tokens that would change the
+subject's shape (``.``, ``*``, ``>``, whitespace, empty).
+
+=====================================  =============================================
+subject                                carries
+=====================================  =============================================
+``loom.task.submitted.<agent>``        a new :class:`~loom_protocol.tasks.Task`
+``loom.task.assigned.<instance>``      a Task with its attempt number
+``loom.task.status.<task_id>``         :class:`~loom_protocol.tasks.TaskStatusChanged`
+``loom.task.cancel.<task_id>``         :class:`~loom_protocol.tasks.TaskCancelRequested`
+``loom.task.dead.<agent>``             :class:`~loom_protocol.tasks.TaskDeadLettered`
+``loom.event.<type>``                  :class:`~loom_protocol.events.CloudEvent`
+``loom.registry.heartbeat.<instance>`` :class:`~loom_protocol.agents.Heartbeat` (core NATS)
+``loom.registry.pick``                 :class:`~loom_protocol.agents.PickRequest` (request/reply)
+``loom.registry.member.<up|down>``     :class:`~loom_protocol.agents.MemberChanged`
+``loom.rejected.<service>``            :class:`~loom_protocol.tasks.RejectedMessage`
+=====================================  =============================================
+"""
+
+from __future__ import annotations
+
+import re
+
+from loom_protocol.agents import MembershipChange
+
+__all__ = [
+    "EVENT_ALL",
+    "PREFIX",
+    "REGISTRY_HEARTBEAT_ALL",
+    "REGISTRY_MEMBER_ALL",
+    "REGISTRY_MEMBER_DOWN",
+    "REGISTRY_MEMBER_UP",
+    "REGISTRY_PICK",
+    "REJECTED_ALL",
+    "TASK_ALL",
+    "TASK_ASSIGNED_ALL",
+    "TASK_CANCEL_ALL",
+    "TASK_DEAD_ALL",
+    "TASK_STATUS_ALL",
+    "TASK_SUBMITTED_ALL",
+    "event",
+    "registry_heartbeat",
+    "registry_member",
+    "rejected",
+    "task_assigned",
+    "task_cancel",
+    "task_dead",
+    "task_status",
+    "task_submitted",
+    "token_of",
+]
+
+PREFIX = "loom"
+"""First token of every Loom subject."""
+
+TASK_SUBMITTED_ALL = "loom.task.submitted.*"
+"""New tasks, one subject per target agent."""
+TASK_ASSIGNED_ALL = "loom.task.assigned.*"
+"""Assigned tasks, one subject per worker instance."""
+TASK_STATUS_ALL = "loom.task.status.*"
+"""Task status changes, one subject per task."""
+TASK_CANCEL_ALL = "loom.task.cancel.*"
+"""Cancel requests, one subject per task."""
+TASK_DEAD_ALL = "loom.task.dead.*"
+"""Dead-lettered tasks, one subject per target agent."""
+TASK_ALL = "loom.task.>"
+"""Everything about tasks (the LOOM_TASKS stream)."""
+EVENT_ALL = "loom.event.>"
+"""All observation events (the LOOM_EVENTS stream)."""
+REGISTRY_HEARTBEAT_ALL = "loom.registry.heartbeat.*"
+"""Heartbeats, one subject per instance (core NATS, not persisted)."""
+REGISTRY_PICK = "loom.registry.pick"
+"""Request/reply: pick an instance of an agent (core NATS, not persisted)."""
+REGISTRY_MEMBER_ALL = "loom.registry.member.*"
+"""Membership changes (up and down)."""
+REGISTRY_MEMBER_UP = "loom.registry.member.up"
+"""An instance joined."""
+REGISTRY_MEMBER_DOWN = "loom.registry.member.down"
+"""An instance left."""
+REJECTED_ALL = "loom.rejected.>"
+"""Dead-letter records of malformed messages, ``loom.rejected.<service>``."""
+
+_BAD_TOKEN_CHARS = re.compile(r"[.*>\s]")
+
+
+def _token(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    if _BAD_TOKEN_CHARS.search(value):
+        raise ValueError(
+            f"{what} {value!r} is not a valid subject token: it may not contain '.', '*', '>' or whitespace"
+        )
+    return value
+
+
+def task_submitted(agent_id: str) -> str:
+    """Subject a new task for ``agent_id`` is submitted on.
+
+    Args:
+        agent_id: The target agent.
+
+    Returns:
+        ``loom.task.submitted.<agent_id>``.
+
+    Raises:
+        ValueError: If ``agent_id`` is not a valid subject token.
+    """
+    return f"loom.task.submitted.{_token(agent_id, 'agent id')}"
+
+
+def task_assigned(instance_id: str) -> str:
+    """Subject tasks assigned to ``instance_id`` are sent on.
+
+    Args:
+        instance_id: The worker instance.
+
+    Returns:
+        ``loom.task.assigned.<instance_id>``.
+
+    Raises:
+        ValueError: If ``instance_id`` is not a valid subject token.
+    """
+    return f"loom.task.assigned.{_token(instance_id, 'instance id')}"
+
+
+def task_status(task_id: str) -> str:
+    """Subject the status changes of ``task_id`` are published on.
+
+    Args:
+        task_id: The task.
+
+    Returns:
+        ``loom.task.status.<task_id>``.
+
+    Raises:
+        ValueError: If ``task_id`` is not a valid subject token.
+    """
+    return f"loom.task.status.{_token(task_id, 'task id')}"
+
+
+def task_cancel(task_id: str) -> str:
+    """Subject a cancel request for ``task_id`` is published on.
+
+    Args:
+        task_id: The task.
+
+    Returns:
+        ``loom.task.cancel.<task_id>``.
+
+    Raises:
+        ValueError: If ``task_id`` is not a valid subject token.
+    """
+    return f"loom.task.cancel.{_token(task_id, 'task id')}"
+
+
+def task_dead(agent_id: str) -> str:
+    """Subject dead-lettered tasks of ``agent_id`` are published on.
+
+    Args:
+        agent_id: The task's target agent.
+
+    Returns:
+        ``loom.task.dead.<agent_id>``.
+
+    Raises:
+        ValueError: If ``agent_id`` is not a valid subject token.
+    """
+    return f"loom.task.dead.{_token(agent_id, 'agent id')}"
+
+
+def event(event_type: str) -> str:
+    """Subject an event of ``event_type`` is published on.
+
+    Event types contain dots (``agent.thought``); each dot-separated part must be a valid
+    token, so ``"agent.thought"`` gives ``loom.event.agent.thought``.
+
+    Args:
+        event_type: The CloudEvent ``type``.
+
+    Returns:
+        ``loom.event.<event_type>``.
+
+    Raises:
+        ValueError: If a part of ``event_type`` is empty or contains ``*``, ``>`` or whitespace.
+    """
+    if not isinstance(event_type, str) or not event_type:
+        raise ValueError(f"event type must be a non-empty string, got {event_type!r}")
+    for part in event_type.split("."):
+        _token(part, f"event type {event_type!r}: part")
+    return f"loom.event.{event_type}"
+
+
+def registry_heartbeat(instance_id: str) -> str:
+    """Subject ``instance_id`` sends its heartbeats on.
+
+    Args:
+        instance_id: The worker instance.
+
+    Returns:
+        ``loom.registry.heartbeat.<instance_id>``.
+
+    Raises:
+        ValueError: If ``instance_id`` is not a valid subject token.
+    """
+    return f"loom.registry.heartbeat.{_token(instance_id, 'instance id')}"
+
+
+def registry_member(change: MembershipChange | str) -> str:
+    """Subject membership changes of one kind are published on.
+
+    Args:
+        change: ``"up"`` or ``"down"``.
+
+    Returns:
+        ``loom.registry.member.up`` or ``loom.registry.member.down``.
+
+    Raises:
+        ValueError: If ``change`` is not a :class:`~loom_protocol.agents.MembershipChange`.
+    """
+    return f"loom.registry.member.{MembershipChange(change).value}"
+
+
+def rejected(service: str) -> str:
+    """Subject ``service`` publishes dead-letter records of malformed messages on.
+
+    Args:
+        service: The rejecting service, e.g. ``"dispatcher"``.
+
+    Returns:
+        ``loom.rejected.<service>``.
+
+    Raises:
+        ValueError: If ``service`` is not a valid subject token.
+    """
+    return f"loom.rejected.{_token(service, 'service')}"
+
+
+def token_of(subject: str, prefix_constant: str) -> str:
+    """Return what a wildcard matched in a concrete subject.
+
+    For a ``*`` wildcard this is the one last token (the agent id of a
+    ``loom.task.submitted.<agent>`` subject); for ``>`` it is the whole remaining tail (the
+    event type of a ``loom.event.<type>`` subject).
+
+    Args:
+        subject: A concrete subject, e.g. ``"loom.task.submitted.calculator"``.
+        prefix_constant: The wildcard subject it matched, e.g. :data:`TASK_SUBMITTED_ALL`.
+
+    Returns:
+        The matched token (or tail), e.g. ``"calculator"``.
+
+    Raises:
+        ValueError: If ``prefix_constant`` does not end in a wildcard token, or ``subject``
+            does not match it.
+    """
+    if prefix_constant.endswith(".*"):
+        base, single = prefix_constant[:-1], True
+    elif prefix_constant.endswith(".>"):
+        base, single = prefix_constant[:-1], False
+    else:
+        raise ValueError(f"{prefix_constant!r} does not end with a '.*' or '.>' wildcard")
+    if "*" in base or ">" in base:
+        raise ValueError(f"{prefix_constant!r} has a wildcard before its last token")
+    if not subject.startswith(base):
+        raise ValueError(f"subject {subject!r} does not match {prefix_constant!r}")
+    tail = subject[len(base) :]
+    if single:
+        return _token(tail, f"last token of subject {subject!r}")
+    if not tail:
+        raise ValueError(f"subject {subject!r} does not match {prefix_constant!r}")
+    for part in tail.split("."):
+        _token(part, f"token of subject {subject!r}")
+    return tail

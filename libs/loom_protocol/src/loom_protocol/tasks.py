@@ -1,0 +1,397 @@
+"""Tasks: the A2A task model of seed 001, its life cycle and the task lifecycle messages.
+
+A :class:`Task` is what a client submits on ``loom.task.submitted.<agent>``, what the
+dispatcher assigns on ``loom.task.assigned.<instance>`` and what a worker executes.
+Its status moves along :data:`ALLOWED_TRANSITIONS` and ends in exactly one of the
+:data:`TERMINAL_STATUSES`. Status changes travel as :class:`TaskStatusChanged` on
+``loom.task.status.<task_id>``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Mapping
+from datetime import datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
+
+from loom_protocol.base import (
+    AgentId,
+    InstanceId,
+    LoomModel,
+    TaskId,
+    check_traceparent,
+    trace_id_of,
+    utc_now,
+)
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "TERMINAL_STATUSES",
+    "InvalidTransition",
+    "RejectedMessage",
+    "Task",
+    "TaskAction",
+    "TaskCancelRequested",
+    "TaskDeadLettered",
+    "TaskStatus",
+    "TaskStatusChanged",
+    "TraceContext",
+    "can_transition",
+    "is_terminal",
+]
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life cycle.
+
+    Attributes:
+        PENDING: Accepted, waiting for an instance.
+        DISPATCHED: Assigned to an instance, not started yet.
+        RUNNING: Being executed by an instance.
+        COMPLETED: Finished with a result (terminal).
+        FAILED: Finished with an error (terminal).
+        CANCELLED: Cancelled on request (terminal).
+        DEAD: Dead-lettered: attempts exhausted or no instance to run it (terminal).
+    """
+
+    PENDING = "pending"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    DEAD = "dead"
+
+
+TERMINAL_STATUSES: frozenset[TaskStatus] = frozenset(
+    {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.DEAD}
+)
+"""The states a task never leaves; every accepted task ends in exactly one of them."""
+
+_S = TaskStatus
+ALLOWED_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = MappingProxyType(
+    {
+        _S.PENDING: frozenset({_S.DISPATCHED, _S.CANCELLED, _S.DEAD}),
+        _S.DISPATCHED: frozenset(
+            {
+                _S.RUNNING,
+                _S.PENDING,  # the instance went away before starting: back to the queue
+                _S.DISPATCHED,  # re-dispatched straight to another instance
+                _S.COMPLETED,
+                _S.FAILED,
+                _S.CANCELLED,
+                _S.DEAD,
+            }
+        ),
+        _S.RUNNING: frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.PENDING, _S.DISPATCHED, _S.DEAD}),
+        _S.COMPLETED: frozenset(),
+        _S.FAILED: frozenset(),
+        _S.CANCELLED: frozenset(),
+        _S.DEAD: frozenset(),
+    }
+)
+"""The task state machine, defined in this one place: ``status -> statuses it may move to``."""
+
+
+def can_transition(current: TaskStatus | str, new: TaskStatus | str) -> bool:
+    """Tell whether a task may move from one status to another.
+
+    Args:
+        current: The task's status now.
+        new: The status it would move to.
+
+    Returns:
+        True if ``ALLOWED_TRANSITIONS`` permits ``current -> new``; False otherwise,
+        including for unknown status strings.
+    """
+    try:
+        return TaskStatus(new) in ALLOWED_TRANSITIONS[TaskStatus(current)]
+    except ValueError:
+        return False
+
+
+def is_terminal(status: TaskStatus | str) -> bool:
+    """Tell whether a status is terminal (completed, failed, cancelled or dead).
+
+    Args:
+        status: A task status.
+
+    Returns:
+        True for a terminal status.
+    """
+    return status in TERMINAL_STATUSES
+
+
+class InvalidTransition(ValueError):
+    """Raised when a task is asked to move to a status the state machine forbids."""
+
+
+class TaskAction(StrEnum):
+    """The A2A verb of a task (seed 001 ``TaskAction``).
+
+    Attributes:
+        EXECUTE: Run the task.
+        CANCEL: Cancel a running task.
+        QUERY: Ask about a task or an agent.
+        STREAM: Run the task and stream its output.
+    """
+
+    EXECUTE = "execute"
+    CANCEL = "cancel"
+    QUERY = "query"
+    STREAM = "stream"
+
+
+class TraceContext(LoomModel):
+    """W3C trace context carried by every task message.
+
+    Attributes:
+        traceparent: ``00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>``; all-zero ids
+            are rejected.
+        tracestate: Vendor-specific trace state, passed through unchanged.
+    """
+
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @field_validator("traceparent")
+    @classmethod
+    def _check_traceparent(cls, value: str | None) -> str | None:
+        return None if value is None else check_traceparent(value)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The 32-hex trace id part of ``traceparent``, or None when there is none."""
+        return trace_id_of(self.traceparent)
+
+    @classmethod
+    def new(cls) -> TraceContext:
+        """Start a new trace: a random trace id and parent id, sampled.
+
+        Returns:
+            A context whose ``traceparent`` is ``00-<random 32 hex>-<random 16 hex>-01``.
+        """
+        return cls(traceparent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01")
+
+
+class Task(LoomModel):
+    """An A2A task (seed 001) plus the fields the distributed runtime needs.
+
+    The seed fields keep their seed wire names (``taskId``, ``sourceAgent``,
+    ``targetAgent``, ``action``, ``parameters``, ``status``, ``result``, ``error``,
+    ``metadata``, ``parentTaskId``, ``sessionId``). Unlike other messages a Task is mutable
+    (assignments are validated); prefer :meth:`with_status` to change its status.
+
+    Attributes:
+        task_id: Unique id, 1..128 characters of ``[A-Za-z0-9_:-]`` (a subject token).
+        source_agent: Who submitted it (an agent id, a user, ``None`` for an API client).
+        target_agent: The agent that must run it; becomes the subject token of
+            ``loom.task.submitted.<agent>`` so it is 1..128 characters of ``[A-Za-z0-9_-]``.
+        action: The A2A verb.
+        parameters: The input of the task.
+        status: Where it is in its life cycle.
+        result: The result, once completed.
+        error: The error message, once failed, cancelled or dead.
+        metadata: Free-form annotations (interceptors write timings here).
+        parent_task_id: The task that delegated this one, if any (topology edges).
+        session_id: The conversation / session it belongs to.
+        attempt: How many times it has been assigned (0 = never).
+        instance_id: The worker instance that runs or ran it.
+        created_at: When it was created (tz-aware).
+        updated_at: When it last changed (tz-aware).
+        trace: W3C trace context.
+    """
+
+    model_config = ConfigDict(frozen=False, validate_assignment=True)
+
+    task_id: TaskId = Field(default_factory=lambda: uuid.uuid4().hex)
+    source_agent: str | None = None
+    target_agent: AgentId
+    action: TaskAction = TaskAction.EXECUTE
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    status: TaskStatus = TaskStatus.PENDING
+    result: Any = None
+    error: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    parent_task_id: TaskId | None = None
+    session_id: str | None = None
+    attempt: int = Field(default=0, ge=0)
+    instance_id: InstanceId | None = None
+    created_at: AwareDatetime = Field(default_factory=utc_now)
+    updated_at: AwareDatetime = Field(default_factory=utc_now)
+    trace: TraceContext = Field(default_factory=TraceContext)
+
+    @property
+    def is_terminal(self) -> bool:
+        """True when the task is in a terminal status."""
+        return is_terminal(self.status)
+
+    def with_status(self, status: TaskStatus, **changes: Any) -> Task:
+        """Return a copy of this task moved to ``status``, with ``updated_at`` set to now.
+
+        The copy is fully validated, so ``changes`` obey the same rules as construction.
+
+        Args:
+            status: The new status; must be allowed by :data:`ALLOWED_TRANSITIONS`.
+            **changes: Other fields to change at the same time, by Python name
+                (e.g. ``result=...``, ``error=...``, ``instance_id=...``, ``attempt=...``).
+                ``updated_at`` may be given explicitly.
+
+        Returns:
+            The new task; this one is left unchanged.
+
+        Raises:
+            InvalidTransition: If ``self.status -> status`` is not allowed.
+            TypeError: If ``changes`` names a field Task does not have.
+            pydantic.ValidationError: If a changed value is invalid.
+        """
+        if not can_transition(self.status, status):
+            raise InvalidTransition(
+                f"task {self.task_id}: cannot move from {self.status.value!r} to {TaskStatus(status).value!r}"
+            )
+        unknown = set(changes) - set(type(self).model_fields)
+        if unknown:
+            raise TypeError(f"Task has no field(s) {sorted(unknown)}")
+        data = self.model_dump()
+        data.update(changes)
+        data["status"] = status
+        if "updated_at" not in changes:
+            data["updated_at"] = utc_now()
+        return type(self).model_validate(data)
+
+
+class TaskStatusChanged(LoomModel):
+    """A task changed status; published on ``loom.task.status.<task_id>``.
+
+    Attributes:
+        task_id: The task.
+        target_agent: The agent it targets.
+        status: The new status.
+        attempt: The attempt the change belongs to.
+        instance_id: The instance that reported it, if any.
+        result: The result (status completed).
+        error: The error (status failed, cancelled or dead).
+        parent_task_id: The delegating task, if any.
+        session_id: The session, if any.
+        at: When the change happened.
+        trace: W3C trace context.
+        final: Set only by the dispatcher when it records the task's one terminal state;
+            workers report outcomes with ``final`` unset, and waiters wait for ``final``.
+    """
+
+    task_id: TaskId
+    target_agent: AgentId
+    status: TaskStatus
+    attempt: int = Field(default=0, ge=0)
+    instance_id: InstanceId | None = None
+    result: Any = None
+    error: str | None = None
+    parent_task_id: TaskId | None = None
+    session_id: str | None = None
+    at: AwareDatetime = Field(default_factory=utc_now)
+    trace: TraceContext = Field(default_factory=TraceContext)
+    final: bool = False
+
+    @classmethod
+    def from_task(cls, task: Task, *, at: datetime | None = None) -> TaskStatusChanged:
+        """Build the status-change message describing a task's current state.
+
+        Args:
+            task: The task, already in its new status.
+            at: When the change happened; defaults to ``task.updated_at``.
+
+        Returns:
+            The message.
+        """
+        return cls(
+            task_id=task.task_id,
+            target_agent=task.target_agent,
+            status=task.status,
+            attempt=task.attempt,
+            instance_id=task.instance_id,
+            result=task.result,
+            error=task.error,
+            parent_task_id=task.parent_task_id,
+            session_id=task.session_id,
+            at=at or task.updated_at,
+            trace=task.trace,
+        )
+
+
+class TaskCancelRequested(LoomModel):
+    """Someone asked to cancel a task; published on ``loom.task.cancel.<task_id>``.
+
+    Attributes:
+        task_id: The task to cancel.
+        reason: Why.
+        at: When it was requested.
+    """
+
+    task_id: TaskId
+    reason: str = "cancelled by user"
+    at: AwareDatetime = Field(default_factory=utc_now)
+
+
+class TaskDeadLettered(LoomModel):
+    """A task was given up on; published on ``loom.task.dead.<agent>``.
+
+    Attributes:
+        task: The task as it was when given up (status ``dead``).
+        reason: Why, e.g. ``"no instance of agent 'calc' after 5 attempts"``.
+        at: When it was dead-lettered.
+    """
+
+    task: Task
+    reason: str
+    at: AwareDatetime = Field(default_factory=utc_now)
+
+
+class RejectedMessage(LoomModel):
+    """Dead-letter record of a malformed message; published on ``loom.rejected.<service>``.
+
+    A service that cannot parse a message never drops it silently: it publishes this record
+    with the reason (see :func:`loom_protocol.errors.validation_reason`) and acknowledges
+    the original so that it is not redelivered forever.
+
+    ``raw`` may be given as ``bytes`` or ``str``: bytes are decoded as UTF-8 with
+    ``errors="replace"``, and anything longer than :attr:`MAX_RAW_BYTES` UTF-8 bytes is cut
+    (``truncated`` is then set).
+
+    Attributes:
+        subject: The subject the message arrived on.
+        reason: Why it was rejected.
+        raw: The payload as text, at most 64 KiB of UTF-8.
+        truncated: Whether ``raw`` was cut.
+        at: When it was rejected.
+    """
+
+    MAX_RAW_BYTES: ClassVar[int] = 65_536
+
+    subject: str
+    reason: str
+    raw: str = ""
+    truncated: bool = False
+    at: AwareDatetime = Field(default_factory=utc_now)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_and_truncate(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "raw" not in data:
+            return data
+        raw = data["raw"]
+        if isinstance(raw, bytes | bytearray | memoryview):
+            text = bytes(raw).decode("utf-8", errors="replace")
+        elif isinstance(raw, str):
+            text = raw
+        else:
+            return data  # let field validation report the wrong type
+        encoded = text.encode("utf-8", errors="replace")  # lone surrogates become "?"
+        cut = len(encoded) > cls.MAX_RAW_BYTES
+        # Cutting may split a multi-byte character; "ignore" drops only that partial tail.
+        text = encoded[: cls.MAX_RAW_BYTES].decode("utf-8", errors="ignore")
+        return {**data, "raw": text, "truncated": bool(data.get("truncated")) or cut}

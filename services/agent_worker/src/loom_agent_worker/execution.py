@@ -1,0 +1,138 @@
+"""Running assigned tasks: concurrency limit, status reports, cancellation and drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from loom_protocol import InstanceLoad, Task, TaskStatus
+from prometheus_client import Counter, Gauge, Histogram
+
+from .emitter import EventEmitter
+from .reporting import StatusReporter
+from .runtime import Agent, ChildTasks, Interceptor, MemoryStore, TaskContext, run_with_interceptors
+
+log = logging.getLogger(__name__)
+
+TASKS = Counter("loom_worker_tasks_total", "Tasks finished by this worker", ["agent", "status"])
+IN_FLIGHT = Gauge("loom_worker_in_flight", "Tasks accepted and not yet finished")
+DURATION = Histogram("loom_worker_task_seconds", "Task execution time", ["agent"])
+
+
+@dataclass(frozen=True)
+class Running:
+    task: Task
+    job: asyncio.Task[None]
+
+
+class Executor:
+    def __init__(
+        self,
+        instance_id: str,
+        agents: dict[str, Agent],
+        reporter: StatusReporter,
+        emitter: EventEmitter,
+        children: Callable[[Task, str], ChildTasks],
+        interceptors: Sequence[Interceptor],
+        concurrency: int,
+    ) -> None:
+        self.instance_id = instance_id
+        self.agents = agents
+        self._reporter = reporter
+        self._emitter = emitter
+        self._children = children
+        self._interceptors = interceptors
+        self._slots = asyncio.Semaphore(concurrency)
+        self._capacity = concurrency
+        self._memory = MemoryStore()
+        self._running: dict[str, Running] = {}
+        self.draining = False
+
+    @property
+    def load(self) -> InstanceLoad:
+        return InstanceLoad(in_flight=len(self._running), capacity=self._capacity)
+
+    async def accept(self, task: Task) -> None:
+        """Take an assigned task (returns at once; the task runs in the background)."""
+        if self.draining:
+            await self._reporter.report(task, TaskStatus.PENDING, error="handed back: worker draining")
+            return
+        current = self._running.get(task.task_id)
+        if current is not None and current.task.attempt >= task.attempt:
+            return  # a duplicate delivery of what we already run
+        agent = self.agents.get(task.target_agent)
+        if agent is None:
+            await self._reporter.report(
+                task,
+                TaskStatus.FAILED,
+                error=f"agent {task.target_agent!r} is not hosted by {self.instance_id}",
+            )
+            return
+        job = asyncio.create_task(self._run(agent, task), name=f"task-{task.task_id}")
+        self._running[task.task_id] = Running(task, job)
+        IN_FLIGHT.set(len(self._running))
+        job.add_done_callback(lambda _: self._forget(task))
+
+    def _forget(self, task: Task) -> None:
+        current = self._running.get(task.task_id)
+        if current is not None and current.task.attempt == task.attempt:
+            del self._running[task.task_id]
+        IN_FLIGHT.set(len(self._running))
+
+    def cancel(self, task_id: str) -> bool:
+        running = self._running.get(task_id)
+        if running is None:
+            return False
+        running.job.cancel()
+        return True
+
+    async def _run(self, agent: Agent, task: Task) -> None:
+        async with self._slots:
+            started = time.perf_counter()
+            status = TaskStatus.FAILED
+            try:
+                await self._reporter.report(task, TaskStatus.RUNNING)
+                ctx = TaskContext(
+                    task=task,
+                    events=self._emitter.for_task(task, agent.node_id, self.instance_id),
+                    children=self._children(task, agent.node_id),
+                    memory=self._memory.session(task.session_id or task.task_id),
+                    instance_id=self.instance_id,
+                )
+                try:
+                    done = await run_with_interceptors(agent, task, ctx, self._interceptors)
+                except asyncio.CancelledError:
+                    status = TaskStatus.PENDING if self.draining else TaskStatus.CANCELLED
+                    reason = "handed back: worker shutting down" if self.draining else "cancelled by request"
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._reporter.report(task, status, error=reason))
+                    raise
+                status = done.status
+                await self._reporter.report(task, done.status, result=done.result, error=done.error)
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                log.exception("task execution failed", extra={"task_id": task.task_id})
+                with contextlib.suppress(Exception):
+                    await self._reporter.report(
+                        task, TaskStatus.FAILED, error="worker error while running task"
+                    )
+            finally:
+                TASKS.labels(agent.node_id, status.value).inc()
+                DURATION.labels(agent.node_id).observe(time.perf_counter() - started)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop taking work, wait for in-flight tasks, then hand back what is left."""
+        self.draining = True
+        jobs = [r.job for r in self._running.values()]
+        if jobs:
+            log.info("draining %d in-flight tasks", len(jobs))
+            _, pending = await asyncio.wait(jobs, timeout=timeout_s)
+            for job in pending:
+                job.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)

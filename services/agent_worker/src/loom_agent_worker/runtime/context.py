@@ -1,0 +1,75 @@
+"""What an agent gets besides its task: the event sink, child tasks, memory and its instance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from loom_protocol import MemoryTier, Task
+
+if TYPE_CHECKING:
+    from loom_protocol import MemoryEntry
+
+    from loom_agent_worker.runtime.memory import ConsolidationReport, SessionMemory
+
+
+class EventSink(Protocol):
+    """Where an agent reports what it observes (``agent.thought``, ``tool.call``, ...).
+
+    ``emit`` must not block and must never raise: the worker's implementation wraps the
+    data in a CloudEvent carrying the task, session, parent and trace ids and buffers it.
+    ``subject`` names the node addressed: ``tool:<name>``, ``agent:<id>`` or
+    ``llm:<provider>/<model>``.
+    """
+
+    def emit(self, event_type: str, data: dict[str, Any], *, subject: str | None = None) -> None: ...
+
+
+class ChildTasks(Protocol):
+    """Submits child tasks (delegation) and waits for them to finish.
+
+    The worker's implementation sets ``parent_task_id`` and ``session_id`` and goes through
+    the dispatcher. The returned task is terminal (completed, failed, cancelled or dead).
+    """
+
+    async def run(self, target_agent: str, parameters: dict[str, Any], *, timeout_s: float) -> Task: ...
+
+
+@dataclass
+class TaskContext:
+    """Everything an agent needs to run one task, besides the task itself."""
+
+    task: Task
+    events: EventSink
+    children: ChildTasks
+    memory: SessionMemory
+    instance_id: str
+
+    def note(
+        self,
+        content: str,
+        *,
+        tier: MemoryTier = MemoryTier.SESSION,
+        importance: float = 0.5,
+        role: str = "note",
+    ) -> MemoryEntry:
+        """Add a note to the session memory on behalf of the task's agent (emits ``memory.add``)."""
+        return self.memory.add_note(
+            content,
+            node_id=self.task.target_agent,
+            tier=tier,
+            importance=importance,
+            role=role,
+            events=self.events,
+        )
+
+    def consolidate(self) -> ConsolidationReport:
+        """Consolidate the session memory (emits ``memory.consolidate``)."""
+        return self.memory.consolidate(events=self.events)
+
+
+class NullEventSink:
+    """An EventSink that drops everything (for callers that do not observe)."""
+
+    def emit(self, event_type: str, data: dict[str, Any], *, subject: str | None = None) -> None:
+        return None

@@ -1,0 +1,46 @@
+"""LLM providers: the interface, the scripted default and the OpenAI-compatible client."""
+
+from __future__ import annotations
+
+from loom_agent_worker.runtime.providers.base import (
+    ChatMessage,
+    LLMProvider,
+    LLMResponse,
+    ProviderError,
+    TaskAwareProvider,
+    TokenUsage,
+)
+from loom_agent_worker.runtime.providers.openai import OpenAICompatibleProvider
+from loom_agent_worker.runtime.providers.scripted import ScriptedProvider, ScriptStep, extract_expression
+
+__all__ = [
+    "ChatMessage",
+    "LLMProvider",
+    "LLMResponse",
+    "OpenAICompatibleProvider",
+    "ProviderError",
+    "ScriptStep",
+    "ScriptedProvider",
+    "TaskAwareProvider",
+    "TokenUsage",
+    "extract_expression",
+    "make_provider",
+]
+
+
+def make_provider(
+    name: str,
+    *,
+    base_url: str | None = None,
+    model: str | None = None,
+    api_key: str | None = None,
+    timeout_s: float = 60.0,
+) -> LLMProvider:
+    """Build a provider by name: ``"scripted"`` (offline default) or ``"openai"``."""
+    if name == "scripted":
+        return ScriptedProvider(model or "scripted-v1")
+    if name == "openai":
+        if not base_url or not model:
+            raise ValueError("the openai provider needs base_url and model")
+        return OpenAICompatibleProvider(base_url, model, api_key, timeout_s)
+    raise ValueError(f"unknown LLM provider {name!r} (known: scripted, openai)")

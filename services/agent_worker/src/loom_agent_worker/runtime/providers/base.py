@@ -1,0 +1,74 @@
+"""The LLM provider interface and the chat models it speaks."""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol, runtime_checkable
+
+from loom_protocol import McpToolCall, McpToolDefinition, Task
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ChatMessage(BaseModel):
+    """One message of a chat conversation (OpenAI roles)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+    tool_calls: list[McpToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+class TokenUsage(BaseModel):
+    """Tokens of one LLM call and, when the provider knows its prices, its cost."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cost_usd: float | None = None
+
+
+class LLMResponse(BaseModel):
+    """What the model answered: text, tool calls or both."""
+
+    model_config = ConfigDict(frozen=True)
+
+    content: str | None = None
+    tool_calls: list[McpToolCall] = Field(default_factory=list)
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    latency_s: float = 0.0
+    model: str = ""
+
+
+class ProviderError(Exception):
+    """An LLM call failed; ``status`` is the HTTP status when there was a response."""
+
+    def __init__(self, message: str, *, status: int | None = None, body: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@runtime_checkable
+class LLMProvider(Protocol):
+    """A chat-completion backend. ``complete`` raises ProviderError when the call fails."""
+
+    name: str
+    model: str
+
+    async def complete(self, messages: list[ChatMessage], tools: list[McpToolDefinition]) -> LLMResponse: ...
+
+
+@runtime_checkable
+class TaskAwareProvider(Protocol):
+    """A provider that can specialise itself for one task (the scripted provider reads
+    ``parameters["script"]``). Agents call ``for_task`` when a provider offers it."""
+
+    def for_task(self, task: Task) -> LLMProvider: ...
+
+
+def count_tokens(text: str) -> int:
+    """A deterministic token count: whitespace-separated words."""
+    return len(text.split())

@@ -1,0 +1,203 @@
+"""The ReAct loop: think with the LLM, act with tools, observe, until an answer."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from loom_protocol import AgentCard, EventType, MemoryTier, Task
+
+from loom_agent_worker.runtime.agent import Agent, completed, failed
+from loom_agent_worker.runtime.context import TaskContext
+from loom_agent_worker.runtime.providers.base import (
+    ChatMessage,
+    LLMProvider,
+    LLMResponse,
+    ProviderError,
+    TaskAwareProvider,
+)
+from loom_agent_worker.runtime.tools import ToolExecutor, render_content
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_STEPS = 8
+OBSERVATION_IMPORTANCE = 0.3
+ERROR_OBSERVATION_IMPORTANCE = 0.6
+CONTEXT_NOTES = 5
+
+
+@dataclass
+class UsageTotals:
+    """Token, cost and latency totals over the LLM calls of one task."""
+
+    llm_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    latency_s: float = 0.0
+
+    def add(self, response: LLMResponse) -> None:
+        self.llm_calls += 1
+        self.input_tokens += response.usage.input_tokens
+        self.output_tokens += response.usage.output_tokens
+        self.latency_s += response.latency_s
+        if response.usage.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + response.usage.cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "llm_calls": self.llm_calls,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "latency_s": self.latency_s,
+        }
+
+
+class ReActAgent(Agent):
+    """An agent that loops LLM call -> tool calls -> observations until the LLM answers.
+
+    Parameters: ``prompt`` (the question; optional when the scripted provider follows a
+    ``script``). Result: ``{"answer": str, "steps": int, "usage": {...}}``. Running out of
+    ``max_steps`` or an LLM provider error fails the task.
+    """
+
+    def __init__(
+        self,
+        card: AgentCard,
+        provider: LLMProvider,
+        tools: ToolExecutor,
+        *,
+        system_prompt: str | None = None,
+        max_steps: int = DEFAULT_MAX_STEPS,
+    ) -> None:
+        if max_steps < 1:
+            raise ValueError("max_steps must be at least 1")
+        self.agent_card = card
+        self.provider = provider
+        self.tools = tools
+        self.system_prompt = system_prompt or (
+            f"You are {card.name}. {card.description} Use the tools when they help and answer concisely."
+        )
+        self.max_steps = max_steps
+
+    async def execute_task(self, task: Task, ctx: TaskContext) -> Task:
+        prompt = task.parameters.get("prompt", "" if "script" in task.parameters else None)
+        if not isinstance(prompt, str):
+            return self._fail(task, ctx, "parameters.prompt must be a string")
+        try:
+            provider = self._provider_for(task)
+        except ProviderError as exc:
+            return self._fail(task, ctx, f"LLM provider error: {exc}")
+        llm = f"llm:{provider.name}/{provider.model}"
+        definitions = self.tools.definitions()
+        user = ChatMessage(role="user", content=prompt)
+        messages = [ChatMessage(role="system", content=self._system_message(ctx)), user]
+        ctx.memory.add_message(user)
+        usage = UsageTotals()
+
+        for step in range(1, self.max_steps + 1):
+            ctx.events.emit(
+                EventType.LLM_REQUEST,
+                {
+                    "step": step,
+                    "message_count": len(messages),
+                    "provider": provider.name,
+                    "model": provider.model,
+                    "tools": [definition.name for definition in definitions],
+                },
+                subject=llm,
+            )
+            try:
+                response = await provider.complete(messages, definitions)
+            except ProviderError as exc:
+                return self._fail(task, ctx, f"LLM provider error at step {step}: {exc}")
+            usage.add(response)
+            ctx.events.emit(
+                EventType.LLM_USAGE,
+                {
+                    "step": step,
+                    "input_tokens": response.usage.input_tokens,
+                    "output_tokens": response.usage.output_tokens,
+                    "cost_usd": response.usage.cost_usd,
+                    "latency_s": response.latency_s,
+                    "model": response.model or provider.model,
+                },
+                subject=llm,
+            )
+            assistant = ChatMessage(
+                role="assistant", content=response.content or "", tool_calls=response.tool_calls
+            )
+            messages.append(assistant)
+            ctx.memory.add_message(assistant)
+
+            if not response.tool_calls:
+                answer = response.content or ""
+                ctx.events.emit(EventType.AGENT_ANSWER, {"answer": answer, "steps": step})
+                ctx.consolidate()
+                return completed(task, {"answer": answer, "steps": step, "usage": usage.as_dict()})
+
+            if response.content:
+                ctx.events.emit(EventType.AGENT_THOUGHT, {"step": step, "content": response.content})
+            for call in response.tool_calls:
+                subject = f"tool:{call.name}"
+                ctx.events.emit(
+                    EventType.AGENT_ACTION,
+                    {"step": step, "tool": call.name, "arguments": call.arguments, "call_id": call.call_id},
+                    subject=subject,
+                )
+                ctx.events.emit(
+                    EventType.TOOL_CALL,
+                    {"call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+                    subject=subject,
+                )
+                result = await self.tools.call(call)
+                ctx.events.emit(
+                    EventType.TOOL_RESULT,
+                    {
+                        "call_id": result.call_id,
+                        "name": result.name,
+                        "content": result.content,
+                        "is_error": result.is_error,
+                        "duration_ms": result.duration_ms,
+                    },
+                    subject=subject,
+                )
+                content = render_content(result.content)
+                observation = ChatMessage(
+                    role="tool", content=content, tool_call_id=call.call_id, name=call.name
+                )
+                messages.append(observation)
+                ctx.memory.add_message(observation)
+                outcome = f"error: {content}" if result.is_error else content
+                ctx.note(
+                    f"{call.name}({_brief(call.arguments)}) -> {outcome}",
+                    tier=MemoryTier.WORKING,
+                    importance=ERROR_OBSERVATION_IMPORTANCE if result.is_error else OBSERVATION_IMPORTANCE,
+                    role="observation",
+                )
+
+        return self._fail(task, ctx, f"no answer after max_steps={self.max_steps} LLM calls")
+
+    def _provider_for(self, task: Task) -> LLMProvider:
+        if isinstance(self.provider, TaskAwareProvider):
+            return self.provider.for_task(task)
+        return self.provider
+
+    def _system_message(self, ctx: TaskContext) -> str:
+        notes = ctx.memory.notes(MemoryTier.LONG_TERM)[-CONTEXT_NOTES:]
+        if not notes:
+            return self.system_prompt
+        facts = "\n".join(f"- {note.content}" for note in notes)
+        return f"{self.system_prompt}\nWhat you know from this session:\n{facts}"
+
+    def _fail(self, task: Task, ctx: TaskContext, error: str) -> Task:
+        logger.info("task %s on agent %s failed: %s", task.task_id, self.node_id, error)
+        ctx.events.emit(EventType.ERROR, {"error": error})
+        return failed(task, error)
+
+
+def _brief(arguments: dict[str, Any], limit: int = 200) -> str:
+    text = ", ".join(f"{key}={value!r}" for key, value in arguments.items())
+    return text if len(text) <= limit else text[:limit] + "..."

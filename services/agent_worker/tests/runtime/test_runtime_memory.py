@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from loom_agent_worker.runtime import ChatMessage, MemoryStore, SessionMemory
+from loom_protocol import MemoryTier
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def emit(self, event_type, data, *, subject=None) -> None:
+        self.events.append((str(event_type), data))
+
+
+def test_add_note_stores_the_entry_and_emits_memory_add() -> None:
+    sink = ListSink()
+    memory = SessionMemory("s-1")
+    entry = memory.add_note(
+        "likes tea", node_id="concierge", tier=MemoryTier.WORKING, importance=0.4, events=sink
+    )
+    assert memory.notes(MemoryTier.WORKING) == [entry]
+    assert memory.notes(MemoryTier.SESSION) == []
+    ((event_type, data),) = sink.events
+    assert event_type == "memory.add"
+    assert data["entry_id"] == entry.entry_id
+    assert (data["node_id"], data["tier"], data["content"], data["importance"]) == (
+        "concierge",
+        "working",
+        "likes tea",
+        0.4,
+    )
+    assert data["role"] == "note"
+    assert data["metadata"] == {"role": "note"}
+
+
+def test_consolidate_promotes_important_session_notes_and_compresses_working_memory() -> None:
+    sink = ListSink()
+    memory = SessionMemory("s-1", keep_working=2, promotion_threshold=0.7)
+    for content, importance in [("minor", 0.2), ("key fact", 0.9), ("borderline", 0.7)]:
+        memory.add_note(content, node_id="a", importance=importance)
+    for index in range(5):
+        memory.add_note(f"observation {index}", node_id="a", tier=MemoryTier.WORKING)
+
+    report = memory.consolidate(events=sink)
+
+    assert [n.content for n in memory.notes(MemoryTier.SESSION)] == ["minor"]
+    long_term = memory.notes(MemoryTier.LONG_TERM)
+    assert [n.content for n in long_term] == ["key fact", "borderline"]
+    assert all(n.tier is MemoryTier.LONG_TERM for n in long_term)
+    assert [n.content for n in memory.notes(MemoryTier.WORKING)] == ["observation 3", "observation 4"]
+    expected = {"promoted": 2, "dropped_working": 3, "session": 1, "working": 2, "long_term": 2}
+    assert report.as_dict() == expected
+    assert sink.events == [("memory.consolidate", expected)]
+    # Nothing left to do the second time.
+    assert memory.consolidate().as_dict() == {**expected, "promoted": 0, "dropped_working": 0}
+
+
+def test_messages_and_notes_are_bounded() -> None:
+    memory = SessionMemory("s-1", max_messages=3, max_notes_per_tier=2)
+    for index in range(5):
+        memory.add_message(ChatMessage(role="user", content=str(index)))
+        memory.add_note(str(index), node_id="a")
+    assert [m.content for m in memory.messages] == ["2", "3", "4"]
+    assert [n.content for n in memory.notes()] == ["3", "4"]
+
+
+def test_store_keeps_the_most_recently_used_sessions(new_task) -> None:
+    store = MemoryStore(max_sessions=2, keep_working=7)
+    a = store.session("a")
+    store.session("b")
+    assert store.session("a") is a  # touch a: b is now the least recently used
+    store.session("c")
+    assert "b" not in store and "a" in store and "c" in store
+    assert len(store) == 2
+    assert a.keep_working == 7
+    task = new_task("echo")
+    assert store.for_task(task).session_id == task.task_id
+    assert store.for_task(new_task("echo", session_id="c")) is store.session("c")
+    store.drop("c")
+    assert "c" not in store

@@ -1,0 +1,90 @@
+"""The dispatcher app: FastAPI for REST, a FastStream NatsBroker for JetStream, one factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from faststream.nats import NatsBroker
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+
+from . import http
+from .bus import NatsOutbox, RegistryPicker
+from .config import Settings
+from .dispatching import Dispatcher, Policy
+from .handlers import build_router
+from .state import State, get_state
+from .store import TaskStore
+from .streams import ensure_streams
+
+log = logging.getLogger(__name__)
+
+
+async def _sweep_forever(dispatcher: Dispatcher, interval_s: float) -> None:
+    while True:
+        try:
+            await dispatcher.sweep()
+        except Exception:
+            log.exception("sweep failed; trying again")
+        await asyncio.sleep(interval_s)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG)
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    store = TaskStore(redis, settings.redis_prefix)
+    outbox = NatsOutbox(broker)
+    policy = Policy(
+        max_attempts=settings.max_attempts,
+        task_timeout_s=settings.task_timeout_s,
+        no_instance_timeout_s=settings.no_instance_timeout_s,
+        retry_backoff_s=settings.retry_backoff_s,
+    )
+    dispatcher = Dispatcher(store, RegistryPicker(broker, settings.pick_timeout_s), outbox, policy)
+    state = State(settings, broker, redis, store, dispatcher, outbox)
+    broker.include_router(build_router(state, settings.durable_prefix))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await broker.connect()
+        await ensure_streams(broker.connection.jetstream())
+        await broker.start()
+        sweeper = asyncio.create_task(_sweep_forever(dispatcher, settings.sweep_interval_s))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await broker.stop()
+            await redis.aclose()
+
+    app = FastAPI(title="Loom dispatcher", version="0.1.0", lifespan=lifespan)
+    app.state.loom = state
+    app.include_router(http.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        s = get_state(request)
+        checks = {"nats": s.broker.connection.is_connected}
+        try:
+            checks["redis"] = bool(await s.redis.ping())
+        except Exception:
+            checks["redis"] = False
+        return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,259 @@
+"""Task routing: pending → dispatched → terminal, with retries, deadlines and dead letters.
+
+Everything here works on the shared :class:`TaskStore`, so any dispatcher replica can carry on
+where another stopped. Nothing reads settings: :class:`Policy` carries the numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from loom_protocol import (
+    EventType,
+    PickReply,
+    Task,
+    TaskStatus,
+    TaskStatusChanged,
+    is_terminal,
+)
+
+from .errors import RegistryUnavailable
+from .store import Change, Scores, TaskStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_attempts: int
+    task_timeout_s: float
+    no_instance_timeout_s: float
+    retry_backoff_s: float
+    no_instance_retry_s: float = 0.25
+
+
+class Picker(Protocol):
+    async def pick(self, agent_id: str, task_id: str) -> PickReply: ...
+
+
+class Outbox(Protocol):
+    """What the dispatcher tells the world (NATS); implemented in bus.py."""
+
+    async def assigned(self, task: Task) -> None: ...
+    async def final(self, task: Task) -> None: ...
+    async def dead(self, task: Task, reason: str) -> None: ...
+    async def cancel(self, task: Task) -> None: ...
+    async def event(self, event_type: str, task: Task, data: dict[str, object] | None = None) -> None: ...
+
+
+def _terminal_event(status: TaskStatus) -> str:
+    return {
+        TaskStatus.COMPLETED: EventType.TASK_COMPLETED,
+        TaskStatus.FAILED: EventType.TASK_FAILED,
+        TaskStatus.CANCELLED: EventType.TASK_CANCELLED,
+        TaskStatus.DEAD: EventType.TASK_DEAD,
+    }[status]
+
+
+class Dispatcher:
+    def __init__(self, store: TaskStore, picker: Picker, outbox: Outbox, policy: Policy) -> None:
+        self._store = store
+        self._picker = picker
+        self._outbox = outbox
+        self._policy = policy
+
+    # -- submission ---------------------------------------------------------------------------
+    async def submit(self, task: Task) -> bool:
+        """Record a new task and try to dispatch it; False when the task id is already known."""
+        task = task.model_copy(
+            update={
+                "status": TaskStatus.PENDING,
+                "attempt": 0,
+                "instance_id": None,
+                "result": None,
+                "error": None,
+            }
+        )
+        if not await self._store.create(task, retry_at=time.time()):
+            log.info("duplicate submission ignored", extra={"task_id": task.task_id})
+            return False
+        await self._outbox.event(EventType.TASK_SUBMITTED, task)
+        await self.try_dispatch(task.task_id)
+        return True
+
+    async def try_dispatch(self, task_id: str) -> None:
+        task = await self._store.get(task_id)
+        if task is None or task.status is not TaskStatus.PENDING:
+            return
+        if task.metadata.get("cancelRequested"):
+            await self._finish(task_id, TaskStatus.CANCELLED, error="cancelled before dispatch")
+            return
+        try:
+            reply = await self._picker.pick(task.target_agent, task.task_id)
+        except RegistryUnavailable as exc:
+            log.warning("%s; the sweeper retries", exc, extra={"task_id": task_id})
+            return  # still in the waiting index, due now
+        now = time.time()
+        if reply.instance_id is None:
+            waited = now - task.updated_at.timestamp()
+            if waited >= self._policy.no_instance_timeout_s:
+                await self._dead(task_id, f"no instance of agent {task.target_agent}")
+                return
+
+            def wait_more(cur: Task, _: Scores) -> Change | None:
+                if cur.status is not TaskStatus.PENDING:
+                    return None
+                return Change(cur, retry_at=now + self._policy.no_instance_retry_s)
+
+            await self._store.update(task_id, wait_more)
+            return
+        instance_id = reply.instance_id
+        attempt = task.attempt
+
+        def assign(cur: Task, _: Scores) -> Change | None:
+            if cur.status is not TaskStatus.PENDING or cur.attempt != attempt:
+                return None  # another replica got there first
+            new = cur.with_status(TaskStatus.DISPATCHED, attempt=cur.attempt + 1, instance_id=instance_id)
+            return Change(new, deadline=now + self._timeout_of(cur))
+
+        new = await self._store.update(task_id, assign)
+        if new is not None:
+            await self._outbox.assigned(new)
+            await self._outbox.event(EventType.TASK_ASSIGNED, new, {"instanceId": instance_id})
+
+    def _timeout_of(self, task: Task) -> float:
+        value = task.metadata.get("timeoutS")
+        if isinstance(value, int | float) and 0 < value <= 24 * 3600:
+            return float(value)
+        return self._policy.task_timeout_s
+
+    # -- reports from workers -----------------------------------------------------------------
+    async def on_status(self, change: TaskStatusChanged) -> None:
+        if change.final:
+            return  # our own announcement of a terminal state
+
+        def apply(cur: Task, scores: Scores) -> Change | None:
+            if is_terminal(cur.status) or cur.attempt != change.attempt:
+                return None  # a superseded attempt, or already decided
+            if cur.instance_id != change.instance_id:
+                return None
+            if change.status is TaskStatus.RUNNING:
+                if cur.status is not TaskStatus.DISPATCHED:
+                    return None
+                return Change(cur.with_status(TaskStatus.RUNNING), deadline=scores.deadline)
+            if change.status is TaskStatus.PENDING:  # handed back by a draining worker
+                return Change(cur.with_status(TaskStatus.PENDING, instance_id=None), retry_at=time.time())
+            if is_terminal(change.status):
+                return Change(cur.with_status(change.status, result=change.result, error=change.error))
+            return None
+
+        new = await self._store.update(change.task_id, apply)
+        if new is None:
+            return
+        if is_terminal(new.status):
+            await self._announce(new)
+        elif new.status is TaskStatus.PENDING:
+            await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": "handed back by its worker"})
+            await self.try_dispatch(new.task_id)
+
+    # -- failures -----------------------------------------------------------------------------
+    async def on_member_down(self, instance_id: str) -> None:
+        for task_id in await self._store.tasks_of_instance(instance_id):
+            await self._redispatch(task_id, f"instance {instance_id} down", only_instance=instance_id)
+
+    async def sweep(self) -> int:
+        """Re-dispatch tasks past their deadline and retry waiting ones; returns how many moved."""
+        now = time.time()
+        moved = 0
+        for task_id in await self._store.due_inflight(now):
+            moved += await self._redispatch(task_id, "deadline exceeded", due_before=now)
+        for task_id in await self._store.due_waiting(now):
+            await self.try_dispatch(task_id)
+            moved += 1
+        return moved
+
+    async def _redispatch(
+        self, task_id: str, reason: str, *, only_instance: str | None = None, due_before: float | None = None
+    ) -> int:
+        now = time.time()
+        dead_reason: list[str] = []
+
+        def back_to_pending(cur: Task, scores: Scores) -> Change | None:
+            if cur.status not in (TaskStatus.DISPATCHED, TaskStatus.RUNNING):
+                return None
+            if only_instance is not None and cur.instance_id != only_instance:
+                return None
+            if due_before is not None and (scores.deadline is None or scores.deadline > due_before):
+                return None
+            if cur.metadata.get("cancelRequested"):
+                return Change(cur.with_status(TaskStatus.CANCELLED, error=f"cancelled ({reason})"))
+            if cur.attempt >= self._policy.max_attempts:
+                text = f"{reason}; gave up after {cur.attempt} attempts"
+                dead_reason.append(text)
+                return Change(cur.with_status(TaskStatus.DEAD, error=text))
+            backoff = self._policy.retry_backoff_s * (2 ** (cur.attempt - 1))
+            new = cur.with_status(TaskStatus.PENDING, error=reason)
+            return Change(new, retry_at=now + backoff)
+
+        new = await self._store.update(task_id, back_to_pending)
+        if new is None:
+            return 0
+        if new.status is TaskStatus.PENDING:
+            log.info("re-dispatching task", extra={"task_id": task_id, "reason": reason})
+            await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": reason, "attempt": new.attempt})
+        else:
+            if dead_reason:
+                await self._outbox.dead(new, dead_reason[0])
+            await self._announce(new)
+        return 1
+
+    async def _dead(self, task_id: str, reason: str) -> None:
+        def kill(cur: Task, _: Scores) -> Change | None:
+            if is_terminal(cur.status):
+                return None
+            return Change(cur.with_status(TaskStatus.DEAD, error=reason))
+
+        new = await self._store.update(task_id, kill)
+        if new is not None:
+            await self._outbox.dead(new, reason)
+            await self._announce(new)
+
+    async def _finish(self, task_id: str, status: TaskStatus, *, error: str | None = None) -> None:
+        def finish(cur: Task, _: Scores) -> Change | None:
+            if is_terminal(cur.status):
+                return None
+            return Change(cur.with_status(status, error=error))
+
+        new = await self._store.update(task_id, finish)
+        if new is not None:
+            await self._announce(new)
+
+    async def _announce(self, task: Task) -> None:
+        await self._outbox.final(task)
+        await self._outbox.event(
+            _terminal_event(task.status), task, {"error": task.error} if task.error else None
+        )
+
+    # -- cancellation -------------------------------------------------------------------------
+    async def cancel(self, task_id: str) -> Task | None:
+        """Request cancellation; returns the task as it stands, None if unknown."""
+
+        def request(cur: Task, _: Scores) -> Change | None:
+            if is_terminal(cur.status):
+                return None
+            meta = {**cur.metadata, "cancelRequested": True}
+            if cur.status is TaskStatus.PENDING:
+                return Change(cur.with_status(TaskStatus.CANCELLED, metadata=meta, error="cancelled by user"))
+            return Change(cur.model_copy(update={"metadata": meta}))
+
+        new = await self._store.update(task_id, request)
+        if new is None:
+            return await self._store.get(task_id)
+        if new.status is TaskStatus.CANCELLED:
+            await self._announce(new)
+        else:
+            await self._outbox.cancel(new)
+        return new

@@ -1,0 +1,138 @@
+"""REST API: POST /api/tasks, GET /api/tasks/{task_id}, POST /api/tasks/{task_id}/cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from loom_protocol import (
+    MSG_ID_HEADER,
+    TASKS_STREAM,
+    Task,
+    TaskAction,
+    TaskStatusChanged,
+    TraceContext,
+    is_terminal,
+    subjects,
+    submitted_msg_id,
+)
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from .state import get_state
+
+
+class TaskSubmission(BaseModel):
+    """The body of POST /api/tasks: a Task as a client may send it. Unknown fields are refused
+    (HTTP 422) so that a typo such as ``targetAgnet`` is never silently dropped."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    task_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_:-]+$")
+    source_agent: str | None = None
+    target_agent: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    action: TaskAction = TaskAction.EXECUTE
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    parent_task_id: str | None = None
+    session_id: str | None = None
+
+
+router = APIRouter()
+
+
+def _task_body(task: Task) -> dict[str, Any]:
+    return task.to_wire()
+
+
+@router.post("/api/tasks", status_code=202)
+async def submit_task(
+    submission: TaskSubmission,
+    request: Request,
+    wait: Annotated[float, Query(ge=0, le=3600, description="seconds to wait for the outcome")] = 0,
+    traceparent: Annotated[str | None, Header()] = None,
+) -> JSONResponse:
+    state = get_state(request)
+    size = len(json.dumps(submission.parameters, separators=(",", ":")).encode())
+    if size > state.settings.max_parameters_bytes:
+        raise HTTPException(
+            413, f"parameters are {size} bytes; the limit is {state.settings.max_parameters_bytes} bytes"
+        )
+    fields = submission.model_dump(exclude_none=True)
+    trace = TraceContext(traceparent=traceparent) if _valid_traceparent(traceparent) else TraceContext()
+    if trace.traceparent is None:
+        trace = TraceContext.new()
+    task = Task(**fields, trace=trace)
+    wait = min(wait, state.settings.max_wait_s)
+
+    existing = await state.store.get(task.task_id)
+    if existing is not None and (wait == 0 or is_terminal(existing.status)):
+        return JSONResponse(_task_body(existing), status_code=200 if is_terminal(existing.status) else 202)
+
+    finished: asyncio.Future[TaskStatusChanged] = asyncio.get_running_loop().create_future()
+    sub = None
+    if wait > 0:
+
+        async def on_status(msg: Any) -> None:
+            change = TaskStatusChanged.from_json(msg.data)
+            if change.final and not finished.done():
+                finished.set_result(change)
+
+        sub = await state.broker.connection.subscribe(subjects.task_status(task.task_id), cb=on_status)
+    try:
+        if existing is None:
+            await state.broker.publish(
+                task.to_json(),
+                subjects.task_submitted(task.target_agent),
+                headers={"content-type": "application/json", MSG_ID_HEADER: submitted_msg_id(task.task_id)},
+                stream=TASKS_STREAM.name,
+            )
+        if wait > 0:
+            deadline = time.monotonic() + wait
+            current = await state.store.get(task.task_id)
+            if current is None or not is_terminal(current.status):
+                try:
+                    await asyncio.wait_for(finished, timeout=max(0.0, deadline - time.monotonic()))
+                except TimeoutError:
+                    pass
+    finally:
+        if sub is not None:
+            await sub.unsubscribe()
+    current = await state.store.get(task.task_id)
+    if current is None:  # accepted by JetStream, not yet recorded by a dispatcher
+        return JSONResponse(_task_body(task), status_code=202)
+    return JSONResponse(_task_body(current), status_code=200 if is_terminal(current.status) else 202)
+
+
+def _valid_traceparent(value: str | None) -> bool:
+    if not value:
+        return False
+    try:
+        TraceContext(traceparent=value)
+    except ValueError:
+        return False
+    return True
+
+
+@router.get("/api/tasks/{task_id}")
+async def get_task(task_id: str, request: Request) -> JSONResponse:
+    task = await get_state(request).store.get(task_id)
+    if task is None:
+        raise HTTPException(404, f"no task with id {task_id!r}")
+    return JSONResponse(_task_body(task))
+
+
+@router.post("/api/tasks/{task_id}/cancel", status_code=202)
+async def cancel_task(task_id: str, request: Request) -> JSONResponse:
+    state = get_state(request)
+    task = await state.store.get(task_id)
+    if task is None:
+        raise HTTPException(404, f"no task with id {task_id!r}")
+    if is_terminal(task.status):
+        raise HTTPException(409, f"task {task_id!r} already ended with status {task.status.value}")
+    task = await state.dispatcher.cancel(task_id) or task
+    return JSONResponse(_task_body(task), status_code=200 if is_terminal(task.status) else 202)

@@ -1,0 +1,87 @@
+"""The registry app: FastAPI for /api/agents, a FastStream NatsBroker for heartbeats and picks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from faststream.nats import NatsBroker
+from loom_protocol import MemberChanged, MembershipChange
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from redis.asyncio import Redis
+
+from . import http
+from .config import Settings
+from .handlers import announce, build_router
+from .membership import Membership
+from .streams import ensure_streams
+
+log = logging.getLogger(__name__)
+INSTANCES = Gauge("loom_registry_instances", "Live instances known to the registry")
+
+
+async def _evict_forever(broker: NatsBroker, membership: Membership, interval_s: float) -> None:
+    while True:
+        try:
+            for instance_id in await membership.evict_expired():
+                log.warning("instance down: missed heartbeats", extra={"instance_id": instance_id})
+                await announce(
+                    broker,
+                    MemberChanged(
+                        instance_id=instance_id, change=MembershipChange.DOWN, reason="missed heartbeats"
+                    ),
+                )
+            INSTANCES.set(len(await membership.all_instances()))
+        except Exception:
+            log.exception("eviction sweep failed; trying again")
+        await asyncio.sleep(interval_s)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG)
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    membership = Membership(redis, settings.redis_prefix, settings.missed_heartbeats)
+    broker.include_router(build_router(broker, membership, settings.pick_strategy))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await broker.connect()
+        await ensure_streams(broker.connection.jetstream())
+        await broker.start()
+        sweeper = asyncio.create_task(_evict_forever(broker, membership, settings.sweep_interval_s))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            await broker.stop()
+            await redis.aclose()
+
+    app = FastAPI(title="Loom registry", version="0.1.0", lifespan=lifespan)
+    app.state.membership = membership
+    app.include_router(http.router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> JSONResponse:
+        checks = {"nats": broker.connection.is_connected}
+        try:
+            checks["redis"] = bool(await redis.ping())
+        except Exception:
+            checks["redis"] = False
+        return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

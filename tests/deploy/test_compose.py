@@ -1,0 +1,103 @@
+"""docker compose: the compose-spec schema, Compose's own loader, and agreement with services.toml."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import checks
+import pytest
+
+
+def test_compose_schema() -> None:
+    checks.compose_schema(checks.COMPOSE_FILE)
+
+
+def test_compose_config(compose_model: dict) -> None:
+    assert compose_model["name"] == "loom"
+
+
+def test_compose_matches_services(compose_model: dict, services: list[dict], infra: list[dict]) -> None:
+    checks.compose_matches_services(compose_model, services, infra)
+
+
+def test_worker_stop_grace_exceeds_drain(compose_model: dict) -> None:
+    worker = compose_model["services"]["agent-worker"]
+    drain = float(worker["environment"]["LOOM_DRAIN_TIMEOUT_S"])
+    grace = worker.get("stop_grace_period", "10s")
+    assert grace.endswith("s") and float(grace[:-1]) > drain, (
+        f"agent-worker stop_grace_period {grace} must exceed LOOM_DRAIN_TIMEOUT_S={drain}"
+    )
+
+
+def test_env_comes_from_one_file(compose_model: dict, services: list[dict]) -> None:
+    env_file = (checks.COMPOSE_FILE.parent / "loom.env").read_text()
+    keys = {
+        line.split("=", 1)[0] for line in env_file.splitlines() if "=" in line and not line.startswith("#")
+    }
+    for svc in services:
+        env = compose_model["services"][svc["name"]]["environment"]
+        own = set(env) - keys
+        assert own <= {"LOOM_HTTP_PORT", "OTEL_SERVICE_NAME"}, (
+            f"{svc['name']} sets {sorted(own)} in compose.yaml: shared settings belong in loom.env"
+        )
+
+
+# ------------------------------------------------------------------ the checks bite
+
+
+@pytest.fixture
+def stack(tmp_path: Path, services: list[dict]) -> Path:
+    """A copy of deploy/ and the Dockerfiles, so relative paths in compose.yaml still resolve."""
+    shutil.copytree(checks.REPO / "deploy", tmp_path / "deploy")
+    for svc in services:
+        (tmp_path / svc["dir"]).mkdir(parents=True)
+        shutil.copy(checks.REPO / svc["dir"] / "Dockerfile", tmp_path / svc["dir"] / "Dockerfile")
+    return tmp_path
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"sample anchor {old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_checks_bite_on_key_typo(stack: Path) -> None:
+    compose = stack / "deploy/compose/compose.yaml"
+    edit(
+        compose,
+        '    healthcheck:\n      test: ["CMD", "redis-cli"',
+        '    healthchek:\n      test: ["CMD", "redis-cli"',
+    )
+    with pytest.raises(checks.CheckFailed, match="healthchek"):
+        checks.compose_schema(compose)
+    with pytest.raises(checks.CheckFailed, match="healthchek"):
+        checks.compose_config(compose)
+
+
+def test_config_bites_on_unknown_dependency(stack: Path) -> None:
+    compose = stack / "deploy/compose/compose.yaml"
+    edit(
+        compose, "      redis: {condition: service_healthy}\n", "      rediss: {condition: service_healthy}\n"
+    )
+    checks.compose_schema(compose)  # the schema cannot see this one ...
+    with pytest.raises(checks.CheckFailed, match="rediss"):  # ... Compose's loader does
+        checks.compose_config(compose)
+
+
+def test_config_bites_on_missing_env_file(stack: Path) -> None:
+    (stack / "deploy/compose/loom.env").unlink()
+    with pytest.raises(checks.CheckFailed, match="loom.env"):
+        checks.compose_config(stack / "deploy/compose/compose.yaml")
+
+
+def test_consistency_bites_on_drift(stack: Path, services: list[dict], infra: list[dict]) -> None:
+    compose = stack / "deploy/compose/compose.yaml"
+    edit(compose, 'ports: ["8004:8004"]', 'ports: ["8014:8004"]')
+    edit(compose, "    deploy:\n      replicas: 2\n", "")
+    edit(compose, "      timescaledb: {condition: service_healthy}\n\n  query:", "\n  query:")
+    model = checks.compose_config(compose)
+    with pytest.raises(
+        checks.CheckFailed, match=r"(?s)agent-worker: replicas 1 != 2.*ingest: depends_on.*query: port 8004"
+    ):
+        checks.compose_matches_services(model, services, infra, root=stack)
