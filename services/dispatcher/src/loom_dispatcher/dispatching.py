@@ -98,7 +98,7 @@ class Dispatcher:
             return  # still in the waiting index, due now
         now = time.time()
         if reply.instance_id is None:
-            waited = now - task.updated_at.timestamp()
+            waited = now - await self._store.no_instance_since(task_id, now)
             if waited >= self._policy.no_instance_timeout_s:
                 await self._dead(task_id, f"no instance of agent {task.target_agent}")
                 return

@@ -58,6 +58,10 @@ class TaskStore:
     def _waiting(self) -> str:
         return f"{self._p}:waiting"
 
+    @property
+    def _no_instance(self) -> str:
+        return f"{self._p}:no-instance-since"
+
     def _instance(self, instance_id: str) -> str:
         return f"{self._p}:instance:{instance_id}:tasks"
 
@@ -108,6 +112,8 @@ class TaskStore:
                     pipe.set(key, new.to_json())
                     if current.instance_id and current.instance_id != new.instance_id:
                         pipe.srem(self._instance(current.instance_id), task_id)
+                    if new.status is not TaskStatus.PENDING:
+                        pipe.hdel(self._no_instance, task_id)
                     if is_terminal(new.status):
                         pipe.zrem(self._inflight, task_id)
                         pipe.zrem(self._waiting, task_id)
@@ -127,6 +133,11 @@ class TaskStore:
                     return new
                 except WatchError:
                     continue
+
+    async def no_instance_since(self, task_id: str, now: float) -> float:
+        """When the registry first said there is no instance for this task (set on first call)."""
+        await self._redis.hsetnx(self._no_instance, task_id, now)
+        return float(await self._redis.hget(self._no_instance, task_id) or now)
 
     async def due_inflight(self, now: float, limit: int = 500) -> list[str]:
         return await self._redis.zrangebyscore(self._inflight, 0, now, start=0, num=limit)

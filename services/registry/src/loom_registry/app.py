@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -24,10 +25,16 @@ log = logging.getLogger(__name__)
 INSTANCES = Gauge("loom_registry_instances", "Live instances known to the registry")
 
 
-async def _evict_forever(broker: NatsBroker, membership: Membership, interval_s: float) -> None:
+async def _evict_forever(
+    broker: NatsBroker, membership: Membership, interval_s: float, grace_s: float
+) -> None:
+    # A registry that was down saw no heartbeats: give instances one grace period to send
+    # theirs before declaring anyone down, so a registry restart does not evict the fleet.
+    evict_after = time.monotonic() + grace_s
     while True:
         try:
-            for instance_id in await membership.evict_expired():
+            evicted = await membership.evict_expired() if time.monotonic() >= evict_after else []
+            for instance_id in evicted:
                 log.warning("instance down: missed heartbeats", extra={"instance_id": instance_id})
                 await announce(
                     broker,
@@ -53,7 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await broker.connect()
         await ensure_streams(broker.connection.jetstream())
         await broker.start()
-        sweeper = asyncio.create_task(_evict_forever(broker, membership, settings.sweep_interval_s))
+        sweeper = asyncio.create_task(
+            _evict_forever(broker, membership, settings.sweep_interval_s, settings.startup_grace_s)
+        )
         try:
             yield
         finally:

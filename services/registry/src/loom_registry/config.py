@@ -19,4 +19,5 @@ class Settings(BaseSettings):
     redis_prefix: str = "loom"
     missed_heartbeats: int = 3
     sweep_interval_s: float = 0.25
+    startup_grace_s: float = 3.0
     pick_strategy: Literal["round_robin", "least_loaded"] = "round_robin"
