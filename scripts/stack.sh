@@ -60,6 +60,14 @@ ensure_timescaledb() {
   LOOM_TSDB_PORT="$TSDB_PORT" bash "$ROOT/scripts/timescaledb.sh" up
 }
 
+ensure_prometheus() {
+  # Debian's prometheus package (the binary only: supervisord runs it under `make up`)
+  command -v prometheus >/dev/null || {
+    log "Prometheus: installing Debian's prometheus package"; apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+  "$VENV/bin/python" "$ROOT/scripts/prometheus_local.py" "$STATE/prometheus/prometheus.yml"
+}
+
 write_env() {
   # local connection settings for services, tests and tools (pydantic-settings env_file)
   cat > "$ROOT/.env" <<ENV
@@ -75,6 +83,7 @@ infra() {
   ensure_nats
   ensure_redis
   ensure_timescaledb
+  ensure_prometheus
   write_env
 }
 

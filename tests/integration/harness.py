@@ -136,7 +136,7 @@ class Service(Process):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def ready(self, timeout: float = 30.0) -> None:
+    async def ready(self, timeout: float = 60.0) -> None:
         async def is_ready() -> bool:
             if not self.alive:
                 raise AssertionError(f"{self.name} exited:\n{self.log_tail()}")
@@ -151,7 +151,7 @@ class Service(Process):
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n--- {self.name} log ---\n{self.log_tail()}") from None
 
-    async def started(self, timeout: float = 30.0) -> Service:
+    async def started(self, timeout: float = 60.0) -> Service:
         self.start()
         await self.ready(timeout)
         return self
@@ -169,3 +169,34 @@ async def running(*procs: Process):  # type: ignore[no-untyped-def]
     finally:
         for p in reversed(procs):
             p.stop()
+
+
+class PrometheusServer(Process):
+    """Debian's prometheus with the project's scrape config made local (scripts/prometheus_local.py)."""
+
+    def __init__(self, log_dir: Path, targets: dict[str, list[str]]) -> None:
+        import yaml
+
+        from scripts.prometheus_local import SHARED, localize
+
+        self.port = free_port()
+        config = localize(yaml.safe_load(SHARED.read_text()), targets, "1s", self.port)
+        config_path = log_dir / f"prometheus-{self.port}.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        argv = [
+            "prometheus",
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={log_dir / 'prom-data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+        super().__init__(f"prometheus-{self.port}", argv, dict(os.environ), log_dir)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def query(self, promql: str) -> list[dict[str, Any]]:
+        async with httpx.AsyncClient(timeout=5) as client:
+            body = (await client.get(f"{self.url}/api/v1/query", params={"query": promql})).json()
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])

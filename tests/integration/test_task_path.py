@@ -85,8 +85,8 @@ async def test_calculator_over_rest_answers_20(stack: Stack, http: httpx.AsyncCl
 async def test_round_robin_is_fair_over_three_instances(stack: Stack) -> None:
     await stack.registry()
     await stack.dispatcher()
-    for i in range(3):
-        await stack.worker(f"rr{i}", agents="echo")
+    for i in range(3):  # heartbeats every second: a loaded machine must not evict a live instance
+        await stack.worker(f"rr{i}", agents="echo", LOOM_HEARTBEAT_INTERVAL_S="1")
     await stack.wait_instances("echo", 3)
     nc = await stack.nats()
     finals = Finals()
@@ -113,7 +113,7 @@ async def test_killed_worker_tasks_complete_elsewhere_once(stack: Stack) -> None
     nc = await stack.nats()
     finals = Finals()
     await finals.attach(nc)
-    tasks = [Task(target_agent="calculator", parameters=sleepy(1.0)) for _ in range(30)]
+    tasks = [Task(target_agent="calculator", parameters=sleepy(2.0)) for _ in range(30)]
     for task in tasks:
         await submit_nats(nc, task)
     ids = [t.task_id for t in tasks]
@@ -122,11 +122,11 @@ async def test_killed_worker_tasks_complete_elsewhere_once(stack: Stack) -> None
         async with httpx.AsyncClient() as client:
             text = (await client.get(f"{stack.workers['k1'].url}/metrics")).text
         return any(
-            line.startswith("loom_worker_in_flight ") and float(line.split()[1]) >= 5
+            line.startswith("loom_worker_in_flight ") and float(line.split()[1]) >= 3
             for line in text.splitlines()
         )
 
-    await wait_for(victim_busy, 20, "k1 to hold tasks")
+    await wait_for(victim_busy, 60, "k1 to hold tasks")
     stack.workers["k1"].kill()
     await wait_for(lambda: finals.done(ids), 60, "every task to end")
     assert all(len(finals.by_task[t]) == 1 for t in ids), "a task ended more than once"
@@ -206,8 +206,8 @@ async def test_cancel_a_running_task(stack: Stack, http: httpx.AsyncClient) -> N
     assert resp.status_code == 202
     task_id = resp.json()["taskId"]
 
-    async def status() -> str:
-        return str((await http.get(f"{stack.api}/api/tasks/{task_id}")).json()["status"])
+    async def status() -> str:  # 404 until a dispatcher has consumed the submission
+        return str((await http.get(f"{stack.api}/api/tasks/{task_id}")).json().get("status"))
 
     await wait_for(lambda: _is(status, "running"), 10, "the task to run")
     cancel = await http.post(f"{stack.api}/api/tasks/{task_id}/cancel")

@@ -22,6 +22,7 @@ from .heartbeat import Heartbeater
 from .reporting import StatusReporter
 from .runtime import LoggingInterceptor, build_demo_agents, make_provider
 from .streams import ensure_streams
+from .telemetry import broker_middlewares, instrument_app, setup_tracing
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -54,7 +55,8 @@ def build_router(executor: Executor, reporter: StatusReporter) -> NatsRouter:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG)
+    tracing = setup_tracing("loom-agent-worker")
+    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG, middlewares=broker_middlewares(tracing))
     provider = make_provider(
         settings.llm_provider,
         base_url=settings.llm_base_url,
@@ -101,8 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await heart.stop()
             await emitter.stop()
             await broker.stop()
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(title="Loom agent-worker", version=VERSION, lifespan=lifespan)
+
+    instrument_app(app, tracing)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -16,7 +16,10 @@ from typing import Any
 from faststream.nats import NatsBroker
 from loom_protocol import MSG_ID_HEADER, CloudEvent, EventType, Task, new_event, subjects
 from nats.js import JetStreamContext
+from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter
+
+from .telemetry import current_trace, tracer
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,13 @@ EVENTS_DROPPED = Counter(
     "loom_worker_events_dropped_total", "CloudEvents dropped: buffer full or publish failed"
 )
 _HEADERS = {"content-type": "application/cloudevents+json"}
+
+
+def _headers(event: CloudEvent) -> dict[str, str]:
+    headers = {**_HEADERS, MSG_ID_HEADER: event.id}
+    if event.traceparent:  # so a consumer's span continues the trace the event belongs to
+        headers["traceparent"] = event.traceparent
+    return headers
 
 
 class EventEmitter:
@@ -83,9 +93,7 @@ class EventEmitter:
     async def _publish(self, js: JetStreamContext, events: list[CloudEvent]) -> None:
         try:
             acks = [
-                await js.publish_async(
-                    subjects.event(e.type), e.to_json(), headers={**_HEADERS, MSG_ID_HEADER: e.id}
-                )
+                await js.publish_async(subjects.event(e.type), e.to_json(), headers=_headers(e))
                 for e in events
             ]
             results = await asyncio.gather(*acks, return_exceptions=True)
@@ -102,7 +110,12 @@ class EventEmitter:
 
 
 class TaskEvents:
-    """The runtime's EventSink for one task: every event carries the task's ids and trace."""
+    """The runtime's EventSink for one task: every event carries the task's ids and trace.
+
+    It also turns the event stream into spans: ``llm.request`` … ``llm.usage`` is an LLM span,
+    ``tool.call`` … ``tool.result`` a tool span, and the events in between carry that span's
+    traceparent, so the trace id stored with each event is the trace id of its span.
+    """
 
     def __init__(
         self, emitter: EventEmitter, task: Task, source: str, agent_id: str, instance_id: str
@@ -113,10 +126,14 @@ class TaskEvents:
         self._agent_id = agent_id
         self._instance_id = instance_id
         self._seq = itertools.count()
+        self._llm_span: Span | None = None
+        self._tool_spans: dict[str, Span] = {}
 
     def emit(self, event_type: str, data: dict[str, Any], *, subject: str | None = None) -> None:
         task = self._task
         try:
+            span = self._span_for(event_type, data, subject)
+            trace = current_trace(span) or task.trace
             event = new_event(
                 event_type,
                 self._source,
@@ -125,13 +142,51 @@ class TaskEvents:
                 task_id=task.task_id,
                 session_id=task.session_id,
                 parent_task_id=task.parent_task_id,
-                traceparent=task.trace.traceparent,
-                tracestate=task.trace.tracestate,
+                traceparent=trace.traceparent,
+                tracestate=trace.tracestate,
                 instance_id=self._instance_id,
                 agent_id=self._agent_id,
                 extensions={"seq": next(self._seq)},
             )
+            self._end_span(event_type, data)
         except Exception:
             log.exception("could not build a %s event", event_type, extra={"task_id": task.task_id})
             return
         self._emitter.put(event)
+
+    def _span_for(self, event_type: str, data: dict[str, Any], subject: str | None) -> Span | None:
+        if event_type == EventType.LLM_REQUEST:
+            self._llm_span = tracer.start_span(f"llm {subject or ''}".strip(), kind=SpanKind.CLIENT)
+            self._llm_span.set_attribute("loom.task_id", self._task.task_id)
+            return self._llm_span
+        if event_type == EventType.LLM_USAGE:
+            return self._llm_span
+        if event_type == EventType.TOOL_CALL:
+            call_id = str(data.get("call_id", ""))
+            span = tracer.start_span(f"tool {data.get('name', '')}", kind=SpanKind.INTERNAL)
+            span.set_attribute("loom.task_id", self._task.task_id)
+            self._tool_spans[call_id] = span
+            return span
+        if event_type == EventType.TOOL_RESULT:
+            return self._tool_spans.get(str(data.get("call_id", "")))
+        return None
+
+    def _end_span(self, event_type: str, data: dict[str, Any]) -> None:
+        if event_type == EventType.LLM_USAGE and self._llm_span is not None:
+            for key in ("input_tokens", "output_tokens"):
+                if isinstance(data.get(key), int):
+                    self._llm_span.set_attribute(f"gen_ai.usage.{key}", data[key])
+            self._llm_span.end()
+            self._llm_span = None
+        elif event_type == EventType.TOOL_RESULT:
+            span = self._tool_spans.pop(str(data.get("call_id", "")), None)
+            if span is not None:
+                span.end()
+
+    def close(self) -> None:
+        """End spans whose closing event never came (the call raised or the task was cancelled)."""
+        for span in [self._llm_span, *self._tool_spans.values()]:
+            if span is not None:
+                span.end()
+        self._llm_span = None
+        self._tool_spans.clear()

@@ -10,11 +10,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from loom_protocol import InstanceLoad, Task, TaskStatus
+from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from .emitter import EventEmitter
 from .reporting import StatusReporter
 from .runtime import Agent, ChildTasks, Interceptor, MemoryStore, TaskContext, run_with_interceptors
+from .telemetry import context_of, tracer
 
 log = logging.getLogger(__name__)
 
@@ -91,14 +93,23 @@ class Executor:
         return True
 
     async def _run(self, agent: Agent, task: Task) -> None:
+        # parent: the span of the assigned message when traced, else the task's recorded trace
+        parent = None if trace.get_current_span().get_span_context().is_valid else context_of(task.trace)
+        with tracer.start_as_current_span(f"agent {agent.node_id}", context=parent) as span:
+            span.set_attribute("loom.task_id", task.task_id)
+            span.set_attribute("loom.attempt", task.attempt)
+            await self._run_traced(agent, task)
+
+    async def _run_traced(self, agent: Agent, task: Task) -> None:
         async with self._slots:
             started = time.perf_counter()
             status = TaskStatus.FAILED
             try:
                 await self._reporter.report(task, TaskStatus.RUNNING)
+                events = self._emitter.for_task(task, agent.node_id, self.instance_id)
                 ctx = TaskContext(
                     task=task,
-                    events=self._emitter.for_task(task, agent.node_id, self.instance_id),
+                    events=events,
                     children=self._children(task, agent.node_id),
                     memory=self._memory.session(task.session_id or task.task_id),
                     instance_id=self.instance_id,
@@ -106,11 +117,13 @@ class Executor:
                 try:
                     done = await run_with_interceptors(agent, task, ctx, self._interceptors)
                 except asyncio.CancelledError:
+                    events.close()
                     status = TaskStatus.PENDING if self.draining else TaskStatus.CANCELLED
                     reason = "handed back: worker shutting down" if self.draining else "cancelled by request"
                     with contextlib.suppress(Exception):
                         await asyncio.shield(self._reporter.report(task, status, error=reason))
                     raise
+                events.close()
                 status = done.status
                 await self._reporter.report(task, done.status, result=done.result, error=done.error)
             except asyncio.CancelledError:

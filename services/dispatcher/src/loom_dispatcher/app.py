@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from faststream.nats import NatsBroker
+from opentelemetry.instrumentation.redis import RedisInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
@@ -21,6 +22,7 @@ from .handlers import build_router
 from .state import State, get_state
 from .store import TaskStore
 from .streams import ensure_streams
+from .telemetry import broker_middlewares, instrument_app, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,10 @@ async def _sweep_forever(dispatcher: Dispatcher, interval_s: float) -> None:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG)
+    provider = setup_tracing("loom-dispatcher")
+    if provider is not None:
+        RedisInstrumentor().instrument(tracer_provider=provider)
+    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG, middlewares=broker_middlewares(provider))
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     store = TaskStore(redis, settings.redis_prefix)
     outbox = NatsOutbox(broker)
@@ -64,9 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await sweeper
             await broker.stop()
             await redis.aclose()
+            if provider is not None:
+                provider.shutdown()
 
     app = FastAPI(title="Loom dispatcher", version="0.1.0", lifespan=lifespan)
     app.state.loom = state
+    instrument_app(app, provider)
     app.include_router(http.router)
 
     @app.get("/healthz", include_in_schema=False)

@@ -16,6 +16,7 @@ from loom_protocol import (
     TaskCancelRequested,
     TaskDeadLettered,
     TaskStatusChanged,
+    TraceContext,
     assigned_msg_id,
     dead_msg_id,
     new_event,
@@ -25,15 +26,25 @@ from loom_protocol import (
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import TooManyStalledMsgsError
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
 from .errors import RegistryUnavailable
+from .metrics import SUBMISSIONS_REJECTED
+from .telemetry import current_trace, inject_headers, tracer
 
 log = logging.getLogger(__name__)
 
 EVENTS_DROPPED = Counter("loom_dispatcher_events_dropped_total", "Events dropped because the buffer was full")
 SOURCE = "/services/dispatcher"
 _JSON = {"content-type": "application/json"}
+
+
+def _event_headers(event_id: str, trace: TraceContext) -> dict[str, str]:
+    headers = {**_JSON, MSG_ID_HEADER: event_id}
+    if trace.traceparent:  # so a consumer's span continues the trace the event belongs to
+        headers["traceparent"] = trace.traceparent
+    return headers
 
 
 class NatsOutbox:
@@ -87,6 +98,7 @@ class NatsOutbox:
         )
 
     async def event(self, event_type: str, task: Task, data: dict[str, Any] | None = None) -> None:
+        trace = current_trace() or task.trace
         event = new_event(
             event_type,
             SOURCE,
@@ -95,8 +107,8 @@ class NatsOutbox:
             task_id=task.task_id,
             session_id=task.session_id,
             parent_task_id=task.parent_task_id,
-            traceparent=task.trace.traceparent,
-            tracestate=task.trace.tracestate,
+            traceparent=trace.traceparent,
+            tracestate=trace.tracestate,
             agent_id=task.target_agent,
         )
         try:
@@ -104,12 +116,13 @@ class NatsOutbox:
                 subjects.event(event_type),
                 event.to_json(),
                 wait_stall=0.005,
-                headers={**_JSON, MSG_ID_HEADER: event.id},
+                headers=_event_headers(event.id, trace),
             )
         except TooManyStalledMsgsError:
             EVENTS_DROPPED.inc()
 
     async def rejected(self, subject: str, raw: bytes, reason: str) -> None:
+        SUBMISSIONS_REJECTED.inc()
         record = RejectedMessage(subject=subject, reason=reason, raw=raw.decode("utf-8", errors="replace"))
         await self._broker.publish(record.to_json(), subjects.rejected("dispatcher"), headers=_JSON)
 
@@ -121,10 +134,15 @@ class RegistryPicker:
 
     async def pick(self, agent_id: str, task_id: str) -> PickReply:
         request = PickRequest(agent_id=agent_id, task_id=task_id)
-        try:
-            msg = await self._broker.connection.request(
-                subjects.REGISTRY_PICK, request.to_json(), timeout=self._timeout_s
-            )
-        except (NatsTimeoutError, NoRespondersError) as exc:
-            raise RegistryUnavailable(f"registry did not answer a pick for {agent_id}: {exc!r}") from exc
+        with tracer.start_as_current_span("registry.pick", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("loom.agent", agent_id)
+            try:
+                msg = await self._broker.connection.request(
+                    subjects.REGISTRY_PICK,
+                    request.to_json(),
+                    timeout=self._timeout_s,
+                    headers=inject_headers({"content-type": "application/json"}),
+                )
+            except (NatsTimeoutError, NoRespondersError) as exc:
+                raise RegistryUnavailable(f"registry did not answer a pick for {agent_id}: {exc!r}") from exc
         return PickReply.from_json(msg.data)

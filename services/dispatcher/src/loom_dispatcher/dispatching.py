@@ -17,11 +17,14 @@ from loom_protocol import (
     Task,
     TaskStatus,
     TaskStatusChanged,
+    TraceContext,
     is_terminal,
 )
 
+from . import metrics
 from .errors import RegistryUnavailable
 from .store import Change, Scores, TaskStore
+from .telemetry import context_of, current_trace, tracer
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,7 @@ class Policy:
     no_instance_timeout_s: float
     retry_backoff_s: float
     no_instance_retry_s: float = 0.25
+    sweep_grace_s: float = 5.0
 
 
 class Picker(Protocol):
@@ -68,8 +72,10 @@ class Dispatcher:
     # -- submission ---------------------------------------------------------------------------
     async def submit(self, task: Task) -> bool:
         """Record a new task and try to dispatch it; False when the task id is already known."""
+        trace = task.trace if task.trace.traceparent else (current_trace() or TraceContext.new())
         task = task.model_copy(
             update={
+                "trace": trace,
                 "status": TaskStatus.PENDING,
                 "attempt": 0,
                 "instance_id": None,
@@ -77,9 +83,12 @@ class Dispatcher:
                 "error": None,
             }
         )
-        if not await self._store.create(task, retry_at=time.time()):
+        # due for the sweeper only if this dispatch does not happen (a crash between the two);
+        # due at once, the sweeper would pick concurrently and waste a round-robin turn
+        if not await self._store.create(task, retry_at=time.time() + self._policy.sweep_grace_s):
             log.info("duplicate submission ignored", extra={"task_id": task.task_id})
             return False
+        metrics.TASKS_SUBMITTED.labels(task.target_agent).inc()
         await self._outbox.event(EventType.TASK_SUBMITTED, task)
         await self.try_dispatch(task.task_id)
         return True
@@ -88,6 +97,13 @@ class Dispatcher:
         task = await self._store.get(task_id)
         if task is None or task.status is not TaskStatus.PENDING:
             return
+        with tracer.start_as_current_span("dispatch", context=context_of(task.trace)) as span:
+            span.set_attribute("loom.task_id", task_id)
+            span.set_attribute("loom.agent", task.target_agent)
+            await self._dispatch(task)
+
+    async def _dispatch(self, task: Task) -> None:
+        task_id = task.task_id
         if task.metadata.get("cancelRequested"):
             await self._finish(task_id, TaskStatus.CANCELLED, error="cancelled before dispatch")
             return
@@ -121,6 +137,7 @@ class Dispatcher:
 
         new = await self._store.update(task_id, assign)
         if new is not None:
+            metrics.observe_dispatched(new)
             await self._outbox.assigned(new)
             await self._outbox.event(EventType.TASK_ASSIGNED, new, {"instanceId": instance_id})
 
@@ -145,7 +162,10 @@ class Dispatcher:
                     return None
                 return Change(cur.with_status(TaskStatus.RUNNING), deadline=scores.deadline)
             if change.status is TaskStatus.PENDING:  # handed back by a draining worker
-                return Change(cur.with_status(TaskStatus.PENDING, instance_id=None), retry_at=time.time())
+                return Change(
+                    cur.with_status(TaskStatus.PENDING, instance_id=None),
+                    retry_at=time.time() + self._policy.sweep_grace_s,
+                )
             if is_terminal(change.status):
                 return Change(cur.with_status(change.status, result=change.result, error=change.error))
             return None
@@ -156,6 +176,7 @@ class Dispatcher:
         if is_terminal(new.status):
             await self._announce(new)
         elif new.status is TaskStatus.PENDING:
+            metrics.TASKS_RETRIED.labels(new.target_agent).inc()
             await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": "handed back by its worker"})
             await self.try_dispatch(new.task_id)
 
@@ -203,6 +224,7 @@ class Dispatcher:
             return 0
         if new.status is TaskStatus.PENDING:
             log.info("re-dispatching task", extra={"task_id": task_id, "reason": reason})
+            metrics.TASKS_RETRIED.labels(new.target_agent).inc()
             await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": reason, "attempt": new.attempt})
         else:
             if dead_reason:
@@ -232,6 +254,7 @@ class Dispatcher:
             await self._announce(new)
 
     async def _announce(self, task: Task) -> None:
+        metrics.observe_terminal(task)
         await self._outbox.final(task)
         await self._outbox.event(
             _terminal_event(task.status), task, {"error": task.error} if task.error else None

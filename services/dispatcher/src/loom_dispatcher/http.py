@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from .state import get_state
+from .telemetry import current_trace
 
 
 class TaskSubmission(BaseModel):
@@ -63,9 +64,10 @@ async def submit_task(
             413, f"parameters are {size} bytes; the limit is {state.settings.max_parameters_bytes} bytes"
         )
     fields = submission.model_dump(exclude_none=True)
-    trace = TraceContext(traceparent=traceparent) if _valid_traceparent(traceparent) else TraceContext()
-    if trace.traceparent is None:
-        trace = TraceContext.new()
+    # the server span continues the caller's traceparent; without tracing, keep the caller's own
+    trace = current_trace() or (
+        TraceContext(traceparent=traceparent) if _valid_traceparent(traceparent) else TraceContext.new()
+    )
     task = Task(**fields, trace=trace)
     wait = min(wait, state.settings.max_wait_s)
 

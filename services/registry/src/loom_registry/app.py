@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
 from faststream.nats import NatsBroker
 from loom_protocol import MemberChanged, MembershipChange
+from opentelemetry.instrumentation.redis import RedisInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from redis.asyncio import Redis
 
@@ -20,9 +21,13 @@ from .config import Settings
 from .handlers import announce, build_router
 from .membership import Membership
 from .streams import ensure_streams
+from .telemetry import broker_middlewares, instrument_app, setup_tracing
 
 log = logging.getLogger(__name__)
 INSTANCES = Gauge("loom_registry_instances", "Live instances known to the registry")
+HEARTBEAT_AGE = Gauge(
+    "loom_registry_heartbeat_age_seconds", "Age of each instance's last heartbeat", ["instance"]
+)
 
 
 async def _evict_forever(
@@ -42,7 +47,13 @@ async def _evict_forever(
                         instance_id=instance_id, change=MembershipChange.DOWN, reason="missed heartbeats"
                     ),
                 )
-            INSTANCES.set(len(await membership.all_instances()))
+            instances = await membership.all_instances()
+            INSTANCES.set(len(instances))
+            for inst in instances:
+                HEARTBEAT_AGE.labels(inst.heartbeat.instance_id).set(inst.age_s)
+            for instance_id in evicted:
+                with contextlib.suppress(KeyError):  # never seen by this replica
+                    HEARTBEAT_AGE.remove(instance_id)
         except Exception:
             log.exception("eviction sweep failed; trying again")
         await asyncio.sleep(interval_s)
@@ -50,7 +61,10 @@ async def _evict_forever(
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG)
+    provider = setup_tracing("loom-registry")
+    if provider is not None:
+        RedisInstrumentor().instrument(tracer_provider=provider)
+    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG, middlewares=broker_middlewares(provider))
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     membership = Membership(redis, settings.redis_prefix, settings.missed_heartbeats)
     broker.include_router(build_router(broker, membership, settings.pick_strategy))
@@ -71,9 +85,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await sweeper
             await broker.stop()
             await redis.aclose()
+            if provider is not None:
+                provider.shutdown()
 
     app = FastAPI(title="Loom registry", version="0.1.0", lifespan=lifespan)
     app.state.membership = membership
+    instrument_app(app, provider)
     app.include_router(http.router)
 
     @app.get("/healthz", include_in_schema=False)

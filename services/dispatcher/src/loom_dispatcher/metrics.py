@@ -1,0 +1,47 @@
+"""The dispatcher's Prometheus metrics (RED for tasks, per hop and end to end)."""
+
+from __future__ import annotations
+
+import time
+
+from loom_protocol import Task
+from prometheus_client import Counter, Histogram
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+TASKS_SUBMITTED = Counter("loom_tasks_submitted_total", "Tasks accepted by the dispatcher", ["agent"])
+TASKS_DISPATCHED = Counter(
+    "loom_tasks_dispatched_total", "Dispatches to an instance (one per attempt)", ["agent"]
+)
+TASKS_RETRIED = Counter("loom_tasks_retried_total", "Tasks put back for another attempt", ["agent"])
+TASKS_ENDED = Counter(
+    "loom_tasks_ended_total", "Tasks that reached their terminal state", ["agent", "status"]
+)
+TASKS_COMPLETED = Counter("loom_tasks_completed_total", "Tasks completed", ["agent"])
+TASKS_FAILED = Counter("loom_tasks_failed_total", "Tasks failed", ["agent"])
+TASKS_DEAD = Counter("loom_tasks_dead_total", "Tasks dead-lettered", ["agent"])
+SUBMISSIONS_REJECTED = Counter("loom_dispatcher_rejected_total", "Malformed submissions dead-lettered")
+E2E = Histogram(
+    "loom_task_e2e_seconds", "Task creation to terminal state", ["agent", "status"], buckets=_BUCKETS
+)
+QUEUED = Histogram(
+    "loom_task_queue_seconds", "Task creation (or hand-back) to dispatch", ["agent"], buckets=_BUCKETS
+)
+
+
+def observe_dispatched(task: Task) -> None:
+    TASKS_DISPATCHED.labels(task.target_agent).inc()
+    if task.attempt == 1:
+        QUEUED.labels(task.target_agent).observe(max(0.0, time.time() - task.created_at.timestamp()))
+
+
+_BY_STATUS = {"completed": TASKS_COMPLETED, "failed": TASKS_FAILED, "dead": TASKS_DEAD}
+
+
+def observe_terminal(task: Task) -> None:
+    agent, status = task.target_agent, task.status.value
+    TASKS_ENDED.labels(agent, status).inc()
+    counter = _BY_STATUS.get(status)
+    if counter is not None:
+        counter.labels(agent).inc()
+    E2E.labels(agent, status).observe(max(0.0, time.time() - task.created_at.timestamp()))

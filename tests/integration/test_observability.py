@@ -1,0 +1,132 @@
+"""Loom observed as operators see their services: OpenTelemetry traces and Prometheus metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Stack
+from .harness import PrometheusServer, port_open, wait_for
+from .otlp_receiver import otlp_receiver
+
+pytestmark = pytest.mark.integration
+
+OTEL = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_TRACES_SAMPLER": "always_on"}
+
+
+async def test_one_trace_spans_dispatcher_registry_worker_with_parent_links(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    async with otlp_receiver() as receiver:
+        env = {**OTEL, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+        await stack.registry(**env)
+        await stack.dispatcher(**env)
+        await stack.worker("t0", **env)
+        await stack.wait_instances("calculator", 1)
+        caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        resp = await http.post(
+            f"{stack.api}/api/tasks",
+            params={"wait": 10},
+            headers={"traceparent": f"00-{caller_trace}-00f067aa0ba902b7-01"},
+            json={"targetAgent": "calculator", "parameters": {"prompt": "what is 2*21?"}},
+        )
+        body = resp.json()
+        assert body["status"] == "completed", body
+        assert body["trace"]["traceparent"].split("-")[1] == caller_trace, (
+            "the caller's trace was not continued"
+        )
+
+        def services_seen() -> set[str]:
+            return {s.service for s in receiver.by_trace(caller_trace)}
+
+        await wait_for(
+            lambda: {"loom-dispatcher", "loom-registry", "loom-agent-worker"} <= services_seen(),
+            15,
+            "spans of dispatcher, registry and worker in the caller's trace",
+        )
+        await wait_for(
+            lambda: any(s.name.startswith("tool ") for s in receiver.by_trace(caller_trace)),
+            10,
+            "the tool span",
+        )
+
+        def roots() -> list[tuple[str, str, str]]:
+            spans = receiver.by_trace(caller_trace)
+            ids = {s.span_id for s in spans}
+            return [(s.service, s.name, s.parent_span_id) for s in spans if s.parent_span_id not in ids]
+
+        # every span exported and linked: one entry point, the dispatcher's HTTP server span,
+        # whose parent is the caller's span
+        await wait_for(lambda: len(roots()) == 1, 10, "one root span")
+        spans = receiver.by_trace(caller_trace)
+        assert roots() == [("loom-dispatcher", "POST /api/tasks", "00f067aa0ba902b7")]
+        by_id = {s.span_id: s for s in spans}
+
+        def ancestors(span_name_prefix: str) -> list[str]:
+            span = next(s for s in spans if s.name.startswith(span_name_prefix))
+            chain = []
+            while span.parent_span_id in by_id:
+                span = by_id[span.parent_span_id]
+                chain.append(span.service)
+            return chain
+
+        assert "loom-agent-worker" in ancestors("tool ")
+        assert "loom-dispatcher" in ancestors("tool ")
+        assert "loom-dispatcher" in ancestors("agent calculator")
+        assert any(s.service == "loom-registry" for s in spans)
+        stack.stop()  # while the receiver still answers, so exporters flush and exit at once
+
+
+async def test_prometheus_scrapes_every_service_and_sees_task_counters_move(
+    stack: Stack, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    await stack.registry()
+    await stack.dispatcher()
+    await stack.worker("p0", agents="echo,calculator")
+    await stack.wait_instances("echo", 1)
+    targets = {
+        "registry": [f"127.0.0.1:{stack.registries[0].port}"],
+        "dispatcher": [f"127.0.0.1:{stack.dispatchers[0].port}"],
+        "agent-worker": [f"127.0.0.1:{stack.workers['p0'].port}"],
+    }
+    prometheus = PrometheusServer(tmp_path, targets)
+    prometheus.start()
+    try:
+        await wait_for(lambda: port_open(prometheus.port), 20, "prometheus to listen")
+
+        async def all_up() -> bool:
+            up = await prometheus.query("up")
+            return {r["metric"]["job"] for r in up if r["value"][1] == "1"} >= set(targets)
+
+        await wait_for(all_up, 30, "every service scraped and up")
+        before = await prometheus.query('sum(loom_tasks_completed_total{agent="echo"})')
+        assert before == [] or float(before[0]["value"][1]) == 0.0
+        for i in range(5):
+            resp = await http.post(
+                f"{stack.api}/api/tasks",
+                params={"wait": 10},
+                json={"targetAgent": "echo", "parameters": {"i": i}},
+            )
+            assert resp.json()["status"] == "completed"
+
+        async def moved(promql: str, at_least: float) -> bool:
+            result = await prometheus.query(promql)
+            return bool(result) and float(result[0]["value"][1]) >= at_least
+
+        await wait_for(
+            lambda: moved('sum(loom_tasks_completed_total{agent="echo"})', 5), 20, "dispatcher counter"
+        )
+        await wait_for(
+            lambda: moved('sum(loom_worker_tasks_total{agent="echo",status="completed"})', 5),
+            20,
+            "worker counter",
+        )
+        await wait_for(lambda: moved("sum(loom_registry_heartbeats_total)", 1), 20, "registry heartbeats")
+        await wait_for(
+            lambda: moved('sum(loom_task_e2e_seconds_count{agent="echo"})', 5), 20, "e2e histogram"
+        )
+        await wait_for(lambda: moved("sum(loom_registry_instances)", 1), 20, "registry instances gauge")
+    finally:
+        prometheus.stop()
