@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from . import http
 from .config import Settings
+from .consul_mirror import ConsulMirror
 from .handlers import announce, build_router
 from .membership import Membership
 from .streams import ensure_streams
@@ -31,7 +32,7 @@ HEARTBEAT_AGE = Gauge(
 
 
 async def _evict_forever(
-    broker: NatsBroker, membership: Membership, interval_s: float, grace_s: float
+    broker: NatsBroker, membership: Membership, interval_s: float, grace_s: float, mirror: ConsulMirror | None
 ) -> None:
     # A registry that was down saw no heartbeats: give instances one grace period to send
     # theirs before declaring anyone down, so a registry restart does not evict the fleet.
@@ -41,6 +42,8 @@ async def _evict_forever(
             evicted = await membership.evict_expired() if time.monotonic() >= evict_after else []
             for instance_id in evicted:
                 log.warning("instance down: missed heartbeats", extra={"instance_id": instance_id})
+                if mirror is not None:
+                    await mirror.down(instance_id)
                 await announce(
                     broker,
                     MemberChanged(
@@ -67,7 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG, middlewares=broker_middlewares(provider))
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     membership = Membership(redis, settings.redis_prefix, settings.missed_heartbeats)
-    broker.include_router(build_router(broker, membership, settings.pick_strategy))
+    mirror = (
+        ConsulMirror(settings.consul_url, settings.missed_heartbeats, settings.consul_token)
+        if settings.consul_url
+        else None
+    )
+    broker.include_router(build_router(broker, membership, settings.pick_strategy, mirror))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -75,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await ensure_streams(broker.connection.jetstream())
         await broker.start()
         sweeper = asyncio.create_task(
-            _evict_forever(broker, membership, settings.sweep_interval_s, settings.startup_grace_s)
+            _evict_forever(broker, membership, settings.sweep_interval_s, settings.startup_grace_s, mirror)
         )
         try:
             yield

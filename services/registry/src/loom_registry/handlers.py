@@ -23,6 +23,7 @@ from loom_protocol import (
 from prometheus_client import Counter
 from pydantic import ValidationError
 
+from .consul_mirror import ConsulMirror
 from .membership import Membership
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,10 @@ async def reject(broker: NatsBroker, subject: str, raw: bytes, reason: str) -> N
 
 
 def build_router(
-    broker: NatsBroker, membership: Membership, strategy: Literal["round_robin", "least_loaded"]
+    broker: NatsBroker,
+    membership: Membership,
+    strategy: Literal["round_robin", "least_loaded"],
+    mirror: ConsulMirror | None = None,
 ) -> NatsRouter:
     router = NatsRouter()
 
@@ -61,6 +65,8 @@ def build_router(
             await reject(broker, msg.raw_message.subject, msg.body, validation_reason(exc))
             return
         HEARTBEATS.inc()
+        if mirror is not None:
+            await mirror.heartbeat(hb)
         if await membership.record(hb):
             log.info("instance up", extra={"instance_id": hb.instance_id, "agents": hb.agent_ids})
             await announce(
