@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import signal
 import uuid
 from typing import Any
 
@@ -315,3 +316,40 @@ async def test_bad_nats_submission_is_dead_lettered_and_dispatching_goes_on(
         json={"targetAgent": "echo", "parameters": {"still": "alive"}},
     )
     assert resp.json()["status"] == "completed"
+
+
+async def test_sigterm_drains_hands_back_and_deregisters(stack: Stack, http: httpx.AsyncClient) -> None:
+    await stack.registry()
+    await stack.dispatcher(LOOM_RETRY_BACKOFF_S="0.05")
+    await stack.worker("stay", agents="calculator")
+    # heartbeats every 2 s: eviction would take 6 s, so a quick disappearance is the goodbye
+    leaving = await stack.worker(
+        "leave", agents="calculator", LOOM_HEARTBEAT_INTERVAL_S="2", LOOM_DRAIN_TIMEOUT_S="1"
+    )
+    await stack.wait_instances("calculator", 2)
+    nc = await stack.nats()
+    finals = Finals()
+    await finals.attach(nc)
+    short = [Task(target_agent="calculator", parameters=sleepy(0.3)) for _ in range(4)]
+    long = [Task(target_agent="calculator", parameters=sleepy(4.0)) for _ in range(4)]
+    for task in short + long:
+        await submit_nats(nc, task)
+
+    async def leaving_busy() -> bool:
+        text = (await http.get(f"{leaving.url}/metrics")).text
+        return any(
+            line.startswith("loom_worker_in_flight ") and float(line.split()[1]) >= 2
+            for line in text.splitlines()
+        )
+
+    await wait_for(leaving_busy, 30, "the leaving worker to hold tasks")
+    leaving.signal(signal.SIGTERM)
+    await wait_for(lambda: not leaving.alive, 20, "the worker to drain and exit")
+    await stack.wait_instances("calculator", 1, timeout=3)
+    ids = [t.task_id for t in short + long]
+    await wait_for(lambda: finals.done(ids), 60, "every task to end")
+    assert all(len(finals.by_task[t]) == 1 for t in ids), "a task ended more than once"
+    assert {finals.by_task[t][0].status for t in ids} == {"completed"}
+    handed_back = [finals.by_task[t.task_id][0] for t in long if finals.by_task[t.task_id][0].attempt > 1]
+    assert handed_back, "no long task was handed back by the draining worker"
+    assert all(o.instance_id == "stay" for o in handed_back)

@@ -65,6 +65,21 @@ def build_router(
             await reject(broker, msg.raw_message.subject, msg.body, validation_reason(exc))
             return
         HEARTBEATS.inc()
+        if hb.draining and hb.load.in_flight == 0:  # a drained worker's goodbye: deregister it now
+            if await membership.forget(hb.instance_id):
+                log.info("instance deregistered", extra={"instance_id": hb.instance_id})
+                if mirror is not None:
+                    await mirror.down(hb.instance_id)
+                await announce(
+                    broker,
+                    MemberChanged(
+                        instance_id=hb.instance_id,
+                        change=MembershipChange.DOWN,
+                        agents=hb.agent_ids,
+                        reason="deregistered",
+                    ),
+                )
+            return
         if mirror is not None:
             await mirror.heartbeat(hb)
         if await membership.record(hb):

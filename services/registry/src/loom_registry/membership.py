@@ -50,6 +50,18 @@ class Membership:
             results = await pipe.execute()
         return bool(results[1])
 
+    async def forget(self, instance_id: str) -> bool:
+        """Remove an instance that said goodbye; True if this replica removed it."""
+        await self._redis.delete(self._inst(instance_id))
+        if not await self._redis.srem(f"{self._p}:known", instance_id):
+            return False
+        agents = await self._redis.smembers(f"{self._p}:agents")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for agent_id in agents:
+                pipe.srem(self._agent(agent_id), instance_id)
+            await pipe.execute()
+        return True
+
     async def evict_expired(self) -> list[str]:
         """Forget instances whose heartbeat expired; returns those this replica evicted."""
         known = sorted(await self._redis.smembers(f"{self._p}:known"))
