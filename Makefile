@@ -28,7 +28,11 @@ deploy-check:  ## offline checks of Dockerfiles, compose, Helm chart, rendered m
 	@bash scripts/deploy_check.sh
 
 test: infra lint typecheck deploy-check  ## everything CI runs
+	$(UV) run --frozen --project tests/load pytest -q tests/load/tests
 	$(UV) run --frozen pytest
+
+bench:         ## load test against the running stack (make up first); BENCH_ARGS="--profile long"
+	$(UV) run --frozen --project tests/load python -m loom_load $(BENCH_ARGS)
 
 schema:        ## JSON Schema of the wire models
 	@$(UV) run --frozen python -m loom_protocol.schema

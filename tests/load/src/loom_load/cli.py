@@ -1,0 +1,545 @@
+"""``python -m loom_load``: run the load test against a running stack and write the reports."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import platform
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import httpx
+import nats
+import typer
+from nats.errors import NoServersError
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import celery_bench, procstat
+from .ceilings import copy_ceiling, nats_ceilings
+from .ingest import LagTracker, ingest_burst, probe_events_table
+from .live import LiveFeed
+from .loom import LoomClient, PhaseSpec, run_phase
+from .observe import Observer
+from .pyspy import Sampler
+from .report import accounting_table, rich_table, write_reports
+from .settings import PROFILES, Profile, Targets, resolve_targets
+
+log = logging.getLogger("loom_load")
+console = Console(width=None if Console().is_terminal else 130)
+app = typer.Typer(add_completion=False, help=__doc__)
+
+STEPS = (
+    "ceilings",
+    "sequential",
+    "closed",
+    "rest",
+    "open",
+    "calculator",
+    "orchestrator",
+    "ingest",
+    "live",
+    "celery",
+)
+
+
+def loom_phases(profile: Profile) -> list[tuple[str, PhaseSpec]]:
+    """(step, phase) in the order they run."""
+    p = profile
+    return [
+        (
+            "sequential",
+            PhaseSpec(
+                "echo-rest-seq", "echo sequential REST ?wait", "echo", "rest", "closed", p.sequential_count
+            ),
+        ),
+        (
+            "sequential",
+            PhaseSpec("echo-nats-seq", "echo sequential NATS", "echo", "nats", "closed", p.sequential_count),
+        ),
+        (
+            "closed",
+            PhaseSpec(
+                "echo-nats-closed",
+                f"echo closed loop NATS c={p.echo_closed_concurrency}",
+                "echo",
+                "nats",
+                "closed",
+                p.echo_closed_count,
+                p.echo_closed_concurrency,
+            ),
+        ),
+        (
+            "rest",
+            PhaseSpec(
+                "echo-rest-closed",
+                f"echo closed loop REST c={p.echo_closed_concurrency}",
+                "echo",
+                "rest",
+                "closed",
+                p.echo_rest_count,
+                p.echo_closed_concurrency,
+            ),
+        ),
+        (
+            "open",
+            open_loop_spec(p.echo_open_rate, p.echo_open_seconds),
+        ),
+        (
+            "calculator",
+            PhaseSpec(
+                "calculator",
+                f"calculator closed loop NATS c={p.calculator_concurrency}",
+                "calculator",
+                "nats",
+                "closed",
+                p.calculator_count,
+                p.calculator_concurrency,
+            ),
+        ),
+        (
+            "orchestrator",
+            PhaseSpec(
+                "orchestrator",
+                f"orchestrator closed loop NATS c={p.orchestrator_concurrency}",
+                "orchestrator",
+                "nats",
+                "closed",
+                p.orchestrator_count,
+                p.orchestrator_concurrency,
+            ),
+        ),
+    ]
+
+
+def open_loop_spec(rate: float, seconds: float) -> PhaseSpec:
+    count = max(1, math.ceil(rate * seconds))
+    return PhaseSpec(
+        "echo-nats-open", f"echo open loop NATS {rate:g}/s", "echo", "nats", "open", count, rate=rate
+    )
+
+
+def open_rate(profile_max: float, closed_throughput: float | None, forced: float | None) -> float:
+    """The open loop's rate: as forced, else half the closed loop's throughput (a load the stack
+    sustains, so the latency measured is not that of an ever-growing queue), at most the
+    profile's rate, rounded to 2 significant digits."""
+    if forced is not None:
+        return forced
+    if not closed_throughput:
+        return profile_max
+    rate = min(profile_max, 0.5 * closed_throughput)
+    return float(f"{max(rate, 1.0):.2g}")
+
+
+def repo_root() -> Path:
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        if (directory / ".git").exists():
+            return directory
+    return here
+
+
+def _steps(only: str | None, skip: str | None) -> set[str]:
+    chosen = set(STEPS) if not only else {s.strip() for s in only.split(",") if s.strip()}
+    chosen -= {s.strip() for s in (skip or "").split(",") if s.strip()}
+    unknown = chosen - set(STEPS)
+    if unknown:
+        raise typer.BadParameter(f"unknown step(s) {sorted(unknown)}; known: {', '.join(STEPS)}")
+    return chosen
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    columns = (
+        TextColumn("[bold]{task.description:<40}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>8}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+
+        def bar(title: str, total: int) -> Callable[[int], None]:
+            task = progress.add_task(title, total=total, rate="")
+            started = time.perf_counter()
+
+            def update(done: int) -> None:
+                elapsed = time.perf_counter() - started
+                shown = f"{done / elapsed:,.0f}/s" if elapsed > 0.2 else ""
+                progress.update(task, completed=done, rate=shown)
+
+            return update
+
+        yield bar
+
+
+async def preflight(targets: Targets, http: httpx.AsyncClient) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    try:
+        response = await http.get("/readyz", timeout=5)
+        out["dispatcher_ready"] = response.status_code == 200
+    except httpx.HTTPError as exc:
+        out["dispatcher_ready"] = False
+        out["dispatcher_error"] = f"{type(exc).__name__}: {exc}"
+    try:
+        async with httpx.AsyncClient(base_url=targets.registry_url, timeout=5) as registry:
+            agents = (await registry.get("/api/agents")).json().get("agents", [])
+        out["instances"] = {a.get("agentId"): len(a.get("instances", [])) for a in agents}
+    except (httpx.HTTPError, ValueError) as exc:
+        out["registry_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+async def run(
+    targets: Targets,
+    profile: Profile,
+    steps: set[str],
+    out_dir: Path,
+    py_spy: str | None,
+    max_seconds: float,
+    forced_open_rate: float | None = None,
+) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"lt{run_id}-"
+    burst_source = f"/tests/load/{run_id}"
+    started = time.perf_counter()
+    results: dict[str, Any] = {
+        "run": {
+            "id": run_id,
+            "task_id_prefix": prefix,
+            "profile": profile.name,
+            "profile_settings": profile.to_dict(),
+            "steps": sorted(steps),
+            "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "targets": targets.redacted(),
+        },
+        "phases": [],
+        "cpu": {},
+    }
+
+    def over_budget() -> bool:
+        return time.perf_counter() - started > max_seconds
+
+    async def nats_error(exc: Exception) -> None:
+        log.warning("NATS: %r", exc)
+
+    nc = await nats.connect(
+        targets.nats_url,
+        name=f"loom-load-{run_id}",
+        connect_timeout=3,
+        max_reconnect_attempts=5,
+        error_cb=nats_error,
+    )
+    js = nc.jetstream(publish_async_max_pending=4000)
+    http = httpx.AsyncClient(
+        base_url=targets.dispatcher_url,
+        timeout=httpx.Timeout(60.0, connect=5.0),
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
+    )
+    try:
+        with progress_bars() as bar:
+            results["preflight"] = pre = await preflight(targets, http)
+            loom_steps = steps & {
+                "sequential",
+                "closed",
+                "rest",
+                "open",
+                "calculator",
+                "orchestrator",
+                "ingest",
+                "live",
+            }
+            if loom_steps and not pre.get("dispatcher_ready"):
+                console.print(
+                    f"[red]dispatcher not ready at {targets.dispatcher_url}: skipping Loom phases[/red]"
+                )
+                results["loom_skipped"] = pre.get("dispatcher_error") or "dispatcher not ready"
+                loom_steps = set()
+
+            if "ceilings" in steps:
+                results["ceilings"] = await _ceilings(js, targets, profile)
+
+            if loom_steps:
+                await _loom(
+                    results,
+                    loom_steps,
+                    nc,
+                    js,
+                    http,
+                    targets,
+                    profile,
+                    prefix,
+                    burst_source,
+                    out_dir,
+                    py_spy,
+                    forced_open_rate,
+                    bar,
+                    over_budget,
+                )
+
+            if "celery" in steps and not over_budget():
+                before = procstat.snapshot()
+                t0 = time.perf_counter()
+                try:
+                    results["celery"] = await asyncio.to_thread(
+                        celery_bench.run_celery,
+                        targets.celery_url,
+                        profile.echo_closed_concurrency,
+                        os.cpu_count() or 1,
+                        profile.celery_count,
+                        profile.celery_sequential_count,
+                        profile.phase_timeout_s,
+                        out_dir,
+                        bar,
+                    )
+                except Exception as exc:  # noqa: BLE001 -- the baseline failing must not lose the run
+                    log.exception("celery baseline failed")
+                    results["celery"] = {"na": f"celery baseline failed: {type(exc).__name__}: {exc}"}
+                results["cpu"]["celery"] = procstat.cpu_percent(
+                    before, procstat.snapshot(), time.perf_counter() - t0
+                )
+    finally:
+        await http.aclose()
+        await nc.close()
+    results["run"]["duration_s"] = round(time.perf_counter() - started, 1)
+    results["run"]["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return results
+
+
+def phase_line(summary: dict[str, Any]) -> str:
+    lat = summary.get("latency", {})
+    acc = summary.get("accounting", {})
+    lost = acc.get("total", 0) - acc.get("completed", 0)
+    return (
+        f"[bold]{summary['title']}[/bold]: {summary.get('throughput') or 0:,.1f} completed/s, "
+        f"p50 {lat.get('p50_ms')} ms, p99 {lat.get('p99_ms')} ms, "
+        f"{acc.get('completed', 0)}/{acc.get('total', 0)} completed"
+        + (f", [red]{lost} not completed[/red]" if lost else "")
+    )
+
+
+async def _ceilings(js: Any, targets: Targets, profile: Profile) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with console.status("raw ceilings: JetStream publish_async and fetch+ack"):
+        try:
+            out["nats"] = await nats_ceilings(js, profile.ceiling_seconds)
+        except Exception as exc:  # noqa: BLE001
+            out["nats"] = {"na": f"{type(exc).__name__}: {exc}"}
+    with console.status("raw ceilings: TimescaleDB COPY"):
+        try:
+            out["copy"] = await copy_ceiling(targets.database_url, profile.ceiling_seconds)
+        except Exception as exc:  # noqa: BLE001
+            out["copy"] = {"na": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+async def _loom(
+    results: dict[str, Any],
+    steps: set[str],
+    nc: Any,
+    js: Any,
+    http: httpx.AsyncClient,
+    targets: Targets,
+    profile: Profile,
+    prefix: str,
+    burst_source: str,
+    out_dir: Path,
+    py_spy: str | None,
+    forced_open_rate: float | None,
+    bar: Callable[[str, int], Callable[[int], None]],
+    over_budget: Callable[[], bool],
+) -> None:
+    observer = Observer(prefix, burst_source)
+    await observer.start(nc)
+    client = LoomClient(js=js, http=http, observer=observer, prefix=prefix)
+
+    live: LiveFeed | None = None
+    if "live" in steps:
+        live = LiveFeed(targets.query_ws_url, prefix, burst_source)
+        await live.start()
+
+    columns, why_not = await probe_events_table(targets.database_url)
+    tracker: LagTracker | None = None
+    if columns is not None:
+        tracker = LagTracker(targets.database_url, columns)
+        tracker.sources_excluded.add(burst_source)
+        observer.sinks.append(tracker.add)
+        tracker.start()
+    results["ingest"] = {"table_columns": sorted(columns)} if columns else {"na": why_not}
+
+    try:
+        # warm-up: connections, the dispatcher's and workers' first-call paths (not measured)
+        warm = PhaseSpec("warmup", "warm-up", "echo", "nats", "closed", 20, 4)
+        await run_phase(warm, client, phase_timeout_s=30, grace_s=10, progress=None)
+        warm_rest = PhaseSpec("warmup-rest", "warm-up REST", "echo", "rest", "closed", 20, 4)
+        await run_phase(warm_rest, client, phase_timeout_s=30, grace_s=10, progress=None)
+
+        for step, spec in loom_phases(profile):
+            if step not in steps:
+                continue
+            if spec.name == "echo-nats-open":
+                closed = next((p for p in results["phases"] if p["name"] == "echo-nats-closed"), None)
+                rate = open_rate(
+                    profile.echo_open_rate, closed and closed.get("throughput"), forced_open_rate
+                )
+                spec = open_loop_spec(rate, profile.echo_open_seconds)
+            if over_budget():
+                console.print(f"[yellow]time budget spent: skipping {spec.title}[/yellow]")
+                continue
+            sampler = None
+            if py_spy and spec.name == "echo-nats-closed":
+                ports = {"dispatcher": targets.dispatcher_url, "registry": targets.registry_url}
+                port = urlsplit(ports[py_spy]).port if py_spy in ports else None
+                sampler = Sampler(py_spy, out_dir, port=port)
+                sampler.start()
+            before = procstat.snapshot()
+            t0 = time.perf_counter()
+            try:
+                summary = await run_phase(
+                    spec,
+                    client,
+                    phase_timeout_s=profile.phase_timeout_s,
+                    grace_s=profile.grace_s,
+                    progress=bar(spec.title, spec.count),
+                )
+            finally:
+                if sampler is not None:
+                    results["py_spy"] = sampler.stop()
+            results["cpu"][spec.name] = procstat.cpu_percent(
+                before, procstat.snapshot(), time.perf_counter() - t0
+            )
+            results["phases"].append(summary)
+            console.print(phase_line(summary))
+
+        if tracker is not None:
+            with console.status("ingest: waiting for the run's events to become visible"):
+                await tracker.drain(profile.ingest_grace_s)
+            results["ingest"]["lag"] = tracker.summary()
+            if "ingest" in steps and not over_budget():
+                with console.status(f"ingest: burst of {profile.ingest_burst_events} synthetic events"):
+                    before = procstat.snapshot()
+                    t0 = time.perf_counter()
+                    try:
+                        results["ingest"]["burst"] = await ingest_burst(
+                            js,
+                            targets.database_url,
+                            burst_source,
+                            profile.ingest_burst_events,
+                            profile.ingest_grace_s * 4,
+                        )
+                    except Exception as exc:  # noqa: BLE001
+                        results["ingest"]["burst"] = {"na": f"{type(exc).__name__}: {exc}"}
+                    results["cpu"]["ingest-burst"] = procstat.cpu_percent(
+                        before, procstat.snapshot(), time.perf_counter() - t0
+                    )
+                if live is not None:
+                    await asyncio.sleep(1.0)  # let the feed deliver the burst's tail
+    finally:
+        if tracker is not None:
+            await tracker.drain(0)
+        if live is not None:
+            await live.stop()
+            results["live"] = live.summary()
+            results["live"]["task_events_heard_on_nats"] = observer.task_events
+        await observer.stop()
+        results["observed"] = {
+            "events_of_this_run": observer.events_seen,
+            "status_messages": observer.status_msgs,
+            "events_per_second": observer.events_timeline.series(),
+        }
+
+
+@app.command()
+def main(
+    profile: Annotated[str, typer.Option(help="short (a few minutes on 2 cores), long, or smoke")] = "short",
+    only: Annotated[
+        str | None, typer.Option(help=f"comma-separated steps to run: {', '.join(STEPS)}")
+    ] = None,
+    skip: Annotated[str | None, typer.Option(help="comma-separated steps to leave out")] = None,
+    out: Annotated[Path | None, typer.Option(help="report folder parent (default: <repo>/reports)")] = None,
+    nats_url: Annotated[
+        str | None, typer.Option(help="default: LOOM_NATS_URL, .env, nats://127.0.0.1:4222")
+    ] = None,
+    dispatcher_url: Annotated[str | None, typer.Option(help="default: http://127.0.0.1:8001")] = None,
+    registry_url: Annotated[str | None, typer.Option(help="default: http://127.0.0.1:8002")] = None,
+    query_ws_url: Annotated[str | None, typer.Option(help="default: ws://127.0.0.1:8004/ws/events")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="default: LOOM_DATABASE_URL, .env, the local TimescaleDB")
+    ] = None,
+    celery_url: Annotated[str | None, typer.Option(help="default: LOOM_REDIS_URL with database 5")] = None,
+    py_spy: Annotated[
+        str | None,
+        typer.Option(
+            help="sample this service (dispatcher, registry, ingest, query, replay, agent-worker, or a "
+            "port) with py-spy during the echo closed loop"
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        float | None, typer.Option(help="skip the remaining steps after this long")
+    ] = None,
+    forced_rate: Annotated[
+        float | None,
+        typer.Option("--open-rate", help="open-loop tasks/s (default: half the closed loop's throughput)"),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Drive the running stack (make up) and compare it with Celery and the machine's raw ceilings."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    if profile not in PROFILES:
+        raise typer.BadParameter(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    chosen = PROFILES[profile]
+    steps = _steps(only, skip)
+    try:
+        targets = resolve_targets(
+            {
+                "nats_url": nats_url,
+                "dispatcher_url": dispatcher_url,
+                "registry_url": registry_url,
+                "query_ws_url": query_ws_url,
+                "database_url": database_url,
+                "celery_url": celery_url,
+            }
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = (out or repo_root() / "reports") / f"bench-{stamp}"
+    folder.mkdir(parents=True, exist_ok=True)
+    budget = max_seconds if max_seconds is not None else (900.0 if chosen.name == "short" else 7200.0)
+    if os.getloadavg()[0] > 1.0:
+        console.print(
+            f"[yellow]load average {os.getloadavg()[0]:.2f} at start: other work on this machine "
+            "will show in every figure[/yellow]"
+        )
+    try:
+        results = asyncio.run(run(targets, chosen, steps, folder, py_spy, budget, forced_rate))
+    except (OSError, NoServersError) as exc:
+        console.print(
+            f"[red]cannot reach NATS at {targets.nats_url} ({exc!r}): is the stack up (make up)?[/red]"
+        )
+        raise typer.Exit(2) from exc
+    json_path, html_path = write_reports(results, folder)
+    console.print(rich_table(results))
+    console.print(accounting_table(results))
+    if results.get("py_spy", {}).get("top_self"):
+        console.print(f"[bold]py-spy {py_spy}: top frames by self time[/bold]")
+        for frame, pct in results["py_spy"]["top_self"][:10]:
+            console.print(f"  {pct:5.1f}%  {frame}")
+    console.print(f"reports: {json_path}  {html_path}")

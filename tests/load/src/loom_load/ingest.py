@@ -1,0 +1,214 @@
+"""Ingest, seen from the outside: event time → row visible in TimescaleDB's ``events`` table.
+
+* :class:`LagTracker` is fed (id, time) of every CloudEvent of this run the harness hears on
+  NATS, and polls ``events`` for the ids not yet visible. A row is visible at the latest at
+  the poll that found it (lag = poll start − event time, resolution: the poll interval). When
+  the table has an ``ingested_at`` column, ``ingested_at − time`` is reported as well (the
+  insert's transaction start: a lower bound).
+* :func:`ingest_burst` publishes a burst of synthetic events (type ``bench.synthetic``, a
+  source unique to the run) and follows their count in ``events``: sustained rows/s.
+
+Both tolerate the table being absent (ingest not deployed yet): they report ``n/a`` and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from loom_protocol import MSG_ID_HEADER, new_event, subjects
+
+from .stats import Latency, Timeline, sustained_rate
+
+log = logging.getLogger(__name__)
+
+BURST_TYPE = "bench.synthetic"
+
+
+async def probe_events_table(database_url: str) -> tuple[set[str] | None, str | None]:
+    """The ``events`` table's column names, or (None, why not)."""
+    try:
+        conn = await asyncpg.connect(database_url, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return None, f"cannot connect to the database: {exc}"
+    try:
+        rows = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'events'"
+        )
+    finally:
+        await conn.close()
+    columns = {r["column_name"] for r in rows}
+    if not columns:
+        return None, "table events does not exist (ingest not deployed yet?)"
+    missing = {"id", "time"} - columns
+    if missing:
+        return None, f"table events has no column(s) {sorted(missing)}"
+    return columns, None
+
+
+class LagTracker:
+    def __init__(
+        self, database_url: str, columns: set[str], interval_s: float = 0.1, batch: int = 4000
+    ) -> None:
+        self._url = database_url
+        self._has_ingested_at = "ingested_at" in columns
+        self.interval_s = interval_s
+        self._batch = batch
+        self._pending: OrderedDict[str, float] = OrderedDict()  # event id -> event time (epoch s)
+        self.lag = Latency()
+        self.insert_lag = Latency()
+        self.timeline = Timeline(time.perf_counter(), bucket_s=1.0)
+        self.heard = 0
+        self.visible = 0
+        self.first_visible: float | None = None
+        self.last_visible: float | None = None
+        self.error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.sources_excluded: set[str] = set()
+
+    def add(self, event_id: str, at: float, source: str) -> None:
+        if source in self.sources_excluded:
+            return
+        if event_id not in self._pending:
+            self._pending[event_id] = at
+            self.heard += 1
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._poll_forever())
+
+    async def drain(self, grace_s: float) -> None:
+        """Keep polling until every heard event is visible or ``grace_s`` passed, then stop."""
+        deadline = time.perf_counter() + grace_s
+        while self._pending and time.perf_counter() < deadline and self.error is None:
+            await asyncio.sleep(self.interval_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll_forever(self) -> None:
+        try:
+            conn = await asyncpg.connect(self._url, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            self.error = f"cannot connect to the database: {exc}"
+            return
+        select = "id, time" + (", ingested_at" if self._has_ingested_at else "")
+        query = (
+            f"SELECT {select} FROM events "  # noqa: S608 -- fixed column names, values are parameters
+            "WHERE time >= $2 AND time <= $3 AND id = ANY($1::text[])"
+        )
+        try:
+            while True:
+                await asyncio.sleep(self.interval_s)
+                if not self._pending:
+                    continue
+                ids = list(itertools.islice(self._pending, self._batch))  # oldest first
+                times = [self._pending[i] for i in ids]
+                lo, hi = min(times) - 1.0, max(times) + 1.0
+                snapshot = time.time()
+                try:
+                    rows = await conn.fetch(query, ids, _ts(lo), _ts(hi))
+                except asyncpg.PostgresError as exc:
+                    self.error = f"query failed: {exc}"
+                    return
+                now = time.perf_counter()
+                for row in rows:
+                    at = self._pending.pop(row["id"], None)
+                    if at is None:
+                        continue
+                    self.visible += 1
+                    self.lag.record(snapshot - at)
+                    if self._has_ingested_at and row["ingested_at"] is not None:
+                        self.insert_lag.record(row["ingested_at"].timestamp() - at)
+                    self.timeline.add(now)
+                    self.first_visible = snapshot if self.first_visible is None else self.first_visible
+                    self.last_visible = snapshot
+        finally:
+            await conn.close()
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "events_heard_on_nats": self.heard,
+            "rows_visible": self.visible,
+            "rows_not_visible": len(self._pending),
+            "poll_interval_ms": round(self.interval_s * 1000),
+            "lag": self.lag.summary(),
+            "cdf": self.lag.cdf(),
+            "timeline": self.timeline.series(),
+        }
+        if self.insert_lag.count:
+            out["insert_lag"] = self.insert_lag.summary()
+        if self.error:
+            out["error"] = self.error
+        if self.visible == 0:
+            out["na"] = self.error or "no row of this run became visible in events (is ingest running?)"
+        return out
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+async def ingest_burst(js: Any, database_url: str, source: str, n: int, timeout_s: float) -> dict[str, Any]:
+    """Publish ``n`` synthetic events at full speed; follow their count in ``events``."""
+    events = [
+        new_event(
+            BURST_TYPE,
+            source,
+            data={"i": i, "text": "synthetic event of the load test " * 3},
+            subject="bench",
+        )
+        for i in range(n)
+    ]
+    lo = min(e.time for e in events if e.time is not None)
+    hi = max(e.time for e in events if e.time is not None)
+    conn = await asyncpg.connect(database_url, timeout=5)
+    try:
+        start = time.perf_counter()
+        for event in events:
+            await js.publish_async(
+                subjects.event(event.type),
+                event.to_json(),
+                headers={MSG_ID_HEADER: event.id, "content-type": "application/cloudevents+json"},
+            )
+        await asyncio.wait_for(js.publish_async_completed(), timeout=60)
+        published = time.perf_counter() - start
+        samples: list[tuple[float, int]] = []
+        count = 0
+        deadline = start + timeout_s
+        while count < n and time.perf_counter() < deadline:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE time >= $1 AND time <= $2 AND source = $3", lo, hi, source
+            )
+            samples.append((time.perf_counter() - start, count))
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    out: dict[str, Any] = {
+        "events": n,
+        "publish_seconds": round(published, 3),
+        "publish_rate": round(n / published, 1) if published > 0 else None,
+        "rows_visible": count,
+        "samples": samples,
+    }
+    if count == 0:
+        out["na"] = (
+            f"none of {n} synthetic events became visible within {timeout_s:.0f} s (is ingest running?)"
+        )
+        return out
+    all_visible_s = samples[-1][0]
+    out["seconds_to_last_row"] = round(all_visible_s, 3)
+    out["end_to_end_rate"] = round(count / all_visible_s, 1) if all_visible_s > 0 else None
+    sustained = sustained_rate(samples, n)
+    out["sustained_rate"] = round(sustained, 1) if sustained else out["end_to_end_rate"]
+    if count < n:
+        out["note"] = f"only {count} of {n} rows visible after {timeout_s:.0f} s"
+    return out

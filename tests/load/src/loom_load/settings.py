@@ -1,0 +1,181 @@
+"""Where the stack is, and how much load a profile puts on it.
+
+Targets come from (highest first) command-line options, ``LOOM_*`` environment variables,
+the repository's ``.env`` (written by ``make up``), then the defaults of the local stack. Only
+loopback targets are accepted: this harness is for the machine it runs on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True)
+class Targets:
+    nats_url: str = "nats://127.0.0.1:4222"
+    dispatcher_url: str = "http://127.0.0.1:8001"
+    registry_url: str = "http://127.0.0.1:8002"
+    query_ws_url: str = "ws://127.0.0.1:8004/ws/events"
+    database_url: str = "postgresql://postgres@127.0.0.1:5433/loom"
+    celery_url: str = "redis://127.0.0.1:6379/5"
+
+    def check_loopback(self) -> None:
+        for name, url in asdict(self).items():
+            host = urlsplit(url).hostname
+            if host not in LOOPBACK:
+                raise ValueError(f"{name}={url!r}: only loopback targets are allowed (got host {host!r})")
+
+    def redacted(self) -> dict[str, str]:
+        return {name: _redact(url) for name, url in asdict(self).items()}
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def find_dotenv(start: Path | None = None) -> Path | None:
+    """The ``.env`` of the repository: the first one found walking up from ``start`` (cwd)."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / ".env"
+        if candidate.is_file():
+            return candidate
+        if (directory / ".git").exists():
+            return None
+    return None
+
+
+def celery_url_from_redis(redis_url: str, db: int = 5) -> str:
+    """The Loom Redis URL with its database number replaced by ``db`` (Celery gets its own)."""
+    parts = urlsplit(redis_url)
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def resolve_targets(overrides: dict[str, str | None], env: dict[str, str] | None = None) -> Targets:
+    """Targets from overrides > environment > .env > defaults."""
+    merged: dict[str, str] = {}
+    dotenv = find_dotenv()
+    if dotenv is not None:
+        merged.update({k: v for k, v in dotenv_values(dotenv).items() if v})
+    merged.update(env if env is not None else dict(os.environ))
+    values: dict[str, Any] = {}
+    mapping = {
+        "nats_url": "LOOM_NATS_URL",
+        "dispatcher_url": "LOOM_DISPATCHER_URL",
+        "registry_url": "LOOM_REGISTRY_URL",
+        "query_ws_url": "LOOM_QUERY_WS_URL",
+        "database_url": "LOOM_DATABASE_URL",
+        "celery_url": "LOOM_LOAD_CELERY_URL",
+    }
+    for field_name, var in mapping.items():
+        if merged.get(var):
+            values[field_name] = merged[var]
+    if "celery_url" not in values and merged.get("LOOM_REDIS_URL"):
+        values["celery_url"] = celery_url_from_redis(merged["LOOM_REDIS_URL"])
+    values.update({k: v for k, v in overrides.items() if v})
+    targets = Targets(**values)
+    targets.check_loopback()
+    return targets
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much of each workload one run sends. Every phase is bounded by count and by time."""
+
+    name: str
+    echo_closed_count: int  # echo over NATS, closed loop
+    echo_closed_concurrency: int
+    echo_rest_count: int  # echo over REST ?wait, closed loop
+    echo_open_rate: float  # echo over NATS, open loop: at most this many tasks/s (see cli.open_rate)
+    echo_open_seconds: float
+    sequential_count: int  # sequential round trips, each of REST and NATS
+    calculator_count: int
+    calculator_concurrency: int
+    orchestrator_count: int
+    orchestrator_concurrency: int
+    celery_count: int
+    celery_sequential_count: int
+    ceiling_seconds: float  # each raw ceiling
+    ingest_burst_events: int
+    phase_timeout_s: float  # hard cap on one phase's submissions
+    grace_s: float  # how long to wait for outcomes after the last submission
+    ingest_grace_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(  # seconds: checks that the harness and the stack work, measures little
+        name="smoke",
+        echo_closed_count=200,
+        echo_closed_concurrency=16,
+        echo_rest_count=100,
+        echo_open_rate=50.0,
+        echo_open_seconds=2.0,
+        sequential_count=20,
+        calculator_count=20,
+        calculator_concurrency=4,
+        orchestrator_count=4,
+        orchestrator_concurrency=2,
+        celery_count=200,
+        celery_sequential_count=20,
+        ceiling_seconds=0.5,
+        ingest_burst_events=1000,
+        phase_timeout_s=30.0,
+        grace_s=10.0,
+        ingest_grace_s=10.0,
+    ),
+    "short": Profile(
+        name="short",
+        echo_closed_count=2000,
+        echo_closed_concurrency=64,
+        echo_rest_count=1000,
+        echo_open_rate=150.0,
+        echo_open_seconds=8.0,
+        sequential_count=200,
+        calculator_count=200,
+        calculator_concurrency=16,
+        orchestrator_count=20,
+        orchestrator_concurrency=4,
+        celery_count=2000,
+        celery_sequential_count=200,
+        ceiling_seconds=2.0,
+        ingest_burst_events=10_000,
+        phase_timeout_s=90.0,
+        grace_s=15.0,
+        ingest_grace_s=15.0,
+    ),
+    "long": Profile(
+        name="long",
+        echo_closed_count=20_000,
+        echo_closed_concurrency=128,
+        echo_rest_count=5000,
+        echo_open_rate=300.0,
+        echo_open_seconds=30.0,
+        sequential_count=1000,
+        calculator_count=2000,
+        calculator_concurrency=32,
+        orchestrator_count=200,
+        orchestrator_concurrency=8,
+        celery_count=20_000,
+        celery_sequential_count=1000,
+        ceiling_seconds=10.0,
+        ingest_burst_events=100_000,
+        phase_timeout_s=600.0,
+        grace_s=60.0,
+        ingest_grace_s=60.0,
+    ),
+}

@@ -1,0 +1,100 @@
+"""The pure parts of what the harness hears: timestamps, hops, WebSocket message shapes, settings."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from loom_load.live import find_events
+from loom_load.observe import Trace, hop_latencies, parse_time
+from loom_load.procstat import classify, cpu_percent
+from loom_load.pyspy import top_frames
+from loom_load.settings import PROFILES, Targets, celery_url_from_redis, resolve_targets
+
+
+def test_parse_time_accepts_z_and_offsets() -> None:
+    expected = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC).timestamp()
+    assert parse_time("2026-01-02T03:04:05.123456Z") == pytest.approx(expected)
+    assert parse_time("2026-01-02T03:04:05.123456+00:00") == pytest.approx(expected)
+    assert parse_time("not a time") is None and parse_time(None) is None
+
+
+def test_hops_use_only_tasks_with_both_ends() -> None:
+    traces = {
+        "a": Trace(
+            t_submit=0.0,
+            ev_submitted=0.002,
+            assigned=0.005,
+            st_running=0.006,
+            st_done=0.007,
+            st_final=0.010,
+            t_final_recv=0.011,
+        ),
+        "b": Trace(t_submit=0.0, ev_submitted=0.004),  # nothing else heard
+    }
+    hops = hop_latencies(traces, ["a", "b", "unknown"])
+    assert hops["submit→submitted"].count == 2
+    assert hops["submitted→assigned"].count == 1
+    assert hops["submitted→assigned"].percentile_ms(50) == pytest.approx(3.0, rel=0.01)
+    assert hops["end to end"].percentile_ms(50) == pytest.approx(11.0, rel=0.01)
+
+
+def test_find_events_in_any_message_shape() -> None:
+    event = {"id": "e1", "type": "agent.thought", "time": "2026-01-01T00:00:00Z", "source": "/x"}
+    assert list(find_events(event)) == [event]
+    assert list(find_events([event, event])) == [event, event]
+    assert list(find_events({"type": "events", "events": [event]})) == [event]
+    assert list(find_events({"type": "event", "event": event})) == [event]
+    assert list(find_events({"data": {"batch": [event]}})) == [event]
+    assert list(find_events({"type": "subscribed", "filters": {}})) == []
+    assert list(find_events(json.loads("42"))) == []
+
+
+def test_targets_refuse_non_loopback_hosts() -> None:
+    Targets().check_loopback()
+    with pytest.raises(ValueError, match="loopback"):
+        Targets(nats_url="nats://10.0.0.5:4222").check_loopback()
+    with pytest.raises(ValueError, match="loopback"):
+        resolve_targets({"database_url": "postgresql://u@db.example.com/loom"}, env={})
+
+
+def test_targets_from_environment_and_overrides() -> None:
+    env = {"LOOM_NATS_URL": "nats://localhost:4333", "LOOM_REDIS_URL": "redis://127.0.0.1:6380/0"}
+    targets = resolve_targets({"dispatcher_url": "http://127.0.0.1:9001"}, env=env)
+    assert targets.nats_url == "nats://localhost:4333"
+    assert targets.celery_url == "redis://127.0.0.1:6380/5"
+    assert targets.dispatcher_url == "http://127.0.0.1:9001"
+    assert Targets(database_url="postgresql://u:secret@127.0.0.1/x").redacted()["database_url"] == (
+        "postgresql://u:***@127.0.0.1/x"
+    )
+    assert celery_url_from_redis("redis://127.0.0.1:6379/0", 7) == "redis://127.0.0.1:6379/7"
+
+
+def test_profiles_are_bounded() -> None:
+    for profile in PROFILES.values():
+        assert profile.phase_timeout_s > 0 and profile.grace_s > 0
+        assert profile.echo_closed_count > 0 and profile.ceiling_seconds > 0
+    assert PROFILES["short"].echo_closed_concurrency == 64
+
+
+def test_process_names_and_cpu_percent() -> None:
+    assert classify("/w/.venv/bin/python -m loom_dispatcher") == "dispatcher"
+    assert classify("/w/.venv/bin/python -m loom_agent_worker") == "agent-worker"
+    assert classify("/usr/sbin/nats-server -a 127.0.0.1 -p 4222 -js") == "nats-server"
+    assert classify("python -m celery -A loom_load.celery_app worker") == "celery"
+    assert classify("bash") is None
+    assert cpu_percent({"a": 1.0}, {"a": 2.0, "b": 0.5}, 2.0) == {"a": 50.0, "b": 25.0}
+
+
+def test_top_frames_from_collapsed_stacks() -> None:
+    collapsed = "main;run;parse 30\nmain;run;publish 60\nmain;idle 10\n"
+    top = top_frames(collapsed)
+    assert top["samples"] == 100
+    assert top["top_self"][0] == ("publish", 60.0)
+    assert ("run", 90.0) in top["top_inclusive"]
+
+
+def test_top_frames_by_package() -> None:
+    collapsed = "main (app/x.py);read (redis/conn.py) 3\nmain (app/x.py);write (asyncio/sel.py) 1\n"
+    assert top_frames(collapsed)["self_by_package"] == [("redis", 75.0), ("asyncio", 25.0)]

@@ -1,0 +1,104 @@
+"""A whole phase against a fake Loom: every task is accounted for, lost ones included."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from loom_load.live import LiveFeed
+from loom_load.loom import LoomClient, PhaseSpec, run_phase
+from loom_load.observe import Observer
+
+
+@dataclass
+class FakeMsg:
+    subject: str
+    data: bytes
+
+
+class FakeLoom(LoomClient):
+    """Answers over the observer as the dispatcher would; some tasks die, some never end."""
+
+    async def submit_nats(self, task_id: str, agent: str, params: dict[str, Any]) -> None:
+        n = params["n"]
+        if n % 10 == 9:
+            raise TimeoutError("nats: timeout")  # the submission itself failed
+        if n % 10 == 8:
+            return  # accepted, then never heard of again
+        status = "dead" if n % 10 == 7 else "completed"
+        asyncio.get_running_loop().call_later(0.01, self._announce, task_id, status)
+
+    def _announce(self, task_id: str, status: str) -> None:
+        for body in (
+            {"taskId": task_id, "status": "running", "at": "2026-01-01T00:00:00.001Z"},
+            {"taskId": task_id, "status": status, "at": "2026-01-01T00:00:00.002Z"},
+            {"taskId": task_id, "status": status, "at": "2026-01-01T00:00:00.003Z", "final": True},
+        ):
+            msg = FakeMsg(f"loom.task.status.{task_id}", json.dumps(body).encode())
+            asyncio.ensure_future(self.observer._on_status(msg))
+
+    async def lookup(self, task_id: str) -> str | None:
+        return "running"
+
+
+async def _run(mode: str) -> dict[str, Any]:
+    observer = Observer("lttest-", "/tests/load/test")
+    async with httpx.AsyncClient() as http:
+        client = FakeLoom(js=None, http=http, observer=observer, prefix="lttest-")
+        spec = PhaseSpec(
+            "echo", "echo", "echo", "nats", mode, 50, concurrency=8, rate=500.0, task_timeout_s=0.2
+        )
+        done: list[int] = []
+        return await run_phase(spec, client, phase_timeout_s=10, grace_s=0.3, progress=done.append)
+
+
+def test_closed_loop_accounts_for_every_task() -> None:
+    summary = asyncio.run(_run("closed"))
+    acc = summary["accounting"]
+    assert acc["total"] == 50
+    assert acc["completed"] == 35 and acc["dead"] == 5 and acc["rejected"] == 5 and acc["missing"] == 5
+    assert acc["missing_by_status"] == {"running": 5}
+    assert acc["submit_errors"] == {"TimeoutError: nats: timeout": 5}
+    assert summary["latency"]["count"] == 35
+    assert summary["throughput"] and summary["throughput"] > 0
+    assert "running→done" in summary["hops"]
+
+
+def test_open_loop_accounts_for_every_task() -> None:
+    summary = asyncio.run(_run("open"))
+    acc = summary["accounting"]
+    assert (acc["completed"], acc["dead"], acc["rejected"], acc["missing"]) == (35, 5, 5, 5)
+    assert summary["target_rate"] == 500.0
+
+
+def test_live_feed_takes_only_this_runs_events() -> None:
+    feed = LiveFeed("ws://127.0.0.1:1/ws/events", "lttest-", "/tests/load/test")
+    feed._take(
+        {"id": "1", "type": "t", "time": "2026-01-01T00:00:00Z", "taskid": "lttest-a-1"}, 1767225600.05
+    )
+    feed._take(
+        {"id": "2", "type": "t", "time": "2026-01-01T00:00:00Z", "taskid": "someone-else"}, 1767225600.05
+    )
+    feed._take(
+        {"id": "3", "type": "t", "time": "2026-01-01T00:00:00Z", "source": "/tests/load/test"}, 1767225601.0
+    )
+    summary = feed.summary()
+    assert summary["events_of_this_run"] == 1
+    assert summary["latency"]["p50_ms"] == 50.0 or abs(summary["latency"]["p50_ms"] - 50.0) < 0.1
+    assert summary["burst_latency"]["count"] == 1
+    assert "na" not in summary
+
+
+def test_live_feed_without_server_is_na() -> None:
+    async def go() -> dict[str, Any]:
+        feed = LiveFeed("ws://127.0.0.1:1/ws/events", "lttest-", "/x")
+        await feed.start(connect_timeout=1.0)
+        await feed.stop()
+        return feed.summary()
+
+    summary = asyncio.run(go())
+    assert summary["connected"] is False
+    assert summary["na"].startswith("cannot connect to ws://127.0.0.1:1/ws/events")
