@@ -50,7 +50,7 @@ def test_consolidate_promotes_important_session_notes_and_compresses_working_mem
     assert [n.content for n in memory.notes(MemoryTier.WORKING)] == ["observation 3", "observation 4"]
     expected = {"promoted": 2, "dropped_working": 3, "session": 1, "working": 2, "long_term": 2}
     assert report.as_dict() == expected
-    assert sink.events == [("memory.consolidate", expected)]
+    assert sink.events == [("memory.consolidate", {**expected, "threshold": 0.7, "keep_working": 2})]
     # Nothing left to do the second time.
     assert memory.consolidate().as_dict() == {**expected, "promoted": 0, "dropped_working": 0}
 

@@ -1,5 +1,6 @@
 """Query settings, from LOOM_* environment variables (and the repo's .env)."""
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -13,3 +14,17 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8004
     log_level: str = "INFO"
+
+    db_pool_size: int = Field(default=8, ge=1)
+    db_retry_max_s: float = Field(default=5.0, gt=0)
+    db_ping_timeout_s: float = Field(default=1.0, gt=0)
+    statement_timeout_s: float = Field(default=10.0, gt=0)
+
+    # /ws/events: events buffered per client before it counts as slow and events are dropped
+    ws_queue_size: int = Field(default=1000, ge=1)
+    # /api/topology without trace_id or start_time looks at this much recent history
+    topology_window_s: float = Field(default=86_400.0, gt=0)
+    # most events returned with one task by /api/tasks/{task_id}
+    task_events_limit: int = Field(default=10_000, ge=1)
+    # most memory events replayed by /api/memory/{node_id}
+    memory_events_limit: int = Field(default=50_000, ge=1)

@@ -40,11 +40,15 @@ from loom_agent_worker.runtime.providers import (
 )
 from loom_agent_worker.runtime.react import ReActAgent
 from loom_agent_worker.runtime.replay import (
+    RecordedChildren,
     RecordedProvider,
     RecordedTools,
+    Recording,
     RecordingProvider,
     RecordingTools,
     ReplayDivergence,
+    SplicedProvider,
+    SplicedTools,
 )
 from loom_agent_worker.runtime.tools import Tool, ToolExecutor, ToolRegistry, tool
 
@@ -70,13 +74,17 @@ __all__ = [
     "PlanStep",
     "ProviderError",
     "ReActAgent",
+    "RecordedChildren",
     "RecordedProvider",
     "RecordedTools",
+    "Recording",
     "RecordingProvider",
     "RecordingTools",
     "ReplayDivergence",
     "ScriptedProvider",
     "SessionMemory",
+    "SplicedProvider",
+    "SplicedTools",
     "TaskAwareProvider",
     "TaskContext",
     "TimingInterceptor",

@@ -143,7 +143,9 @@ class SessionMemory:
             long_term=len(long_term),
         )
         if events is not None:
-            events.emit(EventType.MEMORY_CONSOLIDATE, report.as_dict())
+            # the parameters too, so that a replay can fold the same consolidation from events
+            data = {**report.as_dict(), "threshold": threshold, "keep_working": keep}
+            events.emit(EventType.MEMORY_CONSOLIDATE, data)
         return report
 
 

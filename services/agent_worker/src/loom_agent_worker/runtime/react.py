@@ -16,6 +16,7 @@ from loom_agent_worker.runtime.providers.base import (
     LLMResponse,
     ProviderError,
     TaskAwareProvider,
+    conversation_digests,
 )
 from loom_agent_worker.runtime.tools import ToolExecutor, render_content
 
@@ -106,6 +107,7 @@ class ReActAgent(Agent):
                     "provider": provider.name,
                     "model": provider.model,
                     "tools": [definition.name for definition in definitions],
+                    "message_digests": conversation_digests(messages),
                 },
                 subject=llm,
             )
@@ -179,6 +181,24 @@ class ReActAgent(Agent):
                 )
 
         return self._fail(task, ctx, f"no answer after max_steps={self.max_steps} LLM calls")
+
+    def with_runtime(
+        self,
+        *,
+        provider: LLMProvider | None = None,
+        tools: ToolExecutor | None = None,
+        system_prompt: str | None = None,
+        max_steps: int | None = None,
+    ) -> ReActAgent:
+        """A copy of this agent (same card and prompt) with another provider, tools or limits;
+        replay uses it to run the same agent code against a recording."""
+        return ReActAgent(
+            self.agent_card,
+            provider if provider is not None else self.provider,
+            tools if tools is not None else self.tools,
+            system_prompt=system_prompt if system_prompt is not None else self.system_prompt,
+            max_steps=max_steps if max_steps is not None else self.max_steps,
+        )
 
     def _provider_for(self, task: Task) -> LLMProvider:
         if isinstance(self.provider, TaskAwareProvider):

@@ -1,57 +1,154 @@
-"""Deterministic replay: answer LLM and tool calls from a recording instead of re-running them.
+"""Deterministic replay: answer LLM, tool and child-task calls from a recording.
 
 Agents get their provider and tools injected, so replaying a run means handing them a
-:class:`RecordedProvider` and :class:`RecordedTools`. Both raise :class:`ReplayDivergence`
-as soon as the agent asks for something the recording does not hold (a different tool or
-arguments, or more calls than were recorded). :class:`RecordingProvider` and
-:class:`RecordingTools` wrap live ones to capture a recording in the first place; the
-same data is also in a run's events (``llm.usage`` + ``agent.thought``/``tool.call``/
-``agent.answer`` for responses, ``tool.result`` for tool results).
+:class:`RecordedProvider` and :class:`RecordedTools` (and, for agents that delegate,
+:class:`RecordedChildren` as their context's child tasks). They raise
+:class:`ReplayDivergence` as soon as the agent asks for something the recording does not
+hold: an LLM request whose conversation differs from the recorded one (``llm.request``
+events carry the digests of the messages sent), a different tool or arguments, a different
+delegation, or more calls than were recorded.
+
+:class:`SplicedProvider` and :class:`SplicedTools` answer the first calls from a recording
+and hand the rest to live ones: a fork that re-runs a task from step N with a new strategy.
+
+:class:`RecordingProvider` and :class:`RecordingTools` wrap live ones to capture a recording
+in the first place; the same data is also in a run's events (``llm.usage`` +
+``agent.thought``/``agent.action``/``agent.answer`` for responses, ``tool.call``/``tool.result``
+for tool calls), and :class:`Recording` is the JSON form the replay service builds from them.
 """
 
 from __future__ import annotations
 
+import json
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from loom_protocol import McpToolCall, McpToolDefinition, McpToolResult, Task
+from loom_protocol import LoomModel, McpToolCall, McpToolDefinition, McpToolResult, Task, TaskStatus
+from pydantic import Field
 
-from loom_agent_worker.runtime.providers.base import ChatMessage, LLMProvider, LLMResponse, TaskAwareProvider
+from loom_agent_worker.runtime.context import ChildTasks
+from loom_agent_worker.runtime.providers.base import (
+    ChatMessage,
+    LLMProvider,
+    LLMResponse,
+    ProviderError,
+    TaskAwareProvider,
+    TokenUsage,
+    conversation_digests,
+)
 from loom_agent_worker.runtime.tools import ToolExecutor
+
+EXCERPT_CHARS = 500
 
 
 class ReplayDivergence(Exception):
-    """The replayed run asked for something other than what was recorded at ``step``."""
+    """The replayed run asked for something other than what was recorded at ``step``.
 
-    def __init__(self, step: int, expected: Any, got: Any) -> None:
+    ``step`` is the 0-based index of the call among the calls of its ``kind``:
+    ``llm`` (an LLM call: its request differs, or there is none left), ``tool``, ``child``.
+    """
+
+    def __init__(self, step: int, expected: Any, got: Any, *, kind: str = "call") -> None:
         super().__init__(f"replay diverged at step {step}: expected {expected!r}, got {got!r}")
         self.step = step
         self.expected = expected
         self.got = got
+        self.kind = kind
 
 
-class RecordedProvider:
-    """Returns the recorded LLM responses in order, one per ``complete`` call."""
+class _Recorded:
+    """Keeps the first divergence, so that it is reported even if the agent swallowed it
+    (the orchestrator turns a failing delegation into a failed child, for instance)."""
 
-    def __init__(self, responses: Sequence[LLMResponse], *, name: str = "recorded", model: str | None = None):
+    divergence: ReplayDivergence | None = None
+
+    def _diverged(self, exc: ReplayDivergence) -> ReplayDivergence:
+        if self.divergence is None:
+            self.divergence = exc
+        return exc
+
+
+class RecordedProvider(_Recorded):
+    """Returns the recorded LLM responses in order, one per ``complete`` call.
+
+    A recorded entry may be a :class:`ProviderError` (the original call failed): it is
+    raised again. When ``requests`` holds the digests of the conversation each recorded call
+    was sent (see :func:`conversation_digests`), every call is checked against them first.
+    """
+
+    def __init__(
+        self,
+        responses: Sequence[LLMResponse | ProviderError],
+        *,
+        name: str = "recorded",
+        model: str | None = None,
+        requests: Sequence[Sequence[str] | None] | None = None,
+    ):
         self._responses = list(responses)
+        self._requests = list(requests) if requests is not None else None
         self._next = 0
         self.name = name
-        self.model = model or (self._responses[0].model if self._responses else "recorded")
+        first = next((r for r in self._responses if isinstance(r, LLMResponse)), None)
+        self.model = model or (first.model if first is not None else "recorded")
 
     @property
     def calls(self) -> int:
         return self._next
 
+    @property
+    def recorded(self) -> int:
+        return len(self._responses)
+
     async def complete(self, messages: list[ChatMessage], tools: list[McpToolDefinition]) -> LLMResponse:
         step = self._next
         if step >= len(self._responses):
-            raise ReplayDivergence(step, "no further LLM call", f"LLM call with {len(messages)} messages")
+            raise self._diverged(
+                ReplayDivergence(
+                    step, "no further LLM call", f"LLM call with {len(messages)} messages", kind="llm"
+                )
+            )
+        self._check_request(step, messages)
         self._next += 1
-        return self._responses[step]
+        response = self._responses[step]
+        if isinstance(response, ProviderError):
+            raise response
+        return response
+
+    def _check_request(self, step: int, messages: list[ChatMessage]) -> None:
+        if self._requests is None or step >= len(self._requests) or self._requests[step] is None:
+            return
+        expected = list(self._requests[step] or [])
+        conversation = [message for message in messages if message.role != "system"]
+        got = conversation_digests(conversation)
+        if got == expected:
+            return
+        index = next(
+            (i for i, (a, b) in enumerate(zip(expected, got, strict=False)) if a != b),
+            min(len(expected), len(got)),
+        )
+        message = conversation[index] if index < len(conversation) else None
+        raise self._diverged(
+            ReplayDivergence(
+                step,
+                {
+                    "messageIndex": index,
+                    "messages": len(expected),
+                    "digest": expected[index] if index < len(expected) else None,
+                },
+                {
+                    "messageIndex": index,
+                    "messages": len(got),
+                    "digest": got[index] if index < len(got) else None,
+                    "role": message.role if message is not None else None,
+                    "content": excerpt(message.content) if message is not None else None,
+                },
+                kind="llm",
+            )
+        )
 
 
-class RecordedTools:
+class RecordedTools(_Recorded):
     """Returns the recorded tool results in order.
 
     Each call must name the recorded result's tool; when the recorded ``calls`` are given,
@@ -76,6 +173,10 @@ class RecordedTools:
     def calls(self) -> int:
         return self._next
 
+    @property
+    def recorded(self) -> int:
+        return len(self._results)
+
     def definitions(self) -> list[McpToolDefinition]:
         return list(self._definitions)
 
@@ -83,15 +184,15 @@ class RecordedTools:
         step = self._next
         got = {"name": call.name, "arguments": call.arguments}
         if step >= len(self._results):
-            raise ReplayDivergence(step, "no further tool call", got)
+            raise self._diverged(ReplayDivergence(step, "no further tool call", got, kind="tool"))
         recorded = self._results[step]
         if self._calls is not None:
             expected_call = self._calls[step]
             expected = {"name": expected_call.name, "arguments": expected_call.arguments}
             if expected != got or recorded.name != call.name:
-                raise ReplayDivergence(step, expected, got)
+                raise self._diverged(ReplayDivergence(step, expected, got, kind="tool"))
         elif recorded.name != call.name:
-            raise ReplayDivergence(step, {"name": recorded.name}, got)
+            raise self._diverged(ReplayDivergence(step, {"name": recorded.name}, got, kind="tool"))
         self._next += 1
         return recorded.model_copy(update={"call_id": call.call_id})
 
@@ -133,3 +234,210 @@ class RecordingTools:
         self.calls.append(call)
         self.results.append(result)
         return result
+
+
+class RecordedChildren(_Recorded):
+    """Answers delegations (``ChildTasks.run``) with the recorded child tasks' outcomes.
+
+    A delegation must match a recorded one (same agent and parameters); recorded children
+    are consumed in order per (agent, parameters), since concurrent delegations may start
+    in any order. With ``live``, delegations that match nothing recorded go to it (a fork);
+    without, they raise :class:`ReplayDivergence`.
+    """
+
+    def __init__(self, children: Sequence[RecordedChild], *, live: ChildTasks | None = None) -> None:
+        self._pending: dict[str, deque[RecordedChild]] = {}
+        for child in children:
+            self._pending.setdefault(_child_key(child.agent, child.parameters), deque()).append(child)
+        self._recorded = len(children)
+        self._live = live
+        self.calls = 0
+        self.live_calls = 0
+
+    @property
+    def recorded(self) -> int:
+        return self._recorded
+
+    @property
+    def unused(self) -> list[RecordedChild]:
+        return [child for queue in self._pending.values() for child in queue]
+
+    async def run(self, target_agent: str, parameters: dict[str, Any], *, timeout_s: float) -> Task:
+        queue = self._pending.get(_child_key(target_agent, parameters))
+        if not queue:
+            if self._live is not None:
+                self.live_calls += 1
+                return await self._live.run(target_agent, parameters, timeout_s=timeout_s)
+            expected = [{"agent": c.agent, "parameters": c.parameters} for c in self.unused[:3]]
+            raise self._diverged(
+                ReplayDivergence(
+                    self.calls,
+                    expected or "no further delegation",
+                    {"agent": target_agent, "parameters": parameters},
+                    kind="child",
+                )
+            )
+        child = queue.popleft()
+        self.calls += 1
+        task = Task(
+            target_agent=target_agent,
+            parameters=parameters,
+            result=child.result,
+            error=child.error,
+        )
+        if child.task_id:
+            task = task.model_copy(update={"task_id": child.task_id})
+        try:
+            status = TaskStatus(child.status)
+        except ValueError:
+            status = TaskStatus.FAILED
+        return task.model_copy(update={"status": status})
+
+
+def _child_key(agent: str, parameters: dict[str, Any]) -> str:
+    return agent + "\x00" + json.dumps(parameters, sort_keys=True, default=str)
+
+
+class SplicedProvider:
+    """The first ``len(recorded)`` LLM calls answered from the recording, the rest by ``live``.
+
+    ``for_task`` specialises the live provider (a scripted provider reads the task's new
+    ``script``), keeping the recorded prefix. One instance serves one task.
+    """
+
+    def __init__(self, recorded: Sequence[LLMResponse], live: LLMProvider) -> None:
+        self._recorded = list(recorded)
+        self._live = live
+        self._next = 0
+        self.name = live.name
+        self.model = live.model
+
+    @property
+    def calls(self) -> int:
+        return self._next
+
+    @property
+    def replayed(self) -> int:
+        return min(self._next, len(self._recorded))
+
+    def for_task(self, task: Task) -> SplicedProvider:
+        # one SplicedProvider serves one task: specialise in place so that ``calls`` counts it
+        if isinstance(self._live, TaskAwareProvider):
+            self._live = self._live.for_task(task)
+        return self
+
+    async def complete(self, messages: list[ChatMessage], tools: list[McpToolDefinition]) -> LLMResponse:
+        step = self._next
+        self._next += 1
+        if step < len(self._recorded):
+            return self._recorded[step]
+        return await self._live.complete(messages, tools)
+
+
+class SplicedTools:
+    """The first recorded tool calls answered from the recording (checked like
+    :class:`RecordedTools`), every later call by the live executor."""
+
+    def __init__(self, recorded: RecordedTools, live: ToolExecutor) -> None:
+        self._recorded = recorded
+        self._live = live
+        self.live_calls = 0
+
+    def definitions(self) -> list[McpToolDefinition]:
+        return self._live.definitions()
+
+    async def call(self, call: McpToolCall) -> McpToolResult:
+        if self._recorded.calls < self._recorded.recorded:
+            return await self._recorded.call(call)
+        self.live_calls += 1
+        return await self._live.call(call)
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- the recording, as the replay service sends it in ``task.metadata.replay.recording`` --------
+
+
+class RecordedLLMStep(LoomModel):
+    """One LLM call of the original run: the response (or the provider's error) and the
+    digests of the conversation it was sent (``llm.request``'s ``message_digests``)."""
+
+    step: int = Field(ge=1)
+    content: str | None = None
+    tool_calls: list[McpToolCall] = Field(default_factory=list)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cost_usd: float | None = None
+    latency_s: float = Field(default=0.0, ge=0)
+    model: str = ""
+    request_digests: list[str] | None = None
+    error: str | None = None
+
+    def response(self) -> LLMResponse | ProviderError:
+        if self.error is not None:
+            return ProviderError(self.error)
+        return LLMResponse(
+            content=self.content,
+            tool_calls=self.tool_calls,
+            usage=TokenUsage(
+                input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost_usd
+            ),
+            latency_s=self.latency_s,
+            model=self.model,
+        )
+
+
+class RecordedToolStep(LoomModel):
+    """One tool call of the original run and its result; ``step`` is the LLM step that asked."""
+
+    step: int = Field(default=0, ge=0)
+    call: McpToolCall
+    result: McpToolResult
+
+
+class RecordedChild(LoomModel):
+    """One delegation of the original run and the child task's outcome."""
+
+    index: int = Field(default=0, ge=0)
+    agent: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    task_id: str | None = None
+    status: str = TaskStatus.COMPLETED.value
+    result: Any = None
+    error: str | None = None
+
+
+class RecordedOutcome(LoomModel):
+    """How the original run ended."""
+
+    status: str | None = None
+    answer: str | None = None
+    steps: int | None = None
+    error: str | None = None
+    result: Any = None
+
+
+class Recording(LoomModel):
+    """Everything a deterministic replay of one task needs, rebuilt from the task's events."""
+
+    version: int = 1
+    agent: str | None = None
+    llm: list[RecordedLLMStep] = Field(default_factory=list)
+    tools: list[RecordedToolStep] = Field(default_factory=list)
+    children: list[RecordedChild] = Field(default_factory=list)
+    outcome: RecordedOutcome = Field(default_factory=RecordedOutcome)
+
+    def provider(self, *, name: str = "recorded", check_requests: bool = True) -> RecordedProvider:
+        requests = [step.request_digests for step in self.llm] if check_requests else None
+        return RecordedProvider(
+            [step.response() for step in self.llm], name=name, model=None, requests=requests
+        )
+
+    def recorded_tools(self, definitions: Sequence[McpToolDefinition] = ()) -> RecordedTools:
+        return RecordedTools(
+            [step.result for step in self.tools],
+            calls=[step.call for step in self.tools],
+            definitions=definitions,
+        )

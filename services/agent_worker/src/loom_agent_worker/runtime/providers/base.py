@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Literal, Protocol, runtime_checkable
 
 from loom_protocol import McpToolCall, McpToolDefinition, Task
@@ -67,6 +69,25 @@ class TaskAwareProvider(Protocol):
     ``parameters["script"]``). Agents call ``for_task`` when a provider offers it."""
 
     def for_task(self, task: Task) -> LLMProvider: ...
+
+
+def message_digest(message: ChatMessage) -> str:
+    """A short, stable fingerprint of one chat message (role, content, tool calls, ids).
+
+    ``llm.request`` events carry the digests of the conversation sent to the LLM so that a
+    deterministic replay can tell, step by step, whether the replayed agent asked the LLM the
+    same thing as the original run.
+    """
+    canonical = json.dumps(
+        message.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def conversation_digests(messages: list[ChatMessage]) -> list[str]:
+    """The digests of the non-system messages (the system message depends on the session's
+    memory, which a replay does not reproduce)."""
+    return [message_digest(message) for message in messages if message.role != "system"]
 
 
 def count_tokens(text: str) -> int:

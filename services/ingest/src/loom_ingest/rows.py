@@ -1,0 +1,457 @@
+"""From JetStream messages to database rows: pure functions, no I/O.
+
+Every message read becomes exactly one of:
+
+* an ``events`` row: a CloudEvent from ``loom.event.>`` (kind ``event``); a task message from
+  ``loom.task.>`` converted to a CloudEvent-shaped row (kind ``task``, type
+  ``loom.task.<submitted|assigned|cancel|dead>`` or ``loom.task.status.<status>``, id = its
+  ``Nats-Msg-Id``, data = the message as published) which also updates the ``tasks`` table;
+  a membership change from ``loom.registry.member.>`` (kind ``member``, type
+  ``loom.registry.member.<up|down>``);
+* a ``dead_letters`` row: a malformed message (not JSON, not the model its subject promises,
+  over the size limit), or a :class:`~loom_protocol.RejectedMessage` another service published
+  on ``loom.rejected.<service>``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from loom_protocol import (
+    MSG_ID_HEADER,
+    CloudEvent,
+    EventType,
+    MemberChanged,
+    RejectedMessage,
+    Task,
+    TaskCancelRequested,
+    TaskDeadLettered,
+    TaskStatus,
+    TaskStatusChanged,
+    TraceContext,
+    validation_reason,
+)
+from pydantic import ValidationError
+
+EVENT_COLUMNS = (
+    "time",
+    "id",
+    "kind",
+    "type",
+    "source",
+    "subject",
+    "trace_id",
+    "task_id",
+    "session_id",
+    "parent_task_id",
+    "node_id",
+    "agent_id",
+    "instance_id",
+    "seq",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "latency_s",
+    "raw",
+    "stream_seq",
+)
+"""The columns ingest COPYs into its staging table: ``raw`` is the event's JSON text, from which
+the database derives the stored ``data`` and ``attributes`` (JSON work PostgreSQL does in C)."""
+DEAD_LETTER_COLUMNS = (
+    "time",
+    "stream",
+    "stream_seq",
+    "subject",
+    "reason",
+    "raw",
+    "truncated",
+    "rejected_by",
+    "rejected_at",
+)
+TASK_COLUMNS = (
+    "task_id",
+    "target_agent",
+    "source_agent",
+    "action",
+    "status",
+    "final",
+    "attempt",
+    "instance_id",
+    "parent_task_id",
+    "session_id",
+    "trace_id",
+    "parameters",
+    "result",
+    "error",
+    "metadata",
+    "created_at",
+    "updated_at",
+    "cancel_requested_at",
+)
+
+# Attributes that are indexed (a btree entry has a size limit) or that the API groups by.
+MAX_ATTRIBUTE_CHARS = 1024
+_LIMITED_ATTRIBUTES = ("type", "source", "subject", "sessionid", "agentid")
+_INT64_MAX = 2**63 - 1
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)  # task columns
+
+EventRow = tuple[Any, ...]
+TaskRow = tuple[Any, ...]
+DeadLetterRow = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """The parts of a JetStream message that decoding needs."""
+
+    stream: str
+    subject: str
+    data: bytes
+    stream_seq: int
+    timestamp: datetime  # JetStream's (stable across redeliveries)
+    msg_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """What one message becomes: an event row (and maybe a task update), or a dead letter."""
+
+    event: EventRow | None = None
+    task: TaskRow | None = None
+    dead: DeadLetterRow | None = None
+
+
+def dead_letter(
+    inc: Incoming,
+    reason: str,
+    *,
+    subject: str | None = None,
+    raw: bytes | None = None,
+    truncated: bool = False,
+    rejected_by: str = "ingest",
+    rejected_at: datetime | None = None,
+) -> DeadLetterRow:
+    return (
+        inc.timestamp,
+        inc.stream,
+        inc.stream_seq,
+        (subject if subject is not None else inc.subject).replace("\x00", ""),
+        reason.replace("\x00", ""),
+        inc.data if raw is None else raw,
+        truncated,
+        rejected_by.replace("\x00", ""),
+        rejected_at,
+    )
+
+
+def decode(inc: Incoming, max_bytes: int) -> Decoded:
+    """Turn one message into rows, by the subject it arrived on."""
+    if len(inc.data) > max_bytes:
+        return Decoded(
+            dead=dead_letter(inc, f"message is {len(inc.data)} bytes, over the limit of {max_bytes} bytes")
+        )
+    subject = inc.subject
+    if subject.startswith("loom.event."):
+        return _decode_event(inc)
+    if subject.startswith("loom.task."):
+        return _decode_task(inc)
+    if subject.startswith("loom.registry.member."):
+        return _decode_member(inc)
+    if subject.startswith("loom.rejected."):
+        return _decode_rejected(inc)
+    return Decoded(dead=dead_letter(inc, f"ingest does not store messages of subject {subject!r}"))
+
+
+def _invalid(exc: ValidationError, what: str) -> str:
+    if any(error["type"] == "json_invalid" for error in exc.errors()):
+        return f"not valid JSON: {validation_reason(exc)}"
+    return f"not a valid {what}: {validation_reason(exc)}"
+
+
+def _decode_event(inc: Incoming) -> Decoded:
+    try:
+        event = CloudEvent.model_validate_json(inc.data)
+    except ValidationError as exc:
+        return Decoded(dead=dead_letter(inc, _invalid(exc, "CloudEvent")))
+    problem = attribute_problem(event)
+    if problem is not None:
+        return Decoded(dead=dead_letter(inc, problem))
+    raw = inc.data.decode("utf-8")  # validated JSON, so valid UTF-8
+    return Decoded(
+        event=event_row(event, kind="event", fallback_time=inc.timestamp, stream_seq=inc.stream_seq, raw=raw)
+    )
+
+
+def attribute_problem(event: CloudEvent) -> str | None:
+    """Why ``event`` cannot be stored although it is a valid CloudEvent, or None."""
+    for name in _LIMITED_ATTRIBUTES:
+        value = getattr(event, name)
+        if isinstance(value, str) and len(value) > MAX_ATTRIBUTE_CHARS:
+            return f"attribute {name!r} is {len(value)} characters; at most {MAX_ATTRIBUTE_CHARS} are stored"
+    return None
+
+
+def event_row(
+    event: CloudEvent, *, kind: str, fallback_time: datetime, stream_seq: int | None, raw: str | None = None
+) -> EventRow:
+    """The staging row of a validated event (columns in :data:`EVENT_COLUMNS` order).
+
+    ``raw`` is the JSON text the event was validated from; without it the event is serialised.
+    """
+    data = event.data
+    seq = (event.model_extra or {}).get("seq")
+    input_tokens = output_tokens = None
+    cost_usd = latency_s = None
+    if kind == "event" and isinstance(data, dict):
+        if event.type == EventType.LLM_USAGE:
+            input_tokens = _count(data.get("input_tokens"))
+            output_tokens = _count(data.get("output_tokens"))
+            cost_usd = _number(data.get("cost_usd"))
+            latency_s = _duration(data.get("latency_s"))
+        elif event.type == EventType.TOOL_RESULT:
+            ms = _duration(data.get("duration_ms"))
+            latency_s = None if ms is None else ms / 1000.0
+    return (
+        event.time or fallback_time,
+        event.id,
+        kind,
+        event.type,
+        event.source,
+        event.subject,
+        event.traceid,
+        event.taskid,
+        event.sessionid,
+        event.parenttaskid,
+        event.agentid or event.source,
+        event.agentid,
+        event.instanceid,
+        seq if isinstance(seq, int) and not isinstance(seq, bool) and abs(seq) <= _INT64_MAX else None,
+        input_tokens,
+        output_tokens,
+        cost_usd,
+        latency_s,
+        raw if raw is not None else event.model_dump_json(exclude_none=True),
+        stream_seq,
+    )
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _INT64_MAX:
+        return value
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _duration(value: Any) -> float | None:
+    number = _number(value)
+    return None if number is None or number < 0 else number
+
+
+# -- task and membership messages -------------------------------------------------------------
+
+_TASK_KINDS = ("submitted", "assigned", "status", "cancel", "dead")
+
+
+def _bus_event(
+    inc: Incoming,
+    type_: str,
+    time: datetime,
+    data: Any,
+    *,
+    task_id: str | None = None,
+    session_id: str | None = None,
+    parent_task_id: str | None = None,
+    trace: TraceContext | None = None,
+    instance_id: str | None = None,
+    agent_id: str | None = None,
+) -> CloudEvent:
+    payload: dict[str, Any] = {
+        "id": inc.msg_id or f"{inc.stream}:{inc.stream_seq}",
+        "source": f"/nats/{inc.stream}",
+        "specversion": "1.0",
+        "type": type_,
+        "subject": inc.subject,
+        "time": time,
+        "data": data,
+        "taskid": task_id,
+        "sessionid": session_id,
+        "parenttaskid": parent_task_id,
+        "traceparent": trace.traceparent if trace else None,
+        "tracestate": trace.tracestate if trace else None,
+        "instanceid": instance_id,
+        "agentid": agent_id,
+    }
+    return CloudEvent.model_validate({k: v for k, v in payload.items() if v is not None})
+
+
+def _task_row(
+    task: Task, *, status: str | None, final: bool, updated_at: datetime, error: str | None
+) -> TaskRow:
+    return (
+        task.task_id,
+        task.target_agent,
+        task.source_agent,
+        task.action.value,
+        status,
+        final,
+        task.attempt,
+        task.instance_id,
+        task.parent_task_id,
+        task.session_id,
+        task.trace.trace_id,
+        _JSON.encode(task.parameters),
+        None if task.result is None else _JSON.encode(task.result),
+        error,
+        _JSON.encode(task.metadata),
+        task.created_at,
+        updated_at,
+        None,
+    )
+
+
+def _decode_task(inc: Incoming) -> Decoded:
+    parts = inc.subject.split(".")
+    kind = parts[2] if len(parts) == 4 else ""
+    if kind not in _TASK_KINDS:
+        return Decoded(dead=dead_letter(inc, f"unknown task subject {inc.subject!r}"))
+    try:
+        raw = json.loads(inc.data)
+    except ValueError as exc:
+        return Decoded(dead=dead_letter(inc, f"not valid JSON: {exc}"))
+    try:
+        if kind in ("submitted", "assigned"):
+            task = Task.model_validate(raw)
+            event = _bus_event(
+                inc,
+                f"loom.task.{kind}",
+                task.updated_at,
+                raw,
+                task_id=task.task_id,
+                session_id=task.session_id,
+                parent_task_id=task.parent_task_id,
+                trace=task.trace,
+                instance_id=task.instance_id,
+                agent_id=task.target_agent,
+            )
+            row = _task_row(
+                task, status=task.status.value, final=False, updated_at=task.updated_at, error=task.error
+            )
+        elif kind == "status":
+            change = TaskStatusChanged.model_validate(raw)
+            event = _bus_event(
+                inc,
+                f"loom.task.status.{change.status.value}",
+                change.at,
+                raw,
+                task_id=change.task_id,
+                session_id=change.session_id,
+                parent_task_id=change.parent_task_id,
+                trace=change.trace,
+                instance_id=change.instance_id,
+                agent_id=change.target_agent,
+            )
+            row = (
+                change.task_id,
+                change.target_agent,
+                None,
+                None,
+                change.status.value,
+                bool(getattr(change, "final", False)),
+                change.attempt,
+                change.instance_id,
+                change.parent_task_id,
+                change.session_id,
+                change.trace.trace_id,
+                None,
+                None if change.result is None else _JSON.encode(change.result),
+                change.error,
+                None,
+                None,
+                change.at,
+                None,
+            )
+        elif kind == "dead":
+            record = TaskDeadLettered.model_validate(raw)
+            task = record.task
+            event = _bus_event(
+                inc,
+                "loom.task.dead",
+                record.at,
+                raw,
+                task_id=task.task_id,
+                session_id=task.session_id,
+                parent_task_id=task.parent_task_id,
+                trace=task.trace,
+                instance_id=task.instance_id,
+                agent_id=task.target_agent,
+            )
+            row = _task_row(
+                task, status=TaskStatus.DEAD.value, final=True, updated_at=record.at, error=record.reason
+            )
+        else:
+            cancel = TaskCancelRequested.model_validate(raw)
+            event = _bus_event(inc, "loom.task.cancel", cancel.at, raw, task_id=cancel.task_id)
+            row = (cancel.task_id, *([None] * 4), False, *([None] * 10), cancel.at, cancel.at)
+    except ValidationError as exc:
+        return Decoded(dead=dead_letter(inc, _invalid(exc, f"task {kind} message")))
+    return Decoded(
+        event=event_row(event, kind="task", fallback_time=inc.timestamp, stream_seq=inc.stream_seq), task=row
+    )
+
+
+def _decode_member(inc: Incoming) -> Decoded:
+    try:
+        raw = json.loads(inc.data)
+        change = MemberChanged.model_validate(raw)
+    except ValueError as exc:  # ValidationError is a ValueError
+        reason = (
+            _invalid(exc, "MemberChanged") if isinstance(exc, ValidationError) else f"not valid JSON: {exc}"
+        )
+        return Decoded(dead=dead_letter(inc, reason))
+    event = _bus_event(
+        inc,
+        f"loom.registry.member.{change.change.value}",
+        change.at,
+        raw,
+        instance_id=change.instance_id,
+        agent_id=None,
+    )
+    row = event_row(event, kind="member", fallback_time=inc.timestamp, stream_seq=inc.stream_seq)
+    # a membership row belongs to the instance, not to the bus "source"
+    row = (*row[:10], change.instance_id, *row[11:])
+    return Decoded(event=row)
+
+
+def _decode_rejected(inc: Incoming) -> Decoded:
+    service = inc.subject[len("loom.rejected.") :] or "unknown"
+    try:
+        record = RejectedMessage.model_validate_json(inc.data)
+    except ValidationError as exc:
+        return Decoded(dead=dead_letter(inc, _invalid(exc, "RejectedMessage")))
+    return Decoded(
+        dead=dead_letter(
+            inc,
+            record.reason,
+            subject=record.subject,
+            raw=record.raw.encode("utf-8", errors="replace"),
+            truncated=record.truncated,
+            rejected_by=service,
+            rejected_at=record.at,
+        )
+    )
+
+
+def msg_id_of(headers: dict[str, str] | None) -> str | None:
+    if not headers:
+        return None
+    value = headers.get(MSG_ID_HEADER)
+    return value or None

@@ -1,0 +1,275 @@
+"""Decoding JetStream messages into rows: events, task and membership messages, dead letters."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from loom_ingest.rows import (
+    DEAD_LETTER_COLUMNS,
+    EVENT_COLUMNS,
+    MAX_ATTRIBUTE_CHARS,
+    TASK_COLUMNS,
+    Incoming,
+    decode,
+)
+from loom_protocol import (
+    MemberChanged,
+    MembershipChange,
+    RejectedMessage,
+    Task,
+    TaskCancelRequested,
+    TaskDeadLettered,
+    TaskStatus,
+    TaskStatusChanged,
+    TraceContext,
+    new_event,
+)
+
+NOW = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+TRACEPARENT = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
+LIMIT = 1_048_576
+
+
+def inc(
+    subject: str, data: bytes, *, stream: str = "LOOM_EVENTS", seq: int = 7, msg_id: str | None = None
+) -> Incoming:
+    return Incoming(stream=stream, subject=subject, data=data, stream_seq=seq, timestamp=NOW, msg_id=msg_id)
+
+
+def as_event(row: tuple[object, ...]) -> dict[str, object]:
+    assert len(row) == len(EVENT_COLUMNS)
+    return dict(zip(EVENT_COLUMNS, row, strict=True))
+
+
+def as_dead(row: tuple[object, ...]) -> dict[str, object]:
+    assert len(row) == len(DEAD_LETTER_COLUMNS)
+    return dict(zip(DEAD_LETTER_COLUMNS, row, strict=True))
+
+
+def as_task(row: tuple[object, ...]) -> dict[str, object]:
+    assert len(row) == len(TASK_COLUMNS)
+    return dict(zip(TASK_COLUMNS, row, strict=True))
+
+
+def test_an_llm_usage_event_fills_every_column() -> None:
+    event = new_event(
+        "llm.usage",
+        "/workers/w1/agents/calc",
+        data={"input_tokens": 12, "output_tokens": 3, "cost_usd": 0.5, "latency_s": 0.25, "model": "m"},
+        subject="llm:p/m",
+        task_id="t1",
+        session_id="s1",
+        parent_task_id="p1",
+        traceparent=TRACEPARENT,
+        instance_id="w1",
+        agent_id="calc",
+        time=NOW - timedelta(seconds=1),
+        extensions={"seq": 4},
+    )
+    decoded = decode(inc("loom.event.llm.usage", event.to_json()), LIMIT)
+    assert decoded.dead is None and decoded.task is None
+    row = as_event(decoded.event)  # type: ignore[arg-type]
+    assert row.pop("raw") == event.to_json().decode()  # the database splits it into data and attributes
+    assert row == {
+        "time": NOW - timedelta(seconds=1),
+        "id": event.id,
+        "kind": "event",
+        "type": "llm.usage",
+        "source": "/workers/w1/agents/calc",
+        "subject": "llm:p/m",
+        "trace_id": "ab" * 16,
+        "task_id": "t1",
+        "session_id": "s1",
+        "parent_task_id": "p1",
+        "node_id": "calc",
+        "agent_id": "calc",
+        "instance_id": "w1",
+        "seq": 4,
+        "input_tokens": 12,
+        "output_tokens": 3,
+        "cost_usd": 0.5,
+        "latency_s": 0.25,
+        "stream_seq": 7,
+    }
+
+
+def test_node_id_falls_back_to_source_and_time_to_jetstream() -> None:
+    raw = json.dumps({"id": "e1", "source": "/svc", "specversion": "1.0", "type": "x", "seq": "3"}).encode()
+    row = as_event(decode(inc("loom.event.x", raw), LIMIT).event)  # type: ignore[arg-type]
+    assert row["node_id"] == "/svc" and row["agent_id"] is None
+    assert row["time"] == NOW
+    assert row["seq"] is None  # only an integer seq orders events
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"input_tokens": True, "output_tokens": -1, "cost_usd": "1", "latency_s": float("nan")},
+            (None,) * 4,
+        ),
+        ({"input_tokens": 2**70, "latency_s": -0.5}, (None,) * 4),
+        ("not a dict", (None,) * 4),
+    ],
+)
+def test_bad_usage_numbers_are_left_out_not_fatal(data: object, expected: tuple[object, ...]) -> None:
+    event = new_event("llm.usage", "/w", data=data)
+    row = as_event(decode(inc("loom.event.llm.usage", event.to_json()), LIMIT).event)  # type: ignore[arg-type]
+    assert (row["input_tokens"], row["output_tokens"], row["cost_usd"], row["latency_s"]) == expected
+
+
+def test_tool_result_latency_comes_from_duration_ms() -> None:
+    event = new_event("tool.result", "/w", data={"duration_ms": 1500})
+    row = as_event(decode(inc("loom.event.tool.result", event.to_json()), LIMIT).event)  # type: ignore[arg-type]
+    assert row["latency_s"] == 1.5
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\xff\x00garbage", "not valid JSON"),
+        (b"[1]", "not a valid CloudEvent"),
+        (b'{"id": "x"}', "not a valid CloudEvent: field 'source': Field required"),
+        (
+            json.dumps(
+                {"id": "x", "source": "/s", "specversion": "1.0", "type": "t" * (MAX_ATTRIBUTE_CHARS + 1)}
+            ).encode(),
+            f"attribute 'type' is {MAX_ATTRIBUTE_CHARS + 1} characters",
+        ),
+    ],
+)
+def test_malformed_events_become_dead_letters(payload: bytes, reason: str) -> None:
+    decoded = decode(inc("loom.event.x", payload, seq=9), LIMIT)
+    assert decoded.event is None
+    dead = as_dead(decoded.dead)  # type: ignore[arg-type]
+    assert str(dead["reason"]).startswith(reason), dead["reason"]
+    assert dead["raw"] == payload
+    assert (dead["time"], dead["stream"], dead["stream_seq"], dead["subject"]) == (
+        NOW,
+        "LOOM_EVENTS",
+        9,
+        "loom.event.x",
+    )
+    assert dead["rejected_by"] == "ingest"
+
+
+def test_oversize_is_checked_before_parsing() -> None:
+    dead = as_dead(decode(inc("loom.event.x", b"x" * 101), 100).dead)  # type: ignore[arg-type]
+    assert dead["reason"] == "message is 101 bytes, over the limit of 100 bytes"
+
+
+def test_unexpected_subjects_are_dead_lettered() -> None:
+    dead = as_dead(decode(inc("other.thing", b"{}"), LIMIT).dead)  # type: ignore[arg-type]
+    assert "does not store" in str(dead["reason"])
+
+
+def _task() -> Task:
+    return Task(
+        task_id="t-9",
+        target_agent="calc",
+        parameters={"prompt": "1+1"},
+        session_id="s",
+        trace=TraceContext(traceparent=TRACEPARENT),
+    )
+
+
+def test_a_submitted_task_becomes_a_bus_row_and_a_task_update() -> None:
+    task = _task()
+    decoded = decode(
+        inc("loom.task.submitted.calc", task.to_json(), stream="LOOM_TASKS", msg_id="submitted:t-9"), LIMIT
+    )
+    row = as_event(decoded.event)  # type: ignore[arg-type]
+    assert (row["id"], row["kind"], row["type"], row["source"]) == (
+        "submitted:t-9",
+        "task",
+        "loom.task.submitted",
+        "/nats/LOOM_TASKS",
+    )
+    assert (row["subject"], row["task_id"], row["node_id"], row["trace_id"]) == (
+        "loom.task.submitted.calc",
+        "t-9",
+        "calc",
+        "ab" * 16,
+    )
+    stored = json.loads(str(row["raw"]))
+    assert stored["data"] == json.loads(task.to_json())
+    assert stored["type"] == "loom.task.submitted" and stored["traceid"] == "ab" * 16
+    update = as_task(decoded.task)  # type: ignore[arg-type]
+    assert update["status"] == "pending" and update["final"] is False
+    assert json.loads(str(update["parameters"])) == {"prompt": "1+1"}
+    assert update["created_at"] == task.created_at
+
+
+def test_status_messages_carry_final_and_result() -> None:
+    change = TaskStatusChanged.from_task(
+        _task().with_status(TaskStatus.DISPATCHED).with_status(TaskStatus.COMPLETED, result={"answer": "2"})
+    ).model_copy(update={"final": True})
+    decoded = decode(inc("loom.task.status.t-9", change.to_json(), stream="LOOM_TASKS", seq=12), LIMIT)
+    row = as_event(decoded.event)  # type: ignore[arg-type]
+    assert row["type"] == "loom.task.status.completed"
+    assert row["id"] == "LOOM_TASKS:12"  # no Nats-Msg-Id: the stream position names it
+    assert row["time"] == change.at
+    update = as_task(decoded.task)  # type: ignore[arg-type]
+    assert (update["status"], update["final"], json.loads(str(update["result"]))) == (
+        "completed",
+        True,
+        {"answer": "2"},
+    )
+
+
+def test_dead_and_cancel_messages() -> None:
+    dead = TaskDeadLettered(task=_task().with_status(TaskStatus.DEAD), reason="no instance")
+    update = as_task(decode(inc("loom.task.dead.calc", dead.to_json(), stream="LOOM_TASKS"), LIMIT).task)  # type: ignore[arg-type]
+    assert (update["status"], update["final"], update["error"]) == ("dead", True, "no instance")
+    cancel = TaskCancelRequested(task_id="t-9")
+    decoded = decode(inc("loom.task.cancel.t-9", cancel.to_json(), stream="LOOM_TASKS"), LIMIT)
+    update = as_task(decoded.task)  # type: ignore[arg-type]
+    assert update["status"] is None and update["cancel_requested_at"] == cancel.at
+    assert as_event(decoded.event)["type"] == "loom.task.cancel"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("subject", "payload", "reason"),
+    [
+        ("loom.task.status.t", b"nope", "not valid JSON"),
+        ("loom.task.status.t", b'{"taskId": "t"}', "not a valid task status message"),
+        ("loom.task.weird.t", b"{}", "unknown task subject"),
+        ("loom.task.status", b"{}", "unknown task subject"),
+    ],
+)
+def test_bad_task_messages_are_dead_lettered(subject: str, payload: bytes, reason: str) -> None:
+    dead = as_dead(decode(inc(subject, payload, stream="LOOM_TASKS"), LIMIT).dead)  # type: ignore[arg-type]
+    assert str(dead["reason"]).startswith(reason)
+
+
+def test_membership_rows_belong_to_the_instance() -> None:
+    change = MemberChanged(
+        instance_id="w-3", change=MembershipChange.DOWN, agents=["calc"], reason="missed 3"
+    )
+    row = as_event(
+        decode(inc("loom.registry.member.down", change.to_json(), stream="LOOM_REGISTRY"), LIMIT).event
+    )  # type: ignore[arg-type]
+    assert (row["kind"], row["type"], row["node_id"], row["instance_id"]) == (
+        "member",
+        "loom.registry.member.down",
+        "w-3",
+        "w-3",
+    )
+
+
+def test_rejected_records_keep_the_rejecting_service_and_reason() -> None:
+    record = RejectedMessage(subject="loom.task.submitted.x", reason="bad", raw=b"\xffraw")
+    dead = as_dead(
+        decode(inc("loom.rejected.dispatcher", record.to_json(), stream="LOOM_REJECTED"), LIMIT).dead
+    )  # type: ignore[arg-type]
+    assert (dead["subject"], dead["reason"], dead["rejected_by"]) == (
+        "loom.task.submitted.x",
+        "bad",
+        "dispatcher",
+    )
+    assert dead["raw"] == "\ufffdraw".encode()
+    assert dead["rejected_at"] == record.at
+    bad = as_dead(decode(inc("loom.rejected.worker", b'{"x": 1}', stream="LOOM_REJECTED"), LIMIT).dead)  # type: ignore[arg-type]
+    assert str(bad["reason"]).startswith("not a valid RejectedMessage") and bad["rejected_by"] == "ingest"

@@ -1,0 +1,289 @@
+"""REST API (paths and parameters follow seed 000's Studio server): events, topology, memory,
+metrics, tasks and traces. Bad parameters answer 422 with the reason; unknown ids 404."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import asyncpg
+from fastapi import APIRouter, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import AfterValidator, BaseModel, Field
+
+from . import store
+from .cursor import CursorError, Order, decode_cursor, encode_cursor
+from .memory import MemoryEvent, node_memory, replay
+from .state import get_state
+
+router = APIRouter()
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Query times: RFC 3339 or Unix seconds; a time without a zone is taken as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+Time = Annotated[datetime | None, AfterValidator(_utc)]
+_TIME_DOC = "RFC 3339 time or Unix seconds (inclusive)"
+Kind = Literal["event", "task", "member", "all"]
+_KIND_DOC = (
+    "event: CloudEvents from loom.event.>; task / member: task and membership messages ingest "
+    "converted to CloudEvent form (types loom.task.*, loom.registry.member.*); all: every row"
+)
+
+
+def _kinds(kind: Kind) -> tuple[str, ...]:
+    return store.KINDS if kind == "all" else (kind,)
+
+
+def _unprocessable(reason: str, field: str) -> HTTPException:
+    return HTTPException(422, detail=[{"loc": ["query", field], "msg": reason, "type": "value_error"}])
+
+
+def _check_range(start: datetime | None, end: datetime | None) -> None:
+    if start is not None and end is not None and start > end:
+        raise _unprocessable("start_time is after end_time", "start_time")
+
+
+def _page_body(
+    rows: list[store.EventRowOut], next_cursor: str | None, extra: dict[str, Any] | None = None
+) -> str:
+    head = "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in (extra or {}).items())
+    events = ",".join(r.json for r in rows)
+    return f'{{{head}"events":[{events}],"next_cursor":{json.dumps(next_cursor)},"count":{len(rows)}}}'
+
+
+class EventsPage(BaseModel):
+    """A page of events (CloudEvents 1.0 JSON), newest or oldest first."""
+
+    events: list[dict[str, Any]]
+    next_cursor: str | None = Field(description="pass back as `cursor` for the next page; null on the last")
+    count: int
+
+
+@router.get("/api/events", response_model=EventsPage, summary="Query stored events")
+async def get_events(
+    request: Request,
+    trace_id: Annotated[str | None, Query(max_length=64)] = None,
+    node_id: Annotated[
+        str | None, Query(max_length=1024, description="the emitting node (agentid, else source)")
+    ] = None,
+    event_type: Annotated[
+        str | None, Query(max_length=1024, description="exact type, or a prefix ending in '.*' (task.*)")
+    ] = None,
+    task_id: Annotated[str | None, Query(max_length=128)] = None,
+    session_id: Annotated[str | None, Query(max_length=1024)] = None,
+    subject: Annotated[str | None, Query(max_length=1024, description="e.g. tool:calculator")] = None,
+    start_time: Annotated[Time, Query(description=_TIME_DOC)] = None,
+    end_time: Annotated[Time, Query(description=_TIME_DOC)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[
+        int, Query(ge=0, le=100_000, description="rows to skip; prefer cursor for deep pages")
+    ] = 0,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="next_cursor of the previous page")
+    ] = None,
+    order: Annotated[Order, Query(description="desc: newest first; asc: oldest first")] = "desc",
+    kind: Annotated[Kind, Query(description=_KIND_DOC)] = "event",
+) -> Response:
+    _check_range(start_time, end_time)
+    after = None
+    if cursor is not None:
+        if offset:
+            raise _unprocessable("use either offset or cursor, not both", "offset")
+        try:
+            after = decode_cursor(cursor, order)
+        except CursorError as exc:
+            raise _unprocessable(str(exc), "cursor") from None
+    f = store.EventFilter(
+        trace_id=trace_id,
+        node_id=node_id,
+        event_type=event_type,
+        task_id=task_id,
+        session_id=session_id,
+        subject=subject,
+        start_time=start_time,
+        end_time=end_time,
+        kinds=_kinds(kind),
+    )
+    async with get_state(request).connection() as conn:
+        rows, more = await store.events_page(conn, f, limit=limit, offset=offset, order=order, after=after)
+    next_cursor = encode_cursor(rows[-1].time, rows[-1].id, order) if more and rows else None
+    return Response(_page_body(rows, next_cursor), media_type="application/json")
+
+
+@router.get("/api/topology", summary="Nodes and edges inferred from events")
+async def get_topology(
+    request: Request,
+    trace_id: Annotated[str | None, Query(max_length=64)] = None,
+    start_time: Annotated[
+        Time, Query(description=_TIME_DOC + "; default: the last LOOM_TOPOLOGY_WINDOW_S")
+    ] = None,
+    end_time: Annotated[Time, Query(description=_TIME_DOC)] = None,
+) -> dict[str, Any]:
+    """Nodes are agents (``agent:<id>``), what they address (``tool:<name>``, ``llm:<provider/model>``,
+    ``agent:<id>`` for delegation) and services that emit without an agent id; an edge counts the
+    events a node emitted with another node as their ``subject``."""
+    _check_range(start_time, end_time)
+    state = get_state(request)
+    if trace_id is None and start_time is None:
+        start_time = datetime.now(UTC) - timedelta(seconds=state.settings.topology_window_s)
+    w = store.event_where(store.EventFilter(trace_id=trace_id, start_time=start_time, end_time=end_time))
+    async with state.connection() as conn:
+        graph = await store.topology(conn, w)
+    return {
+        **graph,
+        "trace_id": trace_id,
+        "start_time": start_time.isoformat() if start_time else None,
+        "end_time": end_time.isoformat() if end_time else None,
+    }
+
+
+@router.get("/api/memory/{node_id}", summary="A node's memory, rebuilt from memory events")
+async def get_memory(
+    request: Request,
+    node_id: Annotated[str, Path(min_length=1, max_length=1024, description="agent id (or agent:<id>)")],
+    start_time: Annotated[Time, Query(description=_TIME_DOC)] = None,
+    end_time: Annotated[Time, Query(description=_TIME_DOC)] = None,
+) -> dict[str, Any]:
+    _check_range(start_time, end_time)
+    state = get_state(request)
+    node = store.node_id_of(node_id)
+    async with state.connection() as conn:
+        rows = await store.memory_events(conn, node, start_time, end_time, state.settings.memory_events_limit)
+    events = []
+    for r in rows:
+        data = json.loads(r["data"]) if r["data"] is not None else {}
+        events.append(
+            MemoryEvent(
+                event_id=r["id"],
+                type=r["type"],
+                time=r["time"].isoformat(),
+                node_id=r["node_id"],
+                instance_id=r["instance_id"],
+                session_id=r["session_id"],
+                task_id=r["task_id"],
+                data=data if isinstance(data, dict) else {},
+            )
+        )
+    body = node_memory(node, replay(events))
+    body["events_replayed"] = len(events)
+    body["truncated"] = len(events) >= state.settings.memory_events_limit
+    return body
+
+
+_BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21_600, "1d": 86_400}
+GroupBy = Literal["agent", "action", "agent,action", "none"]
+
+
+@router.get("/api/metrics", summary="Tokens, cost, task counts and latency percentiles over time")
+async def get_metrics(
+    request: Request,
+    start_time: Annotated[Time, Query(description=_TIME_DOC + "; default: an hour before end_time")] = None,
+    end_time: Annotated[Time, Query(description=_TIME_DOC + "; default: now")] = None,
+    bucket: Annotated[
+        str, Query(description="bucket width: 1m, 5m, 15m, 1h, 6h, 1d, or seconds (a multiple of 60)")
+    ] = "1m",
+    group_by: Annotated[
+        GroupBy, Query(description="action = the events' subject (llm:<model>, tool:<name>)")
+    ] = ("agent"),
+    agent: Annotated[str | None, Query(max_length=1024)] = None,
+    action: Annotated[str | None, Query(max_length=1024)] = None,
+) -> dict[str, Any]:
+    """From the per-minute rollup ingest maintains. Latency percentiles (seconds) come from
+    log-scale histograms: exact to within about 6 %. Task latency is submission to terminal
+    event; llm from ``llm.usage``; tool from ``tool.result``."""
+    bucket_s = _BUCKETS.get(bucket)
+    if bucket_s is None:
+        if not bucket.isdigit() or int(bucket) < 60 or int(bucket) % 60:
+            raise _unprocessable(
+                "bucket must be 1m, 5m, 15m, 1h, 6h, 1d or a multiple of 60 seconds", "bucket"
+            )
+        bucket_s = int(bucket)
+    end = end_time or datetime.now(UTC)
+    start = start_time or end - timedelta(hours=1)
+    _check_range(start, end)
+    if (end - start).total_seconds() / bucket_s > 10_000:
+        raise _unprocessable("more than 10000 buckets: use a wider bucket or a shorter range", "bucket")
+    groups = () if group_by == "none" else tuple(group_by.split(","))
+    async with get_state(request).connection() as conn:
+        body = await store.metrics(
+            conn, bucket_s=bucket_s, start=start, end=end, group_by=groups, agent=agent, action=action
+        )
+    return {
+        "bucket_seconds": bucket_s,
+        "start_time": start.isoformat(),
+        "end_time": end.isoformat(),
+        "group_by": list(groups),
+        **body,
+    }
+
+
+@router.get("/api/tasks/{task_id}", summary="A task, its events in causal order and its child tasks")
+async def get_task(
+    request: Request,
+    task_id: Annotated[str, Path(min_length=1, max_length=128)],
+    kind: Annotated[Kind, Query(description=_KIND_DOC)] = "event",
+) -> Response:
+    state = get_state(request)
+    limit = state.settings.task_events_limit
+    w = store.event_where(store.EventFilter(task_id=task_id, kinds=_kinds(kind)))
+    async with state.connection() as conn:
+        task = await store.task_by_id(conn, task_id)
+        events = await store.ordered_events(conn, w.sql(), w.args, limit + 1)
+        children = await store.tasks_where(conn, "parent_task_id", task_id)
+    if task is None and not events:
+        raise HTTPException(404, f"no task {task_id!r}: no task record and no events with this task id")
+    truncated = len(events) > limit
+    events = events[:limit]
+    head = json.dumps({"task_id": task_id, "task": task, "children": children, "truncated": truncated})
+    body = head[:-1] + f',"events":[{",".join(events)}],"count":{len(events)}}}'
+    return Response(body, media_type="application/json")
+
+
+@router.get("/api/traces/{trace_id}", response_model=EventsPage, summary="A trace's events, oldest first")
+async def get_trace(
+    request: Request,
+    trace_id: Annotated[str, Path(min_length=1, max_length=64)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    kind: Annotated[Kind, Query(description=_KIND_DOC)] = "event",
+) -> Response:
+    after = None
+    if cursor is not None:
+        try:
+            after = decode_cursor(cursor, "asc")
+        except CursorError as exc:
+            raise _unprocessable(str(exc), "cursor") from None
+    f = store.EventFilter(trace_id=trace_id, kinds=_kinds(kind))
+    async with get_state(request).connection() as conn:
+        rows, more = await store.events_page(conn, f, limit=limit, order="asc", after=after)
+        tasks = await store.tasks_where(conn, "trace_id", trace_id) if after is None else None
+    if after is None and not rows and not tasks:
+        raise HTTPException(404, f"no trace {trace_id!r}: no events and no tasks carry this trace id")
+    next_cursor = encode_cursor(rows[-1].time, rows[-1].id, "asc") if more and rows else None
+    extra: dict[str, Any] = {"trace_id": trace_id}
+    if tasks is not None:
+        extra["tasks"] = tasks
+    return Response(_page_body(rows, next_cursor, extra), media_type="application/json")
+
+
+# SQLSTATE classes that mean "the database is not available", not "this query is wrong":
+# 08 connection exception, 53 insufficient resources, 55 object not in prerequisite state
+# (e.g. the database does not allow connections), 57 operator intervention (shutdown, cancel)
+_UNAVAILABLE = ("08", "53", "55", "57")
+
+
+def database_error_response(exc: Exception) -> JSONResponse:
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return JSONResponse(
+            {"detail": "the query took too long and was cancelled; narrow it"}, status_code=503
+        )
+    state = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, asyncpg.PostgresError) and state[:2] not in _UNAVAILABLE:
+        return JSONResponse({"detail": f"query failed: {type(exc).__name__}: {exc}"}, status_code=500)
+    return JSONResponse({"detail": f"database unavailable: {type(exc).__name__}: {exc}"}, status_code=503)

@@ -1,0 +1,135 @@
+"""Pure parts of the query service: cursors, filters, the memory replay, the live fan-out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from loom_query.cursor import CursorError, decode_cursor, encode_cursor
+from loom_query.live import Client, EventView, LiveFeed, LiveFilters
+from loom_query.memory import MemoryEvent, node_memory, replay
+from loom_query.store import EventFilter, event_where, node_id_of
+
+
+def test_cursors_round_trip_and_refuse_the_other_order() -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
+    cursor = encode_cursor(at, "id-1", "desc")
+    assert "=" not in cursor and "/" not in cursor and "+" not in cursor
+    assert decode_cursor(cursor, "desc") == (at, "id-1")
+    with pytest.raises(CursorError, match="issued for order=desc"):
+        decode_cursor(cursor, "asc")
+    for bad in ("", "!!!", encode_cursor(at, "x", "asc")[:-3], "eyJ0IjoxfQ"):
+        with pytest.raises(CursorError):
+            decode_cursor(bad, "asc")
+
+
+def test_where_clauses_are_parameterised() -> None:
+    w = event_where(
+        EventFilter(
+            node_id="agent:calc", event_type="tool.*", trace_id="t", kinds=("event", "task", "member")
+        )
+    )
+    assert w.sql() == "trace_id = $1 AND node_id = $2 AND type LIKE $3"
+    assert w.args == ["t", "calc", "tool.%"]
+    w = event_where(EventFilter(event_type="a_b.*", session_id="s"))
+    assert w.args == [["event"], "s", "a\\_b.%"]
+    assert node_id_of("agent:x") == "x" and node_id_of("tool:x") == "tool:x"
+
+
+def mem(
+    i: int, kind: str, data: dict[str, Any], *, node: str = "n", instance: str = "w1", session: str = "s"
+) -> MemoryEvent:
+    return MemoryEvent(f"e{i}", kind, f"2030-01-01T00:00:{i:02d}+00:00", node, instance, session, "t", data)
+
+
+def note(i: int, tier: str, importance: float, *, node: str = "n", **kw: Any) -> MemoryEvent:
+    data = {"entry_id": f"m{i}", "node_id": node, "tier": tier, "content": f"c{i}", "importance": importance}
+    return mem(i, "memory.add", data, node=node, **kw)
+
+
+def test_consolidation_promotes_the_most_important_and_drops_old_working_notes() -> None:
+    events = [
+        note(1, "session", 0.9),
+        note(2, "session", 0.1),
+        note(3, "session", 0.8, node="other"),
+        note(4, "working", 0.3),
+        note(5, "working", 0.3),
+        note(6, "working", 0.3),
+        mem(
+            7,
+            "memory.consolidate",
+            {"promoted": 2, "dropped_working": 2, "session": 1, "working": 1, "long_term": 2},
+        ),
+        note(8, "session", 0.5, session="s2"),  # another session's memory is separate
+    ]
+    memories = replay(events)
+    assert [(m.session_key, m.consistent) for m in memories] == [("s", True), ("s2", True)]
+    body = node_memory("n", memories)
+    contents = {tier: [e["content"] for e in entries] for tier, entries in body["tiers"].items()}
+    assert contents == {"session": ["c2", "c8"], "working": ["c6"], "long_term": ["c1"]}
+    assert body["tiers"]["long_term"][0]["tier"] == "long_term"
+    assert body["counts"] == {"session": 2, "working": 1, "long_term": 1}
+    assert node_memory("other", memories)["counts"]["long_term"] == 1
+
+
+def test_a_replay_that_does_not_add_up_is_flagged() -> None:
+    events = [note(1, "session", 0.9), mem(2, "memory.consolidate", {"promoted": 1, "long_term": 5})]
+    assert [m.consistent for m in replay(events)] == [False]
+
+
+def view(**kw: Any) -> EventView:
+    return EventView.of({"type": "tool.call", "taskid": "t1", "agentid": "calc", "sessionid": "s", **kw})
+
+
+def test_live_filters_match_all_given_fields() -> None:
+    assert LiveFilters().matches(view())
+    assert LiveFilters.model_validate({"event_type": "tool.*", "task_id": ["t0", "t1"]}).matches(view())
+    assert not LiveFilters.model_validate({"event_type": "tool.result"}).matches(view())
+    assert LiveFilters.model_validate({"node_id": "agent:calc"}).matches(view())
+    assert not LiveFilters.model_validate({"session_id": "other"}).matches(view())
+    traced = view(traceparent="00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")
+    assert LiveFilters.model_validate({"trace_id": "ab" * 16}).matches(traced)
+    with pytest.raises(ValueError):
+        LiveFilters.model_validate({"unknown": "x"})
+
+
+class FakeSocket:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.gate = asyncio.Event()
+
+    async def send_text(self, text: str) -> None:
+        await self.gate.wait()
+        self.sent.append(json.loads(text))
+
+
+async def test_a_full_client_queue_drops_and_reports_the_count_before_the_next_frame() -> None:
+    socket = FakeSocket()
+    client = Client(socket, queue_size=2)  # type: ignore[arg-type]
+    feed = LiveFeed(queue_size=2)
+    feed.clients.add(client)
+    sender = asyncio.create_task(client.send_forever())
+    try:
+        await asyncio.sleep(0)
+        feed.publish(json.dumps({"id": "e0", "type": "x"}).encode())
+        for _ in range(3):  # the sender takes e0 and blocks on the socket
+            await asyncio.sleep(0)
+        for i in range(1, 6):
+            feed.publish(json.dumps({"id": f"e{i}", "type": "x"}).encode())
+        feed.publish(b"not json")
+        feed.publish(b"[1]")
+        assert client.dropped == 3  # one taken by the blocked sender, two queued
+        socket.gate.set()
+        while len(socket.sent) < 4:
+            await asyncio.sleep(0.01)
+        assert [m.get("data", {}).get("id", m["type"]) for m in socket.sent] == ["e0", "dropped", "e1", "e2"]
+        assert socket.sent[1] == {"type": "dropped", "count": 3}
+        feed.publish(json.dumps({"id": "e9", "type": "x"}).encode())
+        while len(socket.sent) < 5:
+            await asyncio.sleep(0.01)
+        assert socket.sent[4]["data"]["id"] == "e9"
+    finally:
+        sender.cancel()
