@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from .conftest import Stack
+from .events_support import database_url_fixture, fetch, start_ingest, start_pipeline  # noqa: F401 (fixture)
 from .harness import PrometheusServer, port_open, wait_for
 from .otlp_receiver import otlp_receiver
 
@@ -16,14 +17,15 @@ pytestmark = pytest.mark.integration
 OTEL = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_TRACES_SAMPLER": "always_on"}
 
 
-async def test_one_trace_spans_dispatcher_registry_worker_with_parent_links(
-    stack: Stack, http: httpx.AsyncClient
+async def test_one_trace_spans_dispatcher_registry_worker_and_ingest_with_parent_links(
+    stack: Stack, http: httpx.AsyncClient, database_url: str
 ) -> None:
     async with otlp_receiver() as receiver:
         env = {**OTEL, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
         await stack.registry(**env)
         await stack.dispatcher(**env)
         await stack.worker("t0", **env)
+        await start_ingest(stack, database_url, **env)
         await stack.wait_instances("calculator", 1)
         caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
         resp = await http.post(
@@ -42,9 +44,11 @@ async def test_one_trace_spans_dispatcher_registry_worker_with_parent_links(
             return {s.service for s in receiver.by_trace(caller_trace)}
 
         await wait_for(
-            lambda: {"loom-dispatcher", "loom-registry", "loom-agent-worker"} <= services_seen(),
+            lambda: (
+                {"loom-dispatcher", "loom-registry", "loom-agent-worker", "loom-ingest"} <= services_seen()
+            ),
             15,
-            "spans of dispatcher, registry and worker in the caller's trace",
+            "spans of dispatcher, registry, worker and ingest in the caller's trace",
         )
         await wait_for(
             lambda: any(s.name.startswith("tool ") for s in receiver.by_trace(caller_trace)),
@@ -76,20 +80,49 @@ async def test_one_trace_spans_dispatcher_registry_worker_with_parent_links(
         assert "loom-dispatcher" in ancestors("tool ")
         assert "loom-dispatcher" in ancestors("agent calculator")
         assert any(s.service == "loom-registry" for s in spans)
+        # ingest's spans of the tool's events are children of the tool span that emitted them
+        tool_span = next(s for s in spans if s.name.startswith("tool "))
+
+        def ingested_under_tool() -> list[str]:
+            return sorted(
+                s.name
+                for s in receiver.by_trace(caller_trace)
+                if s.service == "loom-ingest" and s.parent_span_id == tool_span.span_id
+            )
+
+        await wait_for(
+            lambda: ingested_under_tool() == ["ingest loom.event.tool.call", "ingest loom.event.tool.result"],
+            15,
+            "the tool's events ingested under the tool span",
+        )
+        # the trace id stored with the events is the span trace id
+        rows = await fetch(
+            database_url,
+            "SELECT DISTINCT trace_id FROM events WHERE task_id = $1 AND kind = 'event'",
+            body["taskId"],
+        )
+        assert [r["trace_id"] for r in rows] == [caller_trace]
         stack.stop()  # while the receiver still answers, so exporters flush and exit at once
 
 
-async def test_prometheus_scrapes_every_service_and_sees_task_counters_move(
-    stack: Stack, http: httpx.AsyncClient, tmp_path: Path
+async def test_prometheus_scrapes_every_service_and_sees_their_metrics_move(
+    stack: Stack, http: httpx.AsyncClient, tmp_path: Path, database_url: str
 ) -> None:
     await stack.registry()
     await stack.dispatcher()
     await stack.worker("p0", agents="echo,calculator")
+    ingest, query = await start_pipeline(stack, database_url)
+    replay = await stack.service(
+        "replay-0", "loom_replay", LOOM_DATABASE_URL=database_url, LOOM_DISPATCHER_URL=stack.api
+    ).started()
     await stack.wait_instances("echo", 1)
     targets = {
         "registry": [f"127.0.0.1:{stack.registries[0].port}"],
         "dispatcher": [f"127.0.0.1:{stack.dispatchers[0].port}"],
         "agent-worker": [f"127.0.0.1:{stack.workers['p0'].port}"],
+        "ingest": [f"127.0.0.1:{ingest.port}"],
+        "query": [f"127.0.0.1:{query.port}"],
+        "replay": [f"127.0.0.1:{replay.port}"],
     }
     prometheus = PrometheusServer(tmp_path, targets)
     prometheus.start()
@@ -128,5 +161,17 @@ async def test_prometheus_scrapes_every_service_and_sees_task_counters_move(
             lambda: moved('sum(loom_task_e2e_seconds_count{agent="echo"})', 5), 20, "e2e histogram"
         )
         await wait_for(lambda: moved("sum(loom_registry_instances)", 1), 20, "registry instances gauge")
+        await wait_for(
+            lambda: moved('sum(loom_ingest_rows_written_total{table="events"})', 10), 20, "ingest rows"
+        )
+        await wait_for(lambda: moved("sum(loom_query_live_events_total)", 10), 20, "query live feed")
+        task_id = resp.json()["taskId"]
+
+        async def replay_created() -> bool:  # 404 until ingest has stored the task's events
+            created = await http.post(f"{replay.url}/api/replay/create", params={"task_id": task_id})
+            return created.status_code == 201
+
+        await wait_for(replay_created, 20, "a replay session of the last task")
+        await wait_for(lambda: moved("sum(loom_replay_sessions_created_total)", 1), 20, "replay sessions")
     finally:
         prometheus.stop()

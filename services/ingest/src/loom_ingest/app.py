@@ -32,6 +32,7 @@ from .maintenance import RetentionPolicy, apply_retention, configure_compression
 from .migrate import migrate
 from .store import EventStore, init_connection
 from .streams import ensure_streams
+from .telemetry import broker_middlewares, instrument_app, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,8 @@ async def _run_pipeline(settings: Settings, runtime: Runtime, nc: NATS, js: JetS
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG)
+    tracing = setup_tracing("loom-ingest")
+    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG, middlewares=broker_middlewares(tracing))
     runtime = Runtime()
 
     @contextlib.asynccontextmanager
@@ -180,8 +182,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(runtime.pool.close(), timeout=5)
             await broker.stop()
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(title="Loom ingest", version="0.1.0", lifespan=lifespan)
+    instrument_app(app, tracing)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

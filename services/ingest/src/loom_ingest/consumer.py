@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
@@ -34,6 +34,7 @@ from .health import DatabaseHealth
 from .puller import ConsumerGone, Puller
 from .rows import Incoming, decode, msg_id_of
 from .store import EventStore, Item
+from .telemetry import trace_committed
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,7 @@ class ConsumerOptions:
 class Batch:
     msgs: list[Msg]
     items: list[Item]
+    read_ns: int = field(default_factory=time.time_ns)
 
 
 def incoming(msg: Msg) -> Incoming:
@@ -180,6 +182,7 @@ class StreamConsumer:
         while True:
             batch = self._current = await self._queue.get()
             await self._commit(batch)
+            trace_committed(batch.msgs, batch.read_ns)
             self._current = None
             for msg in batch.msgs:
                 with contextlib.suppress(Exception):  # a lost ack means a harmless redelivery

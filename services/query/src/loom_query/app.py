@@ -25,6 +25,7 @@ from . import api, metrics
 from .config import Settings
 from .live import LiveFeed
 from .state import State
+from .telemetry import broker_middlewares, instrument_app, setup_tracing
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         kind = "slow_consumer" if isinstance(exc, SlowConsumerError) else type(exc).__name__
         metrics.NATS_ERRORS.labels(kind).inc()
 
-    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG, error_cb=on_nats_error)
+    tracing = setup_tracing("loom-query")
+    broker = NatsBroker(
+        settings.nats_url,
+        log_level=logging.DEBUG,
+        error_cb=on_nats_error,
+        middlewares=broker_middlewares(tracing),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(state.pool.close(), timeout=5)
             await broker.stop()
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title="Loom query",
@@ -94,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.loom = state
+    instrument_app(app, tracing)
     app.include_router(api.router)
 
     @app.exception_handler(asyncpg.PostgresError)

@@ -24,6 +24,7 @@ from .errors import ReplayError
 from .http import router
 from .runs import Runs
 from .sessions import SessionStore
+from .telemetry import instrument_app, setup_tracing
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -31,6 +32,7 @@ VERSION = "0.1.0"
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    tracing = setup_tracing("loom-replay")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await dispatcher.aclose()
             await pool.close()
             await redis.aclose()
+            if tracing is not None:
+                tracing.shutdown()
 
     app = FastAPI(
         title="Loom replay",
@@ -59,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Time-travel over recorded events, deterministic replay and re-run forks.",
     )
     app.include_router(router)
+    instrument_app(app, tracing)
 
     @app.exception_handler(ReplayError)
     async def replay_error(_: Request, exc: ReplayError) -> JSONResponse:
