@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
+from faststream.message import StreamMessage
 from faststream.nats import NatsBroker, NatsRouter
-from faststream.nats.annotations import NatsMessage
 from loom_protocol import Task, TaskCancelRequested, subjects, validation_reason
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
@@ -28,11 +29,24 @@ log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
+async def as_message(msg: StreamMessage[Any]) -> StreamMessage[Any]:
+    """The decoder of the subscribers here: hand the handler the message itself.
+
+    The handlers take it as a plain parameter, not as FastStream's ``NatsMessage`` context
+    annotation: resolving a context parameter costs every message an anyio task group and a
+    worker-thread hop (``Context.use`` is synchronous, so fast_depends runs it in a thread).
+    """
+    return msg
+
+
 def build_router(executor: Executor, reporter: StatusReporter) -> NatsRouter:
     router = NatsRouter()
 
-    @router.subscriber(subjects.task_assigned(executor.instance_id))
-    async def on_assigned(msg: NatsMessage) -> None:
+    # no_reply: an assignment is a JetStream publish whose reply subject is the dispatcher's
+    # ack inbox; FastStream would answer the handler's None there, and an empty answer that
+    # beats the stream's ack fails the dispatcher's publish (JSONDecodeError)
+    @router.subscriber(subjects.task_assigned(executor.instance_id), no_reply=True, decoder=as_message)
+    async def on_assigned(msg: Any) -> None:
         try:
             task = Task.from_json(msg.body)
         except ValidationError as exc:
@@ -40,8 +54,8 @@ def build_router(executor: Executor, reporter: StatusReporter) -> NatsRouter:
             return
         await executor.accept(task)
 
-    @router.subscriber(subjects.TASK_CANCEL_ALL)
-    async def on_cancel(msg: NatsMessage) -> None:
+    @router.subscriber(subjects.TASK_CANCEL_ALL, no_reply=True, decoder=as_message)
+    async def on_cancel(msg: Any) -> None:
         try:
             request = TaskCancelRequested.from_json(msg.body)
         except ValidationError as exc:
@@ -101,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await executor.drain(settings.drain_timeout_s)
             await heart.beat()  # a last heartbeat that says draining
             await heart.stop()
+            await reporter.flush()
             await emitter.stop()
             await broker.stop()
             if tracing is not None:

@@ -107,7 +107,7 @@ class Executor:
             started = time.perf_counter()
             status = TaskStatus.FAILED
             try:
-                await self._reporter.report(task, TaskStatus.RUNNING)
+                await self._reporter.report_running(task)
                 events = self._emitter.for_task(task, agent.node_id, self.instance_id)
                 ctx = TaskContext(
                     task=task,

@@ -12,13 +12,13 @@ from fastapi.responses import JSONResponse, Response
 from faststream.nats import NatsBroker
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from . import http
 from .bus import NatsOutbox, RegistryPicker
 from .config import Settings
 from .dispatching import Dispatcher, Policy
-from .handlers import build_router
+from .handlers import build_consumers, build_router
 from .state import State, get_state
 from .store import TaskStore
 from .streams import ensure_streams
@@ -27,9 +27,10 @@ from .telemetry import broker_middlewares, instrument_app, setup_tracing
 log = logging.getLogger(__name__)
 
 
-async def _sweep_forever(dispatcher: Dispatcher, interval_s: float) -> None:
+async def _sweep_forever(dispatcher: Dispatcher, outbox: NatsOutbox, interval_s: float) -> None:
     while True:
         try:
+            outbox.acks.expire()
             await dispatcher.sweep()
         except Exception:
             log.exception("sweep failed; trying again")
@@ -41,8 +42,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     provider = setup_tracing("loom-dispatcher")
     if provider is not None:
         RedisInstrumentor().instrument(tracer_provider=provider)
-    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG, middlewares=broker_middlewares(provider))
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    # apply_types=False: no FastDepends per message (see handlers.as_message)
+    broker = NatsBroker(
+        settings.nats_url,
+        log_level=logging.DEBUG,
+        middlewares=broker_middlewares(provider),
+        apply_types=False,
+    )
+    # blocking pool: past max_connections a command waits for a connection instead of failing
+    redis = Redis.from_pool(
+        BlockingConnectionPool.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            max_connections=settings.redis_max_connections,
+            timeout=10,
+        )
+    )
     store = TaskStore(redis, settings.redis_prefix)
     outbox = NatsOutbox(broker)
     policy = Policy(
@@ -54,19 +69,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dispatcher = Dispatcher(store, RegistryPicker(broker, settings.pick_timeout_s), outbox, policy)
     state = State(settings, broker, redis, store, dispatcher, outbox)
     broker.include_router(build_router(state, settings.durable_prefix))
+    consumers = build_consumers(state, settings.durable_prefix, traced=provider is not None)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await broker.connect()
         await ensure_streams(broker.connection.jetstream())
         await broker.start()
-        sweeper = asyncio.create_task(_sweep_forever(dispatcher, settings.sweep_interval_s))
+        for consumer in consumers:
+            await consumer.start()
+        sweeper = asyncio.create_task(_sweep_forever(dispatcher, outbox, settings.sweep_interval_s))
         try:
             yield
         finally:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            for consumer in consumers:
+                await consumer.stop()
+            await outbox.acks.drain(5.0)
             await broker.stop()
             await redis.aclose()
             if provider is not None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -25,7 +27,7 @@ from loom_protocol import (
 )
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import TooManyStalledMsgsError
+from nats.js import JetStreamContext
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
@@ -35,7 +37,12 @@ from .telemetry import current_trace, inject_headers, tracer
 
 log = logging.getLogger(__name__)
 
-EVENTS_DROPPED = Counter("loom_dispatcher_events_dropped_total", "Events dropped because the buffer was full")
+EVENTS_DROPPED = Counter("loom_dispatcher_events_dropped_total", "Events that could not be published")
+PUBLISH_FAILED = Counter(
+    "loom_dispatcher_publish_failed_total",
+    "JetStream publishes not acknowledged (error or timeout)",
+    ["kind"],
+)
 SOURCE = "/services/dispatcher"
 _JSON = {"content-type": "application/json"}
 
@@ -47,17 +54,80 @@ def _event_headers(event_id: str, trace: TraceContext) -> dict[str, str]:
     return headers
 
 
+class PendingAcks:
+    """JetStream acks of pipelined publishes, collected off the hot path.
+
+    nats-py's ``publish_async`` futures never time out on their own, so :meth:`expire` (run by
+    the sweeper) gives up on acks older than ``timeout_s``; a failure is logged and counted.
+    """
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        self._pending: dict[asyncio.Future[Any], tuple[float, str, str]] = {}
+
+    def track(self, fut: asyncio.Future[Any], kind: str, msg_id: str) -> None:
+        self._pending[fut] = (time.monotonic(), kind, msg_id)
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut: asyncio.Future[Any]) -> None:
+        _, kind, msg_id = self._pending.pop(fut, (0.0, "?", "?"))
+        exc: BaseException | None = TimeoutError("no ack") if fut.cancelled() else fut.exception()
+        if exc is not None:
+            PUBLISH_FAILED.labels(kind).inc()
+            log.warning("%s publish not acknowledged: %r", kind, exc, extra={"msg_id": msg_id})
+
+    def expire(self) -> None:
+        oldest = time.monotonic() - self._timeout_s
+        for fut, (sent, _, _) in list(self._pending.items()):
+            if sent < oldest:
+                fut.cancel()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait for the acks still outstanding (at shutdown)."""
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=timeout_s)
+
+
 class NatsOutbox:
-    def __init__(self, broker: NatsBroker) -> None:
+    def __init__(self, broker: NatsBroker, ack_timeout_s: float = 10.0, max_stall_s: float = 5.0) -> None:
         self._broker = broker
+        self._js: JetStreamContext | None = None
+        self.acks = PendingAcks(ack_timeout_s)
+        self._max_stall_s = max_stall_s
+
+    @property
+    def js(self) -> JetStreamContext:
+        # one context for the connection: each ``connection.jetstream()`` makes a new one, and
+        # each new one opens its own reply subscription on its first ``publish_async``
+        if self._js is None:
+            self._js = self._broker.connection.jetstream()
+        return self._js
 
     async def _js_publish(self, subject: str, body: bytes, msg_id: str) -> None:
         await self._broker.publish(
             body, subject, headers={**_JSON, MSG_ID_HEADER: msg_id}, stream=TASKS_STREAM.name
         )
 
+    async def _js_publish_async(self, kind: str, subject: str, body: bytes, msg_id: str) -> None:
+        """Publish without waiting for the ack; the ack is checked off the hot path.
+
+        Used where the ack decides nothing: the task's state is already in Redis, and a lost
+        message is covered there (a lost assignment by the deadline sweep, as before: an
+        awaited ack that failed was never retried either, the redelivered message being a
+        duplicate by then). Back-pressure: at most the client's pending-ack limit in flight.
+        """
+        headers = inject_headers({**_JSON, MSG_ID_HEADER: msg_id})
+        fut = await self.js.publish_async(
+            subject, body, wait_stall=self._max_stall_s, stream=TASKS_STREAM.name, headers=headers
+        )
+        self.acks.track(fut, kind, msg_id)
+
     async def assigned(self, task: Task) -> None:
-        await self._js_publish(
+        await self._js_publish_async(
+            "assigned",
             subjects.task_assigned(task.instance_id or ""),
             task.to_json(),
             assigned_msg_id(task.task_id, task.attempt),
@@ -77,7 +147,8 @@ class NatsOutbox:
             trace=task.trace,
             final=True,
         )
-        await self._js_publish(
+        await self._js_publish_async(
+            "final",
             subjects.task_status(task.task_id),
             change.to_json(),
             status_msg_id(task.task_id, task.attempt, task.status) + ":final",
@@ -111,15 +182,16 @@ class NatsOutbox:
             tracestate=trace.tracestate,
             agent_id=task.target_agent,
         )
+        # a plain publish on the stream's subject: JetStream stores it all the same, without
+        # an ack to send back and to process here. Nothing retried a failed event before
+        # either (the ack decided nothing), and Nats-Msg-Id still deduplicates.
         try:
-            await self._broker.connection.jetstream().publish_async(
-                subjects.event(event_type),
-                event.to_json(),
-                wait_stall=0.005,
-                headers=_event_headers(event.id, trace),
+            await self._broker.connection.publish(
+                subjects.event(event_type), event.to_json(), headers=_event_headers(event.id, trace)
             )
-        except TooManyStalledMsgsError:
+        except Exception as exc:  # never fail a task for its observation event
             EVENTS_DROPPED.inc()
+            log.debug("event not published: %r", exc, extra={"event_id": event.id})
 
     async def rejected(self, subject: str, raw: bytes, reason: str) -> None:
         SUBMISSIONS_REJECTED.inc()

@@ -15,6 +15,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     redis_prefix: str = "loom"
+    redis_max_connections: int = 128
     durable_prefix: str = "dispatcher"
     max_attempts: int = 3
     task_timeout_s: float = 60.0

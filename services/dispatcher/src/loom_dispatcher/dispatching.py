@@ -23,7 +23,7 @@ from loom_protocol import (
 
 from . import metrics
 from .errors import RegistryUnavailable
-from .store import Change, Scores, TaskStore
+from .store import Change, Scores, Snapshot, TaskStore
 from .telemetry import context_of, current_trace, tracer
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,13 @@ class Dispatcher:
 
     # -- submission ---------------------------------------------------------------------------
     async def submit(self, task: Task) -> bool:
-        """Record a new task and try to dispatch it; False when the task id is already known."""
+        """Record a new task and dispatch it; False when the task id is already known.
+
+        The pick comes first and the task is stored straight in its first place (dispatched to
+        the picked instance, else waiting): one write instead of a create and an assignment.
+        Nothing is lost by picking first: the submission stays unacknowledged on JetStream until
+        the task is stored, so a crash in between redelivers it.
+        """
         trace = task.trace if task.trace.traceparent else (current_trace() or TraceContext.new())
         task = task.model_copy(
             update={
@@ -83,35 +89,65 @@ class Dispatcher:
                 "error": None,
             }
         )
-        # due for the sweeper only if this dispatch does not happen (a crash between the two);
-        # due at once, the sweeper would pick concurrently and waste a round-robin turn
-        if not await self._store.create(task, retry_at=time.time() + self._policy.sweep_grace_s):
+        with tracer.start_as_current_span("dispatch", context=context_of(task.trace)) as span:
+            span.set_attribute("loom.task_id", task.task_id)
+            span.set_attribute("loom.agent", task.target_agent)
+            return await self._submit(task)
+
+    async def _submit(self, task: Task) -> bool:
+        reply: PickReply | None = None
+        if not task.metadata.get("cancelRequested"):
+            try:
+                reply = await self._picker.pick(task.target_agent, task.task_id)
+            except RegistryUnavailable as exc:
+                log.warning("%s; the sweeper retries", exc, extra={"task_id": task.task_id})
+        now = time.time()
+        first: Task | None = None
+        if reply is not None and reply.instance_id is not None:
+            first = task.with_status(TaskStatus.DISPATCHED, attempt=1, instance_id=reply.instance_id)
+            created = await self._store.create(first, retry_at=now, deadline=now + self._timeout_of(task))
+        else:
+            # due for the sweeper only if nothing below moves it (a crash, or no registry)
+            created = await self._store.create(task, retry_at=now + self._policy.sweep_grace_s)
+        if not created:
             log.info("duplicate submission ignored", extra={"task_id": task.task_id})
             return False
         metrics.TASKS_SUBMITTED.labels(task.target_agent).inc()
         await self._outbox.event(EventType.TASK_SUBMITTED, task)
-        await self.try_dispatch(task.task_id)
+        if first is not None:
+            await self._assigned(first)
+        elif reply is not None or task.metadata.get("cancelRequested"):
+            # no instance (or cancelled already): what a later dispatch would do, decided now
+            snap = self._store.hint(task.task_id) or await self._store.read(task.task_id)
+            if snap is not None:
+                await self._dispatch(snap, reply)
         return True
 
     async def try_dispatch(self, task_id: str) -> None:
-        task = await self._store.get(task_id)
-        if task is None or task.status is not TaskStatus.PENDING:
-            return
-        with tracer.start_as_current_span("dispatch", context=context_of(task.trace)) as span:
-            span.set_attribute("loom.task_id", task_id)
-            span.set_attribute("loom.agent", task.target_agent)
-            await self._dispatch(task)
+        await self._try_dispatch(await self._store.read(task_id))
 
-    async def _dispatch(self, task: Task) -> None:
+    async def _try_dispatch(self, snap: Snapshot | None) -> None:
+        if snap is None or snap.task.status is not TaskStatus.PENDING:
+            return
+        task = snap.task
+        with tracer.start_as_current_span("dispatch", context=context_of(task.trace)) as span:
+            span.set_attribute("loom.task_id", task.task_id)
+            span.set_attribute("loom.agent", task.target_agent)
+            await self._dispatch(snap)
+
+    async def _dispatch(self, snap: Snapshot, reply: PickReply | None = None) -> None:
+        """Pick an instance for a pending task (unless ``reply`` is the pick) and assign it."""
+        task = snap.task
         task_id = task.task_id
         if task.metadata.get("cancelRequested"):
             await self._finish(task_id, TaskStatus.CANCELLED, error="cancelled before dispatch")
             return
-        try:
-            reply = await self._picker.pick(task.target_agent, task.task_id)
-        except RegistryUnavailable as exc:
-            log.warning("%s; the sweeper retries", exc, extra={"task_id": task_id})
-            return  # still in the waiting index, due now
+        if reply is None:
+            try:
+                reply = await self._picker.pick(task.target_agent, task.task_id)
+            except RegistryUnavailable as exc:
+                log.warning("%s; the sweeper retries", exc, extra={"task_id": task_id})
+                return  # still in the waiting index
         now = time.time()
         if reply.instance_id is None:
             waited = now - await self._store.no_instance_since(task_id, now)
@@ -124,7 +160,7 @@ class Dispatcher:
                     return None
                 return Change(cur, retry_at=now + self._policy.no_instance_retry_s)
 
-            await self._store.update(task_id, wait_more)
+            await self._store.update(task_id, wait_more, known=snap)
             return
         instance_id = reply.instance_id
         attempt = task.attempt
@@ -135,11 +171,14 @@ class Dispatcher:
             new = cur.with_status(TaskStatus.DISPATCHED, attempt=cur.attempt + 1, instance_id=instance_id)
             return Change(new, deadline=now + self._timeout_of(cur))
 
-        new = await self._store.update(task_id, assign)
+        new = await self._store.update(task_id, assign, known=snap)
         if new is not None:
-            metrics.observe_dispatched(new)
-            await self._outbox.assigned(new)
-            await self._outbox.event(EventType.TASK_ASSIGNED, new, {"instanceId": instance_id})
+            await self._assigned(new)
+
+    async def _assigned(self, task: Task) -> None:
+        metrics.observe_dispatched(task)
+        await self._outbox.assigned(task)
+        await self._outbox.event(EventType.TASK_ASSIGNED, task, {"instanceId": task.instance_id})
 
     def _timeout_of(self, task: Task) -> float:
         value = task.metadata.get("timeoutS")

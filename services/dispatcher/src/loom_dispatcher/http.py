@@ -20,6 +20,7 @@ from loom_protocol import (
     subjects,
     submitted_msg_id,
 )
+from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -87,15 +88,25 @@ async def submit_task(
         sub = await state.broker.connection.subscribe(subjects.task_status(task.task_id), cb=on_status)
     try:
         if existing is None:
-            await state.broker.publish(
-                task.to_json(),
-                subjects.task_submitted(task.target_agent),
-                headers={"content-type": "application/json", MSG_ID_HEADER: submitted_msg_id(task.task_id)},
-                stream=TASKS_STREAM.name,
-            )
+            try:
+                await state.broker.publish(
+                    task.to_json(),
+                    subjects.task_submitted(task.target_agent),
+                    headers={
+                        "content-type": "application/json",
+                        MSG_ID_HEADER: submitted_msg_id(task.task_id),
+                    },
+                    stream=TASKS_STREAM.name,
+                )
+            except NatsTimeoutError as exc:  # not known to be accepted: the client may retry the same id
+                reason = f"JetStream did not acknowledge task {task.task_id!r} in time; retry the same taskId"
+                raise HTTPException(503, reason) from exc
         if wait > 0:
             deadline = time.monotonic() + wait
-            current = await state.store.get(task.task_id)
+            # a task that existed before the subscription may have ended in between: look again.
+            # A new one cannot have: its final status comes after our publish, which the
+            # subscription precedes on this connection.
+            current = await state.store.get(task.task_id) if existing is not None else None
             if current is None or not is_terminal(current.status):
                 try:
                     await asyncio.wait_for(finished, timeout=max(0.0, deadline - time.monotonic()))

@@ -1,25 +1,40 @@
 """Task state in Redis, shared by every dispatcher replica.
 
-One JSON document per task plus three indexes that always change in the same MULTI as the
-task itself (so a crash can never leave a dispatched task untracked):
+One JSON document per task plus three indexes that always change in the same atomic step as
+the task itself (so a crash can never leave a dispatched task untracked):
 
 - ``inflight``  (zset, score = deadline): tasks at a worker; the sweeper re-dispatches late ones.
 - ``waiting``   (zset, score = next try): tasks waiting for an instance or a retry backoff.
 - ``instance:<id>:tasks`` (set): what an instance holds, for re-dispatch on ``member.down``.
 
 Replicas race on the same task only through :meth:`TaskStore.update`, an optimistic
-WATCH/MULTI loop on the task key, so exactly one of them wins each transition.
+compare-and-set: the transition (plain Python, see dispatching.py) is computed from a snapshot
+of the task and its two index scores, and one Lua script applies the result only if the task
+and both scores are still exactly what the snapshot saw; otherwise the script answers with the
+current snapshot and the transition is computed again. So exactly one replica wins each
+transition, as with WATCH/MULTI, in one round trip instead of five (and the script calls made
+together share one pipeline: scripts.py).
+
+The script holds no rule of the state machine: it compares and writes what Python decided.
+The rules (which status may follow which, which index a status lives in) stay in Python.
+
+A snapshot may come from this replica's last write (a small LRU of hints): a hint saves the
+read; a stale hint costs nothing but a failed compare, after which the script's answer is the
+truth. A transition that declines to act on a hint is re-checked on a fresh read before the
+answer "nothing to do" is believed.
 """
 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from loom_protocol import Task, TaskStatus, is_terminal
 from redis.asyncio import Redis
-from redis.exceptions import WatchError
+
+from .scripts import ScriptBatcher
 
 
 @dataclass(frozen=True)
@@ -42,10 +57,80 @@ class Change:
 Transition = Callable[[Task, Scores], Change | None]
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A task as stored (its exact JSON) and its index scores, at one moment."""
+
+    raw: str
+    task: Task
+    scores: Scores
+
+
+# KEYS: task, inflight, waiting, no-instance hash, the old instance's set, the new instance's set
+# ARGV[1]: "id|mode|expected deadline|expected retry|new deadline|new retry|leave|member|clear"
+#   mode 'read' | 'cas'; a score '' means "not in that index"; leave '1': leave the old
+#   instance's set; member 'add' | 'rem' | '': the new instance's set; clear '1': drop the
+#   no-instance mark. (One packed argument: the client's cost grows with the argument count.)
+# ARGV[2]: the expected raw task, ARGV[3]: the new raw task.
+# Answers 1 when written, else the current {raw, deadline, retry} (nil where absent).
+_TRANSITION_LUA = """
+local f = {}
+for field in string.gmatch(ARGV[1] .. '|', '([^|]*)|') do f[#f + 1] = field end
+local id = f[1]
+local raw = redis.call('GET', KEYS[1])
+local deadline = redis.call('ZSCORE', KEYS[2], id)
+local retry = redis.call('ZSCORE', KEYS[3], id)
+local function same(actual, expected)
+  if expected == '' then return not actual end
+  return actual and tonumber(actual) == tonumber(expected)
+end
+if f[2] == 'cas' and raw and raw == ARGV[2] and same(deadline, f[3]) and same(retry, f[4]) then
+  redis.call('SET', KEYS[1], ARGV[3])
+  if f[5] == '' then redis.call('ZREM', KEYS[2], id) else redis.call('ZADD', KEYS[2], f[5], id) end
+  if f[6] == '' then redis.call('ZREM', KEYS[3], id) else redis.call('ZADD', KEYS[3], f[6], id) end
+  if f[7] == '1' then redis.call('SREM', KEYS[5], id) end
+  if f[8] == 'add' then redis.call('SADD', KEYS[6], id) end
+  if f[8] == 'rem' then redis.call('SREM', KEYS[6], id) end
+  if f[9] == '1' then redis.call('HDEL', KEYS[4], id) end
+  return 1
+end
+return {raw, deadline, retry}
+"""
+
+# KEYS: task, inflight, waiting, the instance's set.
+# ARGV: raw, task id, deadline ('' = waiting instead), retry score.
+# A new task goes straight to its first place: waiting (pending), or in flight at an instance
+# (dispatched with its first pick). 1 when created, 0 when the id is known (nothing written).
+_CREATE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[3] == '' then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+else
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+  redis.call('SADD', KEYS[4], ARGV[2])
+end
+return 1
+"""
+
+
+def _score_arg(value: float | None) -> str:
+    return "" if value is None else repr(float(value))
+
+
+def _score_of(value: str | bytes | None) -> float | None:
+    return None if value is None else float(value)
+
+
 class TaskStore:
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    def __init__(self, redis: Redis, prefix: str, hints: int = 4096) -> None:
         self._redis = redis
         self._p = prefix
+        self._scripts = ScriptBatcher(redis)
+        self._transition = self._scripts.script(_TRANSITION_LUA)
+        self._create = self._scripts.script(_CREATE_LUA)
+        self._hints: OrderedDict[str, Snapshot] = OrderedDict()
+        self._max_hints = hints
 
     def _key(self, task_id: str) -> str:
         return f"{self._p}:task:{task_id}"
@@ -65,79 +150,132 @@ class TaskStore:
     def _instance(self, instance_id: str) -> str:
         return f"{self._p}:instance:{instance_id}:tasks"
 
-    async def create(self, task: Task, retry_at: float) -> bool:
-        """Store a new pending task; False when the task id is already known (idempotency)."""
-        key = self._key(task.task_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    if await pipe.exists(key):
-                        await pipe.unwatch()
-                        return False
-                    pipe.multi()
-                    pipe.set(key, task.to_json())
-                    pipe.zadd(self._waiting, {task.task_id: retry_at})
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
+    # -- hints: this replica's last known snapshot of a task (never trusted without a compare) --
+    def _remember(self, task_id: str, snap: Snapshot) -> None:
+        if is_terminal(snap.task.status):
+            self._hints.pop(task_id, None)
+            return
+        self._hints[task_id] = snap
+        self._hints.move_to_end(task_id)
+        while len(self._hints) > self._max_hints:
+            self._hints.popitem(last=False)
+
+    def hint(self, task_id: str) -> Snapshot | None:
+        return self._hints.get(task_id)
+
+    async def create(self, task: Task, retry_at: float, *, deadline: float | None = None) -> bool:
+        """Store a new task; False when the task id is already known (idempotency).
+
+        A pending task waits (score ``retry_at``); a task created already dispatched (with
+        ``deadline``) is in flight at its instance from the start.
+        """
+        raw = task.to_json().decode()
+        in_flight = deadline is not None and task.instance_id is not None
+        member_key = self._key(task.task_id)  # a placeholder, untouched, unless in flight
+        if in_flight and task.instance_id:
+            member_key = self._instance(task.instance_id)
+        created = await self._create(
+            keys=[self._key(task.task_id), self._inflight, self._waiting, member_key],
+            args=[raw, task.task_id, _score_arg(deadline if in_flight else None), _score_arg(retry_at)],
+        )
+        if created:
+            scores = Scores(deadline=deadline, retry_at=None) if in_flight else Scores(None, retry_at)
+            self._remember(task.task_id, Snapshot(raw, task, scores))
+        return bool(created)
 
     async def get(self, task_id: str) -> Task | None:
         raw = await self._redis.get(self._key(task_id))
         return Task.from_json(raw) if raw is not None else None
 
-    async def update(self, task_id: str, transition: Transition) -> Task | None:
-        """Apply ``transition`` atomically; None when the task is unknown or nothing changed."""
-        key = self._key(task_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(key)
-                    raw = await pipe.get(key)
-                    if raw is None:
-                        await pipe.unwatch()
-                        return None
-                    current = Task.from_json(raw)
-                    scores = Scores(
-                        deadline=await pipe.zscore(self._inflight, task_id),
-                        retry_at=await pipe.zscore(self._waiting, task_id),
-                    )
-                    change = transition(current, scores)
-                    if change is None:
-                        await pipe.unwatch()
-                        return None
-                    new = change.task
-                    pipe.multi()
-                    pipe.set(key, new.to_json())
-                    if current.instance_id and current.instance_id != new.instance_id:
-                        pipe.srem(self._instance(current.instance_id), task_id)
-                    if new.status is not TaskStatus.PENDING:
-                        pipe.hdel(self._no_instance, task_id)
-                    if is_terminal(new.status):
-                        pipe.zrem(self._inflight, task_id)
-                        pipe.zrem(self._waiting, task_id)
-                        if new.instance_id:
-                            pipe.srem(self._instance(new.instance_id), task_id)
-                    elif new.status in (TaskStatus.DISPATCHED, TaskStatus.RUNNING):
-                        pipe.zrem(self._waiting, task_id)
-                        pipe.zadd(self._inflight, {task_id: change.deadline or scores.deadline or 0.0})
-                        if new.instance_id:
-                            pipe.sadd(self._instance(new.instance_id), task_id)
-                    else:
-                        pipe.zrem(self._inflight, task_id)
-                        pipe.zadd(self._waiting, {task_id: change.retry_at or time.time()})
-                        if new.instance_id:
-                            pipe.srem(self._instance(new.instance_id), task_id)
-                    await pipe.execute()
-                    return new
-                except WatchError:
-                    continue
+    async def read(self, task_id: str) -> Snapshot | None:
+        """The task and its scores as they are now (one round trip), or None when unknown."""
+        answer = await self._script(task_id, None)
+        assert not isinstance(answer, int)
+        return self._snapshot(answer)
+
+    def _snapshot(self, answer: list[str | None]) -> Snapshot | None:
+        raw, deadline, retry = answer
+        if raw is None:
+            return None
+        return Snapshot(raw, Task.from_json(raw), Scores(_score_of(deadline), _score_of(retry)))
+
+    async def _script(self, task_id: str, write: tuple[Snapshot, Snapshot] | None) -> int | list[str | None]:
+        """Read the task (``write`` None), or write ``write = (expected, new)`` if still current."""
+        leave = member = ""
+        leave_key = member_key = self._key(task_id)  # placeholders, untouched when not flagged
+        if write is None:
+            args = [f"{task_id}|read", "", ""]
+        else:
+            expected, new = write
+            cur, task = expected.task, new.task
+            if cur.instance_id and cur.instance_id != task.instance_id:
+                leave, leave_key = "1", self._instance(cur.instance_id)
+            if task.instance_id:
+                # at a worker: the instance holds it; terminal or pending again: it does not
+                member = "add" if new.scores.deadline is not None else "rem"
+                member_key = self._instance(task.instance_id)
+            fields = (
+                task_id,
+                "cas",
+                _score_arg(expected.scores.deadline),
+                _score_arg(expected.scores.retry_at),
+                _score_arg(new.scores.deadline),
+                _score_arg(new.scores.retry_at),
+                leave,
+                member,
+                "1" if task.status is not TaskStatus.PENDING else "",
+            )
+            args = ["|".join(fields), expected.raw, new.raw]
+        keys = [self._key(task_id), self._inflight, self._waiting, self._no_instance, leave_key, member_key]
+        answer: int | list[str | None] = await self._transition(keys=keys, args=args)
+        return answer
+
+    @staticmethod
+    def _placement(expected: Snapshot, change: Change) -> Scores:
+        """The index scores of the new state: a deadline, a retry time, or neither (terminal)."""
+        status = change.task.status
+        if is_terminal(status):
+            return Scores(deadline=None, retry_at=None)
+        if status in (TaskStatus.DISPATCHED, TaskStatus.RUNNING):
+            return Scores(deadline=change.deadline or expected.scores.deadline or 0.0, retry_at=None)
+        return Scores(deadline=None, retry_at=change.retry_at or time.time())
+
+    async def update(
+        self, task_id: str, transition: Transition, known: Snapshot | None = None
+    ) -> Task | None:
+        """Apply ``transition`` atomically; None when the task is unknown or nothing changed.
+
+        ``known`` (else this replica's hint) saves the first read when it is still current.
+        """
+        snap = known or self._hints.get(task_id)
+        fresh = False
+        if snap is None:
+            snap, fresh = await self.read(task_id), True
+        while True:
+            if snap is None:
+                self._hints.pop(task_id, None)
+                return None
+            change = transition(snap.task, snap.scores)
+            if change is None:
+                if fresh:
+                    self._remember(task_id, snap)
+                    return None
+                snap, fresh = await self.read(task_id), True  # the hint may be stale: ask again
+                continue
+            new = Snapshot(change.task.to_json().decode(), change.task, self._placement(snap, change))
+            answer = await self._script(task_id, (snap, new))
+            if isinstance(answer, int):
+                self._remember(task_id, new)
+                return change.task
+            snap, fresh = self._snapshot(answer), True  # someone else moved it: decide again
 
     async def no_instance_since(self, task_id: str, now: float) -> float:
         """When the registry first said there is no instance for this task (set on first call)."""
-        await self._redis.hsetnx(self._no_instance, task_id, now)
-        return float(await self._redis.hget(self._no_instance, task_id) or now)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(self._no_instance, task_id, now)
+            pipe.hget(self._no_instance, task_id)
+            _, since = await pipe.execute()
+        return float(since or now)
 
     async def due_inflight(self, now: float, limit: int = 500) -> list[str]:
         return await self._redis.zrangebyscore(self._inflight, 0, now, start=0, num=limit)

@@ -19,6 +19,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 tracer = trace.get_tracer("loom.dispatcher")
+# off: no span records anything, so there is no trace context to read or to propagate beyond
+# the task's own (carried in the task); skipping the propagator saves its cost per message
+_enabled = False
 
 
 def setup_tracing(service_name: str) -> TracerProvider | None:
@@ -31,6 +34,8 @@ def setup_tracing(service_name: str) -> TracerProvider | None:
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    global _enabled
+    _enabled = True
     return provider
 
 
@@ -47,6 +52,8 @@ def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
 
 def current_trace() -> TraceContext | None:
     """The active span as a task's trace context, or None when no span is recording."""
+    if not _enabled:
+        return None
     carrier: dict[str, str] = {}
     propagate.inject(carrier)
     if "traceparent" not in carrier:
@@ -63,5 +70,6 @@ def context_of(task_trace: TraceContext) -> Context:
 
 
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:
-    propagate.inject(headers)
+    if _enabled:
+        propagate.inject(headers)
     return headers

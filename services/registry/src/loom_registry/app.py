@@ -19,8 +19,9 @@ from redis.asyncio import Redis
 from . import http
 from .config import Settings
 from .consul_mirror import ConsulMirror
-from .handlers import announce, build_router
+from .handlers import announce, build_router, count_pick, reject
 from .membership import Membership
+from .picks import PickServer
 from .streams import ensure_streams
 from .telemetry import broker_middlewares, instrument_app, setup_tracing
 
@@ -67,7 +68,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     provider = setup_tracing("loom-registry")
     if provider is not None:
         RedisInstrumentor().instrument(tracer_provider=provider)
-    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG, middlewares=broker_middlewares(provider))
+    # apply_types=False: no FastDepends per message (see handlers.as_message)
+    broker = NatsBroker(
+        settings.nats_url,
+        log_level=logging.DEBUG,
+        middlewares=broker_middlewares(provider),
+        apply_types=False,
+    )
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     membership = Membership(redis, settings.redis_prefix, settings.missed_heartbeats)
     mirror = (
@@ -75,13 +82,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.consul_url
         else None
     )
-    broker.include_router(build_router(broker, membership, settings.pick_strategy, mirror))
+    broker.include_router(build_router(broker, membership, mirror))
+
+    async def reject_pick(subject: str, raw: bytes, reason: str) -> None:
+        await reject(broker, subject, raw, reason)
+
+    picks = PickServer(
+        lambda: broker.connection,
+        membership,
+        settings.pick_strategy,
+        reject=reject_pick,
+        count=count_pick,
+        traced=provider is not None,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await broker.connect()
         await ensure_streams(broker.connection.jetstream())
         await broker.start()
+        await picks.start()
         sweeper = asyncio.create_task(
             _evict_forever(broker, membership, settings.sweep_interval_s, settings.startup_grace_s, mirror)
         )
@@ -91,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+            await picks.stop()
             await broker.stop()
             await redis.aclose()
             if provider is not None:

@@ -1,10 +1,11 @@
-"""NATS handlers: heartbeats in, picks answered, membership changes out."""
+"""NATS handlers: heartbeats in, membership changes out (picks: picks.py)."""
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any
 
+from faststream.message import StreamMessage
 from faststream.nats import NatsBroker, NatsRouter
 from faststream.nats.annotations import NatsMessage
 from loom_protocol import (
@@ -13,8 +14,6 @@ from loom_protocol import (
     Heartbeat,
     MemberChanged,
     MembershipChange,
-    PickReply,
-    PickRequest,
     RejectedMessage,
     member_msg_id,
     subjects,
@@ -34,6 +33,17 @@ REJECTED = Counter("loom_registry_rejected_total", "Malformed messages dead-lett
 _JSON = {"content-type": "application/json"}
 
 
+async def as_message(msg: StreamMessage[Any]) -> StreamMessage[Any]:
+    """The decoder of both subscribers: hand the handler the message itself.
+
+    The broker runs without FastDepends (``apply_types=False``, see app.py): with it, every
+    message resolved the handler's ``NatsMessage`` parameter through an anyio task group and a
+    worker-thread hop. Without it FastStream calls the handler with the decoded body, which
+    this decoder makes the message. With FastDepends on, the handlers still work.
+    """
+    return msg
+
+
 async def announce(broker: NatsBroker, change: MemberChanged) -> None:
     await broker.publish(
         change.to_json(),
@@ -41,6 +51,10 @@ async def announce(broker: NatsBroker, change: MemberChanged) -> None:
         headers={**_JSON, MSG_ID_HEADER: member_msg_id(change.instance_id, change.change, change.at)},
         stream=REGISTRY_STREAM.name,
     )
+
+
+def count_pick(agent_id: str, outcome: str) -> None:
+    PICKS.labels(agent_id, outcome).inc()
 
 
 async def reject(broker: NatsBroker, subject: str, raw: bytes, reason: str) -> None:
@@ -52,12 +66,14 @@ async def reject(broker: NatsBroker, subject: str, raw: bytes, reason: str) -> N
 def build_router(
     broker: NatsBroker,
     membership: Membership,
-    strategy: Literal["round_robin", "least_loaded"],
     mirror: ConsulMirror | None = None,
 ) -> NatsRouter:
     router = NatsRouter()
 
-    @router.subscriber(subjects.REGISTRY_HEARTBEAT_ALL, queue="registry", max_workers=16)
+    # no_reply: a heartbeat needs no answer. Picks are answered by picks.PickServer.
+    @router.subscriber(
+        subjects.REGISTRY_HEARTBEAT_ALL, queue="registry", max_workers=16, no_reply=True, decoder=as_message
+    )
     async def on_heartbeat(msg: NatsMessage) -> None:
         try:
             hb = Heartbeat.from_json(msg.body)
@@ -88,19 +104,5 @@ def build_router(
                 broker,
                 MemberChanged(instance_id=hb.instance_id, change=MembershipChange.UP, agents=hb.agent_ids),
             )
-
-    @router.subscriber(subjects.REGISTRY_PICK, queue="registry", max_workers=32)
-    async def on_pick(msg: NatsMessage) -> None:
-        try:
-            request = PickRequest.from_json(msg.body)
-        except ValidationError as exc:
-            reason = validation_reason(exc)
-            await reject(broker, msg.raw_message.subject, msg.body, reason)
-            reply = PickReply(agent_id="", reason=f"invalid pick request: {reason}")
-        else:
-            reply = await membership.pick(request, strategy)
-            PICKS.labels(request.agent_id, "picked" if reply.instance_id else "none").inc()
-        if msg.raw_message.reply:
-            await broker.connection.publish(msg.raw_message.reply, reply.to_json())
 
     return router

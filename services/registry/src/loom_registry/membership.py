@@ -3,7 +3,12 @@
 - ``reg:inst:<id>``  the instance's last heartbeat, expiring after N missed heartbeats;
 - ``reg:known``      instance ids believed alive (the sweeper compares it with the keys above);
 - ``reg:agent:<a>``  instance ids serving agent ``a``; ``reg:agents`` every agent id seen;
-- ``reg:rr:<a>``     the round-robin counter of agent ``a`` (INCR is atomic across replicas).
+- ``reg:rr:<a>``     the round-robin counter of agent ``a`` (INCR is atomic across replicas);
+- ``reg:draining``   instance ids whose last heartbeat said they are draining (never picked).
+
+A round-robin pick is one Lua script (one round trip, atomic): the live, non-draining instances
+of the agent in id order, the excluded ones left out unless nothing else is left, and the
+agent's counter INCRed to choose among them, so replicas share one rotation.
 """
 
 from __future__ import annotations
@@ -14,6 +19,31 @@ from typing import Literal
 
 from loom_protocol import Heartbeat, PickReply, PickRequest
 from redis.asyncio import Redis
+
+from .scripts import ScriptBatcher
+
+# KEYS: the agent's instance set, its round-robin counter, the draining set.
+# ARGV: the instance key prefix, then the excluded instance ids. The instance keys are built
+# here from the prefix (not declared in KEYS): fine on one Redis, not on Redis Cluster.
+# Answers {instance id or nil, number of candidates}.
+_PICK_LUA = """
+local ids = redis.call('SMEMBERS', KEYS[1])
+table.sort(ids)
+local excluded = {}
+for i = 2, #ARGV do excluded[ARGV[i]] = true end
+local live, others = {}, {}
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[1] .. id) == 1 and redis.call('SISMEMBER', KEYS[3], id) == 0 then
+    live[#live + 1] = id
+    if not excluded[id] then others[#others + 1] = id end
+  end
+end
+local candidates = others
+if #candidates == 0 then candidates = live end
+if #candidates == 0 then return {false, 0} end
+local turn = redis.call('INCR', KEYS[2])
+return {candidates[((turn - 1) % #candidates) + 1], #candidates}
+"""
 
 
 @dataclass(frozen=True)
@@ -31,6 +61,7 @@ class Membership:
         self._redis = redis
         self._p = f"{prefix}:reg"
         self._missed = missed_heartbeats
+        self._pick = ScriptBatcher(redis).script(_PICK_LUA)
 
     def _inst(self, instance_id: str) -> str:
         return f"{self._p}:inst:{instance_id}"
@@ -44,6 +75,10 @@ class Membership:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.set(self._inst(hb.instance_id), hb.to_json(), px=ttl_ms)
             pipe.sadd(f"{self._p}:known", hb.instance_id)
+            if hb.draining:
+                pipe.sadd(f"{self._p}:draining", hb.instance_id)
+            else:
+                pipe.srem(f"{self._p}:draining", hb.instance_id)
             for agent_id in hb.agent_ids:
                 pipe.sadd(self._agent(agent_id), hb.instance_id)
                 pipe.sadd(f"{self._p}:agents", agent_id)
@@ -55,6 +90,7 @@ class Membership:
         await self._redis.delete(self._inst(instance_id))
         if not await self._redis.srem(f"{self._p}:known", instance_id):
             return False
+        await self._redis.srem(f"{self._p}:draining", instance_id)
         agents = await self._redis.smembers(f"{self._p}:agents")
         async with self._redis.pipeline(transaction=False) as pipe:
             for agent_id in agents:
@@ -77,6 +113,7 @@ class Membership:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for agent_id in agents:
                     pipe.srem(self._agent(agent_id), *evicted)
+                pipe.srem(f"{self._p}:draining", *evicted)
                 await pipe.execute()
         return evicted
 
@@ -99,19 +136,29 @@ class Membership:
         return out
 
     async def pick(self, request: PickRequest, strategy: Literal["round_robin", "least_loaded"]) -> PickReply:
+        if strategy == "round_robin":
+            return await self._pick_round_robin(request)
         live = [i for i in await self.instances_of(request.agent_id) if i.pickable]
         candidates = [i for i in live if i.heartbeat.instance_id not in request.exclude] or live
         if not candidates:
-            return PickReply(
-                agent_id=request.agent_id, reason=f"no live instance of agent {request.agent_id}"
-            )
+            return self._none(request)
         turn = await self._redis.incr(f"{self._p}:rr:{request.agent_id}")
-        if strategy == "least_loaded":
-            lowest = min(i.heartbeat.load.in_flight / i.heartbeat.load.capacity for i in candidates)
-            candidates = [
-                i for i in candidates if i.heartbeat.load.in_flight / i.heartbeat.load.capacity == lowest
-            ]
+        lowest = min(i.heartbeat.load.in_flight / i.heartbeat.load.capacity for i in candidates)
+        candidates = [
+            i for i in candidates if i.heartbeat.load.in_flight / i.heartbeat.load.capacity == lowest
+        ]
         chosen = candidates[(turn - 1) % len(candidates)]
         return PickReply(
             agent_id=request.agent_id, instance_id=chosen.heartbeat.instance_id, candidates=len(candidates)
         )
+
+    async def _pick_round_robin(self, request: PickRequest) -> PickReply:
+        keys = [self._agent(request.agent_id), f"{self._p}:rr:{request.agent_id}", f"{self._p}:draining"]
+        instance_id, candidates = await self._pick(keys=keys, args=[self._inst(""), *request.exclude])
+        if instance_id is None:
+            return self._none(request)
+        return PickReply(agent_id=request.agent_id, instance_id=instance_id, candidates=int(candidates))
+
+    @staticmethod
+    def _none(request: PickRequest) -> PickReply:
+        return PickReply(agent_id=request.agent_id, reason=f"no live instance of agent {request.agent_id}")

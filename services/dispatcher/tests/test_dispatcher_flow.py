@@ -1,0 +1,162 @@
+"""The Dispatcher's decisions on a real Redis (`make test` needs Redis reachable at
+LOOM_REDIS_URL), with the registry and NATS replaced by recording fakes: first placement at
+submission, no instance, no registry, duplicates, status reports and superseded attempts."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from loom_dispatcher.dispatching import Dispatcher, Policy
+from loom_dispatcher.errors import RegistryUnavailable
+from loom_dispatcher.store import TaskStore
+from loom_protocol import PickReply, Task, TaskStatus, TaskStatusChanged
+from redis.asyncio import Redis
+
+REDIS_URL = os.environ.get("LOOM_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class Picker:
+    def __init__(self, *answers: str | None | Exception) -> None:
+        self.answers = list(answers)
+        self.calls = 0
+
+    async def pick(self, agent_id: str, task_id: str) -> PickReply:
+        self.calls += 1
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return PickReply(agent_id=agent_id, instance_id=answer, reason=None if answer else "none")
+
+
+class Outbox:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Any]] = []
+
+    async def assigned(self, task: Task) -> None:
+        self.sent.append(("assigned", (task.instance_id, task.attempt)))
+
+    async def final(self, task: Task) -> None:
+        self.sent.append(("final", task.status))
+
+    async def dead(self, task: Task, reason: str) -> None:
+        self.sent.append(("dead", reason))
+
+    async def cancel(self, task: Task) -> None:
+        self.sent.append(("cancel", task.task_id))
+
+    async def event(self, event_type: str, task: Task, data: dict[str, object] | None = None) -> None:
+        self.sent.append(("event", str(event_type)))
+
+    def kinds(self) -> list[str]:
+        return [k if k != "event" else f"event:{v}" for k, v in self.sent]
+
+
+@pytest.fixture
+async def store() -> AsyncIterator[TaskStore]:
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    await client.ping()  # `make test` needs Redis: unreachable is a failure, not a skip
+    prefix = f"loomtest-{uuid.uuid4().hex[:12]}"
+    try:
+        yield TaskStore(client, prefix)
+    finally:
+        keys = await client.keys(f"{prefix}:*")
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def policy(**changes: float) -> Policy:
+    values: dict[str, Any] = {
+        "max_attempts": 3,
+        "task_timeout_s": 60.0,
+        "no_instance_timeout_s": 10.0,
+        "retry_backoff_s": 0.2,
+    }
+    values.update(changes)
+    return Policy(**values)
+
+
+async def test_a_submission_is_stored_dispatched_to_its_pick(store: TaskStore) -> None:
+    outbox = Outbox()
+    dispatcher = Dispatcher(store, Picker("w1"), outbox, policy())
+    task = Task(target_agent="echo")
+    assert await dispatcher.submit(task)
+    snap = await store.read(task.task_id)
+    assert snap is not None
+    assert snap.task.status is TaskStatus.DISPATCHED and snap.task.attempt == 1
+    assert snap.task.instance_id == "w1"
+    assert snap.scores.deadline is not None and snap.scores.retry_at is None
+    assert await store.tasks_of_instance("w1") == [task.task_id]
+    assert outbox.kinds() == ["event:task.submitted", "assigned", "event:task.assigned"]
+
+
+async def test_a_duplicate_submission_changes_nothing(store: TaskStore) -> None:
+    outbox = Outbox()
+    dispatcher = Dispatcher(store, Picker("w1", "w2"), outbox, policy())
+    task = Task(target_agent="echo")
+    assert await dispatcher.submit(task)
+    assert not await dispatcher.submit(task.model_copy(update={"parameters": {"again": True}}))
+    stored = await store.get(task.task_id)
+    assert stored is not None and stored.instance_id == "w1" and stored.parameters == {}
+    assert outbox.kinds().count("assigned") == 1
+
+
+async def test_no_instance_waits_then_dies(store: TaskStore) -> None:
+    outbox = Outbox()
+    dispatcher = Dispatcher(store, Picker(None), outbox, policy(no_instance_timeout_s=0.3))
+    task = Task(target_agent="nobody")
+    assert await dispatcher.submit(task)
+    snap = await store.read(task.task_id)
+    assert snap is not None and snap.task.status is TaskStatus.PENDING
+    assert snap.scores.retry_at is not None and snap.scores.retry_at <= time.time() + 1
+    await asyncio.sleep(0.35)
+    await dispatcher.try_dispatch(task.task_id)
+    stored = await store.get(task.task_id)
+    assert stored is not None and stored.status is TaskStatus.DEAD
+    assert stored.error == "no instance of agent nobody"
+    assert ("final", TaskStatus.DEAD) in outbox.sent
+
+
+async def test_without_a_registry_the_task_waits_for_the_sweeper(store: TaskStore) -> None:
+    picker = Picker(RegistryUnavailable("down"), "w2")
+    dispatcher = Dispatcher(store, picker, Outbox(), policy())
+    task = Task(target_agent="echo")
+    assert await dispatcher.submit(task)
+    snap = await store.read(task.task_id)
+    assert snap is not None and snap.task.status is TaskStatus.PENDING
+    assert snap.scores.retry_at is not None and snap.scores.retry_at > time.time() + 1  # the grace
+    await dispatcher.try_dispatch(task.task_id)  # what the sweeper does once it is due
+    stored = await store.get(task.task_id)
+    assert stored is not None and stored.status is TaskStatus.DISPATCHED and stored.instance_id == "w2"
+
+
+async def test_reports_end_a_task_once_and_superseded_attempts_are_ignored(store: TaskStore) -> None:
+    outbox = Outbox()
+    dispatcher = Dispatcher(store, Picker("w1", "w2"), outbox, policy(retry_backoff_s=0.0))
+    task = Task(target_agent="echo")
+    await dispatcher.submit(task)
+
+    def report(status: TaskStatus, attempt: int, instance: str) -> TaskStatusChanged:
+        return TaskStatusChanged(
+            task_id=task.task_id, target_agent="echo", status=status, attempt=attempt, instance_id=instance
+        )
+
+    await dispatcher.on_status(report(TaskStatus.RUNNING, 1, "w1"))
+    assert (await store.get(task.task_id)).status is TaskStatus.RUNNING  # type: ignore[union-attr]
+    await dispatcher.on_member_down("w1")  # attempt 1 is superseded: back to pending
+    await dispatcher.try_dispatch(task.task_id)  # attempt 2 on w2
+    await dispatcher.on_status(report(TaskStatus.COMPLETED, 1, "w1"))  # the late, superseded one
+    stored = await store.get(task.task_id)
+    assert stored is not None and stored.status is TaskStatus.DISPATCHED and stored.attempt == 2
+    await dispatcher.on_status(report(TaskStatus.COMPLETED, 2, "w2"))
+    await dispatcher.on_status(report(TaskStatus.COMPLETED, 2, "w2"))  # a redelivery
+    stored = await store.get(task.task_id)
+    assert stored is not None and stored.status is TaskStatus.COMPLETED and stored.instance_id == "w2"
+    assert [k for k in outbox.kinds() if k == "final"] == ["final"]
+    assert await store.tasks_of_instance("w1") == [] and await store.tasks_of_instance("w2") == []

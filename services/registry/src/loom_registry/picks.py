@@ -1,0 +1,97 @@
+"""Answering ``loom.registry.pick``: a plain nats-py queue subscription, one task per request.
+
+Every dispatch waits for a pick, so this is on the task path. FastStream's per-message
+machinery (message object, middlewares, log context, and with ``max_workers`` an anyio memory
+stream and two semaphores per message) cost more CPU than the pick itself, a single Lua script
+(membership.py). Here each request runs in its own task (concurrent picks share one Redis
+pipeline: scripts.py) and the reply goes straight back on the request's reply subject. When
+tracing is on, each request gets a consumer span continuing the trace in its headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from loom_protocol import PickReply, PickRequest, subjects, validation_reason
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
+
+from .membership import Membership
+from .telemetry import tracer
+
+log = logging.getLogger(__name__)
+
+Reject = Callable[[str, bytes, str], Awaitable[None]]
+Count = Callable[[str, str], None]
+
+
+class PickServer:
+    def __init__(
+        self,
+        connection: Callable[[], Client],
+        membership: Membership,
+        strategy: Literal["round_robin", "least_loaded"],
+        *,
+        reject: Reject,
+        count: Count,
+        traced: bool = False,
+    ) -> None:
+        self._connection = connection  # the broker's client, known once it has connected
+        self._membership = membership
+        self._strategy = strategy
+        self._reject = reject
+        self._count = count
+        self._traced = traced
+        self._sub: Subscription | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._sub = await self._connection().subscribe(
+            subjects.REGISTRY_PICK, queue="registry", cb=self._on_msg
+        )
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight), timeout=timeout_s)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        # nats-py awaits this callback before the next message: answer in a task of its own
+        task = asyncio.create_task(self._answer(msg))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _answer(self, msg: Msg) -> None:
+        try:
+            if self._traced:
+                parent = propagate.extract(msg.headers or {})
+                name = f"{msg.subject} process"
+                with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER):
+                    await self._pick(msg)
+            else:
+                await self._pick(msg)
+        except Exception:
+            log.exception("pick failed; the dispatcher retries")
+
+    async def _pick(self, msg: Msg) -> None:
+        try:
+            request = PickRequest.from_json(msg.data)
+        except ValidationError as exc:
+            reason = validation_reason(exc)
+            await self._reject(msg.subject, msg.data, reason)
+            reply = PickReply(agent_id="", reason=f"invalid pick request: {reason}")
+        else:
+            reply = await self._membership.pick(request, self._strategy)
+            self._count(request.agent_id, "picked" if reply.instance_id else "none")
+        if msg.reply:
+            await self._connection().publish(msg.reply, reply.to_json())

@@ -1,0 +1,93 @@
+"""Picks against a real Redis (a fresh key prefix per test; `make test` needs Redis reachable
+at LOOM_REDIS_URL): round-robin over live instances, draining and excluded instances, expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from loom_protocol import AgentCard, Heartbeat, InstanceLoad, PickRequest
+from loom_registry.membership import Membership
+from redis.asyncio import Redis
+
+REDIS_URL = os.environ.get("LOOM_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def membership() -> AsyncIterator[Membership]:
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    await client.ping()  # `make test` needs Redis: unreachable is a failure, not a skip
+    prefix = f"loomtest-{uuid.uuid4().hex[:12]}"
+    try:
+        yield Membership(client, prefix, missed_heartbeats=3)
+    finally:
+        keys = await client.keys(f"{prefix}:*")
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+def beat(instance_id: str, *agents: str, draining: bool = False, interval_s: float = 5.0) -> Heartbeat:
+    return Heartbeat(
+        instance_id=instance_id,
+        agents=[AgentCard(agent_id=a, name=a) for a in agents],
+        host="127.0.0.1",
+        pid=1,
+        load=InstanceLoad(in_flight=0, capacity=4),
+        draining=draining,
+        interval_s=interval_s,
+    )
+
+
+async def test_round_robin_is_fair_and_shared_by_replicas(membership: Membership) -> None:
+    for i in range(3):
+        await membership.record(beat(f"w{i}", "echo"))
+    await membership.record(beat("other", "calculator"))
+    # two "replicas" (the same keys) answering concurrently share one rotation
+    replicas = [membership, Membership(membership._redis, membership._p.removesuffix(":reg"), 3)]
+    replies = []
+    for _ in range(10):  # 30 at a time: within the client's connection pool
+        replies += await asyncio.gather(
+            *(replicas[n % 2].pick(PickRequest(agent_id="echo"), "round_robin") for n in range(30))
+        )
+    counts = collections.Counter(r.instance_id for r in replies)
+    assert counts == {"w0": 100, "w1": 100, "w2": 100}
+    assert {r.candidates for r in replies} == {3}
+
+
+async def test_draining_and_excluded_instances(membership: Membership) -> None:
+    await membership.record(beat("a", "echo"))
+    await membership.record(beat("b", "echo"))
+    await membership.record(beat("a", "echo", draining=True))
+    picks = {
+        (await membership.pick(PickRequest(agent_id="echo"), "round_robin")).instance_id for _ in range(4)
+    }
+    assert picks == {"b"}
+    await membership.record(beat("a", "echo"))  # back from draining
+    excluded = PickRequest(agent_id="echo", exclude=["b"])
+    picks = {(await membership.pick(excluded, "round_robin")).instance_id for _ in range(4)}
+    assert picks == {"a"}
+    only_b = PickRequest(agent_id="echo", exclude=["a", "b"])  # nothing else: the excluded are fine
+    assert (await membership.pick(only_b, "round_robin")).candidates == 2
+
+
+async def test_no_instance_and_expired_heartbeats(membership: Membership) -> None:
+    reply = await membership.pick(PickRequest(agent_id="echo"), "round_robin")
+    assert reply.instance_id is None and reply.reason == "no live instance of agent echo"
+    await membership.record(beat("gone", "echo", interval_s=0.02))  # expires after 60 ms
+    await membership.record(beat("stays", "echo"))
+    await asyncio.sleep(0.2)
+    picks = {
+        (await membership.pick(PickRequest(agent_id="echo"), "round_robin")).instance_id for _ in range(4)
+    }
+    assert picks == {"stays"}
+
+
+async def test_least_loaded_still_answers(membership: Membership) -> None:
+    await membership.record(beat("x", "echo"))
+    reply = await membership.pick(PickRequest(agent_id="echo"), "least_loaded")
+    assert reply.instance_id == "x" and reply.candidates == 1
