@@ -90,12 +90,7 @@ class Membership:
         await self._redis.delete(self._inst(instance_id))
         if not await self._redis.srem(f"{self._p}:known", instance_id):
             return False
-        await self._redis.srem(f"{self._p}:draining", instance_id)
-        agents = await self._redis.smembers(f"{self._p}:agents")
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for agent_id in agents:
-                pipe.srem(self._agent(agent_id), instance_id)
-            await pipe.execute()
+        await self._drop([instance_id])
         return True
 
     async def evict_expired(self) -> list[str]:
@@ -109,13 +104,17 @@ class Membership:
             if raw is None and await self._redis.srem(f"{self._p}:known", instance_id):
                 evicted.append(instance_id)  # SREM is the claim: one replica wins it
         if evicted:
-            agents = await self._redis.smembers(f"{self._p}:agents")
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for agent_id in agents:
-                    pipe.srem(self._agent(agent_id), *evicted)
-                pipe.srem(f"{self._p}:draining", *evicted)
-                await pipe.execute()
+            await self._drop(evicted)
         return evicted
+
+    async def _drop(self, instance_ids: list[str]) -> None:
+        """Take instances already removed from ``known`` out of every agent set and ``draining``."""
+        agents = await self._redis.smembers(f"{self._p}:agents")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for agent_id in agents:
+                pipe.srem(self._agent(agent_id), *instance_ids)
+            pipe.srem(f"{self._p}:draining", *instance_ids)
+            await pipe.execute()
 
     async def instances_of(self, agent_id: str) -> list[Instance]:
         ids = sorted(await self._redis.smembers(self._agent(agent_id)))

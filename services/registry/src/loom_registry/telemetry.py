@@ -8,9 +8,7 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from loom_protocol import TraceContext
-from opentelemetry import propagate, trace
-from opentelemetry.context import Context
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.sdk.resources import Resource
@@ -43,25 +41,3 @@ def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
         FastAPIInstrumentor.instrument_app(
             app, tracer_provider=provider, excluded_urls="healthz,readyz,metrics"
         )
-
-
-def current_trace() -> TraceContext | None:
-    """The active span as a task's trace context, or None when no span is recording."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    if "traceparent" not in carrier:
-        return None
-    return TraceContext(traceparent=carrier["traceparent"], tracestate=carrier.get("tracestate"))
-
-
-def context_of(task_trace: TraceContext) -> Context:
-    """An OpenTelemetry context whose parent is the task's recorded trace."""
-    carrier = {"traceparent": task_trace.traceparent} if task_trace.traceparent else {}
-    if task_trace.tracestate:
-        carrier["tracestate"] = task_trace.tracestate
-    return propagate.extract(carrier)
-
-
-def inject_headers(headers: dict[str, str]) -> dict[str, str]:
-    propagate.inject(headers)
-    return headers
