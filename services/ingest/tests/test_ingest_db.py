@@ -19,7 +19,7 @@ from loom_ingest.errors import MigrationError
 from loom_ingest.maintenance import RetentionPolicy, apply_retention
 from loom_ingest.migrate import load_migrations, migrate
 from loom_ingest.rows import Incoming, decode
-from loom_ingest.store import EventStore, init_connection
+from loom_ingest.store import EventWriter, init_connection
 from loom_protocol import Task, TaskStatus, TaskStatusChanged, new_event
 
 BASE_URL = os.environ.get("LOOM_DATABASE_URL", "postgresql://postgres@127.0.0.1:5433/loom")
@@ -98,7 +98,7 @@ def usage(i: int) -> tuple[Incoming, Any]:
 
 
 async def test_a_batch_written_twice_is_stored_and_rolled_up_once(pool: asyncpg.Pool) -> None:
-    store = EventStore(pool)
+    store = EventWriter(pool)
     batch = [usage(i) for i in range(50)]
     first = await store.write(batch)
     again = await store.write(batch)
@@ -126,7 +126,7 @@ async def test_the_stored_event_is_the_published_one_plus_what_ingest_derived(po
             "ext": None,
         }
     ).encode()
-    await EventStore(pool).write([item("loom.event.x", full.to_json(), 1), item("loom.event.x", raw, 2)])
+    await EventWriter(pool).write([item("loom.event.x", full.to_json(), 1), item("loom.event.x", raw, 2)])
     async with pool.acquire() as conn:
         rows = {
             r["id"]: (json.loads(r["attributes"]), r["data"])
@@ -148,7 +148,7 @@ async def test_a_poison_row_is_dead_lettered_and_its_batch_mates_are_kept(pool: 
         + [item("loom.event.x", poison.to_json(), 99)]
         + [usage(i) for i in range(10, 20)]
     )
-    result = await EventStore(pool).write(batch)
+    result = await EventWriter(pool).write(batch)
     assert result.events == 20 and result.split == 1
     async with pool.acquire() as conn:
         dead = await conn.fetchrow("SELECT subject, reason, raw, stream_seq FROM dead_letters")
@@ -165,7 +165,7 @@ def _status(task: Task, status: TaskStatus, at: datetime, *, final: bool = False
 
 
 async def test_task_state_keeps_the_newest_and_the_final_word(pool: asyncpg.Pool) -> None:
-    store = EventStore(pool)
+    store = EventWriter(pool)
     task = Task(task_id="tk-1", target_agent="calc", parameters={"a": 1})
     t0 = task.created_at
     await store.write([item("loom.task.cancel.tk-1", b'{"taskId": "tk-1"}', 1, "LOOM_TASKS")])
@@ -207,7 +207,7 @@ async def test_task_state_keeps_the_newest_and_the_final_word(pool: asyncpg.Pool
 
 
 async def test_terminal_task_events_get_their_latency_across_batches(pool: asyncpg.Pool) -> None:
-    store = EventStore(pool)
+    store = EventWriter(pool)
     submitted = new_event(
         "task.submitted", "/d", task_id="lat-1", agent_id="calc", time=NOW - timedelta(seconds=40)
     )
@@ -237,7 +237,7 @@ async def test_terminal_task_events_get_their_latency_across_batches(pool: async
 
 
 async def test_retention_drops_what_is_older_than_the_policy(pool: asyncpg.Pool) -> None:
-    store = EventStore(pool)
+    store = EventWriter(pool)
     old = new_event("x", "/w", time=NOW - timedelta(days=10))
     new = new_event("x", "/w", time=NOW - timedelta(days=1))
     await store.write([item("loom.event.x", e.to_json(), i) for i, e in enumerate((old, new))])

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from loom_replay import fold
 from loom_replay.config import Settings
-from loom_replay.db import Key, Selection
 from loom_replay.engine import ReplayEngine
 from loom_replay.errors import Conflict, Invalid, NotFound, SessionNotFound
 from loom_replay.sessions import Session
+from loom_replay.store import Key, Selection
 from replay_events import Trace
 
 

@@ -6,9 +6,9 @@ import pytest
 from fastapi.testclient import TestClient
 from loom_replay.app import create_app
 from loom_replay.config import Settings
-from loom_replay.db import Selection
 from loom_replay.errors import Invalid
 from loom_replay.play import Breakpoint, parse_breakpoint, parse_speed
+from loom_replay.store import Selection
 
 TOOL_RESULT = {
     "type": "tool.result",

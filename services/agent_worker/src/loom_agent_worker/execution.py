@@ -13,7 +13,7 @@ from loom_protocol import InstanceLoad, Task, TaskStatus
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
-from . import replaying
+from . import replay_agents
 from .emitter import EventEmitter
 from .reporting import StatusReporter
 from .runtime import Agent, ChildTasks, Interceptor, MemoryStore, TaskContext, run_with_interceptors
@@ -67,8 +67,8 @@ class Executor:
         current = self._running.get(task.task_id)
         if current is not None and current.task.attempt >= task.attempt:
             return  # a duplicate delivery of what we already run
-        # replay: a task with metadata.replay runs its agent against a recording (replaying.py)
-        agent = replaying.agent_for(task, self.agents) or self.agents.get(task.target_agent)
+        # replay: a task with metadata.replay runs its agent against a recording (replay_agents.py)
+        agent = replay_agents.agent_for(task, self.agents) or self.agents.get(task.target_agent)
         if agent is None:
             await self._reporter.report(
                 task,

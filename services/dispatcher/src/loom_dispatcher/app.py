@@ -14,7 +14,7 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from . import http
+from . import api
 from .bus import NatsOutbox, RegistryPicker
 from .config import Settings
 from .dispatching import Dispatcher, Policy
@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Loom dispatcher", version="0.1.0", lifespan=lifespan)
     app.state.loom = state
     instrument_app(app, provider)
-    app.include_router(http.router)
+    app.include_router(api.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -30,7 +30,7 @@ from .errors import MigrationError
 from .health import DatabaseHealth
 from .maintenance import RetentionPolicy, apply_retention, configure_compression
 from .migrate import migrate
-from .store import EventStore, init_connection
+from .store import EventWriter, init_connection
 from .streams import ensure_streams
 from .telemetry import broker_middlewares, instrument_app, setup_tracing
 
@@ -120,7 +120,7 @@ async def _run_pipeline(settings: Settings, runtime: Runtime, nc: NATS, js: JetS
         compress_after_hours=settings.compress_after_hours,
     )
     runtime.pool = await _open_database(settings, runtime.health, policy)
-    store = EventStore(runtime.pool)
+    store = EventWriter(runtime.pool)
     options = ConsumerOptions(
         batch_size=settings.batch_size,
         linger_s=settings.batch_linger_s,

@@ -33,7 +33,7 @@ from . import metrics
 from .health import DatabaseHealth
 from .puller import ConsumerGone, Puller
 from .rows import Incoming, decode, msg_id_of
-from .store import EventStore, Item
+from .store import EventWriter, Item
 from .telemetry import trace_committed
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class StreamConsumer:
         self,
         nc: NATS,
         js: JetStreamContext,
-        store: EventStore,
+        store: EventWriter,
         health: DatabaseHealth,
         *,
         stream: str,

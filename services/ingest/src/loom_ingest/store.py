@@ -3,7 +3,7 @@
 Events are COPYed into a per-connection temporary staging table, then moved with
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; the same statement rolls the rows it really
 inserted up into ``event_metrics_1m``. Task updates and dead letters go in the same
-transaction. The caller acks the messages only after :meth:`EventStore.write` returned.
+transaction. The caller acks the messages only after :meth:`EventWriter.write` returned.
 
 A batch the database refuses because of its content (a data error: a NUL in a string, an
 over-long key...) is split in halves until the offending messages are isolated; those become
@@ -167,7 +167,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.execute(STAGING_DDL)
 
 
-class EventStore:
+class EventWriter:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 

@@ -36,7 +36,7 @@ class MemoryEvent:
 
 
 @dataclass
-class SessionMemory:
+class MemoryView:
     instance_id: str
     session_key: str
     tiers: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {t: [] for t in TIERS})
@@ -54,14 +54,14 @@ def _count(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def replay(events: Iterable[MemoryEvent]) -> list[SessionMemory]:
-    """Replay memory events (in order) into one :class:`SessionMemory` per (instance, session)."""
-    memories: dict[tuple[str, str], SessionMemory] = {}
+def replay(events: Iterable[MemoryEvent]) -> list[MemoryView]:
+    """Replay memory events (in order) into one :class:`MemoryView` per (instance, session)."""
+    memories: dict[tuple[str, str], MemoryView] = {}
     for event in events:
         key = event.memory_key
         memory = memories.get(key)
         if memory is None:
-            memory = memories[key] = SessionMemory(instance_id=key[0], session_key=key[1])
+            memory = memories[key] = MemoryView(instance_id=key[0], session_key=key[1])
         if event.type == "memory.add":
             _add(memory, event)
         elif event.type == "memory.consolidate":
@@ -69,7 +69,7 @@ def replay(events: Iterable[MemoryEvent]) -> list[SessionMemory]:
     return list(memories.values())
 
 
-def _add(memory: SessionMemory, event: MemoryEvent) -> None:
+def _add(memory: MemoryView, event: MemoryEvent) -> None:
     data = event.data
     raw_tier = data.get("tier")
     tier: str = raw_tier if isinstance(raw_tier, str) else "session"
@@ -92,7 +92,7 @@ def _add(memory: SessionMemory, event: MemoryEvent) -> None:
     memory.tiers.setdefault(tier, []).append(entry)
 
 
-def _consolidate(memory: SessionMemory, data: Mapping[str, Any]) -> None:
+def _consolidate(memory: MemoryView, data: Mapping[str, Any]) -> None:
     memory.consolidations += 1
     session = memory.tiers["session"]
     promoted = min(_count(data.get("promoted")), len(session))
@@ -115,7 +115,7 @@ def _consolidate(memory: SessionMemory, data: Mapping[str, Any]) -> None:
             memory.consistent = False
 
 
-def node_memory(node_id: str, memories: list[SessionMemory]) -> dict[str, Any]:
+def node_memory(node_id: str, memories: list[MemoryView]) -> dict[str, Any]:
     """The response of ``GET /api/memory/{node_id}``: the node's entries grouped by tier."""
     tiers: dict[str, list[dict[str, Any]]] = {tier: [] for tier in TIERS}
     sessions = []

@@ -16,7 +16,7 @@ from opentelemetry.instrumentation.redis import RedisInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from redis.asyncio import Redis
 
-from . import http
+from . import api
 from .config import Settings
 from .consul_mirror import ConsulMirror
 from .handlers import announce, build_router, count_pick, reject
@@ -120,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Loom registry", version="0.1.0", lifespan=lifespan)
     app.state.membership = membership
     instrument_app(app, provider)
-    app.include_router(http.router)
+    app.include_router(api.router)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

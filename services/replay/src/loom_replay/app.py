@@ -17,13 +17,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
+from .api import router
 from .config import Settings
-from .db import EventStore, open_pool
 from .engine import ReplayEngine
 from .errors import ReplayError
-from .http import router
 from .runs import Runs
 from .sessions import SessionStore
+from .store import EventReader, open_pool
 from .telemetry import instrument_app, setup_tracing
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
         pool = await open_pool(settings.database_url, settings.db_pool_size)
         dispatcher = httpx.AsyncClient(base_url=settings.dispatcher_url.rstrip("/"), timeout=30)
-        store = EventStore(pool)
+        store = EventReader(pool)
         app.state.store = store
         app.state.redis = redis
         app.state.engine = ReplayEngine(

@@ -27,9 +27,9 @@ from redis.exceptions import LockError
 
 from . import fold
 from .config import Settings
-from .db import EventStore, Key, Selection, event_of, key_of
 from .errors import Conflict, Gone, Invalid, NotFound
 from .sessions import Session, SessionStore, now, pack_sized
+from .store import EventReader, Key, Selection, event_of, key_of
 
 FOLDED = Counter("loom_replay_events_folded_total", "Events folded to reconstruct replay state")
 CHECKPOINTS = Counter("loom_replay_checkpoints_total", "Fold checkpoints written")
@@ -48,7 +48,7 @@ class Cursor:
 
 
 class ReplayEngine:
-    def __init__(self, store: EventStore, sessions: SessionStore, settings: Settings) -> None:
+    def __init__(self, store: EventReader, sessions: SessionStore, settings: Settings) -> None:
         self.store = store
         self.sessions = sessions
         self.settings = settings

@@ -42,10 +42,10 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter, Gauge
 
 from . import fold
-from .db import event_of
 from .engine import ReplayEngine
 from .errors import Invalid, ReplayError
 from .sessions import Session
+from .store import event_of
 
 log = logging.getLogger(__name__)
 

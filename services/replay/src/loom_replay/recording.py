@@ -14,7 +14,7 @@ deterministic replay (see the agent runtime's react.py / orchestrator.py):
 - the task itself: ``loom.task.submitted`` (parameters) and its final status (result).
 
 The recording is sent to the worker in ``metadata.replay.recording`` (camelCase JSON; the
-worker parses it with ``loom_agent_worker.runtime.replay.Recording``).
+worker parses it with ``loom_agent_worker.runtime.recorded.Recording``).
 """
 
 from __future__ import annotations

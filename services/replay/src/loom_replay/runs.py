@@ -3,7 +3,7 @@
 Replay never imports the worker and never writes into the original trace: it rebuilds the
 task's recording from the events table (recording.py) and submits a new task to the same
 agent over the dispatcher's REST API, without a traceparent, so the dispatcher starts a new
-trace for it. The worker's replay hook (``loom_agent_worker.replaying``) runs the real agent
+trace for it. The worker's replay hook (``loom_agent_worker.replay_agents``) runs the real agent
 against the recording and answers with the divergence report (deterministic) or the live
 outcome (fork).
 """
@@ -17,7 +17,6 @@ import httpx
 from prometheus_client import Counter
 
 from .config import Settings
-from .db import EventStore, event_of
 from .errors import Conflict, Invalid, NotFound, Upstream
 from .recording import (
     TERMINAL,
@@ -30,6 +29,7 @@ from .recording import (
     summary_of_task,
     task_record,
 )
+from .store import EventReader, event_of
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ RECORDED_STEP = {"answer": "(answered from the recording)"}
 
 
 class Runs:
-    def __init__(self, store: EventStore, dispatcher: httpx.AsyncClient, settings: Settings) -> None:
+    def __init__(self, store: EventReader, dispatcher: httpx.AsyncClient, settings: Settings) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.settings = settings

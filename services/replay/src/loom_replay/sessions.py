@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
-from .db import Key, Selection, key_from_json, key_to_json
 from .errors import SessionNotFound
+from .store import Key, Selection, key_from_json, key_to_json
 
 
 @dataclass

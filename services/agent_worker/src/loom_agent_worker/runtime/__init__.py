@@ -39,7 +39,7 @@ from loom_agent_worker.runtime.providers import (
     make_provider,
 )
 from loom_agent_worker.runtime.react import ReActAgent
-from loom_agent_worker.runtime.replay import (
+from loom_agent_worker.runtime.recorded import (
     RecordedChildren,
     RecordedProvider,
     RecordedTools,

@@ -138,7 +138,7 @@ async def open_pool(url: str, size: int) -> asyncpg.Pool:
     return pool
 
 
-class EventStore:
+class EventReader:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 

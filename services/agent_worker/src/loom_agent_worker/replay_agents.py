@@ -63,9 +63,9 @@ def agent_for(task: Task, agents: Mapping[str, Agent]) -> Agent | None:
         return _Refused(agent, "metadata.replay must be an object")
     mode = spec.get("mode")
     if mode == "deterministic":
-        return DeterministicReplay(agent, spec)
+        return DeterministicReplayAgent(agent, spec)
     if mode == "fork":
-        return ForkRun(agent, spec)
+        return ForkAgent(agent, spec)
     return _Refused(agent, f"unknown metadata.replay.mode {mode!r} (known: {', '.join(MODES)})")
 
 
@@ -88,7 +88,7 @@ class _Refused(Agent):
         return failed(task, self.reason)
 
 
-class DeterministicReplay(_Wrapper):
+class DeterministicReplayAgent(_Wrapper):
     """Runs the agent with everything answered from the recording; reports divergence."""
 
     async def execute_task(self, task: Task, ctx: TaskContext) -> Task:
@@ -129,7 +129,7 @@ class DeterministicReplay(_Wrapper):
         )
 
 
-class ForkRun(_Wrapper):
+class ForkAgent(_Wrapper):
     """Runs the agent with the steps before ``fromStep`` from the recording, the rest live."""
 
     async def execute_task(self, task: Task, ctx: TaskContext) -> Task:

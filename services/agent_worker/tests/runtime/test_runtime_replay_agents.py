@@ -1,4 +1,4 @@
-"""The worker side of deterministic replay and forks (``loom_agent_worker.replaying``).
+"""The worker side of deterministic replay and forks (``loom_agent_worker.replay_agents``).
 
 Recordings are rebuilt here from the events a run emitted, the way the replay service does
 from the events table, so these tests also pin that the events carry what a replay needs.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from loom_agent_worker import replaying
+from loom_agent_worker import replay_agents as worker_replay
 from loom_agent_worker.runtime import (
     LLMResponse,
     ProviderError,
@@ -120,16 +120,16 @@ def replay_agents() -> dict[str, Any]:
 
 
 async def run_replay(make_context: Any, task: Task, agents: dict[str, Any]) -> Task:
-    agent = replaying.agent_for(task, agents)
+    agent = worker_replay.agent_for(task, agents)
     assert agent is not None
     return await run_with_interceptors(agent, task, make_context(task, agents=agents), [])
 
 
 def test_tasks_without_replay_metadata_run_as_usual() -> None:
     agents = build_demo_agents()
-    assert replaying.agent_for(Task(target_agent="calculator"), agents) is None
+    assert worker_replay.agent_for(Task(target_agent="calculator"), agents) is None
     unknown_agent = Task(target_agent="nobody", metadata={"replay": {"mode": "deterministic"}})
-    assert replaying.agent_for(unknown_agent, agents) is None
+    assert worker_replay.agent_for(unknown_agent, agents) is None
 
 
 async def test_deterministic_replay_of_a_recorded_run_does_not_diverge_and_calls_no_provider(
