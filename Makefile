@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: up down ps infra sync test lint typecheck unit integration deploy-check bench schema
+.PHONY: up down ps infra sync test lint typecheck unit component integration deploy-check bench schema
 
 up:            ## install what is missing, start infrastructure and every service, wait for /healthz
 	@bash scripts/stack.sh up
@@ -30,6 +30,15 @@ deploy-check:  ## offline checks of Dockerfiles, compose, Helm chart, rendered m
 test: infra lint typecheck deploy-check  ## everything CI runs
 	$(UV) run --frozen --project tests/load pytest -q tests/load/tests
 	$(UV) run --frozen pytest
+
+unit:          ## pure unit tests of the protocol and the services (no servers)
+	$(UV) run --frozen pytest libs services
+
+component:     ## services in process on one nats-server (an account per test), Redis, TimescaleDB
+	$(UV) run --frozen pytest tests/component
+
+integration:   ## services as processes: kill, crash, drain, multi-replica, tracing and metrics
+	$(UV) run --frozen pytest tests/integration
 
 bench:         ## load test against the running stack (make up first); BENCH_ARGS="--profile long"
 	$(UV) run --frozen --project tests/load python -m loom_load $(BENCH_ARGS)

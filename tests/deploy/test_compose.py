@@ -47,12 +47,9 @@ def test_env_comes_from_one_file(compose_model: dict, services: list[dict]) -> N
 
 
 @pytest.fixture
-def stack(tmp_path: Path, services: list[dict]) -> Path:
-    """A copy of deploy/ and the Dockerfiles, so relative paths in compose.yaml still resolve."""
+def stack(tmp_path: Path) -> Path:
+    """A copy of deploy/ (with the Dockerfile), so relative paths in compose.yaml still resolve."""
     shutil.copytree(checks.REPO / "deploy", tmp_path / "deploy")
-    for svc in services:
-        (tmp_path / svc["dir"]).mkdir(parents=True)
-        shutil.copy(checks.REPO / svc["dir"] / "Dockerfile", tmp_path / svc["dir"] / "Dockerfile")
     return tmp_path
 
 
@@ -96,8 +93,10 @@ def test_consistency_bites_on_drift(stack: Path, services: list[dict], infra: li
     edit(compose, 'ports: ["8004:8004"]', 'ports: ["8014:8004"]')
     edit(compose, "    deploy:\n      replicas: 2\n", "")
     edit(compose, "      timescaledb: {condition: service_healthy}\n\n  query:", "\n  query:")
+    edit(compose, "MODULE: loom_registry", "MODULE: loom_registri")
     model = checks.compose_config(compose)
     with pytest.raises(
-        checks.CheckFailed, match=r"(?s)agent-worker: replicas 1 != 2.*ingest: depends_on.*query: port 8004"
+        checks.CheckFailed,
+        match=r"(?s)agent-worker: replicas 1 != 2.*registry: build args.*ingest: depends_on.*query: port",
     ):
         checks.compose_matches_services(model, services, infra, root=stack)

@@ -1,4 +1,5 @@
-"""Dockerfiles: hadolint plus Loom's own policy, on the real files and on broken copies."""
+"""The one parameterised Dockerfile: hadolint plus Loom's own policy, on the real file and on
+broken copies. compose and the Tiltfile pass its build args; their tests check the args."""
 
 from __future__ import annotations
 
@@ -7,26 +8,28 @@ from pathlib import Path
 import checks
 import pytest
 
-SERVICES = checks.load_services()
-IDS = [s["name"] for s in SERVICES]
+
+def test_hadolint() -> None:
+    checks.hadolint(checks.DOCKERFILE)
 
 
-def dockerfile_of(svc: dict) -> Path:
-    return checks.REPO / svc["dir"] / "Dockerfile"
+def test_policy(services: list[dict]) -> None:
+    checks.dockerfile_policy(checks.DOCKERFILE, services)
 
 
-@pytest.mark.parametrize("svc", SERVICES, ids=IDS)
-def test_hadolint(svc: dict) -> None:
-    checks.hadolint(dockerfile_of(svc))
+def test_one_dockerfile_for_every_service() -> None:
+    copies = sorted(str(p.relative_to(checks.REPO)) for p in (checks.REPO / "services").glob("*/Dockerfile"))
+    assert copies == [], f"per-service Dockerfiles are back: {copies} (build deploy/Dockerfile with args)"
 
 
-@pytest.mark.parametrize("svc", SERVICES, ids=IDS)
-def test_policy(svc: dict) -> None:
-    checks.dockerfile_policy(dockerfile_of(svc), svc)
-
-
-def test_dockerfiles_follow_one_pattern(services: list[dict]) -> None:
-    checks.dockerfiles_alike({s["name"]: dockerfile_of(s) for s in services}, services)
+def test_build_args_of_a_service(services: list[dict]) -> None:
+    worker = next(s for s in services if s["name"] == "agent-worker")
+    assert checks.build_args(worker) == {
+        "SERVICE": "agent_worker",
+        "PACKAGE": "loom-agent-worker",
+        "MODULE": "loom_agent_worker",
+        "PORT": "8100",
+    }
 
 
 def test_dockerignore() -> None:
@@ -36,78 +39,75 @@ def test_dockerignore() -> None:
 # ------------------------------------------------------------------ the checks bite
 
 
-@pytest.fixture
-def dispatcher(services: list[dict]) -> dict:
-    return next(s for s in services if s["name"] == "dispatcher")
-
-
-def broken(tmp_path: Path, svc: dict, old: str, new: str) -> Path:
-    text = dockerfile_of(svc).read_text()
-    assert old in text, f"sample anchor {old!r} not found in {svc['dir']}/Dockerfile"
+def broken(tmp_path: Path, old: str, new: str) -> Path:
+    text = checks.DOCKERFILE.read_text()
+    assert old in text, f"sample anchor {old!r} not found in deploy/Dockerfile"
     path = tmp_path / "Dockerfile"
     path.write_text(text.replace(old, new, 1))
     return path
 
 
-def test_hadolint_bites_on_unpinned_apt_get(tmp_path: Path, dispatcher: dict) -> None:
-    path = broken(
-        tmp_path, dispatcher, "RUN groupadd", "RUN apt-get update && apt-get install -y curl\nRUN groupadd"
-    )
+def test_hadolint_bites_on_unpinned_apt_get(tmp_path: Path) -> None:
+    path = broken(tmp_path, "RUN groupadd", "RUN apt-get update && apt-get install -y curl\nRUN groupadd")
     with pytest.raises(checks.CheckFailed, match="DL3008"):
         checks.hadolint(path)
 
 
-def test_hadolint_bites_on_unpinned_pip(tmp_path: Path, dispatcher: dict) -> None:
-    path = broken(
-        tmp_path, dispatcher, "pip install --no-cache-dir uv==0.13.9", "pip install --no-cache-dir uv"
-    )
+def test_hadolint_bites_on_unpinned_pip(tmp_path: Path) -> None:
+    path = broken(tmp_path, "pip install --no-cache-dir uv==0.13.9", "pip install --no-cache-dir uv")
     with pytest.raises(checks.CheckFailed, match="DL3013"):
         checks.hadolint(path)
 
 
-def test_hadolint_bites_on_root_user(tmp_path: Path, dispatcher: dict) -> None:
-    path = broken(tmp_path, dispatcher, "USER 10001:10001", "USER root")
+def test_hadolint_bites_on_root_user(tmp_path: Path) -> None:
+    path = broken(tmp_path, "USER 10001:10001", "USER root")
     with pytest.raises(checks.CheckFailed, match="DL3002"):
         checks.hadolint(path)
 
 
-def test_policy_bites_on_add_url(tmp_path: Path, dispatcher: dict) -> None:
-    path = broken(
-        tmp_path,
-        dispatcher,
-        "WORKDIR /app\n",
-        "WORKDIR /app\nADD https://example.invalid/tool.tar.gz /opt/\n",
+def test_policy_bites_on_buildkit_syntax(tmp_path: Path, services: list[dict]) -> None:
+    path = broken(tmp_path, "ARG BASE_IMAGE", "# syntax=docker/dockerfile:1.7\nARG BASE_IMAGE")
+    path.write_text(
+        path.read_text().replace("RUN uv sync", "RUN --mount=type=cache,target=/root/.cache/uv uv sync")
     )
+    with pytest.raises(checks.CheckFailed, match=r"(?s)syntax=.*RUN --mount"):
+        checks.dockerfile_policy(path, services)
+
+
+def test_policy_bites_on_add_url(tmp_path: Path, services: list[dict]) -> None:
+    path = broken(tmp_path, "WORKDIR /app\n", "WORKDIR /app\nADD https://example.invalid/tool.tar.gz /opt/\n")
     with pytest.raises(checks.CheckFailed, match="ADD https://example.invalid"):
-        checks.dockerfile_policy(path, dispatcher)
+        checks.dockerfile_policy(path, services)
 
 
-def test_policy_bites_on_missing_user(tmp_path: Path, dispatcher: dict) -> None:
-    path = broken(tmp_path, dispatcher, "USER 10001:10001\n", "")
+def test_policy_bites_on_missing_user(tmp_path: Path, services: list[dict]) -> None:
+    path = broken(tmp_path, "USER 10001:10001\n", "")
     with pytest.raises(checks.CheckFailed, match="sets no USER"):
-        checks.dockerfile_policy(path, dispatcher)
+        checks.dockerfile_policy(path, services)
 
 
-def test_policy_bites_on_single_step_sync(tmp_path: Path, dispatcher: dict) -> None:
-    path = broken(tmp_path, dispatcher, "--no-install-workspace ", "")
+def test_policy_bites_on_single_step_sync(tmp_path: Path, services: list[dict]) -> None:
+    path = broken(tmp_path, "--no-install-workspace ", "")
     with pytest.raises(checks.CheckFailed, match="no dependency step"):
-        checks.dockerfile_policy(path, dispatcher)
+        checks.dockerfile_policy(path, services)
 
 
-def test_policy_bites_on_wrong_cmd_and_port(tmp_path: Path, dispatcher: dict) -> None:
-    path = broken(tmp_path, dispatcher, 'CMD ["python", "-m", "loom_dispatcher"]', "CMD python -m loom_query")
-    path.write_text(path.read_text().replace("EXPOSE 8001", "EXPOSE 8004"))
-    with pytest.raises(checks.CheckFailed, match=r"(?s)does not EXPOSE 8001.*CMD python -m loom_query"):
-        checks.dockerfile_policy(path, dispatcher)
+def test_policy_bites_on_missing_member_and_base(tmp_path: Path, services: list[dict]) -> None:
+    path = broken(tmp_path, "COPY services/query/pyproject.toml services/query/\n", "")
+    path.write_text(path.read_text().replace("python:3.11-slim-bookworm", "python:3.13-alpine"))
+    with pytest.raises(
+        checks.CheckFailed, match=r"(?s)BASE_IMAGE defaults to 'python:3.13-alpine'.*services/query/pyproject"
+    ):
+        checks.dockerfile_policy(path, services)
 
 
-def test_pattern_check_bites_on_drift(tmp_path: Path, services: list[dict]) -> None:
-    files = {s["name"]: dockerfile_of(s) for s in services}
-    drifted = tmp_path / "Dockerfile"
-    drifted.write_text(files["query"].read_text().replace("--retries=3", "--retries=5"))
-    files["query"] = drifted
-    with pytest.raises(checks.CheckFailed, match="query differs"):
-        checks.dockerfiles_alike(files, services)
+def test_policy_bites_on_fixed_cmd_and_port(tmp_path: Path, services: list[dict]) -> None:
+    path = broken(
+        tmp_path, 'CMD ["sh", "-c", "exec python -m \\"$LOOM_MODULE\\""]', "CMD python -m loom_query"
+    )
+    path.write_text(path.read_text().replace("EXPOSE ${PORT}", "EXPOSE 8004"))
+    with pytest.raises(checks.CheckFailed, match=r"(?s)does not EXPOSE \$\{PORT\}.*not in exec form"):
+        checks.dockerfile_policy(path, services)
 
 
 def test_dockerignore_check_bites(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""Helpers and fixtures for the event-pipeline tests (ingest, query): a fresh TimescaleDB
-database per test, the two services on the test's stack, publishers and listeners.
+"""Helpers and fixtures for the event-pipeline tests of both tiers (ingest, query): a fresh
+TimescaleDB database per test, the two services on the test's stack, publishers and listeners.
 
 Import the fixture into a test module with ``from .events_support import database_url_fixture  # noqa: F401``:
 it is registered under the name ``database_url`` (so test parameters do not shadow the import).
@@ -13,7 +13,6 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,8 +21,7 @@ import httpx
 import pytest
 from loom_protocol import MSG_ID_HEADER, CloudEvent, new_event, subjects
 
-from .conftest import DATABASE_URL, Stack
-from .harness import NatsServer, Service, wait_for
+from .harness import DATABASE_URL, AnyService, Stack, wait_for
 
 
 def _with_database(url: str, name: str) -> str:
@@ -61,24 +59,6 @@ async def fresh_database() -> AsyncIterator[str]:
 async def database_url_fixture() -> AsyncIterator[str]:
     async with fresh_database() as url:
         yield url
-
-
-@contextlib.asynccontextmanager
-async def private_stack(tmp: Path) -> AsyncIterator[tuple[Stack, str]]:
-    """A stack of its own (nats-server, database) for module-scoped fixtures, stopped in ``finally``."""
-    server = NatsServer(tmp, tmp / "jetstream")
-    stack = Stack(server, tmp, f"loomtest-{uuid.uuid4().hex[:10]}")
-    try:
-        await server.started()
-        async with fresh_database() as url:
-            try:
-                yield stack, url
-            finally:
-                if stack.nc is not None:
-                    await stack.nc.close()
-                stack.stop()
-    finally:
-        server.stop()
 
 
 def database_name(url: str) -> str:
@@ -129,23 +109,28 @@ FAST_INGEST = {
 }
 
 
-async def start_ingest(stack: Stack, url: str, name: str = "ingest-0", **env: str) -> Service:
-    return await stack.service(name, "loom_ingest", LOOM_DATABASE_URL=url, **{**FAST_INGEST, **env}).started()
+async def start_ingest(
+    stack: Stack, url: str, name: str = "ingest-0", *, process: bool = False, **env: str
+) -> AnyService:
+    svc = stack.add(name, "loom_ingest", {"LOOM_DATABASE_URL": url, **FAST_INGEST, **env}, process=process)
+    return await svc.started()
 
 
-async def start_query(stack: Stack, url: str, name: str = "query-0", **env: str) -> Service:
-    return await stack.service(name, "loom_query", LOOM_DATABASE_URL=url, **env).started()
+async def start_query(stack: Stack, url: str, name: str = "query-0", **env: str) -> AnyService:
+    return await stack.add(name, "loom_query", {"LOOM_DATABASE_URL": url, **env}).started()
 
 
-async def start_pipeline(stack: Stack, url: str, **query_env: str) -> tuple[Service, Service]:
+async def start_pipeline(
+    stack: Stack, url: str, *, process: bool = False, **query_env: str
+) -> tuple[AnyService, AnyService]:
     """Ingest and query, started together (query is ready once ingest has migrated)."""
-    ingest = stack.service("ingest-0", "loom_ingest", LOOM_DATABASE_URL=url, **FAST_INGEST)
-    query = stack.service("query-0", "loom_query", LOOM_DATABASE_URL=url, **query_env)
+    ingest = stack.service("ingest-0", "loom_ingest", process=process, LOOM_DATABASE_URL=url, **FAST_INGEST)
+    query = stack.service("query-0", "loom_query", process=process, LOOM_DATABASE_URL=url, **query_env)
     await asyncio.gather(ingest.started(), query.started())
     return ingest, query
 
 
-async def is_ready(svc: Service) -> int:
+async def is_ready(svc: AnyService) -> int:
     async with httpx.AsyncClient(timeout=3) as client:
         try:
             return (await client.get(f"{svc.url}/readyz")).status_code
@@ -153,7 +138,7 @@ async def is_ready(svc: Service) -> int:
             return 0
 
 
-async def metric_value(svc: Service, name: str, labels: str = "") -> float:
+async def metric_value(svc: AnyService, name: str, labels: str = "") -> float:
     """A sample of the service's /metrics (0 when absent), e.g. ``name='x_total', labels='{a="b"}'``."""
     async with httpx.AsyncClient(timeout=3) as client:
         text = (await client.get(f"{svc.url}/metrics")).text
@@ -163,7 +148,7 @@ async def metric_value(svc: Service, name: str, labels: str = "") -> float:
     return 0.0
 
 
-def ws_url(svc: Service, path: str) -> str:
+def ws_url(svc: AnyService, path: str) -> str:
     return svc.url.replace("http://", "ws://") + path
 
 

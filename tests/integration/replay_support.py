@@ -1,4 +1,4 @@
-"""Helpers for the replay tests: the whole stack (registry, dispatcher, worker, ingest, replay)
+"""Helpers for the replay tests of both tiers: the whole stack (registry, dispatcher, worker, ingest, replay)
 on a per-test database, running tasks, and waiting until a trace is completely stored.
 
 The per-test database fixture is events_support's ``database_url``.
@@ -13,57 +13,46 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from loom_protocol import TERMINAL_STATUSES, TERMINAL_TASK_EVENT_TYPES
 
-from .conftest import Stack
 from .events_support import FAST_INGEST, fetch
-from .harness import Service, wait_for
+from .harness import AnyService, Stack, wait_for
 
-TERMINAL = ("completed", "failed", "cancelled", "dead")
+TERMINAL = TERMINAL_STATUSES
 ORDER = "time, coalesce(seq, -1), id"
 
 
-async def start_replay(stack: Stack, database_url: str, name: str = "replay-0", **env: str) -> Service:
+async def start_replay(
+    stack: Stack, database_url: str, name: str = "replay-0", *, process: bool = False, **env: str
+) -> AnyService:
     dispatcher = {"LOOM_DISPATCHER_URL": stack.api} if stack.dispatchers else {}
-    return await stack.service(
-        name, "loom_replay", LOOM_DATABASE_URL=database_url, **{**dispatcher, **env}
-    ).started()
+    env = {"LOOM_DATABASE_URL": database_url, **dispatcher, **env}
+    return await stack.add(name, "loom_replay", env, process=process).started()
 
 
 async def full_stack(
-    stack: Stack, database_url: str, *, workers: int = 1, replicas: int = 1
-) -> list[Service]:
+    stack: Stack, database_url: str, *, workers: int = 1, replicas: int = 1, process_replays: bool = False
+) -> list[AnyService]:
     """Registry, dispatcher, workers, ingest and replay on the test's stack, started side by
-    side (each only needs NATS, Redis or the database); returns the replay replicas."""
-    registry = stack.service("registry-0", "loom_registry")
-    dispatcher = stack.service(
-        "dispatcher-0", "loom_dispatcher", LOOM_NO_INSTANCE_TIMEOUT_S="5", LOOM_TASK_TIMEOUT_S="30"
-    )
-    workers_ = {
-        f"rw{index}": stack.service(
-            f"worker-rw{index}",
-            "loom_agent_worker",
-            LOOM_INSTANCE_ID=f"rw{index}",
-            LOOM_WORKER_AGENTS="echo,calculator,orchestrator",
-            LOOM_HEARTBEAT_INTERVAL_S="0.2",
-            LOOM_DRAIN_TIMEOUT_S="5",
-        )
-        for index in range(workers)
-    }
-    ingest = stack.service("ingest-0", "loom_ingest", LOOM_DATABASE_URL=database_url, **FAST_INGEST)
+    side (each only needs NATS, Redis or the database); returns the replay replicas (processes
+    with ``process_replays``, the rest in the test's process)."""
+    services = [
+        stack.registry_service(),
+        dispatcher := stack.dispatcher_service(LOOM_NO_INSTANCE_TIMEOUT_S="5"),
+        *(stack.worker_service(f"rw{index}") for index in range(workers)),
+        stack.add("ingest-0", "loom_ingest", {"LOOM_DATABASE_URL": database_url, **FAST_INGEST}),
+    ]
     replays = [
         stack.service(
             f"replay-{index}",
             "loom_replay",
+            process=process_replays,
             LOOM_DATABASE_URL=database_url,
             LOOM_DISPATCHER_URL=dispatcher.url,
         )
         for index in range(replicas)
     ]
-    services = (registry, dispatcher, *workers_.values(), ingest, *replays)
-    await asyncio.gather(*(svc.started(120) for svc in services))
-    stack.registries.append(registry)
-    stack.dispatchers.append(dispatcher)
-    stack.workers.update(workers_)
+    await asyncio.gather(*(svc.started(120) for svc in (*services, *replays)))
     await stack.wait_instances("orchestrator", workers)
     await stack.wait_instances("calculator", workers)
     return replays
@@ -103,7 +92,7 @@ async def trace_complete(database_url: str, trace_id: str) -> bool:
         data = (json.loads(row["data"]) if isinstance(row["data"], str) else row["data"]) or {}
         if row["kind"] == "task" and row["type"].startswith("loom.task.status.") and data.get("final"):
             task["final"] = True
-        if row["kind"] == "event" and row["type"] in {f"task.{s}" for s in TERMINAL}:
+        if row["kind"] == "event" and row["type"] in TERMINAL_TASK_EVENT_TYPES:
             task["closed"] = True
         if row["kind"] == "event" and row["seq"] is not None:
             task["seqs"].add(row["seq"])

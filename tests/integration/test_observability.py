@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import Stack
 from .events_support import database_url_fixture, fetch, start_ingest, start_pipeline  # noqa: F401 (fixture)
-from .harness import PrometheusServer, port_open, wait_for
+from .harness import PrometheusServer, Stack, port_open, wait_for
 from .otlp_receiver import otlp_receiver
 
 pytestmark = pytest.mark.integration
@@ -18,14 +18,19 @@ OTEL = {"OTEL_BSP_SCHEDULE_DELAY": "100", "OTEL_TRACES_SAMPLER": "always_on"}
 
 
 async def test_one_trace_spans_dispatcher_registry_worker_and_ingest_with_parent_links(
-    stack: Stack, http: httpx.AsyncClient, database_url: str
+    database_url: str, stack: Stack, http: httpx.AsyncClient
 ) -> None:
     async with otlp_receiver() as receiver:
         env = {**OTEL, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
-        await stack.registry(**env)
-        await stack.dispatcher(**env)
-        await stack.worker("t0", **env)
-        await start_ingest(stack, database_url, **env)
+        # processes: OpenTelemetry's tracer provider is per process
+        services = [
+            stack.registry_service(process=True, **env),
+            stack.dispatcher_service(process=True, **env),
+            stack.worker_service("t0", process=True, **env),
+        ]
+        await asyncio.gather(
+            *(svc.started() for svc in services), start_ingest(stack, database_url, process=True, **env)
+        )
         await stack.wait_instances("calculator", 1)
         caller_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
         resp = await http.post(
@@ -102,19 +107,28 @@ async def test_one_trace_spans_dispatcher_registry_worker_and_ingest_with_parent
             body["taskId"],
         )
         assert [r["trace_id"] for r in rows] == [caller_trace]
-        stack.stop()  # while the receiver still answers, so exporters flush and exit at once
+        await stack.stop()  # while the receiver still answers, so exporters flush and exit at once
 
 
 async def test_prometheus_scrapes_every_service_and_sees_their_metrics_move(
-    stack: Stack, http: httpx.AsyncClient, tmp_path: Path, database_url: str
+    database_url: str, stack: Stack, http: httpx.AsyncClient, tmp_path: Path
 ) -> None:
-    await stack.registry()
-    await stack.dispatcher()
-    await stack.worker("p0", agents="echo,calculator")
-    ingest, query = await start_pipeline(stack, database_url)
-    replay = await stack.service(
-        "replay-0", "loom_replay", LOOM_DATABASE_URL=database_url, LOOM_DISPATCHER_URL=stack.api
-    ).started()
+    # processes: Prometheus scrapes each service's own registry
+    services = [
+        stack.registry_service(process=True),
+        dispatcher := stack.dispatcher_service(process=True),
+        stack.worker_service("p0", agents="echo,calculator", process=True),
+        replay := stack.service(
+            "replay-0",
+            "loom_replay",
+            process=True,
+            LOOM_DATABASE_URL=database_url,
+            LOOM_DISPATCHER_URL=dispatcher.url,
+        ),
+    ]
+    pipeline = asyncio.gather(*(svc.started() for svc in services))
+    ingest, query = await start_pipeline(stack, database_url, process=True)
+    await pipeline
     await stack.wait_instances("echo", 1)
     targets = {
         "registry": [f"127.0.0.1:{stack.registries[0].port}"],

@@ -13,8 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
-from .conftest import Stack
 from .events_support import database_url_fixture, start_ingest  # noqa: F401 (fixture)
+from .harness import Stack, process
 from .replay_support import rss_bytes, start_replay
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -86,7 +86,7 @@ def synthetic_trace(trace_id: str) -> list[tuple[Any, ...]]:
         for step in range(1, STEPS + 1):
             call = f"call_{step}_0"
             expression = f"{t} + {step}"
-            for kind, data, subject in [
+            steps: list[tuple[str, dict[str, Any], str | None]] = [
                 ("llm.request", {"step": step, "message_count": 2 * step, "provider": "scripted"}, "llm:s"),
                 ("llm.usage", {"step": step, "input_tokens": 20, "output_tokens": 8}, "llm:s"),
                 ("agent.thought", {"step": step, "content": f"I will evaluate {expression}."}, None),
@@ -99,7 +99,8 @@ def synthetic_trace(trace_id: str) -> list[tuple[Any, ...]]:
                 ("memory.add", {"entry_id": uuid.uuid4().hex, "node_id": "calculator", "tier": "working",
                                 "content": f"calculator({expression}) -> {t + step}", "importance": 0.3,
                                 "metadata": {"role": "observation"}, "role": "observation"}, None),
-            ]:  # fmt: skip
+            ]  # fmt: skip
+            for kind, data, subject in steps:
                 add(task_id, seq, kind, data, subject)
                 seq += 1
         add(task_id, seq, "agent.answer", {"answer": str(t + STEPS), "steps": STEPS})
@@ -110,7 +111,7 @@ def synthetic_trace(trace_id: str) -> list[tuple[Any, ...]]:
 
 
 async def test_a_100k_event_trace_creates_and_jumps_to_the_end_in_bounded_time_and_memory(
-    stack: Stack, http: httpx.AsyncClient, database_url: str
+    database_url: str, stack: Stack, http: httpx.AsyncClient
 ) -> None:
     await start_ingest(stack, database_url)  # creates the schema
     trace_id = uuid.uuid4().hex
@@ -121,7 +122,7 @@ async def test_a_100k_event_trace_creates_and_jumps_to_the_end_in_bounded_time_a
         copied = time.monotonic() - copied
     finally:
         await conn.close()
-    replay = await start_replay(stack, database_url)
+    replay = process(await start_replay(stack, database_url, process=True))  # its RSS is measured
     assert replay.proc is not None
     pid = replay.proc.pid
     await http.get(f"{replay.url}/readyz")

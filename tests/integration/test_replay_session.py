@@ -15,8 +15,8 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from .conftest import Stack
 from .events_support import database_url_fixture  # noqa: F401 (fixture)
+from .harness import Stack
 from .replay_support import TERMINAL, full_stack, run_task, trace_events, trace_of, wait_trace_stored
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -26,10 +26,10 @@ PROMPT = "what is (2+3)*4 and hello"
 
 def expected_at(events: list[dict[str, Any]], k: int) -> dict[str, Any]:
     """What events 0..k say, counted directly (independent of the service's fold)."""
-    tool_results: dict[str, list[Any]] = collections.defaultdict(list)
-    llm_calls: collections.Counter[str] = collections.Counter()
-    notes: collections.Counter[str] = collections.Counter()
-    terminal: set[str] = set()
+    tool_results: dict[str | None, list[Any]] = collections.defaultdict(list)
+    llm_calls: collections.Counter[str | None] = collections.Counter()
+    notes: collections.Counter[str | None] = collections.Counter()
+    terminal: set[str | None] = set()
     for event in events[: k + 1]:
         task, kind = event.get("taskid"), event["type"]
         if kind == "tool.result":
@@ -57,9 +57,10 @@ def check_state(state: dict[str, Any], events: list[dict[str, Any]], k: int) -> 
 
 
 async def test_step_through_an_orchestrator_run_and_back_with_the_state_at_each_event(
-    stack: Stack, http: httpx.AsyncClient, database_url: str
+    database_url: str, stack: Stack, http: httpx.AsyncClient
 ) -> None:
-    replay, other = await full_stack(stack, database_url, replicas=2)
+    # two replay replicas as processes: a session is served by whichever one gets the request
+    replay, other = await full_stack(stack, database_url, replicas=2, process_replays=True)
     session_key = f"s-replay-{stack.prefix}"
     task = await run_task(http, stack, "orchestrator", {"prompt": PROMPT}, sessionId=session_key)
     assert task["status"] == "completed" and task["result"]["answer"] == "20; hello", task
@@ -73,7 +74,6 @@ async def test_step_through_an_orchestrator_run_and_back_with_the_state_at_each_
     session = created.json()
     events = await trace_events(database_url, trace, as_of=session["selection"]["as_of"])
     assert session["total"] == len(events) and session["index"] == -1
-    assert session["session_id"] == session["sessionId"]
     sid = session["sessionId"]
 
     # forward through every event
@@ -87,7 +87,7 @@ async def test_step_through_an_orchestrator_run_and_back_with_the_state_at_each_
         check_state(body["state"], events, k)
         forward.append(body["state"])
     at_end = await http.post(f"{replay.url}/api/replay/{sid}/step", params={"direction": "forward"})
-    assert at_end.status_code == 409 and "last event" in at_end.json()["detail"]
+    assert at_end.status_code == 409 and "last event" in at_end.json()["error"]["message"]
 
     # the final state is the run's outcome
     final = forward[-1]
@@ -138,7 +138,7 @@ async def test_step_through_an_orchestrator_run_and_back_with_the_state_at_each_
         assert body["index"] == k and body["event"] == events[k]
         assert body["state"] == forward[k], k
     at_start = await http.post(f"{replay.url}/api/replay/{sid}/step", params={"direction": "backward"})
-    assert at_start.status_code == 409 and "first event" in at_start.json()["detail"]
+    assert at_start.status_code == 409 and "first event" in at_start.json()["error"]["message"]
 
     # jumps
     for k in (len(events) - 1, 0, consolidate, len(events) // 2):
@@ -185,7 +185,7 @@ def _when(value: str) -> datetime:
 
 
 async def _bad_requests(http: httpx.AsyncClient, url: str, sid: str, total: int, trace: str) -> None:
-    cases = [
+    cases: list[tuple[str, str, dict[str, Any], int, str]] = [
         ("post", f"/api/replay/{sid}/jump", {"index": total}, 422, f"index {total} is out of range"),
         ("post", f"/api/replay/{sid}/jump", {"index": -1}, 422, "index -1 is out of range"),
         ("post", f"/api/replay/{sid}/jump", {"index": "x"}, 422, "integer"),

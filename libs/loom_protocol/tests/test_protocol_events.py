@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 from loom_protocol import (
-    ALL_EVENT_TYPES,
     MAX_EVENT_BYTES,
     BatchError,
     CloudEvent,
@@ -17,6 +16,7 @@ from loom_protocol import (
     new_event,
     validation_reason,
 )
+from loom_protocol.events import ALL_EVENT_TYPES
 from pydantic import ValidationError
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

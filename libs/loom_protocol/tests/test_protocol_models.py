@@ -1,4 +1,4 @@
-"""Agents, registry, memory, MCP and streaming models: validation rules."""
+"""Agents, registry, memory and tool-call models: validation rules."""
 
 import pytest
 from loom_protocol import (
@@ -6,21 +6,15 @@ from loom_protocol import (
     AgentCard,
     Heartbeat,
     InstanceLoad,
-    McpPrompt,
-    McpResource,
     McpToolCall,
     McpToolDefinition,
     McpToolResult,
     MemberChanged,
     MembershipChange,
     MemoryEntry,
-    MemoryOperation,
-    MemoryRequest,
     MemoryTier,
     PickReply,
     PickRequest,
-    StreamChunk,
-    StreamChunkKind,
     validation_reason,
 )
 from pydantic import ValidationError
@@ -30,28 +24,12 @@ def test_enum_values_are_pinned() -> None:
     assert [c.value for c in AgentCapability] == ["reflection", "tool_use", "planning", "multi_agent"]
     assert [c.value for c in MembershipChange] == ["up", "down"]
     assert [t.value for t in MemoryTier] == ["session", "working", "long_term"]
-    assert [o.value for o in MemoryOperation] == [
-        "store",
-        "retrieve",
-        "update",
-        "delete",
-        "search",
-        "compress",
-    ]
-    assert [k.value for k in StreamChunkKind] == [
-        "text",
-        "tool_call_start",
-        "tool_call_delta",
-        "tool_call_end",
-        "error",
-        "done",
-    ]
 
 
 # ---------------------------------------------------------------- agents and registry
 
 
-def test_agent_card_seed_form() -> None:
+def test_agent_card_a2a_form() -> None:
     card = AgentCard.model_validate(
         {"agentId": "calc", "name": "Calculator", "capabilities": ["tool_use", "planning"], "tools": ["add"]}
     )
@@ -122,48 +100,6 @@ def test_memory_entry() -> None:
             MemoryEntry(node_id="calc", content="x", importance=importance)
 
 
-@pytest.mark.parametrize(
-    ("operation", "fields", "missing"),
-    [
-        ("store", {}, "'entry'"),
-        ("update", {"entryId": "e1"}, "'entry'"),
-        ("update", {"entry": {"nodeId": "n", "content": "c"}}, "'entryId'"),
-        ("update", {}, "'entryId', 'entry'"),
-        ("delete", {}, "'entryId'"),
-        ("search", {}, "'query'"),
-        ("search", {"query": ""}, "'query'"),
-    ],
-)
-def test_memory_request_requires_fields_per_operation(
-    operation: str, fields: dict[str, object], missing: str
-) -> None:
-    with pytest.raises(ValidationError) as exc_info:
-        MemoryRequest.model_validate({"operation": operation, "nodeId": "n", **fields})
-    assert validation_reason(exc_info.value) == f"operation '{operation}' requires {missing}"
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {"operation": "store", "entry": {"nodeId": "n", "content": "c"}},
-        {"operation": "update", "entryId": "e1", "entry": {"nodeId": "n", "content": "c"}},
-        {"operation": "delete", "entryId": "e1"},
-        {"operation": "search", "query": "cats", "limit": 1000},
-        {"operation": "retrieve"},
-        {"operation": "compress", "tier": "long_term"},
-    ],
-)
-def test_memory_request_valid_operations(fields: dict[str, object]) -> None:
-    request = MemoryRequest.model_validate({"nodeId": "n", **fields})
-    assert request.operation == fields["operation"]
-
-
-def test_memory_request_limit_bounds() -> None:
-    for limit in (0, 1001):
-        with pytest.raises(ValidationError):
-            MemoryRequest(operation=MemoryOperation.RETRIEVE, node_id="n", limit=limit)
-
-
 # ---------------------------------------------------------------- MCP
 
 
@@ -189,12 +125,7 @@ def test_mcp_tool_name_pattern(name: str) -> None:
         McpToolDefinition(name=name)
 
 
-def test_mcp_other_models_wire_names() -> None:
-    assert (
-        McpResource(uri="file:///a", name="a", mime_type="text/plain").to_wire()["mimeType"] == "text/plain"
-    )
-    prompt = McpPrompt.model_validate({"name": "p", "arguments": [{"name": "x", "required": True}]})
-    assert prompt.arguments[0].required is True
+def test_mcp_call_and_result_wire_names() -> None:
     call = McpToolCall(name="add", arguments={"a": 1})
     result = McpToolResult(call_id=call.call_id, name="add", content=3, is_error=False, duration_ms=1.5)
     assert result.to_wire() == {
@@ -207,19 +138,3 @@ def test_mcp_other_models_wire_names() -> None:
     assert McpToolCall(name="add").call_id != call.call_id
     with pytest.raises(ValidationError):
         McpToolResult(call_id="c", name="add", duration_ms=-1)
-
-
-# ---------------------------------------------------------------- streaming
-
-
-def test_stream_chunk_kinds_require_their_payload() -> None:
-    assert StreamChunk(task_id="t", seq=0, kind=StreamChunkKind.TEXT, text="hi").text == "hi"
-    assert StreamChunk(task_id="t", seq=5, kind=StreamChunkKind.DONE).kind is StreamChunkKind.DONE
-    for kind, field in (("text", "text"), ("error", "error"), ("tool_call_start", "toolCall")):
-        with pytest.raises(ValidationError) as exc_info:
-            StreamChunk.model_validate({"taskId": "t", "seq": 0, "kind": kind})
-        assert validation_reason(exc_info.value) == f"a '{kind}' chunk requires '{field}'"
-    with pytest.raises(ValidationError):
-        StreamChunk(task_id="t", seq=-1, kind=StreamChunkKind.DONE)
-    with pytest.raises(ValidationError):
-        StreamChunk(task_id="bad.id", seq=0, kind=StreamChunkKind.DONE)

@@ -15,9 +15,9 @@ from loom_protocol import (
     TaskAction,
     TaskStatus,
     TraceContext,
-    can_transition,
     subjects,
 )
+from loom_protocol.tasks import can_transition
 from pydantic import ValidationError
 
 TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=20)

@@ -4,7 +4,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from loom_protocol import (
-    ALLOWED_TRANSITIONS,
     TERMINAL_STATUSES,
     InvalidTransition,
     RejectedMessage,
@@ -15,15 +14,15 @@ from loom_protocol import (
     TaskStatus,
     TaskStatusChanged,
     TraceContext,
-    can_transition,
     is_terminal,
     validation_reason,
 )
+from loom_protocol.tasks import ALLOWED_TRANSITIONS, can_transition
 from pydantic import ValidationError
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-SEED_TASK = {
+A2A_TASK = {
     "taskId": "task-42",
     "sourceAgent": "concierge",
     "targetAgent": "calculator",
@@ -44,11 +43,11 @@ def _reason(exc_info: pytest.ExceptionInfo[ValidationError]) -> str:
     return validation_reason(exc_info.value)
 
 
-# ---------------------------------------------------------------- seed compatibility
+# ---------------------------------------------------------------- A2A compatibility
 
 
-def test_seed_camel_case_task_validates_and_round_trips_its_keys() -> None:
-    task = Task.model_validate(SEED_TASK)
+def test_a2a_camel_case_task_validates_and_round_trips_its_keys() -> None:
+    task = Task.model_validate(A2A_TASK)
     assert task.task_id == "task-42"
     assert task.source_agent == "concierge"
     assert task.target_agent == "calculator"
@@ -58,8 +57,8 @@ def test_seed_camel_case_task_validates_and_round_trips_its_keys() -> None:
     assert task.session_id == "session-9"
 
     wire = task.to_wire()
-    assert set(wire) == set(SEED_TASK) | PLATFORM_KEYS
-    for key, value in SEED_TASK.items():
+    assert set(wire) == set(A2A_TASK) | PLATFORM_KEYS
+    for key, value in A2A_TASK.items():
         assert wire[key] == value, key
     assert wire["attempt"] == 0
     assert wire["trace"] == {}
@@ -80,7 +79,7 @@ def test_snake_case_input_is_accepted_too() -> None:
         "session_id": "session-9",
     }
     from_snake = Task.model_validate(snake)
-    from_camel = Task.model_validate(SEED_TASK)
+    from_camel = Task.model_validate(A2A_TASK)
     assert from_snake.model_dump(exclude={"created_at", "updated_at"}) == from_camel.model_dump(
         exclude={"created_at", "updated_at"}
     )

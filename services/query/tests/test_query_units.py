@@ -50,7 +50,8 @@ def note(i: int, tier: str, importance: float, *, node: str = "n", **kw: Any) ->
     return mem(i, "memory.add", data, node=node, **kw)
 
 
-def test_consolidation_promotes_the_most_important_and_drops_old_working_notes() -> None:
+def test_count_only_consolidation_promotes_the_most_important_and_drops_old_working_notes() -> None:
+    # memory.consolidate events stored before they carried ids
     events = [
         note(1, "session", 0.9),
         note(2, "session", 0.1),
@@ -73,6 +74,36 @@ def test_consolidation_promotes_the_most_important_and_drops_old_working_notes()
     assert body["tiers"]["long_term"][0]["tier"] == "long_term"
     assert body["counts"] == {"session": 2, "working": 1, "long_term": 1}
     assert node_memory("other", memories)["counts"]["long_term"] == 1
+
+
+def test_consolidation_applies_the_ids_the_worker_moved_even_with_events_missing() -> None:
+    consolidate = {
+        "promoted_ids": ["m1", "m3"],
+        "dropped_ids": ["m4"],
+        "promoted": 2,
+        "dropped_working": 1,
+        "session": 1,
+        "working": 1,
+        "long_term": 2,
+    }
+    events = [
+        note(1, "session", 0.9),
+        note(2, "session", 0.1),
+        note(3, "session", 0.2),  # below any threshold: promoted because the worker says so
+        note(4, "working", 0.3),
+        note(5, "working", 0.3),
+        mem(6, "memory.consolidate", consolidate),
+    ]
+    (memory,) = replay(events)
+    contents = {tier: [e["content"] for e in entries] for tier, entries in memory.tiers.items()}
+    assert contents == {"session": ["c2"], "working": ["c5"], "long_term": ["c1", "c3"]}
+    assert memory.consistent
+
+    # the memory.add of m1 is lost: the rest is still placed exactly, and the view is flagged
+    (partial,) = replay([e for e in events if e.data.get("entry_id") != "m1"])
+    contents = {tier: [e["content"] for e in entries] for tier, entries in partial.tiers.items()}
+    assert contents == {"session": ["c2"], "working": ["c5"], "long_term": ["c3"]}
+    assert not partial.consistent
 
 
 def test_a_replay_that_does_not_add_up_is_flagged() -> None:
@@ -133,3 +164,21 @@ async def test_a_full_client_queue_drops_and_reports_the_count_before_the_next_f
         assert socket.sent[4]["data"]["id"] == "e9"
     finally:
         sender.cancel()
+
+
+def test_the_api_refuses_bad_parameters_in_the_one_error_shape_and_documents_camel_case() -> None:
+    from fastapi.testclient import TestClient
+    from loom_query.app import create_app
+
+    client = TestClient(create_app())  # no lifespan: no NATS, no database
+    both = client.get("/api/events", params={"offset": 3, "cursor": "x"})
+    assert both.status_code == 422
+    assert both.json()["error"]["fields"] == [
+        {"field": "query.offset", "reason": "use either offset or cursor, not both"}
+    ]
+    no_db = client.get("/api/events")
+    assert no_db.status_code == 503 and no_db.json()["error"]["code"] == "service_unavailable"
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "nextCursor" in schemas["EventsPage"]["properties"]
+    assert {"callsIn", "callsOut", "nodeId"} <= set(schemas["TopologyNode"]["properties"])
+    assert {"bucketSeconds", "startTime", "groupBy"} <= set(schemas["Metrics"]["properties"])

@@ -53,13 +53,20 @@ class Trace:
         return event
 
     def bus(self, kind: str, task: str, data: dict[str, Any], *, agent: str = "calculator") -> dict[str, Any]:
-        """A loom.task.* row as ingest stores it (no seq; data = the message)."""
+        """A loom.task.* row as ingest stores it (no seq; data = the message, which ingest
+        validated, so its required fields are filled in here)."""
+        time = self._time()
+        required = {"taskId": task, "targetAgent": agent}
+        if kind == "loom.task.dead":
+            data = {"at": time, **data, "task": {**required, **data["task"]}}
+        else:  # "at" for a status change, "createdAt"/"updatedAt" for a task
+            data = {**required, "at": time, "createdAt": time, "updatedAt": time, **data}
         event = {
             "id": f"b{len(self.events)}",
             "type": kind,
             "source": "/nats/LOOM_TASKS",
             "specversion": "1.0",
-            "time": self._time(),
+            "time": time,
             "taskid": task,
             "agentid": agent,
             "traceid": self.trace_id,

@@ -111,7 +111,14 @@ def test_memory_consolidation_promotes_and_compresses_like_the_worker() -> None:
     trace.event(
         "memory.consolidate",
         "t1",
-        {"promoted": 2, "dropped_working": 3, "threshold": 0.7, "keep_working": 2},
+        {
+            "promoted_ids": ["n0", "n2"],
+            "dropped_ids": ["n3", "n4", "n5"],
+            "promoted": 2,
+            "dropped_working": 3,
+            "threshold": 0.7,
+            "keep_working": 2,
+        },
         session="s1",
     )
     memory = folded(trace.events)["memory"]["s1"]
@@ -119,8 +126,16 @@ def test_memory_consolidation_promotes_and_compresses_like_the_worker() -> None:
     assert [n["content"] for n in memory["long_term"]] == ["note 0", "note 2"]
     assert [n["content"] for n in memory["working"]] == ["note 6", "note 7"]
 
+    # with memory.add events missing, the fold still applies exactly what the worker did to
+    # the notes it knows, instead of re-deriving it from what is left
+    missing = [e for e in trace.events if (e.get("data") or {}).get("entry_id") not in ("n0", "n3")]
+    memory = folded(missing)["memory"]["s1"]
+    assert [n["content"] for n in memory["session"]] == ["note 1"]
+    assert [n["content"] for n in memory["long_term"]] == ["note 2"]
+    assert [n["content"] for n in memory["working"]] == ["note 6", "note 7"]
 
-def test_older_consolidation_events_without_parameters_use_the_counts() -> None:
+
+def test_consolidation_events_stored_before_the_ids_are_applied_by_their_counts() -> None:
     trace = Trace()
     for index in range(4):
         trace.event("memory.add", "t1", {"tier": "working", "content": f"w{index}", "importance": 0.3})

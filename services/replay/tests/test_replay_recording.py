@@ -5,15 +5,15 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from loom_protocol import RecordedChild, RecordedLlmStep, RecordedToolStep, Recording, Task
 from loom_replay.errors import Invalid
 from loom_replay.recording import (
     Overrides,
     build_recording,
     conversation,
-    steps_of,
     summary_of_record,
     summary_of_task,
-    task_record,
+    task_history,
 )
 from loom_replay.runs import compare
 from replay_events import Trace
@@ -27,9 +27,9 @@ def rows(events: list[dict[str, Any]], task: str) -> list[tuple[str, datetime, d
     ]
 
 
-def recorded(trace: Trace, task: str = "t1", children: list[str] = ()) -> tuple[Any, dict[str, Any]]:
-    record = task_record(task, rows(trace.events, task))
-    child_records = [task_record(child, rows(trace.events, child)) for child in children]
+def recorded(trace: Trace, task: str = "t1", children: list[str] = ()) -> tuple[Any, Recording]:
+    record = task_history(task, rows(trace.events, task))
+    child_records = [task_history(child, rows(trace.events, child)) for child in children]
     return record, build_recording(record, child_records)
 
 
@@ -41,53 +41,58 @@ def test_a_react_run_gives_every_llm_response_and_tool_result() -> None:
     assert (record.agent, record.status, record.final) == ("calculator", "completed", True)
     assert record.parameters == {"prompt": "what is (2+3)*4?"}
     assert record.trace_id == trace.trace_id
-    assert recording["llm"] == [
-        {
-            "step": 1,
-            "content": "I will evaluate (2+3)*4 with the calculator.",
-            "toolCalls": [
-                {"callId": "call_0_0", "name": "calculator", "arguments": {"expression": "(2+3)*4"}}
-            ],
-            "inputTokens": 10,
-            "outputTokens": 5,
-            "costUsd": None,
-            "latencyS": 0.01,
-            "model": "scripted-v1",
-            "requestDigests": ["u1"],
-        },
-        {
-            "step": 2,
-            "content": "20",
-            "toolCalls": [],
-            "inputTokens": 12,
-            "outputTokens": 1,
-            "costUsd": 0.5,
-            "latencyS": 0.01,
-            "model": "scripted-v1",
-            "requestDigests": ["u1", "a1", "t1"],
-        },
-    ]
-    assert recording["tools"] == [
-        {
-            "step": 1,
-            "call": {"callId": "call_0_0", "name": "calculator", "arguments": {"expression": "(2+3)*4"}},
-            "result": {
-                "callId": "call_0_0",
-                "name": "calculator",
-                "content": "20",
-                "isError": False,
-                "durationMs": 0.2,
+    assert recording.llm == [
+        RecordedLlmStep.model_validate(step)
+        for step in [
+            {
+                "step": 1,
+                "content": "I will evaluate (2+3)*4 with the calculator.",
+                "toolCalls": [
+                    {"callId": "call_0_0", "name": "calculator", "arguments": {"expression": "(2+3)*4"}}
+                ],
+                "inputTokens": 10,
+                "outputTokens": 5,
+                "costUsd": None,
+                "latencyS": 0.01,
+                "model": "scripted-v1",
+                "requestDigests": ["u1"],
             },
-        }
+            {
+                "step": 2,
+                "content": "20",
+                "toolCalls": [],
+                "inputTokens": 12,
+                "outputTokens": 1,
+                "costUsd": 0.5,
+                "latencyS": 0.01,
+                "model": "scripted-v1",
+                "requestDigests": ["u1", "a1", "t1"],
+            },
+        ]
     ]
-    assert recording["outcome"] == {"status": "completed", "answer": "20", "steps": 2, "error": None}
-    assert steps_of(recording) == 2
+    assert recording.tools == [
+        RecordedToolStep.model_validate(
+            {
+                "step": 1,
+                "call": {"callId": "call_0_0", "name": "calculator", "arguments": {"expression": "(2+3)*4"}},
+                "result": {
+                    "callId": "call_0_0",
+                    "name": "calculator",
+                    "content": "20",
+                    "isError": False,
+                    "durationMs": 0.2,
+                },
+            }
+        )
+    ]
+    assert recording.outcome.to_wire() == {"status": "completed", "answer": "20", "steps": 2}
+    assert recording.steps == 2
     assert conversation(recording, "what is (2+3)*4?") == [
         {"role": "user", "content": "what is (2+3)*4?"},
         {
             "role": "assistant",
             "content": "I will evaluate (2+3)*4 with the calculator.",
-            "toolCalls": recording["llm"][0]["toolCalls"],
+            "toolCalls": [call.to_wire() for call in recording.llm[0].tool_calls],
         },
         {"role": "tool", "content": "20", "name": "calculator", "toolCall": 0},
         {"role": "assistant", "content": "20", "toolCalls": []},
@@ -107,8 +112,8 @@ def test_a_second_attempt_replaces_what_the_first_recorded() -> None:
     )
     trace.calculator_run("t1")  # the re-dispatched attempt
     _, recording = recorded(trace)
-    assert [s["step"] for s in recording["llm"]] == [1, 2]
-    assert recording["llm"][0]["toolCalls"][0]["name"] == "calculator"
+    assert [s.step for s in recording.llm] == [1, 2]
+    assert recording.llm[0].tool_calls[0].name == "calculator"
 
 
 def test_a_failed_llm_call_is_recorded_as_an_error() -> None:
@@ -121,8 +126,19 @@ def test_a_failed_llm_call_is_recorded_as_an_error() -> None:
         {"status": "failed", "error": "LLM provider error at step 1: HTTP 500"},
     )
     record, recording = recorded(trace)
-    assert recording["llm"] == [{"step": 1, "error": "HTTP 500: overloaded", "requestDigests": ["u"]}]
-    assert record.status == "failed" and recording["outcome"]["status"] == "failed"
+    assert [s.to_wire() for s in recording.llm] == [
+        {
+            "step": 1,
+            "error": "HTTP 500: overloaded",
+            "requestDigests": ["u"],
+            "toolCalls": [],
+            "inputTokens": 0,
+            "outputTokens": 0,
+            "latencyS": 0.0,
+            "model": "",
+        }
+    ]
+    assert record.status == "failed" and recording.outcome.status == "failed"
 
 
 def test_delegations_are_matched_with_the_child_tasks() -> None:
@@ -154,28 +170,31 @@ def test_delegations_are_matched_with_the_child_tasks() -> None:
         },
     )
     _, recording = recorded(trace, "o1", children=["c1"])
-    assert recording["children"] == [
-        {
-            "index": 0,
-            "agent": "calculator",
-            "parameters": {"prompt": "(2+3)*4"},
-            "taskId": "c1",
-            "status": "completed",
-            "result": {"answer": "20", "steps": 2, "usage": {"llm_calls": 2}},
-            "error": None,
-        },
-        # no rows for the echo child: what the orchestrator's own result says of it
-        {
-            "index": 1,
-            "agent": "echo",
-            "parameters": {"prompt": "hi"},
-            "taskId": "e1",
-            "status": "completed",
-            "result": {"answer": "hi"},
-            "error": None,
-        },
+    assert recording.children == [
+        RecordedChild.model_validate(child)
+        for child in [
+            {
+                "index": 0,
+                "agent": "calculator",
+                "parameters": {"prompt": "(2+3)*4"},
+                "taskId": "c1",
+                "status": "completed",
+                "result": {"answer": "20", "steps": 2, "usage": {"llm_calls": 2}},
+                "error": None,
+            },
+            # no rows for the echo child: what the orchestrator's own result says of it
+            {
+                "index": 1,
+                "agent": "echo",
+                "parameters": {"prompt": "hi"},
+                "taskId": "e1",
+                "status": "completed",
+                "result": {"answer": "hi"},
+                "error": None,
+            },
+        ]
     ]
-    assert steps_of(recording) == 2
+    assert recording.steps == 2
 
 
 def test_overrides_tamper_with_a_copy_and_refuse_what_is_not_there() -> None:
@@ -185,15 +204,19 @@ def test_overrides_tamper_with_a_copy_and_refuse_what_is_not_there() -> None:
     tampered = Overrides.model_validate(
         {"toolResults": {"0": "21"}, "llmResponses": {"2": {"content": "21"}}, "answer": "21"}
     ).apply(recording)
-    assert tampered["tools"][0]["result"]["content"] == "21"
-    assert tampered["llm"][1]["content"] == "21" and tampered["outcome"]["answer"] == "21"
-    assert recording["tools"][0]["result"]["content"] == "20"  # the original is left alone
+    assert tampered.tools[0].result.content == "21"
+    assert tampered.llm[1].content == "21" and tampered.outcome.answer == "21"
+    assert recording.tools[0].result.content == "20"  # the original is left alone
 
     for raw, reason in [
         ({"toolResults": {"1": "x"}}, "has 1 tool calls"),
         ({"llmResponses": {"3": {"content": "x"}}}, "has LLM steps [1, 2]"),
         ({"llmResponses": {"1": {"model": "x"}}}, "only content and toolCalls"),
         ({"childResults": {"0": {}}}, "has 0 delegations"),
+        (
+            {"llmResponses": {"1": {"toolCalls": [{"name": ""}]}}},
+            "overrides: field 'llm[0].toolCalls[0].name'",
+        ),
     ]:
         with pytest.raises(Invalid, match=re.escape(reason)):
             Overrides.model_validate(raw).apply(recording)
@@ -203,19 +226,21 @@ def test_overrides_tamper_with_a_copy_and_refuse_what_is_not_there() -> None:
 
 def test_summaries_and_their_comparison() -> None:
     fork = summary_of_task(
-        {
-            "taskId": "f1",
-            "targetAgent": "calculator",
-            "status": "completed",
-            "result": {
-                "answer": "10",
-                "steps": 3,
-                "usage": {"llm_calls": 3, "input_tokens": 30, "output_tokens": 9},
-            },
-            "createdAt": "2026-01-01T00:00:00+00:00",
-            "updatedAt": "2026-01-01T00:00:01.5+00:00",
-            "trace": {"traceparent": "00-" + "cd" * 16 + "-" + "1" * 16 + "-01"},
-        }
+        Task.model_validate(
+            {
+                "taskId": "f1",
+                "targetAgent": "calculator",
+                "status": "completed",
+                "result": {
+                    "answer": "10",
+                    "steps": 3,
+                    "usage": {"llm_calls": 3, "input_tokens": 30, "output_tokens": 9},
+                },
+                "createdAt": "2026-01-01T00:00:00+00:00",
+                "updatedAt": "2026-01-01T00:00:01.5+00:00",
+                "trace": {"traceparent": "00-" + "cd" * 16 + "-" + "1" * 16 + "-01"},
+            }
+        )
     )
     assert fork["traceId"] == "cd" * 16 and fork["latencyS"] == 1.5
     assert fork["usage"] == {"llmCalls": 3, "inputTokens": 30, "outputTokens": 9}

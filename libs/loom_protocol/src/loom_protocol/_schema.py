@@ -19,16 +19,33 @@ from loom_protocol.agents import (
     PickRequest,
 )
 from loom_protocol.events import BatchError, CloudEvent, EventBatch, EventBatchAck
-from loom_protocol.mcp import (
-    McpPrompt,
-    McpPromptArgument,
-    McpResource,
-    McpToolCall,
-    McpToolDefinition,
-    McpToolResult,
+from loom_protocol.mcp import McpToolCall, McpToolDefinition, McpToolResult
+from loom_protocol.memory import MemoryEntry
+from loom_protocol.payloads import (
+    AgentAction,
+    AgentAnswer,
+    AgentThought,
+    ErrorReported,
+    LlmRequest,
+    LlmUsage,
+    MemoryAdded,
+    MemoryConsolidated,
+    TaskEventData,
+    ToolCalled,
+    ToolReturned,
 )
-from loom_protocol.memory import MemoryEntry, MemoryRequest, MemoryResponse
-from loom_protocol.streaming import StreamChunk
+from loom_protocol.replays import (
+    ForkChanges,
+    ForkInfo,
+    RecordedChild,
+    RecordedLlmStep,
+    RecordedOutcome,
+    RecordedToolStep,
+    Recording,
+    ReplayCounts,
+    ReplayReport,
+    ReplaySpec,
+)
 from loom_protocol.tasks import (
     RejectedMessage,
     Task,
@@ -62,15 +79,30 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
         EventBatchAck,
         BatchError,
         MemoryEntry,
-        MemoryRequest,
-        MemoryResponse,
         McpToolDefinition,
-        McpResource,
-        McpPromptArgument,
-        McpPrompt,
         McpToolCall,
         McpToolResult,
-        StreamChunk,
+        LlmRequest,
+        LlmUsage,
+        AgentThought,
+        AgentAction,
+        AgentAnswer,
+        ToolCalled,
+        ToolReturned,
+        MemoryAdded,
+        MemoryConsolidated,
+        ErrorReported,
+        TaskEventData,
+        Recording,
+        RecordedLlmStep,
+        RecordedToolStep,
+        RecordedChild,
+        RecordedOutcome,
+        ReplaySpec,
+        ForkChanges,
+        ReplayReport,
+        ReplayCounts,
+        ForkInfo,
     )
 }
 """Every model that travels on the wire, by class name."""

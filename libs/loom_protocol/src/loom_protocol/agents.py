@@ -30,7 +30,7 @@ __all__ = [
 
 
 class AgentCapability(StrEnum):
-    """What an agent can do (seed 001, A2A capability declaration).
+    """What an agent can do (its A2A capability declaration).
 
     Attributes:
         REFLECTION: Reflects on and revises its own output.
@@ -46,7 +46,7 @@ class AgentCapability(StrEnum):
 
 
 class AgentCard(LoomModel):
-    """An agent's A2A capability declaration (seed 001 ``AgentCard``).
+    """An agent's A2A capability declaration (its ``AgentCard``).
 
     Attributes:
         agent_id: The agent id tasks target; 1..128 characters of ``[A-Za-z0-9_-]``.

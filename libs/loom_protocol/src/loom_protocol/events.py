@@ -393,7 +393,7 @@ class BatchError(LoomModel):
 
 
 class EventBatch(LoomModel):
-    """A batch of events sent to ingest's WebSocket (``{"type": "event_batch", ...}``, seed 000).
+    """A batch of events sent to ingest's WebSocket (``{"type": "event_batch", ...}``).
 
     The events are kept raw: the receiver validates them one by one, so one bad event is
     reported in the :class:`EventBatchAck` instead of rejecting the whole batch.

@@ -23,7 +23,7 @@ its CloudEvent id. Ids are only compared within one stream.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -48,6 +48,7 @@ __all__ = [
     "event_msg_id",
     "member_msg_id",
     "status_msg_id",
+    "stream_config",
     "submitted_msg_id",
 ]
 
@@ -128,6 +129,30 @@ REJECTED_STREAM = StreamSpec(
 
 ALL_STREAMS: tuple[StreamSpec, ...] = (TASKS_STREAM, EVENTS_STREAM, REGISTRY_STREAM, REJECTED_STREAM)
 """Every stream Loom needs."""
+
+_NS_PER_S = 1_000_000_000
+
+
+def stream_config(spec: StreamSpec) -> dict[str, Any]:
+    """The JetStream API stream configuration of a spec (the body of ``$JS.API.STREAM.CREATE``).
+
+    Plain JSON data, durations in nanoseconds as the server wants them; a client turns it into
+    its own type (nats-py: ``StreamConfig.from_response(stream_config(spec))``). Creating a
+    stream that exists with exactly this configuration succeeds; one that exists with another
+    configuration is refused by the server (error code 10058) and left as it is.
+
+    Args:
+        spec: The stream to create.
+    """
+    return {
+        "name": spec.name,
+        "subjects": list(spec.subjects),
+        "retention": spec.retention,
+        "storage": spec.storage,
+        "max_age": round(spec.max_age_s * _NS_PER_S),
+        "duplicate_window": round(spec.duplicate_window_s * _NS_PER_S),
+        "max_msg_size": spec.max_msg_size,
+    }
 
 
 def _part(value: str, what: str) -> str:

@@ -1,7 +1,8 @@
-"""Model Context Protocol data models (seed 001 ``mcp.py``): tools, resources, prompts, calls.
+"""Tool definitions, calls and results, shaped after the Model Context Protocol.
 
-Only the data travels here; MCP servers and clients live in the services. Wire names follow
-MCP (``inputSchema``, ``mimeType``, ``isError``).
+Agents describe their tools with :class:`McpToolDefinition`; the replay recording carries
+:class:`McpToolCall` and :class:`McpToolResult`. Wire names follow MCP (``inputSchema``,
+``isError``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,6 @@ from pydantic import Field
 from loom_protocol.base import LoomModel
 
 __all__ = [
-    "McpPrompt",
-    "McpPromptArgument",
-    "McpResource",
     "McpToolCall",
     "McpToolDefinition",
     "McpToolResult",
@@ -39,50 +37,6 @@ class McpToolDefinition(LoomModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=_empty_object_schema)
-
-
-class McpResource(LoomModel):
-    """A resource an MCP server exposes.
-
-    Attributes:
-        uri: Its URI.
-        name: Its name.
-        description: What it is.
-        mime_type: Its media type (wire name ``mimeType``).
-    """
-
-    uri: str = Field(min_length=1)
-    name: str
-    description: str = ""
-    mime_type: str | None = None
-
-
-class McpPromptArgument(LoomModel):
-    """An argument of an :class:`McpPrompt`.
-
-    Attributes:
-        name: Argument name.
-        description: What it is for.
-        required: Whether it must be given.
-    """
-
-    name: str = Field(min_length=1)
-    description: str = ""
-    required: bool = False
-
-
-class McpPrompt(LoomModel):
-    """A prompt template an MCP server exposes.
-
-    Attributes:
-        name: Prompt name.
-        description: What it is for.
-        arguments: Its arguments.
-    """
-
-    name: str = Field(min_length=1)
-    description: str = ""
-    arguments: list[McpPromptArgument] = Field(default_factory=list)
 
 
 class McpToolCall(LoomModel):

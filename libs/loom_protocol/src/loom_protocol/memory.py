@@ -1,4 +1,4 @@
-"""Memory operations (seed 001 ``memory_ops``): requests and responses for an agent's memory.
+"""Memory entries and tiers: what ``memory.add`` records and the session memory holds.
 
 Memory is kept per node (an agent or agent instance, ``node_id``) in three tiers: the
 current session, a working set and long-term memory.
@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
 
-from pydantic import AwareDatetime, Field, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import AwareDatetime, Field
 
 from loom_protocol.base import LoomModel, utc_now
 
-__all__ = [
-    "MemoryEntry",
-    "MemoryOperation",
-    "MemoryRequest",
-    "MemoryResponse",
-    "MemoryTier",
-]
+__all__ = ["MemoryEntry", "MemoryTier"]
 
 
 class MemoryTier(StrEnum):
@@ -36,26 +29,6 @@ class MemoryTier(StrEnum):
     SESSION = "session"
     WORKING = "working"
     LONG_TERM = "long_term"
-
-
-class MemoryOperation(StrEnum):
-    """What a :class:`MemoryRequest` asks for.
-
-    Attributes:
-        STORE: Store ``entry``.
-        RETRIEVE: Retrieve entries (``entry_id`` for one, otherwise the most recent).
-        UPDATE: Replace entry ``entry_id`` with ``entry``.
-        DELETE: Delete entry ``entry_id``.
-        SEARCH: Search entries matching ``query``.
-        COMPRESS: Compress / consolidate the tier.
-    """
-
-    STORE = "store"
-    RETRIEVE = "retrieve"
-    UPDATE = "update"
-    DELETE = "delete"
-    SEARCH = "search"
-    COMPRESS = "compress"
 
 
 class MemoryEntry(LoomModel):
@@ -78,65 +51,3 @@ class MemoryEntry(LoomModel):
     importance: float = Field(default=0.5, ge=0.0, le=1.0)
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: AwareDatetime = Field(default_factory=utc_now)
-
-
-_REQUIRED: dict[MemoryOperation, tuple[str, ...]] = {
-    MemoryOperation.STORE: ("entry",),
-    MemoryOperation.RETRIEVE: (),
-    MemoryOperation.UPDATE: ("entry_id", "entry"),
-    MemoryOperation.DELETE: ("entry_id",),
-    MemoryOperation.SEARCH: ("query",),
-    MemoryOperation.COMPRESS: (),
-}
-
-
-class MemoryRequest(LoomModel):
-    """A memory operation.
-
-    Which fields are required depends on the operation: ``store`` needs ``entry``;
-    ``update`` needs ``entry_id`` and ``entry``; ``delete`` needs ``entry_id``; ``search``
-    needs ``query``.
-
-    Attributes:
-        operation: What to do.
-        node_id: Whose memory.
-        tier: Which tier.
-        entry: The entry to store or the replacement to update with.
-        entry_id: The entry to update, delete or retrieve.
-        query: The search query.
-        limit: Most entries to return (1 to 1000).
-    """
-
-    operation: MemoryOperation
-    node_id: str = Field(min_length=1)
-    tier: MemoryTier = MemoryTier.SESSION
-    entry: MemoryEntry | None = None
-    entry_id: str | None = None
-    query: str | None = None
-    limit: int = Field(default=10, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _check_operation_fields(self) -> Self:
-        missing = [name for name in _REQUIRED[self.operation] if getattr(self, name) in (None, "")]
-        if missing:
-            wire = ", ".join(repr(type(self).model_fields[name].alias or name) for name in missing)
-            raise PydanticCustomError(
-                "memory_request",
-                "operation '{operation}' requires {fields}",
-                {"operation": self.operation.value, "fields": wire},
-            )
-        return self
-
-
-class MemoryResponse(LoomModel):
-    """The answer to a :class:`MemoryRequest`.
-
-    Attributes:
-        success: Whether the operation succeeded.
-        entries: The entries returned (retrieve, search) or affected.
-        error: Why it failed.
-    """
-
-    success: bool
-    entries: list[MemoryEntry] = Field(default_factory=list)
-    error: str | None = None

@@ -1,4 +1,4 @@
-"""Tasks: the A2A task model of seed 001, its life cycle and the task lifecycle messages.
+"""Tasks: the A2A task model, its life cycle and the task lifecycle messages.
 
 A :class:`Task` is what a client submits on ``loom.task.submitted.<agent>``, what the
 dispatcher assigns on ``loom.task.assigned.<instance>`` and what a worker executes.
@@ -132,7 +132,7 @@ class InvalidTransition(ValueError):
 
 
 class TaskAction(StrEnum):
-    """The A2A verb of a task (seed 001 ``TaskAction``).
+    """The A2A verb of a task.
 
     Attributes:
         EXECUTE: Run the task.
@@ -180,9 +180,9 @@ class TraceContext(LoomModel):
 
 
 class Task(LoomModel):
-    """An A2A task (seed 001) plus the fields the distributed runtime needs.
+    """An A2A task plus the fields the distributed runtime needs.
 
-    The seed fields keep their seed wire names (``taskId``, ``sourceAgent``,
+    The A2A fields keep their A2A wire names (``taskId``, ``sourceAgent``,
     ``targetAgent``, ``action``, ``parameters``, ``status``, ``result``, ``error``,
     ``metadata``, ``parentTaskId``, ``sessionId``). Unlike other messages a Task is mutable
     (assignments are validated); prefer :meth:`with_status` to change its status.

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
-from faststream.message import StreamMessage
-from faststream.nats import NatsBroker, NatsRouter
-from loom_protocol import Task, TaskCancelRequested, subjects, validation_reason
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from faststream.nats import NatsBroker
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from loom_protocol import Task
+from loom_protocol.jetstream import ALL_STREAMS, stream_config
+from loom_protocol.logconfig import tracing_enabled
+from nats.js.api import StreamConfig
+from nats.js.errors import BadRequestError
 
+from . import ops
 from .children import NatsChildTasks
 from .config import Settings
 from .emitter import EventEmitter
@@ -22,55 +24,21 @@ from .execution import Executor
 from .heartbeat import Heartbeater
 from .reporting import StatusReporter
 from .runtime import LoggingInterceptor, build_demo_agents, make_provider
-from .streams import ensure_streams
-from .telemetry import broker_middlewares, instrument_app, setup_tracing
+from .state import State
+from .subscribers import build_router
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
 
-async def as_message(msg: StreamMessage[Any]) -> StreamMessage[Any]:
-    """The decoder of the subscribers here: hand the handler the message itself.
-
-    The handlers take it as a plain parameter, not as FastStream's ``NatsMessage`` context
-    annotation: resolving a context parameter costs every message an anyio task group and a
-    worker-thread hop (``Context.use`` is synchronous, so fast_depends runs it in a thread).
-    """
-    return msg
-
-
-def build_router(executor: Executor, reporter: StatusReporter) -> NatsRouter:
-    router = NatsRouter()
-
-    # no_reply: an assignment is a JetStream publish whose reply subject is the dispatcher's
-    # ack inbox; FastStream would answer the handler's None there, and an empty answer that
-    # beats the stream's ack fails the dispatcher's publish (JSONDecodeError)
-    @router.subscriber(subjects.task_assigned(executor.instance_id), no_reply=True, decoder=as_message)
-    async def on_assigned(msg: Any) -> None:
-        try:
-            task = Task.from_json(msg.body)
-        except ValidationError as exc:
-            await reporter.rejected(msg.raw_message.subject, msg.body, validation_reason(exc))
-            return
-        await executor.accept(task)
-
-    @router.subscriber(subjects.TASK_CANCEL_ALL, no_reply=True, decoder=as_message)
-    async def on_cancel(msg: Any) -> None:
-        try:
-            request = TaskCancelRequested.from_json(msg.body)
-        except ValidationError as exc:
-            await reporter.rejected(msg.raw_message.subject, msg.body, validation_reason(exc))
-            return
-        if executor.cancel(request.task_id):
-            log.info("cancelling task", extra={"task_id": request.task_id})
-
-    return router
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    tracing = setup_tracing("loom-agent-worker")
-    broker = NatsBroker(settings.nats_url, log_level=logging.DEBUG, middlewares=broker_middlewares(tracing))
+    broker = NatsBroker(
+        settings.nats_url,
+        logger=logging.getLogger("faststream"),  # JSON through the root handler, no colours
+        log_level=logging.DEBUG,
+        middlewares=[NatsTelemetryMiddleware()] if tracing_enabled(os.environ) else [],
+    )
     provider = make_provider(
         settings.llm_provider,
         base_url=settings.llm_base_url,
@@ -104,7 +72,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await broker.connect()
-        await ensure_streams(broker.connection.jetstream())
+        for spec in ALL_STREAMS:  # create where missing; one configured otherwise stays as it is
+            try:
+                await broker.connection.jetstream().add_stream(
+                    StreamConfig.from_response(stream_config(spec))
+                )
+            except BadRequestError as exc:
+                logging.getLogger(__name__).warning("stream %s: %s", spec.name, exc.description)
         emitter.start()
         await broker.start()
         heart.start()
@@ -118,27 +92,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await reporter.flush()
             await emitter.stop()
             await broker.stop()
-            if tracing is not None:
-                tracing.shutdown()
 
-    app = FastAPI(title="Loom agent-worker", version=VERSION, lifespan=lifespan)
-
-    instrument_app(app, tracing)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok", "instanceId": settings.instance_id}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
-        ready = broker.connection.is_connected and not executor.draining
-        return JSONResponse(
-            {"nats": broker.connection.is_connected, "draining": executor.draining},
-            status_code=200 if ready else 503,
-        )
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    app = FastAPI(
+        title="Loom agent-worker",
+        version=VERSION,
+        lifespan=lifespan,
+        exception_handlers=ops.HTTP_ERROR_HANDLERS,
+    )
+    app.state.loom = State(broker, executor)
+    app.include_router(ops.router)
     return app

@@ -8,14 +8,14 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 from loom_protocol import (
-    MSG_ID_HEADER,
-    TASKS_STREAM,
     Task,
     TaskStatus,
     TaskStatusChanged,
     subjects,
     submitted_msg_id,
 )
+
+from .outbox import Outbox
 
 
 class NatsChildTasks:
@@ -46,11 +46,8 @@ class NatsChildTasks:
 
         sub = await self._broker.connection.subscribe(subjects.task_status(child.task_id), cb=on_status)
         try:
-            await self._broker.publish(
-                child.to_json(),
-                subjects.task_submitted(target_agent),
-                headers={"content-type": "application/json", MSG_ID_HEADER: submitted_msg_id(child.task_id)},
-                stream=TASKS_STREAM.name,
+            await Outbox(self._broker).stored(
+                subjects.task_submitted(target_agent), child.to_json(), submitted_msg_id(child.task_id)
             )
             try:
                 change = await asyncio.wait_for(finished, timeout=timeout_s)

@@ -11,14 +11,25 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from typing import Any
 
 from faststream.nats import NatsBroker
-from loom_protocol import MSG_ID_HEADER, CloudEvent, EventType, Task, new_event, subjects
-from nats.js import JetStreamContext
+from loom_protocol import (
+    MSG_ID_HEADER,
+    CloudEvent,
+    ErrorReported,
+    EventPayload,
+    LlmRequest,
+    LlmUsage,
+    Task,
+    ToolCalled,
+    ToolReturned,
+    new_event,
+    subjects,
+)
 from opentelemetry.trace import Span, SpanKind
 from prometheus_client import Counter
 
+from .outbox import Outbox
 from .telemetry import current_trace, tracer
 
 log = logging.getLogger(__name__)
@@ -39,7 +50,7 @@ def _headers(event: CloudEvent) -> dict[str, str]:
 
 class EventEmitter:
     def __init__(self, broker: NatsBroker, source: str, capacity: int, batch: int = 256) -> None:
-        self._broker = broker
+        self._outbox = Outbox(broker)
         self._source = source
         self._queue: asyncio.Queue[CloudEvent] = asyncio.Queue(maxsize=capacity)
         self._batch = batch
@@ -69,7 +80,6 @@ class EventEmitter:
         return TaskEvents(self, task, f"{self._source}/agents/{agent_id}", agent_id, instance_id)
 
     async def _flush_forever(self) -> None:
-        js = self._broker.connection.jetstream()
         while True:
             taken = [await self._queue.get()]
             while len(taken) < self._batch and not self._queue.empty():
@@ -79,30 +89,28 @@ class EventEmitter:
                 dropped, self._dropped = self._dropped, 0
                 events.append(
                     new_event(
-                        EventType.ERROR,
+                        ErrorReported.TYPE,
                         self._source,
-                        data={"reason": "event buffer full", "dropped": dropped},
+                        data=ErrorReported(reason="event buffer full", dropped=dropped).to_data(),
                     )
                 )
             try:
-                await self._publish(js, events)
+                await self._publish(events)
             finally:
                 for _ in taken:
                     self._queue.task_done()
 
-    async def _publish(self, js: JetStreamContext, events: list[CloudEvent]) -> None:
+    async def _publish(self, events: list[CloudEvent]) -> None:
         try:
-            acks = [
-                await js.publish_async(subjects.event(e.type), e.to_json(), headers=_headers(e))
-                for e in events
-            ]
-            results = await asyncio.gather(*acks, return_exceptions=True)
+            results = await self._outbox.pipelined(
+                [(subjects.event(e.type), e.to_json(), _headers(e)) for e in events]
+            )
         except Exception:
             EVENTS_DROPPED.inc(len(events))
             log.exception("event batch lost")
             return
         for event, result in zip(events, results, strict=True):
-            if isinstance(result, BaseException):
+            if result is not None:
                 EVENTS_DROPPED.inc()
                 log.warning("event publish failed: %r", result, extra={"event_id": event.id})
             else:
@@ -129,15 +137,16 @@ class TaskEvents:
         self._llm_span: Span | None = None
         self._tool_spans: dict[str, Span] = {}
 
-    def emit(self, event_type: str, data: dict[str, Any], *, subject: str | None = None) -> None:
+    def emit(self, payload: EventPayload, *, subject: str | None = None) -> None:
         task = self._task
+        event_type = payload.TYPE
         try:
-            span = self._span_for(event_type, data, subject)
+            span = self._span_for(payload, subject)
             trace = current_trace(span) or task.trace
             event = new_event(
                 event_type,
                 self._source,
-                data=data,
+                data=payload.to_data(),
                 subject=subject,
                 task_id=task.task_id,
                 session_id=task.session_id,
@@ -148,38 +157,36 @@ class TaskEvents:
                 agent_id=self._agent_id,
                 extensions={"seq": next(self._seq)},
             )
-            self._end_span(event_type, data)
+            self._end_span(payload)
         except Exception:
             log.exception("could not build a %s event", event_type, extra={"task_id": task.task_id})
             return
         self._emitter.put(event)
 
-    def _span_for(self, event_type: str, data: dict[str, Any], subject: str | None) -> Span | None:
-        if event_type == EventType.LLM_REQUEST:
+    def _span_for(self, payload: EventPayload, subject: str | None) -> Span | None:
+        if isinstance(payload, LlmRequest):
             self._llm_span = tracer.start_span(f"llm {subject or ''}".strip(), kind=SpanKind.CLIENT)
             self._llm_span.set_attribute("loom.task_id", self._task.task_id)
             return self._llm_span
-        if event_type == EventType.LLM_USAGE:
+        if isinstance(payload, LlmUsage):
             return self._llm_span
-        if event_type == EventType.TOOL_CALL:
-            call_id = str(data.get("call_id", ""))
-            span = tracer.start_span(f"tool {data.get('name', '')}", kind=SpanKind.INTERNAL)
+        if isinstance(payload, ToolCalled):
+            span = tracer.start_span(f"tool {payload.name or ''}", kind=SpanKind.INTERNAL)
             span.set_attribute("loom.task_id", self._task.task_id)
-            self._tool_spans[call_id] = span
+            self._tool_spans[payload.call_id or ""] = span
             return span
-        if event_type == EventType.TOOL_RESULT:
-            return self._tool_spans.get(str(data.get("call_id", "")))
+        if isinstance(payload, ToolReturned):
+            return self._tool_spans.get(payload.call_id or "")
         return None
 
-    def _end_span(self, event_type: str, data: dict[str, Any]) -> None:
-        if event_type == EventType.LLM_USAGE and self._llm_span is not None:
-            for key in ("input_tokens", "output_tokens"):
-                if isinstance(data.get(key), int):
-                    self._llm_span.set_attribute(f"gen_ai.usage.{key}", data[key])
+    def _end_span(self, payload: EventPayload) -> None:
+        if isinstance(payload, LlmUsage) and self._llm_span is not None:
+            self._llm_span.set_attribute("gen_ai.usage.input_tokens", payload.input_tokens)
+            self._llm_span.set_attribute("gen_ai.usage.output_tokens", payload.output_tokens)
             self._llm_span.end()
             self._llm_span = None
-        elif event_type == EventType.TOOL_RESULT:
-            span = self._tool_spans.pop(str(data.get("call_id", "")), None)
+        elif isinstance(payload, ToolReturned):
+            span = self._tool_spans.pop(payload.call_id or "", None)
             if span is not None:
                 span.end()
 

@@ -11,13 +11,14 @@ from faststream.nats import NatsBroker
 from loom_protocol import Heartbeat, subjects
 
 from .execution import Executor
+from .outbox import JSON, Outbox
 
 log = logging.getLogger(__name__)
 
 
 class Heartbeater:
     def __init__(self, broker: NatsBroker, executor: Executor, interval_s: float, version: str) -> None:
-        self._broker = broker
+        self._outbox = Outbox(broker)
         self._executor = executor
         self._interval_s = interval_s
         self._version = version
@@ -37,8 +38,8 @@ class Heartbeater:
         )
 
     async def beat(self) -> None:
-        await self._broker.connection.publish(
-            subjects.registry_heartbeat(self._executor.instance_id), self.heartbeat().to_json()
+        await self._outbox.core(
+            subjects.registry_heartbeat(self._executor.instance_id), self.heartbeat().to_json(), JSON
         )
 
     def start(self) -> None:

@@ -2,20 +2,20 @@
 
 The replay service never imports the worker: it rebuilds a task's recording from the task's
 events and submits a new task to the same agent with the original parameters and
-
-    metadata.replay = {"mode": "deterministic", "recording": {...}, "originalTaskId": ...}
-    metadata.replay = {"mode": "fork", "fromStep": N, "changes": {...}, "recording": {...}, ...}
+``metadata.replay``, a :class:`loom_protocol.ReplaySpec` (mode, recording, originalTaskId, and
+for a fork fromStep and changes).
 
 The Executor asks :func:`agent_for` which agent runs a task; for such a task it gets a
 wrapper that runs the real agent code (the same ReActAgent / OrchestratorAgent instance,
 card, prompts and limits) with its LLM, tools and delegations answered from the recording:
 
 * ``deterministic``: every LLM call, tool call and delegation comes from the recording, no
-  provider or tool is called, and the task completes with ``result.replay``, the divergence
-  report (``{"diverged": bool, "step", "at", "expected", "got", "reason", ...}``).
+  provider or tool is called, and the task completes with ``result.replay``, a
+  :class:`loom_protocol.ReplayReport`.
 * ``fork``: LLM steps before ``fromStep`` (delegations before plan step ``fromStep``) come
   from the recording, later ones run live, optionally with another provider, model, tool set,
-  system prompt or step limit (``changes``); the result is the agent's own plus ``result.fork``.
+  system prompt or step limit (``changes``); the result is the agent's own plus ``result.fork``
+  (a :class:`loom_protocol.ForkInfo`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,19 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from loom_protocol import Task, TaskStatus
+from loom_protocol import (
+    REPLAY_METADATA_KEY,
+    ForkChanges,
+    ForkInfo,
+    Recording,
+    ReplayCounts,
+    ReplayMode,
+    ReplayReport,
+    ReplaySpec,
+    Task,
+    TaskStatus,
+    validation_reason,
+)
 from pydantic import ValidationError
 
 from .runtime import (
@@ -36,47 +48,42 @@ from .runtime import (
     RecordedChildren,
     RecordedProvider,
     RecordedTools,
-    Recording,
     ReplayDivergence,
     ScriptedProvider,
     SplicedProvider,
     SplicedTools,
     TaskContext,
     ToolRegistry,
+    recorded_provider,
+    recorded_response,
+    recorded_tools,
 )
 from .runtime.agent import completed, failed
-from .runtime.tools import ToolExecutor, describe_validation_error
-
-METADATA_KEY = "replay"
-MODES = ("deterministic", "fork")
+from .runtime.tools import ToolExecutor
 
 
 def agent_for(task: Task, agents: Mapping[str, Agent]) -> Agent | None:
     """The agent that runs ``task`` when it is a replay or a fork, else None (run it as usual)."""
-    spec = task.metadata.get(METADATA_KEY)
-    if spec is None:
+    raw = task.metadata.get(REPLAY_METADATA_KEY)
+    if raw is None:
         return None
     agent = agents.get(task.target_agent)
     if agent is None:
         return None  # the executor reports that the agent is not hosted here
-    if not isinstance(spec, dict):
-        return _Refused(agent, "metadata.replay must be an object")
-    mode = spec.get("mode")
-    if mode == "deterministic":
+    try:
+        spec = ReplaySpec.model_validate(raw)
+    except ValidationError as exc:
+        return _Refused(agent, f"invalid metadata.replay: {validation_reason(exc)}")
+    if spec.mode is ReplayMode.DETERMINISTIC:
         return DeterministicReplayAgent(agent, spec)
-    if mode == "fork":
-        return ForkAgent(agent, spec)
-    return _Refused(agent, f"unknown metadata.replay.mode {mode!r} (known: {', '.join(MODES)})")
+    return ForkAgent(agent, spec)
 
 
 class _Wrapper(Agent):
-    def __init__(self, agent: Agent, spec: dict[str, Any]) -> None:
+    def __init__(self, agent: Agent, spec: ReplaySpec) -> None:
         self.inner = agent
         self.agent_card = agent.agent_card
         self.spec = spec
-
-    def recording(self) -> Recording:
-        return Recording.model_validate(self.spec.get("recording") or {})
 
 
 class _Refused(Agent):
@@ -92,25 +99,22 @@ class DeterministicReplayAgent(_Wrapper):
     """Runs the agent with everything answered from the recording; reports divergence."""
 
     async def execute_task(self, task: Task, ctx: TaskContext) -> Task:
-        try:
-            recording = self.recording()
-        except ValidationError as exc:
-            return failed(task, f"invalid replay recording: {describe_validation_error(exc)}")
+        recording = self.spec.recording
         children = RecordedChildren(recording.children)
         replay_ctx = dataclasses.replace(ctx, children=children)
         provider: RecordedProvider | None = None
         tools: RecordedTools | None = None
         runner: Agent = self.inner
         if isinstance(self.inner, ReActAgent):
-            provider = recording.provider(name="recorded")
-            tools = recording.recorded_tools(self.inner.tools.definitions())
+            provider = recorded_provider(recording, name="recorded")
+            tools = recorded_tools(recording, self.inner.tools.definitions())
             runner = self.inner.with_runtime(provider=provider, tools=tools)
         counts = _Counts(provider, tools, children)
         try:
             done = await runner.execute_task(task, replay_ctx)
         except ReplayDivergence as exc:
             report = divergence_report(exc, counts)
-            return completed(task, {"answer": None, "status": None, "replay": report})
+            return completed(task, {"answer": None, "status": None, "replay": _wire(report)})
         swallowed = counts.divergence()
         if swallowed is not None:
             report = divergence_report(swallowed, counts)
@@ -124,7 +128,7 @@ class DeterministicReplayAgent(_Wrapper):
                 "answer": result.get("answer"),
                 "status": done.status.value,
                 "error": done.error,
-                "replay": report,
+                "replay": _wire(report),
             },
         )
 
@@ -133,16 +137,11 @@ class ForkAgent(_Wrapper):
     """Runs the agent with the steps before ``fromStep`` from the recording, the rest live."""
 
     async def execute_task(self, task: Task, ctx: TaskContext) -> Task:
-        try:
-            recording = self.recording()
-        except ValidationError as exc:
-            return failed(task, f"invalid fork recording: {describe_validation_error(exc)}")
-        from_step = self.spec.get("fromStep")
-        if not isinstance(from_step, int) or isinstance(from_step, bool) or from_step < 1:
-            return failed(task, f"metadata.replay.fromStep must be an integer >= 1, not {from_step!r}")
-        changes = self.spec.get("changes") or {}
-        if not isinstance(changes, dict):
-            return failed(task, "metadata.replay.changes must be an object")
+        recording = self.spec.recording
+        from_step = self.spec.from_step
+        if from_step is None:
+            return failed(task, "a fork needs metadata.replay.fromStep (an integer >= 1)")
+        changes = self.spec.changes
 
         runner: Agent = self.inner
         run_ctx = ctx
@@ -151,25 +150,23 @@ class ForkAgent(_Wrapper):
         if isinstance(self.inner, ReActAgent):
             try:
                 live_provider = live_provider_for(self.inner.provider, changes)
-                live_tools = live_tools_for(self.inner.tools, changes.get("tools"))
-                max_steps = _optional_int(changes.get("maxSteps"), "changes.maxSteps")
+                live_tools = live_tools_for(self.inner.tools, changes.tools)
             except ValueError as exc:
                 return failed(task, f"fork: {exc}")
-            prefix = [step.response() for step in recording.llm if step.step < from_step]
+            prefix = [recorded_response(step) for step in recording.llm if step.step < from_step]
             responses = [response for response in prefix if isinstance(response, LLMResponse)]
             if len(responses) < len(prefix):
                 return failed(task, f"fork: the recording has a failed LLM call before step {from_step}")
             provider = SplicedProvider(responses, live_provider)
-            recorded_tools = RecordedTools(
+            recorded_tools_prefix = RecordedTools(
                 [t.result for t in recording.tools if t.step < from_step],
                 calls=[t.call for t in recording.tools if t.step < from_step],
             )
-            system_prompt = changes.get("systemPrompt")
             runner = self.inner.with_runtime(
                 provider=provider,
-                tools=SplicedTools(recorded_tools, live_tools),
-                system_prompt=system_prompt if isinstance(system_prompt, str) else None,
-                max_steps=max_steps,
+                tools=SplicedTools(recorded_tools_prefix, live_tools),
+                system_prompt=changes.system_prompt,
+                max_steps=changes.max_steps,
             )
         else:
             children = RecordedChildren(
@@ -181,20 +178,19 @@ class ForkAgent(_Wrapper):
         except ReplayDivergence as exc:
             return failed(task, f"fork: the run left the recording before step {from_step}: {exc}")
         replayed = provider.replayed if provider is not None else (children.calls if children else 0)
-        original = self.spec.get("originalTaskId")
-        fork = {"originalTaskId": original, "fromStep": from_step, "replayed": replayed}
+        fork = ForkInfo(
+            original_task_id=self.spec.original_task_id, from_step=from_step, replayed=replayed
+        ).model_dump(mode="json", by_alias=True)
         if done.status is TaskStatus.COMPLETED:
             result = done.result if isinstance(done.result, dict) else {"value": done.result}
             return done.model_copy(update={"result": {**result, "fork": fork}})
         return done
 
 
-def live_provider_for(provider: LLMProvider, changes: Mapping[str, Any]) -> LLMProvider:
+def live_provider_for(provider: LLMProvider, changes: ForkChanges) -> LLMProvider:
     """The provider a fork runs its live steps with: the agent's, or another model / provider."""
-    name = changes.get("provider")
-    model = changes.get("model")
-    if model is not None and not isinstance(model, str):
-        raise ValueError("changes.model must be a string")
+    name = changes.provider
+    model = changes.model
     live = provider
     if name is not None and name != provider.name:
         if name != "scripted":
@@ -210,12 +206,10 @@ def live_provider_for(provider: LLMProvider, changes: Mapping[str, Any]) -> LLMP
     return live
 
 
-def live_tools_for(tools: ToolExecutor, names: Any) -> ToolExecutor:
+def live_tools_for(tools: ToolExecutor, names: list[str] | None) -> ToolExecutor:
     """The agent's tools, or the subset ``names`` of them."""
     if names is None:
         return tools
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ValueError("changes.tools must be a list of tool names")
     get = getattr(tools, "get", None)
     if get is None:
         raise ValueError("this agent's tools cannot be narrowed")
@@ -224,14 +218,6 @@ def live_tools_for(tools: ToolExecutor, names: Any) -> ToolExecutor:
     if missing:
         raise ValueError(f"unknown tool(s) {missing}; the agent has {[d.name for d in tools.definitions()]}")
     return ToolRegistry(chosen)
-
-
-def _optional_int(value: Any, what: str) -> int | None:
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{what} must be an integer >= 1")
-    return value
 
 
 @dataclasses.dataclass
@@ -246,15 +232,20 @@ class _Counts:
                 return recorded.divergence
         return None
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "llmCalls": self.provider.calls if self.provider else 0,
-            "toolCalls": self.tools.calls if self.tools else 0,
-            "children": self.children.calls,
-        }
+    def counts(self) -> ReplayCounts:
+        return ReplayCounts(
+            llm_calls=self.provider.calls if self.provider else 0,
+            tool_calls=self.tools.calls if self.tools else 0,
+            children=self.children.calls,
+        )
 
 
-def divergence_report(exc: ReplayDivergence, counts: _Counts) -> dict[str, Any]:
+def _wire(report: ReplayReport) -> dict[str, Any]:
+    # every key, None included: readers index the report by key
+    return report.model_dump(mode="json", by_alias=True)
+
+
+def divergence_report(exc: ReplayDivergence, counts: _Counts) -> ReplayReport:
     """The report of a run that left the recording (``exc`` says where)."""
     index = exc.step
     if exc.kind == "llm":
@@ -276,32 +267,31 @@ def divergence_report(exc: ReplayDivergence, counts: _Counts) -> dict[str, Any]:
     else:
         step = index
         reason = str(exc)
-    return {
-        "diverged": True,
-        "step": step,
-        "at": exc.kind,
-        "index": index,
-        "expected": exc.expected,
-        "got": exc.got,
-        "reason": reason,
-        "replayed": counts.as_dict(),
-    }
+    return ReplayReport(
+        diverged=True,
+        step=step,
+        at=exc.kind,
+        index=index,
+        expected=exc.expected,
+        got=exc.got,
+        reason=reason,
+        replayed=counts.counts(),
+    )
 
 
-def compare_outcome(done: Task, recording: Recording, counts: _Counts) -> dict[str, Any]:
+def compare_outcome(done: Task, recording: Recording, counts: _Counts) -> ReplayReport:
     """Compare a replayed run that stayed on the recording with the original's outcome."""
 
-    def diverged(at: str, step: int | None, expected: Any, got: Any, reason: str) -> dict[str, Any]:
-        return {
-            "diverged": True,
-            "step": step,
-            "at": at,
-            "index": None,
-            "expected": expected,
-            "got": got,
-            "reason": reason,
-            "replayed": counts.as_dict(),
-        }
+    def diverged(at: str, step: int | None, expected: Any, got: Any, reason: str) -> ReplayReport:
+        return ReplayReport(
+            diverged=True,
+            step=step,
+            at=at,
+            expected=expected,
+            got=got,
+            reason=reason,
+            replayed=counts.counts(),
+        )
 
     result = done.result if isinstance(done.result, dict) else {}
     steps = result.get("steps") if isinstance(result.get("steps"), int) else None
@@ -349,13 +339,4 @@ def compare_outcome(done: Task, recording: Recording, counts: _Counts) -> dict[s
             answer,
             f"the replayed answer {answer!r} differs from the recorded {outcome.answer!r}",
         )
-    return {
-        "diverged": False,
-        "step": None,
-        "at": None,
-        "index": None,
-        "expected": None,
-        "got": None,
-        "reason": None,
-        "replayed": counts.as_dict(),
-    }
+    return ReplayReport(diverged=False, replayed=counts.counts())

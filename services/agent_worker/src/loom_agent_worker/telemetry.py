@@ -1,68 +1,35 @@
-"""OpenTelemetry: on when the standard OTEL_EXPORTER_OTLP_*ENDPOINT variables say where to
-export (sampling from OTEL_TRACES_SAMPLER / _ARG, read by the SDK), off and free otherwise."""
+"""The worker's tracer and how spans become task trace contexts. ``__main__`` sets OpenTelemetry
+up from the ``OTEL_*`` environment when it is configured (docs/adr/0002-logging-and-tracing.md);
+when it is not, events carry their task's trace context without asking OpenTelemetry."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 
-from fastapi import FastAPI
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol import TraceContext
+from loom_protocol.logconfig import tracing_enabled
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Span
 
-_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 tracer = trace.get_tracer("loom.agent-worker")
-
-
-def setup_tracing(service_name: str) -> TracerProvider | None:
-    """Install the SDK with an OTLP/HTTP exporter, or return None when tracing is not configured."""
-    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true" or not any(
-        os.environ.get(v) for v in _ENDPOINT_VARS
-    ):
-        return None
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or service_name})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    return provider
-
-
-def broker_middlewares(provider: TracerProvider | None) -> Sequence[NatsTelemetryMiddleware]:
-    return [NatsTelemetryMiddleware(tracer_provider=provider)] if provider is not None else []
-
-
-def instrument_app(app: FastAPI, provider: TracerProvider | None) -> None:
-    if provider is not None:
-        FastAPIInstrumentor.instrument_app(
-            app, tracer_provider=provider, excluded_urls="healthz,readyz,metrics"
-        )
+TRACING = tracing_enabled(os.environ)
 
 
 def current_trace(span: Span | None = None) -> TraceContext | None:
     """The given (else the active) span as a task's trace context; None when none is recording."""
     carrier: dict[str, str] = {}
-    propagate.inject(carrier, context=trace.set_span_in_context(span) if span is not None else None)
-    if "traceparent" not in carrier:
-        return None
-    return TraceContext(traceparent=carrier["traceparent"], tracestate=carrier.get("tracestate"))
+    if TRACING:
+        propagate.inject(carrier, context=trace.set_span_in_context(span) if span is not None else None)
+    return TraceContext.model_validate(carrier) if "traceparent" in carrier else None
 
 
 def context_of(task_trace: TraceContext) -> Context:
     """An OpenTelemetry context whose parent is the task's recorded trace."""
-    carrier = {"traceparent": task_trace.traceparent} if task_trace.traceparent else {}
-    if task_trace.tracestate:
-        carrier["tracestate"] = task_trace.tracestate
-    return propagate.extract(carrier)
+    return propagate.extract(task_trace.model_dump(exclude_none=True))
 
 
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:
+    """``headers`` plus the active span's trace context (a status report: a few per task)."""
     propagate.inject(headers)
     return headers

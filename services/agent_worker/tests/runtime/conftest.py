@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from loom_agent_worker.runtime import Agent, MemoryStore, TaskContext, run_with_interceptors
-from loom_protocol import Task, TaskStatus
+from loom_protocol import EventPayload, Task, TaskStatus
 
 
 @dataclass
@@ -34,9 +34,10 @@ class FakeEventSink:
         self.events: list[RecordedEvent] = log if log is not None else []
         self._seen: dict[str, asyncio.Event] = {}
 
-    def emit(self, event_type: str, data: dict[str, Any], *, subject: str | None = None) -> None:
-        self.events.append(RecordedEvent(str(event_type), data, subject, self.task_id))
-        self._flag(str(event_type)).set()
+    def emit(self, payload: EventPayload, *, subject: str | None = None) -> None:
+        # kept as the event's data, as the worker's emitter publishes it
+        self.events.append(RecordedEvent(payload.TYPE, payload.to_data(), subject, self.task_id))
+        self._flag(payload.TYPE).set()
 
     def _flag(self, event_type: str) -> asyncio.Event:
         return self._seen.setdefault(event_type, asyncio.Event())

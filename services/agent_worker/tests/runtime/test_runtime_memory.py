@@ -1,15 +1,17 @@
 from __future__ import annotations
 
+import random
+
 from loom_agent_worker.runtime import ChatMessage, MemoryStore, SessionMemory
-from loom_protocol import MemoryTier
+from loom_protocol import EventPayload, MemoryAdded, MemoryConsolidated, MemoryTier
 
 
 class ListSink:
     def __init__(self) -> None:
         self.events: list[tuple[str, dict]] = []
 
-    def emit(self, event_type, data, *, subject=None) -> None:
-        self.events.append((str(event_type), data))
+    def emit(self, payload: EventPayload, *, subject=None) -> None:
+        self.events.append((payload.TYPE, payload.to_data()))
 
 
 def test_add_note_stores_the_entry_and_emits_memory_add() -> None:
@@ -48,11 +50,25 @@ def test_consolidate_promotes_important_session_notes_and_compresses_working_mem
     assert [n.content for n in long_term] == ["key fact", "borderline"]
     assert all(n.tier is MemoryTier.LONG_TERM for n in long_term)
     assert [n.content for n in memory.notes(MemoryTier.WORKING)] == ["observation 3", "observation 4"]
-    expected = {"promoted": 2, "dropped_working": 3, "session": 1, "working": 2, "long_term": 2}
-    assert report.as_dict() == expected
-    assert sink.events == [("memory.consolidate", {**expected, "threshold": 0.7, "keep_working": 2})]
+    assert (report.promoted, report.dropped_working) == (2, 3)
+    assert (report.session, report.working, report.long_term) == (1, 2, 2)
+    assert list(report.promoted_ids) == [n.entry_id for n in long_term]
+    ((event_type, data),) = sink.events
+    assert event_type == "memory.consolidate"
+    assert data == {
+        "promoted_ids": list(report.promoted_ids),
+        "dropped_ids": list(report.dropped_ids),
+        "promoted": 2,
+        "dropped_working": 3,
+        "session": 1,
+        "working": 2,
+        "long_term": 2,
+        "threshold": 0.7,
+        "keep_working": 2,
+    }
     # Nothing left to do the second time.
-    assert memory.consolidate().as_dict() == {**expected, "promoted": 0, "dropped_working": 0}
+    again = memory.consolidate()
+    assert (again.promoted_ids, again.dropped_ids, again.long_term) == ((), (), 2)
 
 
 def test_messages_and_notes_are_bounded() -> None:
@@ -78,3 +94,38 @@ def test_store_keeps_the_most_recently_used_sessions(new_task) -> None:
     assert store.for_task(new_task("echo", session_id="c")) is store.session("c")
     store.drop("c")
     assert "c" not in store
+
+
+def _apply_events(events: list[tuple[str, dict]], missing: set[str] = frozenset()) -> dict[str, list[str]]:
+    """What a reader (query's memory view, replay's fold) rebuilds from the events: the
+    ``memory.add`` entries, with each ``memory.consolidate`` applied by the protocol."""
+    tiers: dict[str, list[dict]] = {tier.value: [] for tier in MemoryTier}
+    for event_type, data in events:
+        if event_type == MemoryAdded.TYPE:
+            added = MemoryAdded.model_validate(data)
+            if added.entry_id not in missing:
+                tiers[added.tier.value].append({"id": added.entry_id, "importance": added.importance})
+        elif event_type == MemoryConsolidated.TYPE:
+            tiers = MemoryConsolidated.model_validate(data).apply(
+                tiers, lambda note: note["id"], lambda note: note["importance"]
+            )
+    return {tier: [note["id"] for note in notes] for tier, notes in tiers.items()}
+
+
+def test_readers_applying_the_events_agree_with_the_worker_even_with_events_missing() -> None:
+    rng = random.Random(11)
+    sink = ListSink()
+    memory = SessionMemory("s-1", keep_working=3, promotion_threshold=0.6)
+    for _ in range(200):
+        if rng.random() < 0.15:
+            memory.consolidate(events=sink, threshold=rng.choice([None, 0.3, 0.9]))
+        else:
+            tier = rng.choice([MemoryTier.SESSION, MemoryTier.WORKING])
+            memory.add_note("n", node_id="a", tier=tier, importance=round(rng.random(), 2), events=sink)
+    worker = {tier.value: [note.entry_id for note in memory.notes(tier)] for tier in MemoryTier}
+    assert _apply_events(sink.events) == worker
+
+    added = [data["entry_id"] for event_type, data in sink.events if event_type == "memory.add"]
+    missing = set(rng.sample(added, 15))
+    expected = {tier: [i for i in ids if i not in missing] for tier, ids in worker.items()}
+    assert _apply_events(sink.events, missing) == expected

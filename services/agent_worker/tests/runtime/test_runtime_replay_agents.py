@@ -313,7 +313,7 @@ async def test_fork_can_switch_model_and_narrow_tools_and_refuses_bad_changes(ne
     for changes, reason in [
         ({"provider": "openai"}, "cannot switch to provider 'openai'"),
         ({"tools": ["nope"]}, "unknown tool(s) ['nope']"),
-        ({"maxSteps": 0}, "changes.maxSteps must be an integer >= 1"),
+        ({"maxSteps": 0}, "invalid metadata.replay: field 'changes.maxSteps'"),
     ]:
         failed = await run_replay(
             new_context, replay_task(original, "fork", recording, fromStep=1, changes=changes), agents
@@ -322,17 +322,21 @@ async def test_fork_can_switch_model_and_narrow_tools_and_refuses_bad_changes(ne
         assert reason in failed.error
 
     bad_step = await run_replay(new_context, replay_task(original, "fork", recording, fromStep=0), agents)
-    assert "fromStep must be an integer >= 1" in bad_step.error
+    assert "invalid metadata.replay: field 'fromStep'" in bad_step.error
+    no_step = await run_replay(new_context, replay_task(original, "fork", recording), agents)
+    assert "a fork needs metadata.replay.fromStep" in no_step.error
     bad_mode = replay_task(original, "rewind", recording)
-    assert "unknown metadata.replay.mode 'rewind'" in (await run_replay(new_context, bad_mode, agents)).error
+    assert "invalid metadata.replay: field 'mode'" in (await run_replay(new_context, bad_mode, agents)).error
     bad_recording = replay_task(original, "deterministic", {"llm": [{"step": 0}]})
-    assert "invalid replay recording" in (await run_replay(new_context, bad_recording, agents)).error
+    error = (await run_replay(new_context, bad_recording, agents)).error
+    assert "invalid metadata.replay: field 'recording.llm[0].step'" in error
 
 
 def test_provider_errors_are_kept_as_errors_in_the_recording() -> None:
-    from loom_agent_worker.runtime import Recording
+    from loom_agent_worker.runtime import recorded_response
+    from loom_protocol import Recording
 
     recording = Recording.model_validate({"llm": [{"step": 1, "error": "boom"}]})
-    assert isinstance(recording.llm[0].response(), ProviderError)
+    assert isinstance(recorded_response(recording.llm[0]), ProviderError)
     with pytest.raises(ValueError):
         Recording.model_validate({"llm": [{"step": 0}]})

@@ -7,24 +7,20 @@ import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 from loom_protocol import (
-    MSG_ID_HEADER,
-    TASKS_STREAM,
     Task,
     TaskAction,
-    TaskStatusChanged,
     TraceContext,
     is_terminal,
-    subjects,
-    submitted_msg_id,
 )
+from loom_protocol.http import ErrorBody
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from .state import get_state
+from .state import StateDep
 from .telemetry import current_trace
 
 
@@ -44,21 +40,26 @@ class TaskSubmission(BaseModel):
     session_id: str | None = None
 
 
-router = APIRouter()
+router = APIRouter(tags=["tasks"])
+
+_DONE_OR_NOT: dict[int | str, dict[str, Any]] = {
+    200: {"model": Task, "description": "the task has ended (its terminal status)"},
+    202: {"model": Task, "description": "the task is accepted and not finished yet"},
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (404, 409, 413, 422, 503)}
 
 
 def _task_body(task: Task) -> dict[str, Any]:
     return task.to_wire()
 
 
-@router.post("/api/tasks", status_code=202)
+@router.post("/api/tasks", status_code=202, response_model=Task, responses={**_DONE_OR_NOT, **_ERRORS})
 async def submit_task(
     submission: TaskSubmission,
-    request: Request,
+    state: StateDep,
     wait: Annotated[float, Query(ge=0, le=3600, description="seconds to wait for the outcome")] = 0,
     traceparent: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    state = get_state(request)
     size = len(json.dumps(submission.parameters, separators=(",", ":")).encode())
     if size > state.settings.max_parameters_bytes:
         raise HTTPException(
@@ -76,32 +77,15 @@ async def submit_task(
     if existing is not None and (wait == 0 or is_terminal(existing.status)):
         return JSONResponse(_task_body(existing), status_code=200 if is_terminal(existing.status) else 202)
 
-    finished: asyncio.Future[TaskStatusChanged] = asyncio.get_running_loop().create_future()
-    sub = None
-    if wait > 0:
-
-        async def on_status(msg: Any) -> None:
-            change = TaskStatusChanged.from_json(msg.data)
-            if change.final and not finished.done():
-                finished.set_result(change)
-
-        sub = await state.broker.connection.subscribe(subjects.task_status(task.task_id), cb=on_status)
+    watch = await state.outbox.watch_final(task.task_id) if wait > 0 else None
     try:
         if existing is None:
             try:
-                await state.broker.publish(
-                    task.to_json(),
-                    subjects.task_submitted(task.target_agent),
-                    headers={
-                        "content-type": "application/json",
-                        MSG_ID_HEADER: submitted_msg_id(task.task_id),
-                    },
-                    stream=TASKS_STREAM.name,
-                )
+                await state.outbox.submitted(task)
             except NatsTimeoutError as exc:  # not known to be accepted: the client may retry the same id
                 reason = f"JetStream did not acknowledge task {task.task_id!r} in time; retry the same taskId"
                 raise HTTPException(503, reason) from exc
-        if wait > 0:
+        if watch is not None:
             deadline = time.monotonic() + wait
             # a task that existed before the subscription may have ended in between: look again.
             # A new one cannot have: its final status comes after our publish, which the
@@ -109,12 +93,12 @@ async def submit_task(
             current = await state.store.get(task.task_id) if existing is not None else None
             if current is None or not is_terminal(current.status):
                 try:
-                    await asyncio.wait_for(finished, timeout=max(0.0, deadline - time.monotonic()))
+                    await asyncio.wait_for(watch.finished, timeout=max(0.0, deadline - time.monotonic()))
                 except TimeoutError:
                     pass
     finally:
-        if sub is not None:
-            await sub.unsubscribe()
+        if watch is not None:
+            await watch.unsubscribe()
     current = await state.store.get(task.task_id)
     if current is None:  # accepted by JetStream, not yet recorded by a dispatcher
         return JSONResponse(_task_body(task), status_code=202)
@@ -131,17 +115,18 @@ def _valid_traceparent(value: str | None) -> bool:
     return True
 
 
-@router.get("/api/tasks/{task_id}")
-async def get_task(task_id: str, request: Request) -> JSONResponse:
-    task = await get_state(request).store.get(task_id)
+@router.get("/api/tasks/{task_id}", responses=_ERRORS, response_model_exclude_none=True)
+async def get_task(task_id: str, state: StateDep) -> Task:
+    task = await state.store.get(task_id)
     if task is None:
         raise HTTPException(404, f"no task with id {task_id!r}")
-    return JSONResponse(_task_body(task))
+    return task
 
 
-@router.post("/api/tasks/{task_id}/cancel", status_code=202)
-async def cancel_task(task_id: str, request: Request) -> JSONResponse:
-    state = get_state(request)
+@router.post(
+    "/api/tasks/{task_id}/cancel", status_code=202, response_model=Task, responses={**_DONE_OR_NOT, **_ERRORS}
+)
+async def cancel_task(task_id: str, state: StateDep) -> JSONResponse:
     task = await state.store.get(task_id)
     if task is None:
         raise HTTPException(404, f"no task with id {task_id!r}")

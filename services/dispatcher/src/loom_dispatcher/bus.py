@@ -24,10 +24,14 @@ from loom_protocol import (
     new_event,
     status_msg_id,
     subjects,
+    submitted_msg_id,
 )
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
@@ -91,6 +95,23 @@ class PendingAcks:
             await asyncio.wait(list(self._pending), timeout=timeout_s)
 
 
+class FinalStatus:
+    """The final status of one task, watched for the length of one call (a core subscription)."""
+
+    def __init__(self) -> None:
+        self.finished: asyncio.Future[TaskStatusChanged] = asyncio.get_running_loop().create_future()
+        self._sub: Subscription | None = None
+
+    async def _on_status(self, msg: Msg) -> None:
+        change = TaskStatusChanged.from_json(msg.data)
+        if change.final and not self.finished.done():
+            self.finished.set_result(change)
+
+    async def unsubscribe(self) -> None:
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+
+
 class NatsOutbox:
     def __init__(self, broker: NatsBroker, ack_timeout_s: float = 10.0, max_stall_s: float = 5.0) -> None:
         self._broker = broker
@@ -124,6 +145,20 @@ class NatsOutbox:
             subject, body, wait_stall=self._max_stall_s, stream=TASKS_STREAM.name, headers=headers
         )
         self.acks.track(fut, kind, msg_id)
+
+    async def submitted(self, task: Task) -> None:
+        """Publish a submission and wait for JetStream's ack (raises NatsTimeoutError without one)."""
+        await self._js_publish(
+            subjects.task_submitted(task.target_agent), task.to_json(), submitted_msg_id(task.task_id)
+        )
+
+    async def watch_final(self, task_id: str) -> FinalStatus:
+        """Start watching a task's final status; the caller unsubscribes the watch when done."""
+        watch = FinalStatus()
+        watch._sub = await self._broker.connection.subscribe(
+            subjects.task_status(task_id), cb=watch._on_status
+        )
+        return watch
 
     async def assigned(self, task: Task) -> None:
         await self._js_publish_async(
@@ -217,4 +252,7 @@ class RegistryPicker:
                 )
             except (NatsTimeoutError, NoRespondersError) as exc:
                 raise RegistryUnavailable(f"registry did not answer a pick for {agent_id}: {exc!r}") from exc
+        if msg.headers and ERROR_CODE_HEADER in msg.headers:  # an error answer (registry picks.py)
+            code, description = msg.headers[ERROR_CODE_HEADER], msg.headers.get(ERROR_HEADER, "")
+            raise RegistryUnavailable(f"registry refused a pick for {agent_id}: {code} {description}")
         return PickReply.from_json(msg.data)

@@ -7,11 +7,14 @@ CPU after Redis. This loop keeps what the handlers need from it:
 
 - at most ``max_in_flight`` messages handled at once, each in its own task; the next fetch
   is issued as soon as a slot is free, so a slow message never holds back the others;
-- ack after the handler returns, nak (redelivery) when it raises, as ``AckPolicy.NACK_ON_ERROR``;
+- ack after the handler returns, nak (redelivery) when it raises, as ``AckPolicy.NACK_ON_ERROR``,
+  and nak what is still in hand when :meth:`PullConsumer.stop` gives up waiting for it;
+- a consumer deleted under it (the server answers 409, then 503) is created again;
 - a consumer span per message continuing the trace in its headers, when tracing is on.
 
 The consumers are the same durable consumers FastStream declared (same names and config), so
 replicas share them and unacknowledged messages go to a live replica after ``ack_wait``.
+Why this is not a FastStream subscriber: docs/adr/0001-nats-consumers.md (measured).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
@@ -66,16 +70,17 @@ class PullConsumer:
         self._psub: Any = None
 
     async def start(self) -> None:
+        self._psub = await self._subscribe()
+        self._loop_task = asyncio.create_task(self._fetch_forever(), name=f"consume-{self._durable}")
+
+    async def _subscribe(self) -> Any:
         js = self._connection().jetstream()
-        self._psub = await js.pull_subscribe(
+        return await js.pull_subscribe(
             self._subject, durable=self._durable, stream=self._stream, config=self._config
-        )
-        self._loop_task = asyncio.create_task(
-            self._fetch_forever(self._psub), name=f"consume-{self._durable}"
         )
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop fetching, then give the messages in hand ``timeout_s`` to finish."""
+        """Stop fetching, give the messages in hand ``timeout_s`` to finish, nak the rest."""
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -87,10 +92,13 @@ class PullConsumer:
             with contextlib.suppress(Exception):
                 await self._psub.unsubscribe()
         if self._in_flight:
-            await asyncio.wait(list(self._in_flight), timeout=timeout_s)
+            _, late = await asyncio.wait(list(self._in_flight), timeout=timeout_s)
+            for task in late:
+                task.cancel()  # _one naks its message: redelivered at once, not after ack_wait
+            if late:
+                await asyncio.wait(late, timeout=5.0)
 
-    async def _fetch_forever(self, psub: Any) -> None:
-        fetch = psub.fetch
+    async def _fetch_forever(self) -> None:
         while True:
             free = self._max - len(self._in_flight)
             if free <= 0:
@@ -98,9 +106,12 @@ class PullConsumer:
                 await self._slot_free.wait()
                 continue
             try:
-                msgs: list[Msg] = await fetch(batch=free, timeout=self._fetch_timeout_s)
+                msgs: list[Msg] = await self._psub.fetch(batch=free, timeout=self._fetch_timeout_s)
             except (TimeoutError, NatsTimeoutError):
                 continue  # nothing to do (nats-py raises either, depending on where it waited)
+            except (ServiceUnavailableError, NotFoundError):
+                await self._resubscribe()
+                continue
             except ConnectionClosedError:
                 await asyncio.sleep(0.5)
                 continue
@@ -112,6 +123,19 @@ class PullConsumer:
                 task = asyncio.create_task(self._one(msg))
                 self._in_flight.add(task)
                 task.add_done_callback(self._done)
+
+    async def _resubscribe(self) -> None:
+        """The consumer is gone (deleted, or the stream was recreated): create it again."""
+        log.warning("consumer %s on %s is gone; creating it again", self._durable, self._stream)
+        with contextlib.suppress(Exception):
+            await self._psub.unsubscribe()
+        while True:
+            try:
+                self._psub = await self._subscribe()
+                return
+            except Exception as exc:
+                log.warning("cannot create consumer %s: %r; trying again", self._durable, exc)
+                await asyncio.sleep(0.5)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -127,6 +151,10 @@ class PullConsumer:
                     await self._handler(msg.subject, msg.data)
             else:
                 await self._handler(msg.subject, msg.data)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            raise
         except Exception:
             log.exception("handling a message from %s failed; it will be redelivered", self._durable)
             with contextlib.suppress(Exception):

@@ -6,8 +6,10 @@ where another stopped. Nothing reads settings: :class:`Policy` carries the numbe
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -178,7 +180,7 @@ class Dispatcher:
     async def _assigned(self, task: Task) -> None:
         metrics.observe_dispatched(task)
         await self._outbox.assigned(task)
-        await self._outbox.event(EventType.TASK_ASSIGNED, task, {"instanceId": task.instance_id})
+        await self._outbox.event(EventType.TASK_ASSIGNED, task, {"instance_id": task.instance_id})
 
     def _timeout_of(self, task: Task) -> float:
         value = task.metadata.get("timeoutS")
@@ -319,3 +321,14 @@ class Dispatcher:
         else:
             await self._outbox.cancel(new)
         return new
+
+
+async def sweep_forever(dispatcher: Dispatcher, interval_s: float, before: Callable[[], None]) -> None:
+    """Run ``before()`` and then :meth:`Dispatcher.sweep` every ``interval_s``, until cancelled."""
+    while True:
+        try:
+            before()
+            await dispatcher.sweep()
+        except Exception:
+            log.exception("sweep failed; trying again")
+        await asyncio.sleep(interval_s)

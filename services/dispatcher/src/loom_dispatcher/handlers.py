@@ -1,8 +1,9 @@
 """NATS handlers: submissions, worker status reports and membership changes.
 
 Submissions and status reports are the task path: each runs on a :class:`PullConsumer` (a
-plain nats-py pull loop, see consumer.py). Membership changes are rare and stay a FastStream
-subscriber.
+plain nats-py pull loop, see consumer.py and docs/adr/0001-nats-consumers.md). Membership
+changes are rare: a typed FastStream subscriber, with :class:`DeadLetters` for what its model
+refuses.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
-from faststream.nats import NatsRouter, PullSub
-from faststream.nats.annotations import NatsMessage
+from faststream.nats import JStream, NatsRouter, PullSub
 from loom_protocol import (
+    REGISTRY_STREAM,
     TASKS_STREAM,
     MemberChanged,
     MembershipChange,
@@ -27,6 +29,7 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
+from .bus import NatsOutbox
 from .consumer import PullConsumer
 from .state import State
 
@@ -35,16 +38,19 @@ log = logging.getLogger(__name__)
 _CONSUMER = ConsumerConfig(ack_wait=10)
 
 
-async def as_message(msg: StreamMessage[Any]) -> StreamMessage[Any]:
-    """The decoder of the FastStream subscriber here: hand the handler the message itself.
+class DeadLetters(BaseMiddleware):
+    """A message its handler's model refuses: a ``RejectedMessage`` on ``loom.rejected.dispatcher``.
 
-    The broker runs without FastDepends (``apply_types=False``, see app.py): with it, every
-    message resolved the handler's ``NatsMessage`` parameter through an anyio task group and a
-    worker-thread hop (FastStream's ``Context.use`` is synchronous, so fast_depends runs it with
-    ``anyio.to_thread.run_sync``). Without it FastStream calls the handler with the decoded
-    body, which this decoder makes the message. With FastDepends on, the handler still works.
+    The message is then handled (acked), never redelivered or crashed on.
     """
-    return msg
+
+    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+        try:
+            return await call_next(msg)
+        except ValidationError as exc:
+            outbox: NatsOutbox = self.context.get("outbox")
+            await outbox.rejected(msg.raw_message.subject, msg.body, validation_reason(exc))
+            return None
 
 
 def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[PullConsumer]:
@@ -97,23 +103,18 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
 
 
 def build_router(state: State, durable_prefix: str) -> NatsRouter:
-    router = NatsRouter()
+    router = NatsRouter(middlewares=[DeadLetters])
+    state.broker.context.set_global("outbox", state.outbox)
 
     @router.subscriber(
         subjects.REGISTRY_MEMBER_DOWN,
-        stream="LOOM_REGISTRY",
+        stream=JStream(REGISTRY_STREAM.name, declare=False),
         durable=f"{durable_prefix}-members",
         pull_sub=PullSub(batch_size=16, timeout=0.5),
         ack_policy=AckPolicy.NACK_ON_ERROR,
         config=_CONSUMER,
-        decoder=as_message,
     )
-    async def on_member_down(msg: NatsMessage) -> None:
-        try:
-            change = MemberChanged.from_json(msg.body)
-        except ValidationError as exc:
-            await state.outbox.rejected(msg.raw_message.subject, msg.body, validation_reason(exc))
-            return
+    async def on_member_down(change: MemberChanged) -> None:
         if change.change is MembershipChange.DOWN:
             log.info("instance down, re-dispatching its tasks", extra={"instance_id": change.instance_id})
             await state.dispatcher.on_member_down(change.instance_id)

@@ -1,12 +1,14 @@
-"""What the running dispatcher holds, opened in the lifespan and reached from HTTP handlers."""
+"""What the running dispatcher holds, reached from HTTP handlers as ``state: StateDep``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends
 from faststream.nats import NatsBroker
 from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
 
 from .bus import NatsOutbox
 from .config import Settings
@@ -24,6 +26,9 @@ class State:
     outbox: NatsOutbox
 
 
-def get_state(request: Request) -> State:
-    state: State = request.app.state.loom
+def get_state(conn: HTTPConnection) -> State:
+    state: State = conn.app.state.loom
     return state
+
+
+StateDep = Annotated[State, Depends(get_state)]

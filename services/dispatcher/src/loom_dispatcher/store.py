@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from loom_protocol import Task, TaskStatus, is_terminal
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from .scripts import ScriptBatcher
 
@@ -122,6 +124,11 @@ def _score_of(value: str | bytes | None) -> float | None:
     return None if value is None else float(value)
 
 
+def _text(values: Iterable[Any]) -> list[str]:
+    """Redis replies as str (the client decodes responses; its stubs say bytes | str)."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
 class TaskStore:
     def __init__(self, redis: Redis, prefix: str, hints: int = 4096) -> None:
         self._redis = redis
@@ -162,6 +169,13 @@ class TaskStore:
 
     def hint(self, task_id: str) -> Snapshot | None:
         return self._hints.get(task_id)
+
+    async def ping(self) -> bool:
+        """True when Redis answers (for /readyz)."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
 
     async def create(self, task: Task, retry_at: float, *, deadline: float | None = None) -> bool:
         """Store a new task; False when the task id is already known (idempotency).
@@ -278,10 +292,10 @@ class TaskStore:
         return float(since or now)
 
     async def due_inflight(self, now: float, limit: int = 500) -> list[str]:
-        return await self._redis.zrangebyscore(self._inflight, 0, now, start=0, num=limit)
+        return _text(await self._redis.zrangebyscore(self._inflight, 0, now, start=0, num=limit))
 
     async def due_waiting(self, now: float, limit: int = 500) -> list[str]:
-        return await self._redis.zrangebyscore(self._waiting, 0, now, start=0, num=limit)
+        return _text(await self._redis.zrangebyscore(self._waiting, 0, now, start=0, num=limit))
 
     async def tasks_of_instance(self, instance_id: str) -> list[str]:
-        return list(await self._redis.smembers(self._instance(instance_id)))
+        return _text(await self._redis.smembers(self._instance(instance_id)))

@@ -1,9 +1,18 @@
-"""Ingest errors: one base class; whether a database error is worth retrying decides acks."""
+"""Ingest errors: one base class; whether a database error is worth retrying decides acks.
+And how the HTTP side answers errors: the one error body of every Loom API."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from typing import Any
+
 import asyncpg
 from asyncpg.exceptions import _base as _asyncpg_base
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from loom_protocol.http import ErrorBody
+from starlette.exceptions import HTTPException
 
 
 class IngestError(Exception):
@@ -29,3 +38,13 @@ def is_data_error(exc: BaseException) -> bool:
         return state[:2] in _DATA_CLASSES
     # asyncpg's client-side "invalid input for query argument" (a value it cannot encode)
     return isinstance(exc, _asyncpg_base.DataError)
+
+
+async def error_answer(_: Request, exc: Exception) -> Response:
+    status, body = ErrorBody.answer(exc)
+    return JSONResponse(body.to_wire(), status, headers=getattr(exc, "headers", None))
+
+
+HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = (
+    dict.fromkeys((HTTPException, RequestValidationError, Exception), error_answer)
+)

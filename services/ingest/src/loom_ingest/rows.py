@@ -7,7 +7,8 @@ Every message read becomes exactly one of:
   ``loom.task.<submitted|assigned|cancel|dead>`` or ``loom.task.status.<status>``, id = its
   ``Nats-Msg-Id``, data = the message as published) which also updates the ``tasks`` table;
   a membership change from ``loom.registry.member.>`` (kind ``member``, type
-  ``loom.registry.member.<up|down>``);
+  ``loom.registry.member.<up|down>``). Kinds and row types are named in
+  :mod:`loom_protocol.stored`, which the readers (query, replay) use too;
 * a ``dead_letters`` row: a malformed message (not JSON, not the model its subject promises,
   over the size limit), or a :class:`~loom_protocol.RejectedMessage` another service published
   on ``loom.rejected.<service>``.
@@ -22,6 +23,13 @@ from datetime import datetime
 from typing import Any
 
 from loom_protocol import (
+    BUS_TASK_ASSIGNED,
+    BUS_TASK_CANCEL,
+    BUS_TASK_DEAD,
+    BUS_TASK_SUBMITTED,
+    KIND_EVENT,
+    KIND_MEMBER,
+    KIND_TASK,
     MSG_ID_HEADER,
     CloudEvent,
     EventType,
@@ -33,6 +41,8 @@ from loom_protocol import (
     TaskStatus,
     TaskStatusChanged,
     TraceContext,
+    bus_member_type,
+    bus_task_status_type,
     validation_reason,
 )
 from pydantic import ValidationError
@@ -182,7 +192,9 @@ def _decode_event(inc: Incoming) -> Decoded:
         return Decoded(dead=dead_letter(inc, problem))
     raw = inc.data.decode("utf-8")  # validated JSON, so valid UTF-8
     return Decoded(
-        event=event_row(event, kind="event", fallback_time=inc.timestamp, stream_seq=inc.stream_seq, raw=raw)
+        event=event_row(
+            event, kind=KIND_EVENT, fallback_time=inc.timestamp, stream_seq=inc.stream_seq, raw=raw
+        )
     )
 
 
@@ -206,7 +218,7 @@ def event_row(
     seq = (event.model_extra or {}).get("seq")
     input_tokens = output_tokens = None
     cost_usd = latency_s = None
-    if kind == "event" and isinstance(data, dict):
+    if kind == KIND_EVENT and isinstance(data, dict):
         if event.type == EventType.LLM_USAGE:
             input_tokens = _count(data.get("input_tokens"))
             output_tokens = _count(data.get("output_tokens"))
@@ -332,7 +344,7 @@ def _decode_task(inc: Incoming) -> Decoded:
             task = Task.model_validate(raw)
             event = _bus_event(
                 inc,
-                f"loom.task.{kind}",
+                BUS_TASK_SUBMITTED if kind == "submitted" else BUS_TASK_ASSIGNED,
                 task.updated_at,
                 raw,
                 task_id=task.task_id,
@@ -349,7 +361,7 @@ def _decode_task(inc: Incoming) -> Decoded:
             change = TaskStatusChanged.model_validate(raw)
             event = _bus_event(
                 inc,
-                f"loom.task.status.{change.status.value}",
+                bus_task_status_type(change.status),
                 change.at,
                 raw,
                 task_id=change.task_id,
@@ -384,7 +396,7 @@ def _decode_task(inc: Incoming) -> Decoded:
             task = record.task
             event = _bus_event(
                 inc,
-                "loom.task.dead",
+                BUS_TASK_DEAD,
                 record.at,
                 raw,
                 task_id=task.task_id,
@@ -399,12 +411,13 @@ def _decode_task(inc: Incoming) -> Decoded:
             )
         else:
             cancel = TaskCancelRequested.model_validate(raw)
-            event = _bus_event(inc, "loom.task.cancel", cancel.at, raw, task_id=cancel.task_id)
+            event = _bus_event(inc, BUS_TASK_CANCEL, cancel.at, raw, task_id=cancel.task_id)
             row = (cancel.task_id, *([None] * 4), False, *([None] * 10), cancel.at, cancel.at)
     except ValidationError as exc:
         return Decoded(dead=dead_letter(inc, _invalid(exc, f"task {kind} message")))
     return Decoded(
-        event=event_row(event, kind="task", fallback_time=inc.timestamp, stream_seq=inc.stream_seq), task=row
+        event=event_row(event, kind=KIND_TASK, fallback_time=inc.timestamp, stream_seq=inc.stream_seq),
+        task=row,
     )
 
 
@@ -419,13 +432,13 @@ def _decode_member(inc: Incoming) -> Decoded:
         return Decoded(dead=dead_letter(inc, reason))
     event = _bus_event(
         inc,
-        f"loom.registry.member.{change.change.value}",
+        bus_member_type(change.change),
         change.at,
         raw,
         instance_id=change.instance_id,
         agent_id=None,
     )
-    row = event_row(event, kind="member", fallback_time=inc.timestamp, stream_seq=inc.stream_seq)
+    row = event_row(event, kind=KIND_MEMBER, fallback_time=inc.timestamp, stream_seq=inc.stream_seq)
     # a membership row belongs to the instance, not to the bus "source"
     row = (*row[:10], change.instance_id, *row[11:])
     return Decoded(event=row)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+from loom_protocol import TERMINAL_TASK_EVENT_TYPES
 
 from .errors import is_data_error
 from .rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, TASK_COLUMNS, Decoded, Incoming, dead_letter
@@ -32,7 +33,6 @@ CREATE TEMP TABLE IF NOT EXISTS {STAGING} (
 ) ON COMMIT DELETE ROWS;
 ALTER TABLE {STAGING} DROP COLUMN IF EXISTS data, DROP COLUMN IF EXISTS attributes;
 """
-_TERMINAL_TYPES = ("task.completed", "task.failed", "task.cancelled", "task.dead")
 
 _TYPED = [c for c in EVENT_COLUMNS if c != "raw"]
 _COLS = ", ".join([*_TYPED, "data", "attributes"])
@@ -201,7 +201,9 @@ class EventWriter:
             if events:
                 await conn.copy_records_to_table(STAGING, records=events, columns=EVENT_COLUMNS)
                 terminal = [
-                    row[7] for row in events if row[2] == "event" and row[3] in _TERMINAL_TYPES and row[7]
+                    row[7]
+                    for row in events
+                    if row[2] == "event" and row[3] in TERMINAL_TASK_EVENT_TYPES and row[7]
                 ]
                 if terminal:
                     await conn.execute(_TASK_LATENCY, terminal)

@@ -1,5 +1,6 @@
-"""REST API (paths and parameters follow seed 000's Studio server): events, topology, memory,
-metrics, tasks and traces. Bad parameters answer 422 with the reason; unknown ids 404."""
+"""REST API (paths and query parameters as the Studio design has them): events, topology, memory,
+metrics, tasks and traces. Bodies are camelCase JSON with ISO 8601 UTC times; bad parameters
+answer 422 with the reason, unknown ids 404 (errors.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,19 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import asyncpg
-from fastapi import APIRouter, HTTPException, Path, Query, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import AfterValidator, BaseModel, Field
+from fastapi import APIRouter, HTTPException, Path, Query, WebSocket
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from loom_protocol import LoomModel
+from loom_protocol.http import ErrorBody
+from pydantic import AfterValidator, Field
 
 from . import store
 from .cursor import CursorError, Order, decode_cursor, encode_cursor
 from .memory import MemoryEvent, node_memory, replay
-from .state import get_state
+from .state import StateDep
 
-router = APIRouter()
+router = APIRouter(tags=["studio"], responses={code: {"model": ErrorBody} for code in (404, 422, 500, 503)})
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -40,8 +43,8 @@ def _kinds(kind: Kind) -> tuple[str, ...]:
     return store.KINDS if kind == "all" else (kind,)
 
 
-def _unprocessable(reason: str, field: str) -> HTTPException:
-    return HTTPException(422, detail=[{"loc": ["query", field], "msg": reason, "type": "value_error"}])
+def _unprocessable(reason: str, field: str) -> RequestValidationError:
+    return RequestValidationError([{"loc": ("query", field), "msg": reason, "type": "value_error"}])
 
 
 def _check_range(start: datetime | None, end: datetime | None) -> None:
@@ -54,10 +57,10 @@ def _page_body(
 ) -> str:
     head = "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in (extra or {}).items())
     events = ",".join(r.json for r in rows)
-    return f'{{{head}"events":[{events}],"next_cursor":{json.dumps(next_cursor)},"count":{len(rows)}}}'
+    return f'{{{head}"events":[{events}],"nextCursor":{json.dumps(next_cursor)},"count":{len(rows)}}}'
 
 
-class EventsPage(BaseModel):
+class EventsPage(LoomModel):
     """A page of events (CloudEvents 1.0 JSON), newest or oldest first."""
 
     events: list[dict[str, Any]]
@@ -65,9 +68,92 @@ class EventsPage(BaseModel):
     count: int
 
 
+class TaskRecord(LoomModel):
+    """A task as ingest stored it (the ``tasks`` table)."""
+
+    task_id: str
+    target_agent: str | None = None
+    source_agent: str | None = None
+    action: str | None = None
+    status: str | None = None
+    final: bool | None = None
+    attempt: int | None = None
+    instance_id: str | None = None
+    parent_task_id: str | None = None
+    session_id: str | None = None
+    trace_id: str | None = None
+    parameters: dict[str, Any] | None = None
+    result: Any = None
+    error: str | None = None
+    metadata: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    duration_s: float | None = None
+
+
+class TracePage(EventsPage):
+    """A trace's events, oldest first; its tasks on the first page."""
+
+    trace_id: str
+    tasks: list[TaskRecord] | None = Field(default=None, description="only on the first page")
+
+
+class TaskDetail(LoomModel):
+    """A task, its events in causal order and its child tasks."""
+
+    task_id: str
+    task: TaskRecord | None
+    children: list[TaskRecord]
+    truncated: bool
+    events: list[dict[str, Any]]
+    count: int
+
+
+class TopologyNode(LoomModel):
+    id: str = Field(description="agent:<id>, tool:<name>, llm:<provider/model>, or a service's source")
+    type: str
+    name: str
+    node_id: str | None = Field(description="the agent id, for agents")
+    events: int
+    calls_in: int
+    calls_out: int
+
+
+class TopologyEdge(LoomModel):
+    model_config = {"populate_by_name": True, "alias_generator": None}
+
+    source: str = Field(alias="from")
+    target: str = Field(alias="to")
+    count: int
+
+
+class Topology(LoomModel):
+    nodes: list[TopologyNode]
+    edges: list[TopologyEdge]
+    trace_id: str | None
+    start_time: datetime | None
+    end_time: datetime | None
+
+
+class Metrics(LoomModel):
+    """Series per bucket (and group), and totals per group over the whole range."""
+
+    bucket_seconds: int
+    start_time: datetime
+    end_time: datetime
+    group_by: list[str]
+    series: list[dict[str, Any]] = Field(
+        description="bucket, agent, action, events, llmCalls, inputTokens, outputTokens, totalTokens, "
+        "costUsd, tasks {completed, failed, cancelled, dead}, latencyS {llm, tool, task: p50/p95/p99}"
+    )
+    totals: list[dict[str, Any]]
+
+
 @router.get("/api/events", response_model=EventsPage, summary="Query stored events")
 async def get_events(
-    request: Request,
+    state: StateDep,
     trace_id: Annotated[str | None, Query(max_length=64)] = None,
     node_id: Annotated[
         str | None, Query(max_length=1024, description="the emitting node (agentid, else source)")
@@ -110,15 +196,15 @@ async def get_events(
         end_time=end_time,
         kinds=_kinds(kind),
     )
-    async with get_state(request).connection() as conn:
+    async with state.connection() as conn:
         rows, more = await store.events_page(conn, f, limit=limit, offset=offset, order=order, after=after)
     next_cursor = encode_cursor(rows[-1].time, rows[-1].id, order) if more and rows else None
     return Response(_page_body(rows, next_cursor), media_type="application/json")
 
 
-@router.get("/api/topology", summary="Nodes and edges inferred from events")
+@router.get("/api/topology", summary="Nodes and edges inferred from events", response_model=Topology)
 async def get_topology(
-    request: Request,
+    state: StateDep,
     trace_id: Annotated[str | None, Query(max_length=64)] = None,
     start_time: Annotated[
         Time, Query(description=_TIME_DOC + "; default: the last LOOM_TOPOLOGY_WINDOW_S")
@@ -129,29 +215,22 @@ async def get_topology(
     ``agent:<id>`` for delegation) and services that emit without an agent id; an edge counts the
     events a node emitted with another node as their ``subject``."""
     _check_range(start_time, end_time)
-    state = get_state(request)
     if trace_id is None and start_time is None:
         start_time = datetime.now(UTC) - timedelta(seconds=state.settings.topology_window_s)
     w = store.event_where(store.EventFilter(trace_id=trace_id, start_time=start_time, end_time=end_time))
     async with state.connection() as conn:
         graph = await store.topology(conn, w)
-    return {
-        **graph,
-        "trace_id": trace_id,
-        "start_time": start_time.isoformat() if start_time else None,
-        "end_time": end_time.isoformat() if end_time else None,
-    }
+    return {**graph, "traceId": trace_id, "startTime": start_time, "endTime": end_time}
 
 
 @router.get("/api/memory/{node_id}", summary="A node's memory, rebuilt from memory events")
 async def get_memory(
-    request: Request,
+    state: StateDep,
     node_id: Annotated[str, Path(min_length=1, max_length=1024, description="agent id (or agent:<id>)")],
     start_time: Annotated[Time, Query(description=_TIME_DOC)] = None,
     end_time: Annotated[Time, Query(description=_TIME_DOC)] = None,
 ) -> dict[str, Any]:
     _check_range(start_time, end_time)
-    state = get_state(request)
     node = store.node_id_of(node_id)
     async with state.connection() as conn:
         rows = await store.memory_events(conn, node, start_time, end_time, state.settings.memory_events_limit)
@@ -180,9 +259,13 @@ _BUCKETS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "6h": 21_600, "1d": 86_
 GroupBy = Literal["agent", "action", "agent,action", "none"]
 
 
-@router.get("/api/metrics", summary="Tokens, cost, task counts and latency percentiles over time")
+@router.get(
+    "/api/metrics",
+    summary="Tokens, cost, task counts and latency percentiles over time",
+    response_model=Metrics,
+)
 async def get_metrics(
-    request: Request,
+    state: StateDep,
     start_time: Annotated[Time, Query(description=_TIME_DOC + "; default: an hour before end_time")] = None,
     end_time: Annotated[Time, Query(description=_TIME_DOC + "; default: now")] = None,
     bucket: Annotated[
@@ -210,26 +293,23 @@ async def get_metrics(
     if (end - start).total_seconds() / bucket_s > 10_000:
         raise _unprocessable("more than 10000 buckets: use a wider bucket or a shorter range", "bucket")
     groups = () if group_by == "none" else tuple(group_by.split(","))
-    async with get_state(request).connection() as conn:
+    async with state.connection() as conn:
         body = await store.metrics(
             conn, bucket_s=bucket_s, start=start, end=end, group_by=groups, agent=agent, action=action
         )
-    return {
-        "bucket_seconds": bucket_s,
-        "start_time": start.isoformat(),
-        "end_time": end.isoformat(),
-        "group_by": list(groups),
-        **body,
-    }
+    return {"bucketSeconds": bucket_s, "startTime": start, "endTime": end, "groupBy": list(groups), **body}
 
 
-@router.get("/api/tasks/{task_id}", summary="A task, its events in causal order and its child tasks")
+@router.get(
+    "/api/tasks/{task_id}",
+    summary="A task, its events in causal order and its child tasks",
+    response_model=TaskDetail,
+)
 async def get_task(
-    request: Request,
+    state: StateDep,
     task_id: Annotated[str, Path(min_length=1, max_length=128)],
     kind: Annotated[Kind, Query(description=_KIND_DOC)] = "event",
 ) -> Response:
-    state = get_state(request)
     limit = state.settings.task_events_limit
     w = store.event_where(store.EventFilter(task_id=task_id, kinds=_kinds(kind)))
     async with state.connection() as conn:
@@ -240,14 +320,14 @@ async def get_task(
         raise HTTPException(404, f"no task {task_id!r}: no task record and no events with this task id")
     truncated = len(events) > limit
     events = events[:limit]
-    head = json.dumps({"task_id": task_id, "task": task, "children": children, "truncated": truncated})
+    head = json.dumps({"taskId": task_id, "task": task, "children": children, "truncated": truncated})
     body = head[:-1] + f',"events":[{",".join(events)}],"count":{len(events)}}}'
     return Response(body, media_type="application/json")
 
 
-@router.get("/api/traces/{trace_id}", response_model=EventsPage, summary="A trace's events, oldest first")
+@router.get("/api/traces/{trace_id}", response_model=TracePage, summary="A trace's events, oldest first")
 async def get_trace(
-    request: Request,
+    state: StateDep,
     trace_id: Annotated[str, Path(min_length=1, max_length=64)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
@@ -260,30 +340,18 @@ async def get_trace(
         except CursorError as exc:
             raise _unprocessable(str(exc), "cursor") from None
     f = store.EventFilter(trace_id=trace_id, kinds=_kinds(kind))
-    async with get_state(request).connection() as conn:
+    async with state.connection() as conn:
         rows, more = await store.events_page(conn, f, limit=limit, order="asc", after=after)
         tasks = await store.tasks_where(conn, "trace_id", trace_id) if after is None else None
     if after is None and not rows and not tasks:
         raise HTTPException(404, f"no trace {trace_id!r}: no events and no tasks carry this trace id")
     next_cursor = encode_cursor(rows[-1].time, rows[-1].id, "asc") if more and rows else None
-    extra: dict[str, Any] = {"trace_id": trace_id}
+    extra: dict[str, Any] = {"traceId": trace_id}
     if tasks is not None:
         extra["tasks"] = tasks
     return Response(_page_body(rows, next_cursor, extra), media_type="application/json")
 
 
-# SQLSTATE classes that mean "the database is not available", not "this query is wrong":
-# 08 connection exception, 53 insufficient resources, 55 object not in prerequisite state
-# (e.g. the database does not allow connections), 57 operator intervention (shutdown, cancel)
-_UNAVAILABLE = ("08", "53", "55", "57")
-
-
-def database_error_response(exc: Exception) -> JSONResponse:
-    if isinstance(exc, asyncpg.QueryCanceledError):
-        return JSONResponse(
-            {"detail": "the query took too long and was cancelled; narrow it"}, status_code=503
-        )
-    state = getattr(exc, "sqlstate", None) or ""
-    if isinstance(exc, asyncpg.PostgresError) and state[:2] not in _UNAVAILABLE:
-        return JSONResponse({"detail": f"query failed: {type(exc).__name__}: {exc}"}, status_code=500)
-    return JSONResponse({"detail": f"database unavailable: {type(exc).__name__}: {exc}"}, status_code=503)
+@router.websocket("/ws/events")
+async def events_socket(websocket: WebSocket, state: StateDep) -> None:
+    await state.live.serve(websocket)

@@ -19,6 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
+from loom_protocol import subjects
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import SlowConsumerError
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from . import metrics
@@ -131,6 +136,22 @@ class LiveFeed:
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self.clients: set[Client] = set()
+        self.subscribed = False
+
+    async def subscribe(self, nc: NATS) -> Subscription:
+        """One core-NATS subscription on every event, with room for bursts."""
+        sub = await nc.subscribe(
+            subjects.EVENT_ALL,
+            cb=self._on_msg,
+            pending_msgs_limit=200_000,
+            pending_bytes_limit=256 * 1024 * 1024,
+        )
+        await nc.flush()
+        self.subscribed = True
+        return sub
+
+    async def _on_msg(self, msg: Msg) -> None:
+        self.publish(msg.data)
 
     def publish(self, raw: bytes) -> None:
         """Fan one NATS message out; called from the NATS callback, never blocks."""
@@ -203,3 +224,9 @@ class LiveFeed:
             return {"type": "error", "reason": f"invalid filters: {reasons}"}
         client.filters = filters
         return {"type": "subscribed", "filters": filters.model_dump(exclude_none=True, mode="json")}
+
+
+async def count_nats_error(exc: Exception) -> None:
+    """The NATS client's error callback: count errors such as a slow consumer."""
+    kind = "slow_consumer" if isinstance(exc, SlowConsumerError) else type(exc).__name__
+    metrics.NATS_ERRORS.labels(kind).inc()

@@ -1,13 +1,13 @@
 """Rebuild a node's memory from ``memory.add`` / ``memory.consolidate`` events (pure, no I/O).
 
 The worker keeps one memory per session (``sessionid``, else the task id) per worker instance,
-in three tiers. ``memory.add`` carries the entry; ``memory.consolidate`` carries counts only:
-``promoted`` session notes (those with importance >= the promotion threshold) moved to
-``long_term``, and the ``dropped_working`` oldest working notes dropped. Replaying that per
-(instance, session), in event order, gives the same tiers: the promoted notes are exactly the
-``promoted`` most important session notes. The sizes the event reports after the step are
+in three tiers. ``memory.add`` carries the entry (:class:`loom_protocol.MemoryAdded`);
+``memory.consolidate`` (:class:`loom_protocol.MemoryConsolidated`) carries the ids the worker
+promoted to ``long_term`` and dropped from ``working``, and the tier sizes after the step.
+Replaying them per (instance, session), in event order, applies exactly what the worker did;
+the consolidation rule itself lives in the worker alone. The sizes the event reports are
 checked against the replay (``consistent``); a mismatch means events are missing (retention,
-a full event buffer in the worker) or a worker that consolidates differently.
+a full event buffer in the worker).
 """
 
 from __future__ import annotations
@@ -16,7 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-TIERS = ("session", "working", "long_term")
+from loom_protocol import MemoryAdded, MemoryConsolidated, MemoryTier
+from pydantic import ValidationError
+
+TIERS = tuple(tier.value for tier in MemoryTier)
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,6 @@ class MemoryView:
     consistent: bool = True
 
 
-def _number(value: Any, default: float) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return default
-
-
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
-
-
 def replay(events: Iterable[MemoryEvent]) -> list[MemoryView]:
     """Replay memory events (in order) into one :class:`MemoryView` per (instance, session)."""
     memories: dict[tuple[str, str], MemoryView] = {}
@@ -62,28 +55,27 @@ def replay(events: Iterable[MemoryEvent]) -> list[MemoryView]:
         memory = memories.get(key)
         if memory is None:
             memory = memories[key] = MemoryView(instance_id=key[0], session_key=key[1])
-        if event.type == "memory.add":
-            _add(memory, event)
-        elif event.type == "memory.consolidate":
-            _consolidate(memory, event.data)
+        try:
+            if event.type == MemoryAdded.TYPE:
+                _add(memory, event, MemoryAdded.model_validate(event.data))
+            elif event.type == MemoryConsolidated.TYPE:
+                _consolidate(memory, MemoryConsolidated.model_validate(event.data))
+        except ValidationError:
+            memory.consistent = False  # an event this reader cannot apply
     return list(memories.values())
 
 
-def _add(memory: MemoryView, event: MemoryEvent) -> None:
-    data = event.data
-    raw_tier = data.get("tier")
-    tier: str = raw_tier if isinstance(raw_tier, str) else "session"
-    raw_metadata = data.get("metadata")
-    metadata: dict[str, Any] = raw_metadata if isinstance(raw_metadata, dict) else {}
+def _add(memory: MemoryView, event: MemoryEvent, data: MemoryAdded) -> None:
+    tier = data.tier.value
     entry = {
-        "entry_id": data.get("entry_id") or data.get("entryId") or event.event_id,
-        "node_id": data.get("node_id") or data.get("nodeId") or event.node_id,
+        "entry_id": data.entry_id or event.event_id,
+        "node_id": data.node_id or event.node_id,
         "tier": tier,
-        "content": data.get("content") if isinstance(data.get("content"), str) else "",
-        "importance": _number(data.get("importance"), 0.5),
-        "role": data.get("role") or metadata.get("role") or "note",
-        "metadata": metadata,
-        "created_at": data.get("created_at") or data.get("createdAt") or event.time,
+        "content": data.content,
+        "importance": data.importance,
+        "role": data.role or data.metadata.get("role") or "note",
+        "metadata": data.metadata,
+        "created_at": data.created_at or event.time,
         "session_id": event.session_id,
         "task_id": event.task_id,
         "instance_id": event.instance_id,
@@ -92,27 +84,16 @@ def _add(memory: MemoryView, event: MemoryEvent) -> None:
     memory.tiers.setdefault(tier, []).append(entry)
 
 
-def _consolidate(memory: MemoryView, data: Mapping[str, Any]) -> None:
+def _consolidate(memory: MemoryView, data: MemoryConsolidated) -> None:
     memory.consolidations += 1
-    session = memory.tiers["session"]
-    promoted = min(_count(data.get("promoted")), len(session))
-    if promoted:
-        ranked = sorted(range(len(session)), key=lambda i: (-session[i]["importance"], i))
-        chosen = set(ranked[:promoted])
-        moved = [{**session[i], "tier": "long_term"} for i in sorted(chosen)]
-        memory.tiers["session"] = [entry for i, entry in enumerate(session) if i not in chosen]
-        memory.tiers["long_term"].extend(moved)
-    dropped = _count(data.get("dropped_working"))
-    if dropped:
-        memory.tiers["working"] = memory.tiers["working"][dropped:]
-    for tier in TIERS:
-        reported = data.get(tier)
-        if (
-            isinstance(reported, int)
-            and not isinstance(reported, bool)
-            and reported != len(memory.tiers[tier])
-        ):
-            memory.consistent = False
+    tiers = data.apply(
+        memory.tiers, lambda entry: entry["entry_id"], lambda entry: float(entry["importance"])
+    )
+    long_term = MemoryTier.LONG_TERM.value
+    tiers[long_term] = [{**entry, "tier": long_term} for entry in tiers[long_term]]
+    memory.tiers = tiers
+    if not data.sizes_match(tiers):
+        memory.consistent = False
 
 
 def node_memory(node_id: str, memories: list[MemoryView]) -> dict[str, Any]:

@@ -1,26 +1,57 @@
-"""What the query app holds while it runs: settings, the database pool, the live feed."""
+"""What the query app holds while it runs, reached from HTTP handlers as ``state: StateDep``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import asyncpg
-from fastapi import HTTPException, Request
+from fastapi import Depends, HTTPException
+from faststream.nats import NatsBroker
+from starlette.requests import HTTPConnection
 
 from .config import Settings
 from .live import LiveFeed
 from .store import REQUIRED_SCHEMA_VERSION
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class State:
     settings: Settings
+    broker: NatsBroker
     live: LiveFeed
     pool: asyncpg.Pool | None = None
     pool_error: str | None = field(default="connecting to the database")
+
+    async def open_pool(self) -> None:
+        """Open the read pool, retrying (with a growing pause) while the database is down."""
+        settings = self.settings
+        delay = 0.1
+        while True:
+            try:
+                self.pool = await asyncpg.create_pool(
+                    settings.database_url,
+                    min_size=1,
+                    max_size=settings.db_pool_size,
+                    timeout=5,
+                    server_settings={
+                        "statement_timeout": str(int(settings.statement_timeout_s * 1000)),
+                        "application_name": "loom-query",
+                    },
+                )
+                self.pool_error = None
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                self.pool_error = f"{type(exc).__name__}: {exc}"
+                log.warning("database not available (%r); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, settings.db_retry_max_s)
 
     @contextlib.asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
@@ -48,6 +79,9 @@ class State:
         return True, None
 
 
-def get_state(request: Request) -> State:
-    state: State = request.app.state.loom
+def get_state(conn: HTTPConnection) -> State:
+    state: State = conn.app.state.loom
     return state
+
+
+StateDep = Annotated[State, Depends(get_state)]

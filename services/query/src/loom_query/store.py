@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from loom_protocol import TERMINAL_TASK_EVENT_TYPES
+from pydantic.alias_generators import to_camel
 
 from .cursor import Order
 
@@ -20,7 +22,6 @@ REQUIRED_SCHEMA_VERSION = 4
 """The ingest migration this code reads (0004_metrics.sql)."""
 
 EVENT_JSON = "CASE WHEN data IS NULL THEN attributes ELSE attributes || jsonb_build_object('data', data) END"
-TERMINAL_TYPES = ("task.completed", "task.failed", "task.cancelled", "task.dead")
 KINDS = ("event", "task", "member")
 
 
@@ -143,16 +144,16 @@ _TASK_COLUMNS = (
 
 
 def task_json(row: asyncpg.Record) -> dict[str, Any]:
+    """A ``tasks`` row as camelCase JSON (``durationS`` added)."""
     out: dict[str, Any] = {}
     for key, value in row.items():
         if key in ("parameters", "result", "metadata"):
-            out[key] = None if value is None else json.loads(value)
+            value = None if value is None else json.loads(value)
         elif isinstance(value, datetime):
-            out[key] = value.isoformat()
-        else:
-            out[key] = value
+            value = value.isoformat()
+        out[to_camel(key)] = value
     created, finished = row["created_at"], row["finished_at"]
-    out["duration_s"] = (finished - created).total_seconds() if created and finished else None
+    out["durationS"] = (finished - created).total_seconds() if created and finished else None
     return out
 
 
@@ -202,10 +203,10 @@ async def topology(conn: asyncpg.Connection, w: Where) -> dict[str, Any]:
                 "id": node_id,
                 "type": node_type,
                 "name": name,
-                "node_id": node_id_of(node_id) if node_type == "agent" else None,
+                "nodeId": node_id_of(node_id) if node_type == "agent" else None,
                 "events": 0,
-                "calls_in": 0,
-                "calls_out": 0,
+                "callsIn": 0,
+                "callsOut": 0,
             }
         return entry
 
@@ -217,8 +218,8 @@ async def topology(conn: asyncpg.Connection, w: Where) -> dict[str, Any]:
         if target_id is None:
             continue
         target = node(target_id, target_id.split(":", 1)[0])
-        source["calls_out"] += r["n"]
-        target["calls_in"] += r["n"]
+        source["callsOut"] += r["n"]
+        target["callsIn"] += r["n"]
         edges.append({"from": r["node"], "to": target_id, "count": r["n"]})
     edges.sort(key=lambda e: (-e["count"], e["from"], e["to"]))
     return {"nodes": sorted(nodes.values(), key=lambda n: n["id"]), "edges": edges}
@@ -270,18 +271,18 @@ def _series_row(r: asyncpg.Record) -> dict[str, Any]:
         "agent": r["agent"],
         "action": r["action"],
         "events": r["events"],
-        "llm_calls": r["llm_calls"],
-        "input_tokens": r["input_tokens"],
-        "output_tokens": r["output_tokens"],
-        "total_tokens": r["input_tokens"] + r["output_tokens"],
-        "cost_usd": r["cost_usd"],
+        "llmCalls": r["llm_calls"],
+        "inputTokens": r["input_tokens"],
+        "outputTokens": r["output_tokens"],
+        "totalTokens": r["input_tokens"] + r["output_tokens"],
+        "costUsd": r["cost_usd"],
         "tasks": {
             "completed": r["completed"],
             "failed": r["failed"],
             "cancelled": r["cancelled"],
             "dead": r["dead"],
         },
-        "latency_s": {
+        "latencyS": {
             "llm": pct("llm"),
             "tool": pct("tool"),
             "task": {**pct("task"), "mean": (r["task_latency_sum"] / count) if count else None},
@@ -303,7 +304,7 @@ async def metrics(
     w.arg(timedelta(seconds=bucket_s))  # $1
     w.add(f"bucket >= {w.arg(start)}")  # $2
     w.add(f"bucket <= {w.arg(end)}")  # $3
-    w.arg(list(TERMINAL_TYPES))  # $4
+    w.arg(sorted(TERMINAL_TASK_EVENT_TYPES))  # $4
     if agent is not None:
         w.add(f"agent = {w.arg(node_id_of(agent))}")
     if action is not None:

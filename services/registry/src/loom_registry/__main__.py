@@ -1,31 +1,19 @@
-"""``python -m loom_registry``: serve the registry with uvicorn."""
+"""``python -m loom_registry``: serve the registry on uvicorn (uvloop where installed)."""
 
-from __future__ import annotations
-
-import importlib.util
+import os
 
 import uvicorn
+from loom_protocol.logconfig import logging_config as log_config
+from loom_protocol.logconfig import otel_environment
+from opentelemetry.instrumentation.auto_instrumentation import initialize
 
-from .app import create_app
 from .config import Settings
-from .logs import configure_logging
 
+s = Settings()
+if otel := otel_environment(os.environ, "loom-registry"):
+    os.environ.update(otel)
+    initialize()
 
-def main() -> None:
-    settings = Settings()
-    configure_logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http_host,
-        port=settings.http_port,
-        log_config=None,
-        # uvloop: the event loop's own overhead (callbacks, timers, socket I/O) is a large part
-        # of this service's CPU per message; uvloop cuts it (plain asyncio where it is missing)
-        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        access_log=False,
-        timeout_graceful_shutdown=10,
-    )
+from .app import create_app  # noqa: E402 (after OpenTelemetry's auto-instrumentation patched its imports)
 
-
-if __name__ == "__main__":
-    main()
+uvicorn.run(create_app, factory=True, host=s.http_host, port=s.http_port, log_config=log_config(s.log_level))

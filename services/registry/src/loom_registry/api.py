@@ -2,34 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter
+from loom_protocol import AgentCard, InstanceLoad, LoomModel
+from pydantic import Field
 
-from fastapi import APIRouter, Request
+from .state import StateDep
 
-from .membership import Membership
-
-router = APIRouter()
+router = APIRouter(tags=["agents"])
 
 
-@router.get("/api/agents")
-async def list_agents(request: Request) -> dict[str, Any]:
-    membership: Membership = request.app.state.membership
-    agents: dict[str, dict[str, Any]] = {}
-    for inst in await membership.all_instances():
+class InstanceView(LoomModel):
+    """One live instance hosting an agent, as of its last heartbeat."""
+
+    instance_id: str
+    host: str
+    pid: int
+    version: str
+    load: InstanceLoad
+    draining: bool
+    last_heartbeat_age_s: float = Field(description="seconds since its last heartbeat")
+
+
+class AgentView(LoomModel):
+    agent_id: str
+    card: AgentCard
+    instances: list[InstanceView]
+
+
+class AgentList(LoomModel):
+    agents: list[AgentView] = Field(description="sorted by agentId")
+
+
+@router.get("/api/agents", response_model_exclude_none=True)
+async def list_agents(state: StateDep) -> AgentList:
+    agents: dict[str, AgentView] = {}
+    for inst in await state.membership.all_instances():
         hb = inst.heartbeat
         for card in hb.agents:
-            entry = agents.setdefault(
-                card.agent_id, {"agentId": card.agent_id, "card": card.to_wire(), "instances": []}
+            view = agents.setdefault(
+                card.agent_id, AgentView(agent_id=card.agent_id, card=card, instances=[])
             )
-            entry["instances"].append(
-                {
-                    "instanceId": hb.instance_id,
-                    "host": hb.host,
-                    "pid": hb.pid,
-                    "version": hb.version,
-                    "load": hb.load.to_wire(),
-                    "draining": hb.draining,
-                    "lastHeartbeatAgeS": round(inst.age_s, 3),
-                }
+            view.instances.append(
+                InstanceView(
+                    instance_id=hb.instance_id,
+                    host=hb.host,
+                    pid=hb.pid,
+                    version=hb.version,
+                    load=hb.load,
+                    draining=hb.draining,
+                    last_heartbeat_age_s=round(inst.age_s, 3),
+                )
             )
-    return {"agents": sorted(agents.values(), key=lambda a: a["agentId"])}
+    return AgentList(agents=sorted(agents.values(), key=lambda a: a.agent_id))

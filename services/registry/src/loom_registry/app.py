@@ -5,77 +5,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, Response
 from faststream.nats import NatsBroker
-from loom_protocol import MemberChanged, MembershipChange
-from opentelemetry.instrumentation.redis import RedisInstrumentor
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from loom_protocol.jetstream import ALL_STREAMS, stream_config
+from loom_protocol.logconfig import tracing_enabled
+from nats.js.api import StreamConfig
+from nats.js.errors import BadRequestError
 from redis.asyncio import Redis
 
-from . import api
+from . import api, ops
 from .config import Settings
 from .consul_mirror import ConsulMirror
-from .handlers import announce, build_router, count_pick, reject
+from .errors import HTTP_ERROR_HANDLERS
+from .eviction import evict_forever
+from .handlers import build_router, count_pick, reject
 from .membership import Membership
 from .picks import PickServer
-from .streams import ensure_streams
-from .telemetry import broker_middlewares, instrument_app, setup_tracing
-
-log = logging.getLogger(__name__)
-INSTANCES = Gauge("loom_registry_instances", "Live instances known to the registry")
-HEARTBEAT_AGE = Gauge(
-    "loom_registry_heartbeat_age_seconds", "Age of each instance's last heartbeat", ["instance"]
-)
-
-
-async def _evict_forever(
-    broker: NatsBroker, membership: Membership, interval_s: float, grace_s: float, mirror: ConsulMirror | None
-) -> None:
-    # A registry that was down saw no heartbeats: give instances one grace period to send
-    # theirs before declaring anyone down, so a registry restart does not evict the fleet.
-    evict_after = time.monotonic() + grace_s
-    while True:
-        try:
-            evicted = await membership.evict_expired() if time.monotonic() >= evict_after else []
-            for instance_id in evicted:
-                log.warning("instance down: missed heartbeats", extra={"instance_id": instance_id})
-                if mirror is not None:
-                    await mirror.down(instance_id)
-                await announce(
-                    broker,
-                    MemberChanged(
-                        instance_id=instance_id, change=MembershipChange.DOWN, reason="missed heartbeats"
-                    ),
-                )
-            instances = await membership.all_instances()
-            INSTANCES.set(len(instances))
-            for inst in instances:
-                HEARTBEAT_AGE.labels(inst.heartbeat.instance_id).set(inst.age_s)
-            for instance_id in evicted:
-                with contextlib.suppress(KeyError):  # never seen by this replica
-                    HEARTBEAT_AGE.remove(instance_id)
-        except Exception:
-            log.exception("eviction sweep failed; trying again")
-        await asyncio.sleep(interval_s)
+from .state import State
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    provider = setup_tracing("loom-registry")
-    if provider is not None:
-        RedisInstrumentor().instrument(tracer_provider=provider)
-    # apply_types=False: no FastDepends per message (see handlers.as_message)
     broker = NatsBroker(
         settings.nats_url,
+        logger=logging.getLogger("faststream"),  # JSON through the root handler, no colours
         log_level=logging.DEBUG,
-        middlewares=broker_middlewares(provider),
-        apply_types=False,
+        middlewares=[NatsTelemetryMiddleware()] if tracing_enabled(os.environ) else [],
     )
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)  # connects on first use
     membership = Membership(redis, settings.redis_prefix, settings.missed_heartbeats)
     mirror = (
         ConsulMirror(settings.consul_url, settings.missed_heartbeats, settings.consul_token)
@@ -93,17 +54,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.pick_strategy,
         reject=reject_pick,
         count=count_pick,
-        traced=provider is not None,
+        traced=tracing_enabled(os.environ),
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await broker.connect()
-        await ensure_streams(broker.connection.jetstream())
+        for spec in ALL_STREAMS:  # create where missing; one configured otherwise stays as it is
+            try:
+                await broker.connection.jetstream().add_stream(
+                    StreamConfig.from_response(stream_config(spec))
+                )
+            except BadRequestError as exc:
+                logging.getLogger(__name__).warning("stream %s: %s", spec.name, exc.description)
         await broker.start()
         await picks.start()
         sweeper = asyncio.create_task(
-            _evict_forever(broker, membership, settings.sweep_interval_s, settings.startup_grace_s, mirror)
+            evict_forever(broker, membership, settings.sweep_interval_s, settings.startup_grace_s, mirror)
         )
         try:
             yield
@@ -114,29 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await picks.stop()
             await broker.stop()
             await redis.aclose()
-            if provider is not None:
-                provider.shutdown()
 
-    app = FastAPI(title="Loom registry", version="0.1.0", lifespan=lifespan)
-    app.state.membership = membership
-    instrument_app(app, provider)
+    app = FastAPI(
+        title="Loom registry", version="0.1.0", lifespan=lifespan, exception_handlers=HTTP_ERROR_HANDLERS
+    )
+    app.state.loom = State(broker, membership, picks)
+    app.include_router(ops.router)
     app.include_router(api.router)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> JSONResponse:
-        checks = {"nats": broker.connection.is_connected}
-        try:
-            checks["redis"] = bool(await redis.ping())
-        except Exception:
-            checks["redis"] = False
-        return JSONResponse(checks, status_code=200 if all(checks.values()) else 503)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
     return app

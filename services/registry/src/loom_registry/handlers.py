@@ -1,13 +1,17 @@
-"""NATS handlers: heartbeats in, membership changes out (picks: picks.py)."""
+"""NATS in and out of the registry: heartbeats in, membership changes out (picks: picks.py).
+
+Heartbeats are a typed FastStream handler (its parameter is the model, FastStream validates);
+:class:`DeadLetters` turns a heartbeat the model refuses into a dead-letter record.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from faststream import BaseMiddleware
 from faststream.message import StreamMessage
 from faststream.nats import NatsBroker, NatsRouter
-from faststream.nats.annotations import NatsMessage
 from loom_protocol import (
     MSG_ID_HEADER,
     REGISTRY_STREAM,
@@ -33,17 +37,6 @@ REJECTED = Counter("loom_registry_rejected_total", "Malformed messages dead-lett
 _JSON = {"content-type": "application/json"}
 
 
-async def as_message(msg: StreamMessage[Any]) -> StreamMessage[Any]:
-    """The decoder of both subscribers: hand the handler the message itself.
-
-    The broker runs without FastDepends (``apply_types=False``, see app.py): with it, every
-    message resolved the handler's ``NatsMessage`` parameter through an anyio task group and a
-    worker-thread hop. Without it FastStream calls the handler with the decoded body, which
-    this decoder makes the message. With FastDepends on, the handlers still work.
-    """
-    return msg
-
-
 async def announce(broker: NatsBroker, change: MemberChanged) -> None:
     await broker.publish(
         change.to_json(),
@@ -63,24 +56,33 @@ async def reject(broker: NatsBroker, subject: str, raw: bytes, reason: str) -> N
     await broker.publish(record.to_json(), subjects.rejected("registry"), headers=_JSON)
 
 
+class DeadLetters(BaseMiddleware):
+    """A message its handler's model refuses: a ``RejectedMessage`` on ``loom.rejected.registry``.
+
+    The message is then handled (acked where it has an ack), never redelivered or crashed on.
+    """
+
+    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
+        try:
+            return await call_next(msg)
+        except ValidationError as exc:
+            broker: NatsBroker = self.context.get("broker")
+            await reject(broker, msg.raw_message.subject, msg.body, validation_reason(exc))
+            return None
+
+
 def build_router(
     broker: NatsBroker,
     membership: Membership,
     mirror: ConsulMirror | None = None,
 ) -> NatsRouter:
-    router = NatsRouter()
+    router = NatsRouter(middlewares=[DeadLetters])
 
     # no_reply: a heartbeat needs no answer. Picks are answered by picks.PickServer.
-    @router.subscriber(
-        subjects.REGISTRY_HEARTBEAT_ALL, queue="registry", max_workers=16, no_reply=True, decoder=as_message
-    )
-    async def on_heartbeat(msg: NatsMessage) -> None:
-        try:
-            hb = Heartbeat.from_json(msg.body)
-        except ValidationError as exc:
-            await reject(broker, msg.raw_message.subject, msg.body, validation_reason(exc))
-            return
+    @router.subscriber(subjects.REGISTRY_HEARTBEAT_ALL, queue="registry", max_workers=16, no_reply=True)
+    async def on_heartbeat(heartbeat: Heartbeat) -> None:
         HEARTBEATS.inc()
+        hb = heartbeat
         if hb.draining and hb.load.in_flight == 0:  # a drained worker's goodbye: deregister it now
             if await membership.forget(hb.instance_id):
                 log.info("instance deregistered", extra={"instance_id": hb.instance_id})

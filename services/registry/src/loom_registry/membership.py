@@ -14,13 +14,13 @@ agent's counter INCRed to choose among them, so replicas share one rotation.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from loom_protocol import Heartbeat, PickReply, PickRequest
 from redis.asyncio import Redis
-
-from .scripts import ScriptBatcher
+from redis.exceptions import RedisError
 
 # KEYS: the agent's instance set, its round-robin counter, the draining set.
 # ARGV: the instance key prefix, then the excluded instance ids. The instance keys are built
@@ -46,6 +46,11 @@ return {candidates[((turn - 1) % #candidates) + 1], #candidates}
 """
 
 
+def _text(values: Iterable[Any]) -> list[str]:
+    """Redis replies as str (the client decodes responses; its stubs say bytes | str)."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
 @dataclass(frozen=True)
 class Instance:
     heartbeat: Heartbeat
@@ -61,7 +66,14 @@ class Membership:
         self._redis = redis
         self._p = f"{prefix}:reg"
         self._missed = missed_heartbeats
-        self._pick = ScriptBatcher(redis).script(_PICK_LUA)
+        self._pick = redis.register_script(_PICK_LUA)  # EVALSHA, loaded again if Redis lost it
+
+    async def ping(self) -> bool:
+        """True when Redis answers (for /readyz)."""
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
 
     def _inst(self, instance_id: str) -> str:
         return f"{self._p}:inst:{instance_id}"
@@ -95,7 +107,7 @@ class Membership:
 
     async def evict_expired(self) -> list[str]:
         """Forget instances whose heartbeat expired; returns those this replica evicted."""
-        known = sorted(await self._redis.smembers(f"{self._p}:known"))
+        known = sorted(_text(await self._redis.smembers(f"{self._p}:known")))
         if not known:
             return []
         alive = await self._redis.mget([self._inst(i) for i in known])
@@ -109,7 +121,7 @@ class Membership:
 
     async def _drop(self, instance_ids: list[str]) -> None:
         """Take instances already removed from ``known`` out of every agent set and ``draining``."""
-        agents = await self._redis.smembers(f"{self._p}:agents")
+        agents = _text(await self._redis.smembers(f"{self._p}:agents"))
         async with self._redis.pipeline(transaction=False) as pipe:
             for agent_id in agents:
                 pipe.srem(self._agent(agent_id), *instance_ids)
@@ -117,11 +129,11 @@ class Membership:
             await pipe.execute()
 
     async def instances_of(self, agent_id: str) -> list[Instance]:
-        ids = sorted(await self._redis.smembers(self._agent(agent_id)))
+        ids = sorted(_text(await self._redis.smembers(self._agent(agent_id))))
         return await self._load(ids)
 
     async def all_instances(self) -> list[Instance]:
-        return await self._load(sorted(await self._redis.smembers(f"{self._p}:known")))
+        return await self._load(sorted(_text(await self._redis.smembers(f"{self._p}:known"))))
 
     async def _load(self, ids: list[str]) -> list[Instance]:
         if not ids:

@@ -3,9 +3,13 @@
 Every dispatch waits for a pick, so this is on the task path. FastStream's per-message
 machinery (message object, middlewares, log context, and with ``max_workers`` an anyio memory
 stream and two semaphores per message) cost more CPU than the pick itself, a single Lua script
-(membership.py). Here each request runs in its own task (concurrent picks share one Redis
-pipeline: scripts.py) and the reply goes straight back on the request's reply subject. When
-tracing is on, each request gets a consumer span continuing the trace in its headers.
+(membership.py). Here each request runs in its own task and the reply goes straight back on
+the request's reply subject. When tracing is on, each request gets a consumer span continuing
+the trace in its headers.
+
+A request that cannot be answered (malformed, or the pick itself failed) gets an error answer
+the way nats.py's micro services give one: an empty body with ``Nats-Service-Error-Code``
+(400: the request is wrong; 500: the registry failed) and ``Nats-Service-Error`` headers.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Literal
 
-from loom_protocol import PickReply, PickRequest, subjects, validation_reason
+from loom_protocol import PickRequest, subjects, validation_reason
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
@@ -53,6 +58,10 @@ class PickServer:
         self._sub: Subscription | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
 
+    @property
+    def serving(self) -> bool:
+        return self._sub is not None
+
     async def start(self) -> None:
         self._sub = await self._connection().subscribe(
             subjects.REGISTRY_PICK, queue="registry", cb=self._on_msg
@@ -80,8 +89,16 @@ class PickServer:
                     await self._pick(msg)
             else:
                 await self._pick(msg)
-        except Exception:
+        except Exception as exc:
             log.exception("pick failed; the dispatcher retries")
+            with contextlib.suppress(Exception):
+                await self._error(msg, 500, f"pick failed: {exc!r}")
+
+    async def _error(self, msg: Msg, code: int, description: str) -> None:
+        """An error answer as nats.py's micro services give it: code and description headers."""
+        if msg.reply:
+            headers = {ERROR_CODE_HEADER: str(code), ERROR_HEADER: description[:500]}
+            await self._connection().publish(msg.reply, b"", headers=headers)
 
     async def _pick(self, msg: Msg) -> None:
         try:
@@ -89,9 +106,9 @@ class PickServer:
         except ValidationError as exc:
             reason = validation_reason(exc)
             await self._reject(msg.subject, msg.data, reason)
-            reply = PickReply(agent_id="", reason=f"invalid pick request: {reason}")
-        else:
-            reply = await self._membership.pick(request, self._strategy)
-            self._count(request.agent_id, "picked" if reply.instance_id else "none")
+            await self._error(msg, 400, f"invalid pick request: {reason}")
+            return
+        reply = await self._membership.pick(request, self._strategy)
+        self._count(request.agent_id, "picked" if reply.instance_id else "none")
         if msg.reply:
             await self._connection().publish(msg.reply, reply.to_json())

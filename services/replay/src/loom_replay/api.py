@@ -1,8 +1,8 @@
-"""The replay API (seed 000's Replay Engine, plus deterministic replay and forks).
+"""The replay API (Studio's time travel, plus deterministic replay and forks).
 
-- ``POST /api/replay/create`` (query parameters as in seed 000, or a JSON body):
+- ``POST /api/replay/create`` (query parameters as Studio sends them, or a JSON body):
   ``trace_id`` | ``task_id`` | ``session_id``, optional ``start_time`` / ``end_time``
-  (epoch seconds or ISO 8601) -> 201 ``{"sessionId", "session_id", "total", "index": -1, ...}``
+  (epoch seconds or ISO 8601) -> 201 ``{"sessionId", "total", "index": -1, "createdAt", ...}``
 - ``GET /api/replay/{id}``, ``DELETE /api/replay/{id}``
 - ``POST /api/replay/{id}/step?direction=forward|backward`` and
   ``POST /api/replay/{id}/jump?index=N`` -> ``{"event", "index", "total", "state", ...}``
@@ -11,9 +11,9 @@
 - ``POST /api/replay/deterministic`` ``{"taskId", "overrides"?, "waitS"?}``
 - ``POST /api/replay/fork`` ``{"taskId", "fromStep", "changes": {...}, "waitS"?}``
 
-Errors answer ``{"detail": reason}``: 404 unknown session / task / no events, 409 at the first
-or last event (or the task has not finished), 410 events gone, 422 bad index / filter / input,
-502 dispatcher trouble.
+Errors answer ``{"error": {"code", "message"}}`` (errors.py): 404 unknown session / task / no
+events, 409 at the first or last event (or the task has not finished), 410 events gone, 422 bad
+index / filter / input, 502 dispatcher trouble.
 """
 
 from __future__ import annotations
@@ -22,18 +22,21 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Query, Request, WebSocket
+from fastapi import APIRouter, Body, Query, WebSocket
 from fastapi.responses import JSONResponse, Response
+from loom_protocol import ForkChanges, LoomModel
+from loom_protocol.http import ErrorBody
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from .engine import ReplayEngine
 from .errors import Invalid
 from .play import play
 from .recording import Overrides
-from .runs import Runs
+from .state import StateDep
 
-router = APIRouter()
+router = APIRouter(
+    tags=["replay"], responses={code: {"model": ErrorBody} for code in (404, 409, 410, 422, 502, 503)}
+)
 
 
 class _Model(BaseModel):
@@ -61,71 +64,91 @@ class DeterministicReplay(_Model):
     )
 
 
-class ForkChanges(_Model):
-    """What the fork changes. ``script`` is the scripted plan from ``fromStep`` on;
-    ``parameters`` are merged into the original's (``parameters.script`` replaces the whole script)."""
+class ForkRequestChanges(ForkChanges):
+    """What the fork changes: what the worker runs the live steps with (``ForkChanges``), and the
+    new task's input. ``script`` is the scripted plan from ``fromStep`` on; ``parameters`` are
+    merged into the original's (``parameters.script`` replaces the whole script)."""
 
-    provider: str | None = Field(default=None, description="LLM provider for the live steps ('scripted')")
-    model: str | None = Field(default=None, min_length=1)
+    model_config = ConfigDict(extra="forbid")
+
     prompt: str | None = None
-    tools: list[str] | None = Field(default=None, description="the tools the live steps may use")
     parameters: dict[str, Any] | None = None
     script: list[dict[str, Any]] | None = Field(default=None, min_length=1)
-    system_prompt: str | None = None
-    max_steps: int | None = Field(default=None, ge=1, le=1000)
 
 
 class ForkReplay(_Model):
     task_id: str = Field(min_length=1, max_length=128)
     from_step: int = Field(ge=1, description="1-based: steps before it come from the recording")
-    changes: ForkChanges = Field(default_factory=ForkChanges)
+    changes: ForkRequestChanges = Field(default_factory=ForkRequestChanges)
     wait_s: float | None = Field(default=None, ge=0, le=300)
 
 
-def _engine(request: Request) -> ReplayEngine:
-    engine: ReplayEngine = request.app.state.engine
-    return engine
+class ReplaySession(LoomModel):
+    """A replay session: a cursor over the selected events, kept in Redis."""
+
+    model_config = ConfigDict(extra="allow")
+
+    session_id: str
+    total: int = Field(description="events selected")
+    index: int = Field(description="the cursor: -1 before the first event")
+    checkpoint_every: int | None = None
+    selection: dict[str, Any] = Field(default_factory=dict)
+    created_at: datetime
 
 
-def _runs(request: Request) -> Runs:
-    runs: Runs = request.app.state.runs
-    return runs
+class ReplayFrame(LoomModel):
+    """The event at the cursor after a step or a jump, and the state reconstructed up to it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    session_id: str
+    event: dict[str, Any] = Field(description="the CloudEvent at the cursor")
+    index: int
+    total: int
+    has_previous: bool
+    has_next: bool
+    state: dict[str, Any] | None = Field(default=None, description="absent with state=none")
 
 
-@router.post("/api/replay/create", status_code=201)
+class ReplayRun(LoomModel):
+    """The outcome of a deterministic replay or a fork (the original and the new run compared)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+@router.post("/api/replay/create", status_code=201, response_model_exclude_none=True)
 async def create_replay(
-    request: Request,
+    state: StateDep,
     trace_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     task_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     session_id: Annotated[str | None, Query(min_length=1, max_length=256)] = None,
     start_time: Annotated[datetime | None, Query(description="epoch seconds or ISO 8601")] = None,
     end_time: Annotated[datetime | None, Query(description="epoch seconds or ISO 8601")] = None,
     body: Annotated[CreateReplay | None, Body()] = None,
-) -> JSONResponse:
+) -> ReplaySession:
     spec = CreateReplay(
         trace_id=trace_id, task_id=task_id, session_id=session_id, start_time=start_time, end_time=end_time
     )
     if body is not None:
         spec = spec.model_copy(update=body.model_dump(exclude_none=True))
-    session = await _engine(request).create(
+    session = await state.engine.create(
         trace_id=spec.trace_id,
         task_id=spec.task_id,
         session_id=spec.session_id,
         start=spec.start_time,
         end=spec.end_time,
     )
-    # "session_id": the name seed 000's Studio front end reads
-    return JSONResponse({**session.describe(), "session_id": session.session_id}, status_code=201)
+    return ReplaySession.model_validate(session.describe())
 
 
-@router.get("/api/replay/{session_id}")
-async def get_replay(session_id: str, request: Request) -> dict[str, Any]:
-    return (await _engine(request).get(session_id)).describe()
+@router.get("/api/replay/{session_id}", response_model_exclude_none=True)
+async def get_replay(session_id: str, state: StateDep) -> ReplaySession:
+    return ReplaySession.model_validate((await state.engine.get(session_id)).describe())
 
 
 @router.delete("/api/replay/{session_id}", status_code=204)
-async def delete_replay(session_id: str, request: Request) -> None:
-    await _engine(request).delete(session_id)
+async def delete_replay(session_id: str, state: StateDep) -> None:
+    await state.engine.delete(session_id)
 
 
 StateScope = Annotated[
@@ -146,26 +169,26 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(orjson.dumps(body, default=str), media_type="application/json")
 
 
-@router.post("/api/replay/{session_id}/step")
+@router.post("/api/replay/{session_id}/step", response_model=ReplayFrame)
 async def replay_step(
     session_id: str,
-    request: Request,
+    loom: StateDep,
     direction: Literal["forward", "backward"] = "forward",
     state: StateScope = "full",
 ) -> Response:
-    return _json(await _engine(request).step(session_id, direction, scope=_scope(state)))
+    return _json(await loom.engine.step(session_id, direction, scope=_scope(state)))
 
 
-@router.post("/api/replay/{session_id}/jump")
-async def replay_jump(session_id: str, request: Request, index: int, state: StateScope = "full") -> Response:
-    return _json(await _engine(request).jump(session_id, index, scope=_scope(state)))
+@router.post("/api/replay/{session_id}/jump", response_model=ReplayFrame)
+async def replay_jump(session_id: str, loom: StateDep, index: int, state: StateScope = "full") -> Response:
+    return _json(await loom.engine.jump(session_id, index, scope=_scope(state)))
 
 
 @router.websocket("/api/replay/{session_id}/play")
-async def replay_play(websocket: WebSocket, session_id: str) -> None:
+async def replay_play(websocket: WebSocket, session_id: str, loom: StateDep) -> None:
     params = websocket.query_params
     unknown = set(params) - {"speed", "from", "type", "node", "error"}
-    engine: ReplayEngine = websocket.app.state.engine
+    engine = loom.engine
     await play(
         websocket,
         engine,
@@ -180,16 +203,16 @@ async def replay_play(websocket: WebSocket, session_id: str) -> None:
     )
 
 
-@router.post("/api/replay/deterministic")
-async def deterministic_replay(spec: DeterministicReplay, request: Request) -> JSONResponse:
-    status, body = await _runs(request).deterministic(spec.task_id, spec.overrides, spec.wait_s)
+@router.post("/api/replay/deterministic", response_model=ReplayRun)
+async def deterministic_replay(spec: DeterministicReplay, state: StateDep) -> JSONResponse:
+    status, body = await state.runs.deterministic(spec.task_id, spec.overrides, spec.wait_s)
     return JSONResponse(body, status_code=status)
 
 
-@router.post("/api/replay/fork")
-async def fork_replay(spec: ForkReplay, request: Request) -> JSONResponse:
+@router.post("/api/replay/fork", response_model=ReplayRun)
+async def fork_replay(spec: ForkReplay, state: StateDep) -> JSONResponse:
     changes = spec.changes.model_dump(by_alias=True)
     if spec.changes.script is not None and spec.changes.parameters and "script" in spec.changes.parameters:
         raise Invalid("give the new plan either as changes.script or as changes.parameters.script, not both")
-    status, body = await _runs(request).fork(spec.task_id, spec.from_step, changes, spec.wait_s)
+    status, body = await state.runs.fork(spec.task_id, spec.from_step, changes, spec.wait_s)
     return JSONResponse(body, status_code=status)

@@ -1,4 +1,4 @@
-"""The replay engine (seed 000): sessions over a selection of events, step / jump with the
+"""The replay engine: sessions over a selection of events, step / jump with the
 state reconstructed at the cursor, and ordered event streams for play.
 
 The state at index ``i`` is always the fold of events ``0..i`` (fold.py). To answer a deep
@@ -16,7 +16,7 @@ import contextlib
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -240,7 +240,7 @@ class ReplayEngine:
 
     async def _pages(
         self, session: Session, anchors: list[Key], start: Key, inclusive: bool, position: int, last: int
-    ) -> AsyncIterator[list[asyncpg.Record]]:
+    ) -> AsyncGenerator[list[asyncpg.Record], None]:
         """Events ``position..last`` from ``start`` on, a page at a time; the next page is read
         while the caller folds the current one."""
 

@@ -1,14 +1,28 @@
-"""Replay's errors: each carries the HTTP status and the reason the client gets."""
+"""Replay's errors: each carries the HTTP status, error code and reason the client gets;
+and how the HTTP API answers them and every other error (the one body of every Loom API)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from loom_protocol.http import ErrorBody
+from starlette.exceptions import HTTPException
 
 
 class ReplayError(Exception):
     status = 400
+    code: str | None = None  # default: the status's name (loom_protocol.http.error_code)
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+    def body(self) -> ErrorBody:
+        return ErrorBody.of(self.status, self.reason, code=self.code)
 
 
 class NotFound(ReplayError):
@@ -16,6 +30,8 @@ class NotFound(ReplayError):
 
 
 class SessionNotFound(NotFound):
+    code = "session_not_found"
+
     def __init__(self, session_id: str) -> None:
         super().__init__(f"no replay session {session_id!r}: it expired or never existed")
 
@@ -24,6 +40,7 @@ class Invalid(ReplayError):
     """The request is well-formed but asks for something impossible (a bad index or filter)."""
 
     status = 422
+    code = "invalid_request"
 
 
 class Conflict(ReplayError):
@@ -42,7 +59,18 @@ class Upstream(ReplayError):
     """The dispatcher refused or could not be reached."""
 
     status = 502
+    code = "upstream_error"
 
 
 class Unavailable(ReplayError):
     status = 503
+
+
+async def error_answer(_: Request, exc: Exception) -> Response:
+    status, body = (exc.status, exc.body()) if isinstance(exc, ReplayError) else ErrorBody.answer(exc)
+    return JSONResponse(body.to_wire(), status, headers=getattr(exc, "headers", None))
+
+
+HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = (
+    dict.fromkeys((ReplayError, HTTPException, RequestValidationError, Exception), error_answer)
+)

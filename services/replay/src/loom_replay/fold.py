@@ -7,31 +7,61 @@ The state is what the agents had at that moment, as far as the events tell it:
   conversation (``messages``: user, assistant turns with their tool calls, tool observations),
   the ``toolResults``, thoughts, the orchestrator's delegations, the answer and the LLM usage;
 * ``memory[session]``: the notes by tier (``session``, ``working``, ``long_term``) of each
-  session memory (``sessionid``, else the task id, as the worker keys them), with
-  ``memory.consolidate`` applied as the worker applies it (promotion threshold, working-set
-  size).
+  session memory (``sessionid``, else the task id, as the worker keys them), with each
+  ``memory.consolidate`` applied by the ids it says the worker promoted and dropped.
 
 The system message is not in the events (it depends on the worker's memory), so
 ``messages`` starts at the user message. Every list is bounded like the runtime's own
 (500 messages / notes per tier) so a checkpoint of the state stays small on deep traces.
 
-The state is plain JSON (dicts, lists, str, numbers) so it can be checkpointed in Redis.
+Event payloads are read with :func:`loom_protocol.event_data`; one whose ``data`` does not fit
+its type's model only counts as applied. The state is plain JSON (dicts, lists, str, numbers)
+so it can be checkpointed in Redis.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from loom_protocol import (
+    BUS_TASK_ASSIGNED,
+    BUS_TASK_CANCEL,
+    BUS_TASK_DEAD,
+    BUS_TASK_PREFIX,
+    BUS_TASK_SUBMITTED,
+    TERMINAL_STATUSES,
+    AgentAction,
+    AgentAnswer,
+    AgentThought,
+    ErrorReported,
+    EventPayload,
+    EventType,
+    LlmRequest,
+    LlmUsage,
+    MemoryAdded,
+    MemoryConsolidated,
+    MemoryTier,
+    Task,
+    TaskCancelRequested,
+    TaskDeadLettered,
+    TaskEventData,
+    TaskStatus,
+    TaskStatusChanged,
+    ToolReturned,
+    bus_task_status_type,
+    event_data,
+    status_of_bus_type,
+)
+from pydantic import ValidationError
 
 MAX_MESSAGES = 500
 MAX_NOTES_PER_TIER = 500
 MAX_TOOL_RESULTS = 200
 MAX_ITEMS = 100  # thoughts, delegations, errors per task
 MAX_TEXT = 16_000  # what the runtime shows the LLM of a tool result
-DEFAULT_PROMOTION_THRESHOLD = 0.7
-TIERS = ("session", "working", "long_term")
-TERMINAL = frozenset({"completed", "failed", "cancelled", "dead"})
+TIERS = tuple(tier.value for tier in MemoryTier)
 _TASK_EVENT_STATUS = {
     "task.submitted": "pending",
     "task.assigned": "dispatched",
@@ -58,21 +88,23 @@ def apply(state: State, event: Event) -> State:
     Mutates and returns ``state``. Unknown types only count as applied.
     """
     state["eventsApplied"] += 1
-    kind = event.get("type") or ""
-    data = event.get("data")
-    if not isinstance(data, dict):
-        data = {}
-    if kind.startswith("loom.task."):
-        _bus_row(state, kind, event, data)
+    kind = str(event.get("type") or "")
+    raw = event.get("data")
+    if kind.startswith(BUS_TASK_PREFIX):
+        _bus_row(state, kind, event, raw if isinstance(raw, dict) else {})
         return state
-    handler = _HANDLERS.get(kind)
-    if handler is not None:
-        handler(state, event, data)
-    elif kind in _TASK_EVENT_STATUS:
+    try:
+        data = event_data(kind, raw)
+    except ValidationError:
+        return state
+    if isinstance(data, TaskEventData):
         task = _task(state, event)
-        if task is not None:
-            status = data.get("status") if isinstance(data.get("status"), str) else _TASK_EVENT_STATUS[kind]
-            _set_status(task, status, attempt=data.get("attempt"), error=data.get("error"))
+        if task is not None and kind in _TASK_EVENT_STATUS:
+            _set_status(task, data.status or _TASK_EVENT_STATUS[kind], attempt=data.attempt)
+    elif isinstance(data, EventPayload):
+        handler = _HANDLERS.get(type(data))
+        if handler is not None:
+            handler(state, event, data)
     return state
 
 
@@ -84,7 +116,7 @@ def _task(state: State, event: Event, task_id: str | None = None) -> dict[str, A
     if not isinstance(task_id, str):
         return None
     tasks = state["tasks"]
-    task = tasks.get(task_id)
+    task: dict[str, Any] | None = tasks.get(task_id)
     if task is None:
         task = tasks[task_id] = {
             "taskId": task_id,
@@ -118,7 +150,7 @@ def _set_status(
         return
     current = task["status"]
     # as ingest's task table: a terminal status is never replaced by a non-terminal one
-    if current in TERMINAL and status not in TERMINAL:
+    if current in TERMINAL_STATUSES and status not in TERMINAL_STATUSES:
         return
     task["status"] = status
     if isinstance(attempt, int):
@@ -130,36 +162,36 @@ def _set_status(
 
 
 def _bus_row(state: State, kind: str, event: Event, data: dict[str, Any]) -> None:
-    if kind == "loom.task.dead":
-        inner = data.get("task") if isinstance(data.get("task"), dict) else {}
-        task = _task(state, event, inner.get("taskId"))
-        if task is not None:
-            _set_status(task, "dead", error=data.get("reason"))
+    # ingest stored the message only after it validated, so it parses back; a row that does not
+    # (written by hand, or by an older producer) only counts as applied
+    try:
+        if kind == BUS_TASK_DEAD:
+            dead = TaskDeadLettered.model_validate(data)
+            task = _task(state, event, dead.task.task_id)
+            if task is not None:
+                _set_status(task, TaskStatus.DEAD.value, error=dead.reason)
+        elif kind in (BUS_TASK_SUBMITTED, BUS_TASK_ASSIGNED):
+            message = Task.model_validate(data)
+            task = _task(state, event, message.task_id)
+            if task is not None:
+                task["parameters"] = message.parameters
+                task["agent"] = message.target_agent
+                task["parentTaskId"] = message.parent_task_id or task["parentTaskId"]
+                task["sessionId"] = message.session_id or task["sessionId"]
+                status = TaskStatus.PENDING if kind == BUS_TASK_SUBMITTED else message.status
+                _set_status(task, status.value, attempt=message.attempt)
+        elif status_of_bus_type(kind) is not None:
+            change = TaskStatusChanged.model_validate(data)
+            task = _task(state, event, change.task_id)
+            if task is not None:
+                new = change.status.value
+                _set_status(task, new, attempt=change.attempt, error=change.error, result=change.result)
+        elif kind == BUS_TASK_CANCEL:
+            task = _task(state, event, TaskCancelRequested.model_validate(data).task_id)
+            if task is not None:
+                task["cancelRequested"] = True
+    except ValidationError:
         return
-    task = _task(state, event, data.get("taskId") if isinstance(data.get("taskId"), str) else None)
-    if task is None:
-        return
-    if kind in ("loom.task.submitted", "loom.task.assigned"):
-        if isinstance(data.get("parameters"), dict):
-            task["parameters"] = data["parameters"]
-        task["agent"] = data.get("targetAgent") or task["agent"]
-        task["parentTaskId"] = data.get("parentTaskId") or task["parentTaskId"]
-        task["sessionId"] = data.get("sessionId") or task["sessionId"]
-        _set_status(
-            task,
-            "pending" if kind == "loom.task.submitted" else data.get("status"),
-            attempt=data.get("attempt"),
-        )
-    elif kind.startswith("loom.task.status."):
-        _set_status(
-            task,
-            data.get("status") or kind.rsplit(".", 1)[-1],
-            attempt=data.get("attempt"),
-            error=data.get("error"),
-            result=data.get("result"),
-        )
-    elif kind == "loom.task.cancel":
-        task["cancelRequested"] = True
 
 
 # -- agent events ----------------------------------------------------------------------------------
@@ -185,104 +217,101 @@ def _last_assistant(task: dict[str, Any], step: Any) -> dict[str, Any] | None:
     return None
 
 
-def _llm_request(state: State, event: Event, data: dict[str, Any]) -> None:
+def _llm_request(state: State, event: Event, data: LlmRequest) -> None:
     task = _task(state, event)
     if task is None:
         return
-    if data.get("step") == 1 and not task["messages"]:
+    if data.step == 1 and not task["messages"]:
         parameters = task["parameters"] or {}
         prompt = parameters.get("prompt") if isinstance(parameters, dict) else None
         _append(task["messages"], {"role": "user", "content": prompt}, MAX_MESSAGES)
 
 
-def _llm_usage(state: State, event: Event, data: dict[str, Any]) -> None:
+def _llm_usage(state: State, event: Event, data: LlmUsage) -> None:
     task = _task(state, event)
     if task is None:
         return
-    step = data.get("step")
     usage = task["usage"]
     usage["llmCalls"] += 1
-    usage["inputTokens"] += _int(data.get("input_tokens"))
-    usage["outputTokens"] += _int(data.get("output_tokens"))
-    usage["latencyS"] += _float(data.get("latency_s"))
-    if isinstance(data.get("cost_usd"), int | float):
-        usage["costUsd"] = (usage["costUsd"] or 0.0) + float(data["cost_usd"])
-    if isinstance(step, int):
-        task["steps"] = max(task["steps"], step)
+    usage["inputTokens"] += data.input_tokens
+    usage["outputTokens"] += data.output_tokens
+    usage["latencyS"] += data.latency_s
+    if data.cost_usd is not None:
+        usage["costUsd"] = (usage["costUsd"] or 0.0) + data.cost_usd
+    if data.step is not None:
+        task["steps"] = max(task["steps"], data.step)
     # the assistant turn exists from here on; its text and tool calls follow in later events
     _append(
-        task["messages"], {"role": "assistant", "content": "", "toolCalls": [], "step": step}, MAX_MESSAGES
+        task["messages"],
+        {"role": "assistant", "content": "", "toolCalls": [], "step": data.step},
+        MAX_MESSAGES,
     )
 
 
-def _thought(state: State, event: Event, data: dict[str, Any]) -> None:
+def _thought(state: State, event: Event, data: AgentThought) -> None:
     task = _task(state, event)
     if task is None:
         return
-    _append(task["thoughts"], {"step": data.get("step"), "content": data.get("content")}, MAX_ITEMS)
-    if "step" in data:
-        message = _last_assistant(task, data.get("step"))
+    _append(task["thoughts"], {"step": data.step, "content": data.content}, MAX_ITEMS)
+    if data.step is not None:
+        message = _last_assistant(task, data.step)
         if message is not None:
-            message["content"] = data.get("content") or ""
+            message["content"] = data.content or ""
 
 
-def _action(state: State, event: Event, data: dict[str, Any]) -> None:
+def _action(state: State, event: Event, data: AgentAction) -> None:
     task = _task(state, event)
     if task is None:
         return
-    if "tool" in data:  # a ReAct tool call
-        message = _last_assistant(task, data.get("step"))
+    if data.tool is not None:  # a ReAct tool call
+        message = _last_assistant(task, data.step)
         if message is not None:
             message["toolCalls"].append(
-                {"callId": data.get("call_id"), "name": data.get("tool"), "arguments": data.get("arguments")}
+                {"callId": data.call_id, "name": data.tool, "arguments": data.arguments}
             )
     else:  # an orchestrator delegation
-        delegation = {
-            "index": data.get("index"),
-            "agent": data.get("agent"),
-            "parameters": data.get("parameters"),
-        }
+        delegation = {"index": data.index, "agent": data.agent, "parameters": data.parameters}
         _append(task["delegations"], delegation, MAX_ITEMS)
 
 
-def _tool_result(state: State, event: Event, data: dict[str, Any]) -> None:
+def _tool_result(state: State, event: Event, data: ToolReturned) -> None:
     task = _task(state, event)
     if task is None:
         return
     result = {
-        "callId": data.get("call_id"),
-        "name": data.get("name"),
-        "content": data.get("content"),
-        "isError": bool(data.get("is_error")),
-        "durationMs": data.get("duration_ms"),
+        "callId": data.call_id,
+        "name": data.name,
+        "content": data.content,
+        "isError": data.is_error,
+        "durationMs": data.duration_ms,
     }
     _append(task["toolResults"], result, MAX_TOOL_RESULTS)
     task["toolResultCount"] += 1
     message = {
         "role": "tool",
-        "content": _text(data.get("content")),
-        "toolCallId": data.get("call_id"),
-        "name": data.get("name"),
+        "content": _text(data.content),
+        "toolCallId": data.call_id,
+        "name": data.name,
     }
     _append(task["messages"], message, MAX_MESSAGES)
 
 
-def _answer(state: State, event: Event, data: dict[str, Any]) -> None:
+def _answer(state: State, event: Event, data: AgentAnswer) -> None:
     task = _task(state, event)
     if task is None:
         return
-    task["answer"] = data.get("answer")
-    if isinstance(data.get("steps"), int):
-        task["steps"] = data["steps"]
-        message = _last_assistant(task, data["steps"])
+    task["answer"] = data.answer
+    if data.steps is not None:
+        task["steps"] = data.steps
+        message = _last_assistant(task, data.steps)
         if message is not None:
-            message["content"] = data.get("answer") or ""
+            message["content"] = data.answer or ""
 
 
-def _error(state: State, event: Event, data: dict[str, Any]) -> None:
+def _error(state: State, event: Event, data: ErrorReported) -> None:
     task = _task(state, event)
     if task is not None:
-        _append(task["errors"], data.get("error") or data.get("reason"), MAX_ITEMS)
+        _append(task["errors"], data.error or data.reason, MAX_ITEMS)
 
 
 # -- memory ----------------------------------------------------------------------------------------
@@ -292,66 +321,46 @@ def _memory_of(state: State, event: Event) -> dict[str, Any] | None:
     key = event.get("sessionid") or event.get("taskid")
     if not isinstance(key, str):
         return None
-    memory = state["memory"].get(key)
+    memory: dict[str, Any] | None = state["memory"].get(key)
     if memory is None:
         memory = state["memory"][key] = {tier: [] for tier in TIERS}
     return memory
 
 
-def _memory_add(state: State, event: Event, data: dict[str, Any]) -> None:
-    memory = _memory_of(state, event)
-    tier = data.get("tier")
-    if memory is None or tier not in TIERS:
-        return
-    note = {
-        "entryId": data.get("entry_id"),
-        "nodeId": data.get("node_id"),
-        "content": data.get("content"),
-        "importance": _float(data.get("importance")),
-        "role": data.get("role"),
-        "createdAt": data.get("created_at"),
-    }
-    _append(memory[tier], note, MAX_NOTES_PER_TIER)
-
-
-def _memory_consolidate(state: State, event: Event, data: dict[str, Any]) -> None:
+def _memory_add(state: State, event: Event, data: MemoryAdded) -> None:
     memory = _memory_of(state, event)
     if memory is None:
         return
-    threshold = data.get("threshold")
-    threshold = float(threshold) if isinstance(threshold, int | float) else DEFAULT_PROMOTION_THRESHOLD
-    promoted = [note for note in memory["session"] if note["importance"] >= threshold]
-    if promoted:
-        memory["session"] = [note for note in memory["session"] if note["importance"] < threshold]
-        for note in promoted:
-            _append(memory["long_term"], note, MAX_NOTES_PER_TIER)
-    keep = data.get("keep_working")
-    if isinstance(keep, int):
-        drop = max(len(memory["working"]) - keep, 0)
-    else:
-        drop = _int(data.get("dropped_working"))
-    if drop:
-        del memory["working"][:drop]
+    note = {
+        "entryId": data.entry_id,
+        "nodeId": data.node_id,
+        "content": data.content,
+        "importance": data.importance,
+        "role": data.role,
+        "createdAt": data.created_at,
+    }
+    _append(memory[data.tier.value], note, MAX_NOTES_PER_TIER)
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+def _memory_consolidate(state: State, event: Event, data: MemoryConsolidated) -> None:
+    memory = _memory_of(state, event)
+    if memory is None:
+        return
+    applied = data.apply(memory, lambda note: note["entryId"], lambda note: float(note["importance"]))
+    for tier, notes in applied.items():
+        memory[tier] = notes[-MAX_NOTES_PER_TIER:]
 
 
-def _float(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-
-
-_HANDLERS = {
-    "llm.request": _llm_request,
-    "llm.usage": _llm_usage,
-    "agent.thought": _thought,
-    "agent.action": _action,
-    "tool.result": _tool_result,
-    "agent.answer": _answer,
-    "error": _error,
-    "memory.add": _memory_add,
-    "memory.consolidate": _memory_consolidate,
+_HANDLERS: dict[type[EventPayload], Callable[[State, Event, Any], None]] = {
+    LlmRequest: _llm_request,
+    LlmUsage: _llm_usage,
+    AgentThought: _thought,
+    AgentAction: _action,
+    ToolReturned: _tool_result,
+    AgentAnswer: _answer,
+    ErrorReported: _error,
+    MemoryAdded: _memory_add,
+    MemoryConsolidated: _memory_consolidate,
 }
 
 
@@ -359,13 +368,18 @@ def is_error(event: Event) -> bool:
     """Whether an event reports a failure (breakpoint filter ``error=true``)."""
     kind = event.get("type") or ""
     data = event.get("data")
-    if kind in (
-        "error",
-        "task.failed",
-        "task.dead",
-        "loom.task.dead",
-        "loom.task.status.failed",
-        "loom.task.status.dead",
-    ):
+    if kind in _ERROR_TYPES:
         return True
     return isinstance(data, dict) and bool(data.get("is_error"))
+
+
+_ERROR_TYPES = frozenset(
+    {
+        ErrorReported.TYPE,
+        EventType.TASK_FAILED.value,
+        EventType.TASK_DEAD.value,
+        BUS_TASK_DEAD,
+        bus_task_status_type(TaskStatus.FAILED),
+        bus_task_status_type(TaskStatus.DEAD),
+    }
+)

@@ -107,7 +107,7 @@ def parse_speed(value: Any) -> float:
 async def refuse(websocket: WebSocket, error: ReplayError) -> None:
     """Answer the handshake with the error's HTTP status, or accept and close with 4000+status."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse({"detail": error.reason}, status_code=error.status))
+        await websocket.send_denial_response(JSONResponse(error.body().to_wire(), status_code=error.status))
         return
     await websocket.accept()
     await websocket.send_json({"type": "error", "status": error.status, "reason": error.reason})

@@ -13,30 +13,60 @@ deterministic replay (see the agent runtime's react.py / orchestrator.py):
   the result), else the children listed in the orchestrator's own result;
 - the task itself: ``loom.task.submitted`` (parameters) and its final status (result).
 
-The recording is sent to the worker in ``metadata.replay.recording`` (camelCase JSON; the
-worker parses it with ``loom_agent_worker.runtime.recorded.Recording``).
+The recording is a :class:`loom_protocol.Recording`, sent to the worker in
+``metadata.replay.recording`` (a :class:`loom_protocol.ReplaySpec`); the worker parses it with
+the same class. Event payloads are read with :func:`loom_protocol.event_data`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from loom_protocol import (
+    BUS_TASK_DEAD,
+    BUS_TASK_SUBMITTED,
+    KIND_TASK,
+    TERMINAL_STATUSES,
+    AgentAction,
+    AgentAnswer,
+    AgentThought,
+    ErrorReported,
+    EventPayload,
+    LlmRequest,
+    LlmUsage,
+    McpToolCall,
+    McpToolResult,
+    RecordedChild,
+    RecordedLlmStep,
+    RecordedOutcome,
+    RecordedToolStep,
+    Recording,
+    Task,
+    TaskDeadLettered,
+    TaskEventData,
+    TaskStatus,
+    TaskStatusChanged,
+    ToolCalled,
+    ToolReturned,
+    event_data,
+    status_of_bus_type,
+    validation_reason,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from .errors import Invalid
 
-TERMINAL = ("completed", "failed", "cancelled", "dead")
 _PROVIDER_ERROR = re.compile(r"^LLM provider error at step (\d+): (.*)$", re.DOTALL)
 
 
 @dataclass
-class TaskRecord:
+class TaskHistory:
     """One task as its rows tell it."""
 
     task_id: str
@@ -58,65 +88,70 @@ class TaskRecord:
     events: list[dict[str, Any]] = field(default_factory=list)  # the agent's own CloudEvents, in order
 
 
-def _when(value: Any) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
-            return None
-    return None
-
-
-def task_record(task_id: str, rows: Iterable[tuple[str, datetime, dict[str, Any]]]) -> TaskRecord:
-    """Fold a task's rows, ``(kind, time, cloud event)`` in event order, into a TaskRecord."""
-    record = TaskRecord(task_id=task_id)
+def task_history(task_id: str, rows: Iterable[tuple[str, datetime, dict[str, Any]]]) -> TaskHistory:
+    """Fold a task's rows, ``(kind, time, cloud event)`` in event order, into a TaskHistory."""
+    record = TaskHistory(task_id=task_id)
     for kind, time, event in rows:
         record.rows += 1
         record.first_time = record.first_time or time
         record.last_time = time
         record.trace_id = record.trace_id or event.get("traceid")
         record.agent = record.agent or event.get("agentid")
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
-        kind_type = event.get("type") or ""
-        if kind == "task":
+        raw = event.get("data")
+        data: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        kind_type = str(event.get("type") or "")
+        if kind == KIND_TASK:
             _task_row(record, kind_type, time, data)
         else:
-            if kind_type.startswith("task.") and isinstance(data.get("status"), str):
-                _status(record, data["status"], time, error=data.get("error"))
+            if kind_type.startswith("task."):
+                change = _task_event(kind_type, data)
+                if change is not None and change.status is not None:
+                    _status(record, change.status, time)
             record.events.append(event)
     return record
 
 
-def _task_row(record: TaskRecord, kind: str, time: datetime, data: dict[str, Any]) -> None:
-    if kind == "loom.task.submitted":
-        if isinstance(data.get("parameters"), dict):
-            record.parameters = data["parameters"]
-        if isinstance(data.get("metadata"), dict):
-            record.metadata = data["metadata"]
-        record.agent = data.get("targetAgent") or record.agent
-        record.session_id = data.get("sessionId") or record.session_id
-        record.parent_task_id = data.get("parentTaskId") or record.parent_task_id
-        record.created_at = _when(data.get("createdAt")) or time
-    elif kind.startswith("loom.task.status."):
-        final = bool(data.get("final"))
-        if record.final and not final:
-            return
-        _status(
-            record,
-            data.get("status") or kind.rsplit(".", 1)[-1],
-            _when(data.get("at")) or time,
-            error=data.get("error"),
-            result=data.get("result"),
-            final=final,
-        )
-    elif kind == "loom.task.dead":
-        _status(record, "dead", time, error=data.get("reason"), final=True)
+def _task_event(kind: str, data: Mapping[str, Any]) -> TaskEventData | None:
+    try:
+        parsed = event_data(kind, data)
+    except ValidationError:
+        return None
+    return parsed if isinstance(parsed, TaskEventData) else None
+
+
+def _task_row(record: TaskHistory, kind: str, time: datetime, data: dict[str, Any]) -> None:
+    # ingest stored the message only after it validated, so it parses back; a row that does not
+    # is left out
+    try:
+        if kind == BUS_TASK_SUBMITTED:
+            task = Task.model_validate(data)
+            record.parameters = task.parameters
+            record.metadata = task.metadata
+            record.agent = task.target_agent
+            record.session_id = task.session_id or record.session_id
+            record.parent_task_id = task.parent_task_id or record.parent_task_id
+            record.created_at = task.created_at
+        elif status_of_bus_type(kind) is not None:
+            change = TaskStatusChanged.model_validate(data)
+            if record.final and not change.final:
+                return
+            _status(
+                record,
+                change.status.value,
+                change.at,
+                error=change.error,
+                result=change.result,
+                final=change.final,
+            )
+        elif kind == BUS_TASK_DEAD:
+            dead = TaskDeadLettered.model_validate(data)
+            _status(record, TaskStatus.DEAD.value, dead.at, error=dead.reason, final=True)
+    except ValidationError:
+        return
 
 
 def _status(
-    record: TaskRecord,
+    record: TaskHistory,
     status: str,
     time: datetime,
     *,
@@ -124,7 +159,7 @@ def _status(
     result: Any = None,
     final: bool = False,
 ) -> None:
-    if record.status in TERMINAL and status not in TERMINAL:
+    if record.status in TERMINAL_STATUSES and status not in TERMINAL_STATUSES:
         return
     record.status = status
     record.final = record.final or final
@@ -132,153 +167,161 @@ def _status(
         record.error = error
     if result is not None:
         record.result = result
-    if status in TERMINAL:
+    if status in TERMINAL_STATUSES:
         record.finished_at = time
 
 
 # -- the recording -------------------------------------------------------------------------------
 
 
-def build_recording(record: TaskRecord, child_records: Iterable[TaskRecord] = ()) -> dict[str, Any]:
-    """The recording of ``record`` (the worker's Recording model, as camelCase JSON)."""
+def payload_of(event: Mapping[str, Any]) -> EventPayload | None:
+    """The typed ``data`` of an agent event, or None (an unknown type, or data that does not fit)."""
+    try:
+        data = event_data(str(event.get("type") or ""), event.get("data"))
+    except ValidationError:
+        return None
+    return data if isinstance(data, EventPayload) else None
+
+
+@dataclass
+class _Delegation:
+    index: int
+    agent: str
+    parameters: dict[str, Any]
+
+
+def build_recording(record: TaskHistory, child_records: Iterable[TaskHistory] = ()) -> Recording:
+    """The recording of ``record``, as the worker replays it."""
     llm: dict[int, dict[str, Any]] = {}
-    digests: dict[int, Any] = {}
-    tools: list[dict[str, Any]] = []
-    calls: dict[str, dict[str, Any]] = {}
+    digests: dict[int, list[str] | None] = {}
+    tools: list[RecordedToolStep] = []
+    calls: dict[str, McpToolCall] = {}
     step_of_call: dict[str, int] = {}
-    delegations: list[dict[str, Any]] = []
+    delegations: list[_Delegation] = []
     step = 0
     for event in record.events:
-        kind = event.get("type")
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
-        if kind == "llm.request" and isinstance(data.get("step"), int):
-            if data["step"] == 1 and (llm or tools):  # a new attempt starts over
+        data = payload_of(event)
+        if isinstance(data, LlmRequest):
+            if data.step == 1 and (llm or tools):  # a new attempt starts over
                 llm, digests, tools, calls, step_of_call = {}, {}, [], {}, {}
-            step = data["step"]
-            raw = data.get("message_digests")
-            digests[step] = raw if isinstance(raw, list) else None
-        elif kind == "llm.usage" and isinstance(data.get("step"), int):
-            llm[data["step"]] = {
-                "step": data["step"],
-                "content": None,
-                "toolCalls": [],
-                "inputTokens": _count(data.get("input_tokens")),
-                "outputTokens": _count(data.get("output_tokens")),
-                "costUsd": data.get("cost_usd") if isinstance(data.get("cost_usd"), int | float) else None,
-                "latencyS": max(float(data.get("latency_s") or 0.0), 0.0),
-                "model": str(data.get("model") or ""),
-                "requestDigests": digests.get(data["step"]),
+            step = data.step
+            digests[step] = data.message_digests
+        elif isinstance(data, LlmUsage) and data.step is not None:
+            llm[data.step] = {
+                "step": data.step,
+                "tool_calls": [],
+                "input_tokens": data.input_tokens,
+                "output_tokens": data.output_tokens,
+                "cost_usd": data.cost_usd,
+                "latency_s": max(data.latency_s, 0.0),
+                "model": data.model,
+                "request_digests": digests.get(data.step),
             }
-        elif kind == "agent.thought" and data.get("step") in llm:
-            llm[data["step"]]["content"] = data.get("content")
-        elif kind == "agent.action" and "tool" in data:
-            if data.get("step") in llm:
-                call = {
-                    "callId": data.get("call_id"),
-                    "name": data.get("tool"),
-                    "arguments": data.get("arguments") or {},
-                }
-                llm[data["step"]]["toolCalls"].append(call)
-                step_of_call[str(data.get("call_id"))] = data["step"]
-        elif kind == "agent.action" and "agent" in data:
-            if data.get("index") == 0:  # a new attempt plans again
+        elif isinstance(data, AgentThought) and data.step in llm:
+            llm[data.step]["content"] = data.content
+        elif isinstance(data, AgentAction) and data.tool is not None:
+            if data.step in llm:
+                call = _call(data.call_id, data.tool, data.arguments)
+                llm[data.step]["tool_calls"].append(call)
+                step_of_call[call.call_id] = data.step
+        elif isinstance(data, AgentAction) and data.agent is not None:
+            if data.index == 0:  # a new attempt plans again
                 delegations = []
-            delegations.append(
-                {
-                    "index": data.get("index"),
-                    "agent": data.get("agent"),
-                    "parameters": data.get("parameters") or {},
-                }
+            index = data.index if data.index is not None else len(delegations)
+            delegations.append(_Delegation(index, data.agent, data.parameters or {}))
+        elif isinstance(data, AgentAnswer) and data.steps in llm:
+            llm[data.steps]["content"] = data.answer
+        elif isinstance(data, ToolCalled) and data.name:
+            call = _call(data.call_id, data.name, data.arguments)
+            calls[call.call_id] = call
+        elif isinstance(data, ToolReturned):
+            call_id = str(data.call_id)
+            known = calls.get(call_id)
+            name = data.name or (known.name if known is not None else None)
+            if not name:
+                continue
+            returned = McpToolResult(
+                call_id=call_id,
+                name=name,
+                content=data.content,
+                is_error=data.is_error,
+                duration_ms=data.duration_ms,
             )
-        elif kind == "agent.answer" and data.get("steps") in llm:
-            llm[data["steps"]]["content"] = data.get("answer")
-        elif kind == "tool.call":
-            calls[str(data.get("call_id"))] = {
-                "callId": data.get("call_id"),
-                "name": data.get("name"),
-                "arguments": data.get("arguments") or {},
-            }
-        elif kind == "tool.result":
-            call_id = str(data.get("call_id"))
             tools.append(
-                {
-                    "step": step_of_call.get(call_id, step),
-                    "call": calls.get(call_id)
-                    or {"callId": call_id, "name": data.get("name"), "arguments": {}},
-                    "result": {
-                        "callId": call_id,
-                        "name": data.get("name"),
-                        "content": data.get("content"),
-                        "isError": bool(data.get("is_error")),
-                        "durationMs": data.get("duration_ms")
-                        if _nonnegative(data.get("duration_ms"))
-                        else None,
-                    },
-                }
+                RecordedToolStep(
+                    step=step_of_call.get(call_id, step),
+                    call=known or _call(call_id, name, {}),
+                    result=returned,
+                )
             )
-        elif kind == "error" and isinstance(data.get("error"), str):
-            match = _PROVIDER_ERROR.match(data["error"])
+        elif isinstance(data, ErrorReported) and data.error is not None:
+            match = _PROVIDER_ERROR.match(data.error)
             if match is not None:
                 failed_step = int(match.group(1))
                 llm[failed_step] = {
                     "step": failed_step,
                     "error": match.group(2),
-                    "requestDigests": digests.get(failed_step),
+                    "request_digests": digests.get(failed_step),
                 }
 
     result = record.result if isinstance(record.result, dict) else {}
-    return {
-        "version": 1,
-        "agent": record.agent,
-        "llm": [llm[k] for k in sorted(llm)],
-        "tools": tools,
-        "children": _children(delegations, list(child_records), result.get("children")),
-        "outcome": {
-            "status": record.status,
-            "answer": result.get("answer") if isinstance(result.get("answer"), str) else None,
-            "steps": result.get("steps") if isinstance(result.get("steps"), int) else None,
-            "error": record.error,
-        },
-    }
+    return Recording(
+        agent=record.agent,
+        llm=[RecordedLlmStep.model_validate(llm[k]) for k in sorted(llm) if k >= 1],
+        tools=tools,
+        children=_children(delegations, list(child_records), result.get("children")),
+        outcome=RecordedOutcome(
+            status=record.status,
+            answer=result.get("answer") if isinstance(result.get("answer"), str) else None,
+            steps=result.get("steps") if isinstance(result.get("steps"), int) else None,
+            error=record.error,
+        ),
+    )
+
+
+def _call(call_id: str | None, name: str, arguments: dict[str, Any] | None) -> McpToolCall:
+    if call_id:
+        return McpToolCall(call_id=call_id, name=name, arguments=arguments or {})
+    return McpToolCall(name=name, arguments=arguments or {})
 
 
 def _children(
-    delegations: list[dict[str, Any]], children: list[TaskRecord], listed: Any
-) -> list[dict[str, Any]]:
+    delegations: list[_Delegation], children: list[TaskHistory], listed: Any
+) -> list[RecordedChild]:
     listed = listed if isinstance(listed, list) else []
     unmatched = list(children)
     out = []
-    for position, delegation in enumerate(delegations):
-        index = delegation["index"] if isinstance(delegation["index"], int) else position
-        key = _key(delegation["agent"], delegation["parameters"])
+    for delegation in delegations:
+        index = delegation.index
+        key = _key(delegation.agent, delegation.parameters)
         child = next((c for c in unmatched if _key(c.agent, c.parameters or {}) == key), None)
         if child is not None:
             unmatched.remove(child)
             out.append(
-                {
-                    "index": index,
-                    "agent": delegation["agent"],
-                    "parameters": delegation["parameters"],
-                    "taskId": child.task_id,
-                    "status": child.status or "failed",
-                    "result": child.result,
-                    "error": child.error,
-                }
+                RecordedChild(
+                    index=index,
+                    agent=delegation.agent,
+                    parameters=delegation.parameters,
+                    task_id=child.task_id,
+                    status=child.status or TaskStatus.FAILED.value,
+                    result=child.result,
+                    error=child.error,
+                )
             )
             continue
         # no rows of that child: fall back to what the orchestrator's result says of it
         entry = listed[index] if index < len(listed) and isinstance(listed[index], dict) else {}
         answer = entry.get("answer")
         out.append(
-            {
-                "index": index,
-                "agent": delegation["agent"],
-                "parameters": delegation["parameters"],
-                "taskId": entry.get("task_id"),
-                "status": entry.get("status") or "failed",
-                "result": {"answer": answer} if answer is not None else None,
-                "error": entry.get("error"),
-            }
+            RecordedChild(
+                index=index,
+                agent=delegation.agent,
+                parameters=delegation.parameters,
+                task_id=entry.get("task_id"),
+                status=entry.get("status") or TaskStatus.FAILED.value,
+                result={"answer": answer} if answer is not None else None,
+                error=entry.get("error"),
+            )
         )
     return out
 
@@ -287,44 +330,35 @@ def _key(agent: Any, parameters: Any) -> str:
     return f"{agent}\x00{json.dumps(parameters, sort_keys=True, default=str)}"
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _nonnegative(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-
-
 def render(value: Any) -> str:
     """A tool result as the LLM saw it (the runtime's render_content, without the cut)."""
     return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
 
 
-def conversation(recording: dict[str, Any], prompt: Any) -> list[dict[str, Any]]:
+def conversation(recording: Recording, prompt: Any) -> list[dict[str, Any]]:
     """The original run's conversation without the system message, as the digests count it."""
     messages: list[dict[str, Any]] = [{"role": "user", "content": prompt}]
-    for step in recording["llm"]:
-        if step.get("error") is not None:
+    for step in recording.llm:
+        if step.error is not None:
             break
         messages.append(
-            {"role": "assistant", "content": step.get("content") or "", "toolCalls": step["toolCalls"]}
+            {
+                "role": "assistant",
+                "content": step.content or "",
+                "toolCalls": [call.to_wire() for call in step.tool_calls],
+            }
         )
-        for index, tool in enumerate(recording["tools"]):
-            if tool["step"] == step["step"]:
+        for index, tool in enumerate(recording.tools):
+            if tool.step == step.step:
                 messages.append(
                     {
                         "role": "tool",
-                        "content": render(tool["result"]["content"]),
-                        "name": tool["result"]["name"],
+                        "content": render(tool.result.content),
+                        "name": tool.result.name,
                         "toolCall": index,
                     }
                 )
     return messages
-
-
-def steps_of(recording: dict[str, Any]) -> int:
-    """How many steps a fork can start from: LLM steps, else delegations, else one."""
-    return len(recording["llm"]) or len(recording["children"]) or 1
 
 
 # -- overrides (tampering with a recording, to test what a replay detects) ---------------------------
@@ -354,8 +388,9 @@ class Overrides(BaseModel):
                 raise ValueError(f"keys must be integers, not {key!r}")
         return value
 
-    def apply(self, recording: dict[str, Any]) -> dict[str, Any]:
-        tampered = json.loads(json.dumps(recording))
+    def apply(self, recording: Recording) -> Recording:
+        """A tampered copy of ``recording``; Invalid when an override names what is not there."""
+        tampered = recording.model_dump(mode="json", by_alias=True)
         for key, content in self.tool_results.items():
             index = int(key)
             if not 0 <= index < len(tampered["tools"]):
@@ -385,30 +420,32 @@ class Overrides(BaseModel):
             tampered["children"][index]["result"] = result
         if self.answer is not None:
             tampered["outcome"]["answer"] = self.answer
-        return tampered
+        try:
+            return Recording.model_validate(tampered)
+        except ValidationError as exc:
+            raise Invalid(f"overrides: {validation_reason(exc)}") from None
 
 
 # -- summaries (the side-by-side comparison) ---------------------------------------------------------
 
 
-def summary_of_record(record: TaskRecord) -> dict[str, Any]:
-    usage = {"llmCalls": 0, "inputTokens": 0, "outputTokens": 0, "costUsd": None, "latencyS": 0.0}
+def summary_of_record(record: TaskHistory) -> dict[str, Any]:
+    llm_calls, input_tokens, output_tokens, latency_s = 0, 0, 0, 0.0
+    cost_usd: float | None = None
     for event in record.events:
-        data = event.get("data") if isinstance(event.get("data"), dict) else {}
-        if event.get("type") == "llm.usage":
-            usage["llmCalls"] += 1
-            usage["inputTokens"] += _count(data.get("input_tokens"))
-            usage["outputTokens"] += _count(data.get("output_tokens"))
-            usage["latencyS"] += float(data.get("latency_s") or 0.0)
-            if isinstance(data.get("cost_usd"), int | float):
-                usage["costUsd"] = (usage["costUsd"] or 0.0) + float(data["cost_usd"])
+        usage = payload_of(event)
+        if isinstance(usage, LlmUsage):
+            llm_calls += 1
+            input_tokens += usage.input_tokens
+            output_tokens += usage.output_tokens
+            latency_s += usage.latency_s
+            if usage.cost_usd is not None:
+                cost_usd = (cost_usd or 0.0) + usage.cost_usd
     result = record.result if isinstance(record.result, dict) else {}
     start, end = record.created_at or record.first_time, record.finished_at or record.last_time
     steps = result.get("steps")
     if not isinstance(steps, int):
-        steps = (
-            len(result["children"]) if isinstance(result.get("children"), list) else usage["llmCalls"] or None
-        )
+        steps = len(result["children"]) if isinstance(result.get("children"), list) else llm_calls or None
     return {
         "taskId": record.task_id,
         "traceId": record.trace_id,
@@ -417,30 +454,34 @@ def summary_of_record(record: TaskRecord) -> dict[str, Any]:
         "answer": result.get("answer"),
         "error": record.error,
         "steps": steps,
-        "usage": usage,
+        "usage": {
+            "llmCalls": llm_calls,
+            "inputTokens": input_tokens,
+            "outputTokens": output_tokens,
+            "costUsd": cost_usd,
+            "latencyS": latency_s,
+        },
         "latencyS": (end - start).total_seconds() if start and end else None,
         "events": record.rows,
     }
 
 
-def summary_of_task(task: dict[str, Any]) -> dict[str, Any]:
-    """The summary of a task as the dispatcher returns it (camelCase Task JSON)."""
-    result = task.get("result") if isinstance(task.get("result"), dict) else {}
-    raw_usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
-    usage = {to_camel(k): v for k, v in raw_usage.items()}
-    traceparent = (task.get("trace") or {}).get("traceparent")
-    created, updated = _when(task.get("createdAt")), _when(task.get("updatedAt"))
+def summary_of_task(task: Task) -> dict[str, Any]:
+    """The summary of a task as the dispatcher returns it."""
+    result = task.result if isinstance(task.result, dict) else {}
+    raw_usage = result.get("usage")
+    usage = {to_camel(k): v for k, v in raw_usage.items()} if isinstance(raw_usage, dict) else {}
     steps = result.get("steps")
     if not isinstance(steps, int) and isinstance(result.get("children"), list):
         steps = len(result["children"])
     return {
-        "taskId": task.get("taskId"),
-        "traceId": traceparent[3:35] if isinstance(traceparent, str) and len(traceparent) >= 35 else None,
-        "agent": task.get("targetAgent"),
-        "status": task.get("status"),
+        "taskId": task.task_id,
+        "traceId": task.trace.trace_id,
+        "agent": task.target_agent,
+        "status": task.status.value,
         "answer": result.get("answer"),
-        "error": task.get("error"),
+        "error": task.error,
         "steps": steps if isinstance(steps, int) else None,
         "usage": usage or None,
-        "latencyS": (updated - created).total_seconds() if created and updated else None,
+        "latencyS": (task.updated_at - task.created_at).total_seconds(),
     }

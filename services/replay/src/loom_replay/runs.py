@@ -14,20 +14,30 @@ import logging
 from typing import Any
 
 import httpx
+from loom_protocol import (
+    REPLAY_METADATA_KEY,
+    TERMINAL_STATUSES,
+    ForkChanges,
+    ReplayMode,
+    ReplayReport,
+    ReplaySpec,
+    Task,
+    TaskStatus,
+    validation_reason,
+)
 from prometheus_client import Counter
+from pydantic import ValidationError
 
 from .config import Settings
 from .errors import Conflict, Invalid, NotFound, Upstream
 from .recording import (
-    TERMINAL,
     Overrides,
-    TaskRecord,
+    TaskHistory,
     build_recording,
     conversation,
-    steps_of,
     summary_of_record,
     summary_of_task,
-    task_record,
+    task_history,
 )
 from .store import EventReader, event_of
 
@@ -46,23 +56,23 @@ class Runs:
 
     # -- the original --------------------------------------------------------------------------
 
-    async def load(self, task_id: str) -> TaskRecord:
+    async def load(self, task_id: str) -> TaskHistory:
         limit = self.settings.max_task_events
         rows = await self.store.task_rows(task_id, limit + 1)
         if not rows:
             raise NotFound(f"no events for task {task_id!r}")
         if len(rows) > limit:
             raise Invalid(f"task {task_id!r} has more than {limit} events: too large to replay")
-        record = task_record(task_id, ((row["kind"], row["time"], event_of(row)) for row in rows))
-        if record.parameters is None or record.agent is None or record.status not in TERMINAL:
+        record = task_history(task_id, ((row["kind"], row["time"], event_of(row)) for row in rows))
+        if record.parameters is None or record.agent is None or record.status not in TERMINAL_STATUSES:
             task = await self._dispatcher_task(task_id)
             if task is not None:
-                if record.parameters is None and isinstance(task.get("parameters"), dict):
-                    record.parameters = task["parameters"]
-                record.agent = record.agent or task.get("targetAgent")
-            if record.status not in TERMINAL:
-                status = task.get("status") if task is not None else record.status
-                if status in TERMINAL:
+                if record.parameters is None:
+                    record.parameters = task.parameters
+                record.agent = record.agent or task.target_agent
+            if record.status not in TERMINAL_STATUSES:
+                status = task.status.value if task is not None else record.status
+                if status in TERMINAL_STATUSES:
                     raise Conflict(
                         f"task {task_id!r} ended {status} but its events are not all stored yet; "
                         "retry in a moment"
@@ -75,7 +85,7 @@ class Runs:
             )
         return record
 
-    async def _dispatcher_task(self, task_id: str) -> dict[str, Any] | None:
+    async def _dispatcher_task(self, task_id: str) -> Task | None:
         try:
             response = await self.dispatcher.get(f"/api/tasks/{task_id}", timeout=10)
         except httpx.HTTPError as exc:
@@ -83,10 +93,13 @@ class Runs:
             return None
         if response.status_code != 200:
             return None
-        task: dict[str, Any] = response.json()
-        return task
+        try:
+            return Task.model_validate_json(response.content)
+        except ValidationError as exc:
+            log.info("dispatcher answered an invalid task for %s: %s", task_id, validation_reason(exc))
+            return None
 
-    async def children(self, record: TaskRecord) -> list[TaskRecord]:
+    async def children(self, record: TaskHistory) -> list[TaskHistory]:
         if not record.trace_id:
             return []
         rows = await self.store.child_rows(record.trace_id, record.task_id, self.settings.max_task_events)
@@ -94,7 +107,7 @@ class Runs:
         for row in rows:
             if row["task_id"]:
                 grouped.setdefault(row["task_id"], []).append((row["kind"], row["time"], event_of(row)))
-        return [task_record(task_id, child_rows) for task_id, child_rows in grouped.items()]
+        return [task_history(task_id, child_rows) for task_id, child_rows in grouped.items()]
 
     # -- deterministic replay ------------------------------------------------------------------
 
@@ -104,7 +117,8 @@ class Runs:
         record = await self.load(task_id)
         recording = build_recording(record, await self.children(record))
         replayed = overrides.apply(recording) if overrides is not None else recording
-        metadata = {"replay": {"mode": "deterministic", "recording": replayed, "originalTaskId": task_id}}
+        spec = ReplaySpec(mode=ReplayMode.DETERMINISTIC, recording=replayed, original_task_id=task_id)
+        metadata = {REPLAY_METADATA_KEY: spec.to_wire()}
         task = await self.submit(record, record.parameters or {}, metadata, wait_s)
         body: dict[str, Any] = {
             "diverged": None,
@@ -117,32 +131,34 @@ class Runs:
             "original": summary_of_record(record),
             "replay": summary_of_task(task),
         }
-        if task.get("status") not in TERMINAL:
+        if task.status not in TERMINAL_STATUSES:
             RUNS.labels("deterministic", "pending").inc()
             body["reason"] = (
-                f"the replay task is {task.get('status')}: poll the dispatcher for task {task.get('taskId')}"
+                f"the replay task is {task.status.value}: poll the dispatcher for task {task.task_id}"
             )
             return 202, body
-        result = task.get("result") if isinstance(task.get("result"), dict) else {}
-        report = result.get("replay")
-        if task.get("status") != "completed" or not isinstance(report, dict):
+        report = _report_of(task)
+        if report is None:
             RUNS.labels("deterministic", "error").inc()
             raise Upstream(
-                f"the replay task {task.get('taskId')} ended {task.get('status')} without a replay report"
-                + (
-                    f": {task.get('error')}"
-                    if task.get("error")
-                    else " (does the worker run the replay hook?)"
-                )
+                f"the replay task {task.task_id} ended {task.status.value} without a replay report"
+                + (f": {task.error}" if task.error else " (does the worker run the replay hook?)")
             )
-        body.update({k: report.get(k) for k in ("diverged", "step", "at", "reason", "expected", "got")})
-        body["replay"]["report"] = report
-        if report.get("at") == "llm" and isinstance(report.get("got"), dict):
-            index = report["got"].get("messageIndex")
+        body.update(
+            diverged=report.diverged,
+            step=report.step,
+            at=report.at,
+            reason=report.reason,
+            expected=report.expected,
+            got=report.got,
+        )
+        body["replay"]["report"] = report.model_dump(mode="json", by_alias=True)
+        if report.at == "llm" and isinstance(report.got, dict):
+            index = report.got.get("messageIndex")
             messages = conversation(recording, (record.parameters or {}).get("prompt"))
             if isinstance(index, int) and 0 <= index < len(messages) and isinstance(body["expected"], dict):
                 body["expected"] = {**body["expected"], **messages[index]}
-        RUNS.labels("deterministic", "diverged" if report.get("diverged") else "same").inc()
+        RUNS.labels("deterministic", "diverged" if report.diverged else "same").inc()
         return 200, body
 
     # -- fork ----------------------------------------------------------------------------------
@@ -152,7 +168,7 @@ class Runs:
     ) -> tuple[int, dict[str, Any]]:
         record = await self.load(task_id)
         recording = build_recording(record, await self.children(record))
-        steps = steps_of(recording)
+        steps = recording.steps
         if not 1 <= from_step <= steps:
             raise Invalid(f"from_step must be in 1..{steps}: task {task_id!r} has {steps} step(s)")
         parameters = dict(record.parameters or {})
@@ -161,25 +177,22 @@ class Runs:
             parameters["prompt"] = changes["prompt"]
         if changes.get("script") is not None:
             parameters["script"] = [RECORDED_STEP] * (from_step - 1) + list(changes["script"])
-        worker_changes = {
-            key: changes[key]
-            for key in ("provider", "model", "tools", "systemPrompt", "maxSteps")
-            if changes.get(key) is not None
-        }
-        metadata = {
-            "forkOf": task_id,
-            "replay": {
-                "mode": "fork",
-                "fromStep": from_step,
-                "recording": recording,
-                "originalTaskId": task_id,
-                "changes": worker_changes,
-            },
-        }
+        try:
+            worker_changes = ForkChanges.model_validate(changes)
+        except ValidationError as exc:
+            raise Invalid(f"changes: {validation_reason(exc)}") from None
+        spec = ReplaySpec(
+            mode=ReplayMode.FORK,
+            from_step=from_step,
+            recording=recording,
+            original_task_id=task_id,
+            changes=worker_changes,
+        )
+        metadata = {"forkOf": task_id, REPLAY_METADATA_KEY: spec.to_wire()}
         task = await self.submit(record, parameters, metadata, wait_s)
         original, forked = summary_of_record(record), summary_of_task(task)
-        done = task.get("status") in TERMINAL
-        RUNS.labels("fork", task.get("status") or "unknown").inc()
+        done = task.status in TERMINAL_STATUSES
+        RUNS.labels("fork", task.status.value).inc()
         return (200 if done else 202), {
             "fromStep": from_step,
             "changes": {k: v for k, v in changes.items() if v is not None},
@@ -191,8 +204,8 @@ class Runs:
     # -- the dispatcher ------------------------------------------------------------------------
 
     async def submit(
-        self, record: TaskRecord, parameters: dict[str, Any], metadata: dict[str, Any], wait_s: float | None
-    ) -> dict[str, Any]:
+        self, record: TaskHistory, parameters: dict[str, Any], metadata: dict[str, Any], wait_s: float | None
+    ) -> Task:
         """Submit a new task to the original's agent and wait for its outcome (up to ``wait_s``).
 
         No traceparent is sent: the dispatcher starts a new trace, so nothing the run emits
@@ -215,8 +228,21 @@ class Runs:
             raise Upstream(
                 f"the dispatcher refused the task: HTTP {response.status_code}: {response.text[:500]}"
             )
-        task: dict[str, Any] = response.json()
-        return task
+        try:
+            return Task.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise Upstream(f"the dispatcher answered an invalid task: {validation_reason(exc)}") from None
+
+
+def _report_of(task: Task) -> ReplayReport | None:
+    """The replay report a completed deterministic replay carries in ``result.replay``."""
+    result = task.result if isinstance(task.result, dict) else {}
+    if task.status is not TaskStatus.COMPLETED or not isinstance(result.get("replay"), dict):
+        return None
+    try:
+        return ReplayReport.model_validate(result["replay"])
+    except ValidationError:
+        return None
 
 
 def compare(original: dict[str, Any], forked: dict[str, Any]) -> dict[str, Any]:

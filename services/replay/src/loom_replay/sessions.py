@@ -54,6 +54,11 @@ def pack_sized(value: Any) -> tuple[bytes, int]:
     return zlib.compress(raw, 1), len(raw)
 
 
+def _text(value: bytes | str) -> str:
+    # the client returns bytes unless it was created with decode_responses
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def unpack(raw: bytes) -> Any:
     return orjson.loads(zlib.decompress(raw))
 
@@ -94,7 +99,7 @@ class SessionStore:
         raw = await self.redis.hgetall(self.key(session_id))
         if not raw:
             raise SessionNotFound(session_id)
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        fields = {_text(k): _text(v) for k, v in raw.items()}
         await self.touch(session_id)
         return Session(
             session_id=session_id,
@@ -128,7 +133,7 @@ class SessionStore:
 
     async def load_checkpoint(self, session_id: str, a: int) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.key(session_id, "ckpt"), str(a))
-        return None if raw is None else unpack(raw)
+        return None if raw is None else unpack(raw if isinstance(raw, bytes) else raw.encode())
 
     async def save_checkpoint(self, session_id: str, a: int, packed: bytes, size: int) -> None:
         async with self.redis.pipeline(transaction=True) as pipe:

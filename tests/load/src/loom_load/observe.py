@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from loom_protocol import subjects
+from loom_protocol import TERMINAL_STATUSES, subjects
 
 from .stats import Latency, Timeline
 
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 _STATUS_PREFIX = subjects.TASK_STATUS_ALL[:-1]  # "loom.task.status."
 _ASSIGNED_ALL = subjects.TASK_ASSIGNED_ALL
-TERMINAL = frozenset({"completed", "failed", "dead", "cancelled"})
+TERMINAL = TERMINAL_STATUSES
 
 HOPS = (
     ("submit→submitted", "t_submit", "ev_submitted"),

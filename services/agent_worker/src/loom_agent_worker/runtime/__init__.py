@@ -43,12 +43,14 @@ from loom_agent_worker.runtime.recorded import (
     RecordedChildren,
     RecordedProvider,
     RecordedTools,
-    Recording,
     RecordingProvider,
     RecordingTools,
     ReplayDivergence,
     SplicedProvider,
     SplicedTools,
+    recorded_provider,
+    recorded_response,
+    recorded_tools,
 )
 from loom_agent_worker.runtime.tools import Tool, ToolExecutor, ToolRegistry, tool
 
@@ -77,7 +79,6 @@ __all__ = [
     "RecordedChildren",
     "RecordedProvider",
     "RecordedTools",
-    "Recording",
     "RecordingProvider",
     "RecordingTools",
     "ReplayDivergence",
@@ -100,6 +101,9 @@ __all__ = [
     "extract_expression",
     "make_provider",
     "plan_from_prompt",
+    "recorded_provider",
+    "recorded_response",
+    "recorded_tools",
     "run_with_interceptors",
     "safe_eval",
     "sleep",

@@ -1,4 +1,4 @@
-"""The agent interface: seed 001's NodeProtocol."""
+"""The agent interface (a node protocol): what the worker runs a task on."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from loom_protocol import MemoryTier, Task
+from loom_protocol import EventPayload, MemoryTier, Task
 
 if TYPE_CHECKING:
     from loom_protocol import MemoryEntry
@@ -17,12 +17,13 @@ class EventSink(Protocol):
     """Where an agent reports what it observes (``agent.thought``, ``tool.call``, ...).
 
     ``emit`` must not block and must never raise: the worker's implementation wraps the
-    data in a CloudEvent carrying the task, session, parent and trace ids and buffers it.
+    payload (its class gives the event type) in a CloudEvent carrying the task, session,
+    parent and trace ids and buffers it.
     ``subject`` names the node addressed: ``tool:<name>``, ``agent:<id>`` or
     ``llm:<provider>/<model>``.
     """
 
-    def emit(self, event_type: str, data: dict[str, Any], *, subject: str | None = None) -> None: ...
+    def emit(self, payload: EventPayload, *, subject: str | None = None) -> None: ...
 
 
 class ChildTasks(Protocol):
@@ -71,5 +72,5 @@ class TaskContext:
 class NullEventSink:
     """An EventSink that drops everything (for callers that do not observe)."""
 
-    def emit(self, event_type: str, data: dict[str, Any], *, subject: str | None = None) -> None:
+    def emit(self, payload: EventPayload, *, subject: str | None = None) -> None:
         return None

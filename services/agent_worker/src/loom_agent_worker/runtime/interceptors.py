@@ -1,4 +1,4 @@
-"""Lifecycle interceptors around ``Agent.execute_task`` (seed 001 InterceptorChain).
+"""Lifecycle interceptors around ``Agent.execute_task`` (an interceptor chain).
 
 ``run_with_interceptors`` runs the ``before`` hooks in order, the agent, then the
 ``after`` hooks in reverse order (like nested context managers: only interceptors whose
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from loom_protocol import EventType, Task, TaskStatus
+from loom_protocol import ErrorReported, Task, TaskStatus
 
 from loom_agent_worker.runtime.agent import Agent, failed
 from loom_agent_worker.runtime.context import TaskContext
@@ -70,7 +70,7 @@ async def run_with_interceptors(
         error = exc
         message = f"{type(exc).__name__}: {exc}"
         logger.warning("task %s on agent %s raised %s", task.task_id, agent.node_id, message)
-        ctx.events.emit(EventType.ERROR, {"error": message, "exception": type(exc).__name__})
+        ctx.events.emit(ErrorReported(error=message, exception=type(exc).__name__))
         result = failed(task, message)
     await _run_after(entered, task, ctx, result, error, time.perf_counter() - started)
     return result

@@ -1,4 +1,4 @@
-"""Session memory (seed 002's notes and conversation): messages plus tiered, weighted notes.
+"""Session memory (notes and conversation): messages plus tiered, weighted notes.
 
 A :class:`SessionMemory` holds one session's chat messages and its notes in three tiers:
 ``session`` (what this session learned), ``working`` (recent observations, compressed to
@@ -17,7 +17,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
-from loom_protocol import EventType, MemoryEntry, MemoryTier, Task
+from loom_protocol import MemoryAdded, MemoryConsolidated, MemoryEntry, MemoryTier, Task
 
 from loom_agent_worker.runtime.context import EventSink
 from loom_agent_worker.runtime.providers.base import ChatMessage
@@ -31,22 +31,21 @@ DEFAULT_MAX_SESSIONS = 1000
 
 @dataclass(frozen=True)
 class ConsolidationReport:
-    """What one ``consolidate`` call did and the tier sizes after it."""
+    """What one ``consolidate`` call did (the ids it moved) and the tier sizes after it."""
 
-    promoted: int
-    dropped_working: int
+    promoted_ids: tuple[str, ...]
+    dropped_ids: tuple[str, ...]
     session: int
     working: int
     long_term: int
 
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "promoted": self.promoted,
-            "dropped_working": self.dropped_working,
-            "session": self.session,
-            "working": self.working,
-            "long_term": self.long_term,
-        }
+    @property
+    def promoted(self) -> int:
+        return len(self.promoted_ids)
+
+    @property
+    def dropped_working(self) -> int:
+        return len(self.dropped_ids)
 
 
 class SessionMemory:
@@ -96,7 +95,7 @@ class SessionMemory:
         """Store a note for ``node_id`` (the agent writing it) and emit ``memory.add``.
 
         ``role`` says what kind of note it is (``observation``, ``child_result``, ...); it is
-        kept in the entry's metadata and at the top of the event data, as seed 000's memory
+        kept in the entry's metadata and at the top of the event data, as Studio's memory
         browser expects.
         """
         entry = MemoryEntry(
@@ -108,7 +107,7 @@ class SessionMemory:
         )
         self._notes[tier].append(entry)
         if events is not None:
-            events.emit(EventType.MEMORY_ADD, {**entry.model_dump(mode="json"), "role": role})
+            events.emit(MemoryAdded.model_validate({**entry.model_dump(mode="json"), "role": role}))
         return entry
 
     def consolidate(
@@ -119,7 +118,9 @@ class SessionMemory:
         keep_working: int | None = None,
     ) -> ConsolidationReport:
         """Promote session notes with importance >= threshold to long-term memory and keep only
-        the last ``keep_working`` working notes; emit ``memory.consolidate`` with the counts."""
+        the last ``keep_working`` working notes; emit ``memory.consolidate`` with the ids moved.
+
+        This is the one consolidation rule: readers of the events apply the ids it emits."""
         threshold = self.promotion_threshold if threshold is None else threshold
         keep = self.keep_working if keep_working is None else keep_working
         session, working, long_term = (self._notes[t] for t in MemoryTier)
@@ -131,21 +132,29 @@ class SessionMemory:
             session.extend(kept)
             long_term.extend(note.model_copy(update={"tier": MemoryTier.LONG_TERM}) for note in promoted)
 
-        dropped = max(len(working) - keep, 0)
-        for _ in range(dropped):
-            working.popleft()
+        dropped = [working.popleft() for _ in range(max(len(working) - keep, 0))]
 
         report = ConsolidationReport(
-            promoted=len(promoted),
-            dropped_working=dropped,
+            promoted_ids=tuple(note.entry_id for note in promoted),
+            dropped_ids=tuple(note.entry_id for note in dropped),
             session=len(session),
             working=len(working),
             long_term=len(long_term),
         )
         if events is not None:
-            # the parameters too, so that a replay can fold the same consolidation from events
-            data = {**report.as_dict(), "threshold": threshold, "keep_working": keep}
-            events.emit(EventType.MEMORY_CONSOLIDATE, data)
+            events.emit(
+                MemoryConsolidated(
+                    promoted_ids=list(report.promoted_ids),
+                    dropped_ids=list(report.dropped_ids),
+                    promoted=report.promoted,
+                    dropped_working=report.dropped_working,
+                    session=report.session,
+                    working=report.working,
+                    long_term=report.long_term,
+                    threshold=threshold,
+                    keep_working=keep,
+                )
+            )
         return report
 
 

@@ -1,4 +1,4 @@
-"""The orchestrator (seed 002's Concierge/Orchestrator/Action pattern, over child tasks).
+"""The orchestrator (the Concierge/Orchestrator/Action pattern, over child tasks).
 
 It plans (takes ``parameters.plan`` or splits the prompt into sub-requests and routes each
 one: arithmetic to ``calculator``, anything else to ``echo``), delegates every step as a
@@ -12,7 +12,16 @@ import json
 import re
 from typing import Any
 
-from loom_protocol import AgentCard, EventType, MemoryTier, Task, TaskStatus
+from loom_protocol import (
+    AgentAction,
+    AgentAnswer,
+    AgentCard,
+    AgentThought,
+    ErrorReported,
+    MemoryTier,
+    Task,
+    TaskStatus,
+)
 from loom_protocol.base import AgentId
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -93,13 +102,13 @@ class OrchestratorAgent(Agent):
 
         summary = "; ".join(f"{step.agent} <- {json.dumps(step.parameters, default=str)}" for step in plan)
         ctx.events.emit(
-            EventType.AGENT_THOUGHT,
-            {"content": f"plan of {len(plan)} step(s): {summary}", "plan": [s.model_dump() for s in plan]},
+            AgentThought(
+                content=f"plan of {len(plan)} step(s): {summary}", plan=[s.model_dump() for s in plan]
+            )
         )
         for index, step in enumerate(plan):
             ctx.events.emit(
-                EventType.AGENT_ACTION,
-                {"index": index, "agent": step.agent, "parameters": step.parameters},
+                AgentAction(index=index, agent=step.agent, parameters=step.parameters),
                 subject=f"agent:{step.agent}",
             )
 
@@ -133,7 +142,7 @@ class OrchestratorAgent(Agent):
             else f"[{child['agent']} {child['status']}: {child['error']}]"
             for child in children
         )
-        ctx.events.emit(EventType.AGENT_ANSWER, {"answer": answer, "children": len(children)})
+        ctx.events.emit(AgentAnswer(answer=answer, children=len(children)))
         return completed(task, {"answer": answer, "children": children})
 
     @staticmethod
@@ -144,7 +153,7 @@ class OrchestratorAgent(Agent):
             return exc
 
     def _fail(self, task: Task, ctx: TaskContext, error: str) -> Task:
-        ctx.events.emit(EventType.ERROR, {"error": error})
+        ctx.events.emit(ErrorReported(error=error))
         return failed(task, error)
 
 

@@ -6,7 +6,19 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from loom_protocol import AgentCard, EventType, MemoryTier, Task
+from loom_protocol import (
+    AgentAction,
+    AgentAnswer,
+    AgentCard,
+    AgentThought,
+    ErrorReported,
+    LlmRequest,
+    LlmUsage,
+    MemoryTier,
+    Task,
+    ToolCalled,
+    ToolReturned,
+)
 
 from loom_agent_worker.runtime.agent import Agent, completed, failed
 from loom_agent_worker.runtime.context import TaskContext
@@ -100,15 +112,14 @@ class ReActAgent(Agent):
 
         for step in range(1, self.max_steps + 1):
             ctx.events.emit(
-                EventType.LLM_REQUEST,
-                {
-                    "step": step,
-                    "message_count": len(messages),
-                    "provider": provider.name,
-                    "model": provider.model,
-                    "tools": [definition.name for definition in definitions],
-                    "message_digests": conversation_digests(messages),
-                },
+                LlmRequest(
+                    step=step,
+                    message_count=len(messages),
+                    provider=provider.name,
+                    model=provider.model,
+                    tools=[definition.name for definition in definitions],
+                    message_digests=conversation_digests(messages),
+                ),
                 subject=llm,
             )
             try:
@@ -117,15 +128,14 @@ class ReActAgent(Agent):
                 return self._fail(task, ctx, f"LLM provider error at step {step}: {exc}")
             usage.add(response)
             ctx.events.emit(
-                EventType.LLM_USAGE,
-                {
-                    "step": step,
-                    "input_tokens": response.usage.input_tokens,
-                    "output_tokens": response.usage.output_tokens,
-                    "cost_usd": response.usage.cost_usd,
-                    "latency_s": response.latency_s,
-                    "model": response.model or provider.model,
-                },
+                LlmUsage(
+                    step=step,
+                    input_tokens=response.usage.input_tokens,
+                    output_tokens=response.usage.output_tokens,
+                    cost_usd=response.usage.cost_usd,
+                    latency_s=response.latency_s,
+                    model=response.model or provider.model,
+                ),
                 subject=llm,
             )
             assistant = ChatMessage(
@@ -136,34 +146,31 @@ class ReActAgent(Agent):
 
             if not response.tool_calls:
                 answer = response.content or ""
-                ctx.events.emit(EventType.AGENT_ANSWER, {"answer": answer, "steps": step})
+                ctx.events.emit(AgentAnswer(answer=answer, steps=step))
                 ctx.consolidate()
                 return completed(task, {"answer": answer, "steps": step, "usage": usage.as_dict()})
 
             if response.content:
-                ctx.events.emit(EventType.AGENT_THOUGHT, {"step": step, "content": response.content})
+                ctx.events.emit(AgentThought(step=step, content=response.content))
             for call in response.tool_calls:
                 subject = f"tool:{call.name}"
                 ctx.events.emit(
-                    EventType.AGENT_ACTION,
-                    {"step": step, "tool": call.name, "arguments": call.arguments, "call_id": call.call_id},
+                    AgentAction(step=step, tool=call.name, arguments=call.arguments, call_id=call.call_id),
                     subject=subject,
                 )
                 ctx.events.emit(
-                    EventType.TOOL_CALL,
-                    {"call_id": call.call_id, "name": call.name, "arguments": call.arguments},
+                    ToolCalled(call_id=call.call_id, name=call.name, arguments=call.arguments),
                     subject=subject,
                 )
                 result = await self.tools.call(call)
                 ctx.events.emit(
-                    EventType.TOOL_RESULT,
-                    {
-                        "call_id": result.call_id,
-                        "name": result.name,
-                        "content": result.content,
-                        "is_error": result.is_error,
-                        "duration_ms": result.duration_ms,
-                    },
+                    ToolReturned(
+                        call_id=result.call_id,
+                        name=result.name,
+                        content=result.content,
+                        is_error=result.is_error,
+                        duration_ms=result.duration_ms,
+                    ),
                     subject=subject,
                 )
                 content = render_content(result.content)
@@ -214,7 +221,7 @@ class ReActAgent(Agent):
 
     def _fail(self, task: Task, ctx: TaskContext, error: str) -> Task:
         logger.info("task %s on agent %s failed: %s", task.task_id, self.node_id, error)
-        ctx.events.emit(EventType.ERROR, {"error": error})
+        ctx.events.emit(ErrorReported(error=error))
         return failed(task, error)
 
 

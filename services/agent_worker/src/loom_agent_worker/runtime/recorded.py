@@ -14,7 +14,7 @@ and hand the rest to live ones: a fork that re-runs a task from step N with a ne
 :class:`RecordingProvider` and :class:`RecordingTools` wrap live ones to capture a recording
 in the first place; the same data is also in a run's events (``llm.usage`` +
 ``agent.thought``/``agent.action``/``agent.answer`` for responses, ``tool.call``/``tool.result``
-for tool calls), and :class:`Recording` is the JSON form the replay service builds from them.
+for tool calls), and ``loom_protocol.Recording`` is the form the replay service builds from them.
 """
 
 from __future__ import annotations
@@ -24,8 +24,16 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from loom_protocol import LoomModel, McpToolCall, McpToolDefinition, McpToolResult, Task, TaskStatus
-from pydantic import Field
+from loom_protocol import (
+    McpToolCall,
+    McpToolDefinition,
+    McpToolResult,
+    RecordedChild,
+    RecordedLlmStep,
+    Recording,
+    Task,
+    TaskStatus,
+)
 
 from loom_agent_worker.runtime.context import ChildTasks
 from loom_agent_worker.runtime.providers.base import (
@@ -357,87 +365,38 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-# -- the recording, as the replay service sends it in ``task.metadata.replay.recording`` --------
+# -- the recording (loom_protocol.Recording, as the replay service sends it) --------------------
 
 
-class RecordedLLMStep(LoomModel):
-    """One LLM call of the original run: the response (or the provider's error) and the
-    digests of the conversation it was sent (``llm.request``'s ``message_digests``)."""
-
-    step: int = Field(ge=1)
-    content: str | None = None
-    tool_calls: list[McpToolCall] = Field(default_factory=list)
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    cost_usd: float | None = None
-    latency_s: float = Field(default=0.0, ge=0)
-    model: str = ""
-    request_digests: list[str] | None = None
-    error: str | None = None
-
-    def response(self) -> LLMResponse | ProviderError:
-        if self.error is not None:
-            return ProviderError(self.error)
-        return LLMResponse(
-            content=self.content,
-            tool_calls=self.tool_calls,
-            usage=TokenUsage(
-                input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost_usd
-            ),
-            latency_s=self.latency_s,
-            model=self.model,
-        )
+def recorded_response(step: RecordedLlmStep) -> LLMResponse | ProviderError:
+    """The response a recorded LLM step gives a replay (the provider's error when it failed)."""
+    if step.error is not None:
+        return ProviderError(step.error)
+    return LLMResponse(
+        content=step.content,
+        tool_calls=step.tool_calls,
+        usage=TokenUsage(
+            input_tokens=step.input_tokens, output_tokens=step.output_tokens, cost_usd=step.cost_usd
+        ),
+        latency_s=step.latency_s,
+        model=step.model,
+    )
 
 
-class RecordedToolStep(LoomModel):
-    """One tool call of the original run and its result; ``step`` is the LLM step that asked."""
-
-    step: int = Field(default=0, ge=0)
-    call: McpToolCall
-    result: McpToolResult
-
-
-class RecordedChild(LoomModel):
-    """One delegation of the original run and the child task's outcome."""
-
-    index: int = Field(default=0, ge=0)
-    agent: str
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    task_id: str | None = None
-    status: str = TaskStatus.COMPLETED.value
-    result: Any = None
-    error: str | None = None
+def recorded_provider(
+    recording: Recording, *, name: str = "recorded", check_requests: bool = True
+) -> RecordedProvider:
+    """A provider answering every LLM call from ``recording``."""
+    requests = [step.request_digests for step in recording.llm] if check_requests else None
+    return RecordedProvider(
+        [recorded_response(step) for step in recording.llm], name=name, model=None, requests=requests
+    )
 
 
-class RecordedOutcome(LoomModel):
-    """How the original run ended."""
-
-    status: str | None = None
-    answer: str | None = None
-    steps: int | None = None
-    error: str | None = None
-    result: Any = None
-
-
-class Recording(LoomModel):
-    """Everything a deterministic replay of one task needs, rebuilt from the task's events."""
-
-    version: int = 1
-    agent: str | None = None
-    llm: list[RecordedLLMStep] = Field(default_factory=list)
-    tools: list[RecordedToolStep] = Field(default_factory=list)
-    children: list[RecordedChild] = Field(default_factory=list)
-    outcome: RecordedOutcome = Field(default_factory=RecordedOutcome)
-
-    def provider(self, *, name: str = "recorded", check_requests: bool = True) -> RecordedProvider:
-        requests = [step.request_digests for step in self.llm] if check_requests else None
-        return RecordedProvider(
-            [step.response() for step in self.llm], name=name, model=None, requests=requests
-        )
-
-    def recorded_tools(self, definitions: Sequence[McpToolDefinition] = ()) -> RecordedTools:
-        return RecordedTools(
-            [step.result for step in self.tools],
-            calls=[step.call for step in self.tools],
-            definitions=definitions,
-        )
+def recorded_tools(recording: Recording, definitions: Sequence[McpToolDefinition] = ()) -> RecordedTools:
+    """A tool executor answering every tool call from ``recording``."""
+    return RecordedTools(
+        [step.result for step in recording.tools],
+        calls=[step.call for step in recording.tools],
+        definitions=definitions,
+    )

@@ -1,0 +1,79 @@
+"""NATS out of the worker: every publish goes through :class:`Outbox`, one way per kind.
+
+- ``stored``: a JetStream publish that waits for the stream's ack, at most ``ack_timeout_s``
+  (status reports that decide a task's outcome, child task submissions); raises when not stored;
+- ``unacked``: a plain publish on a stream's subject: JetStream stores it all the same, without
+  an ack to wait for (the ``running`` report, which decides nothing);
+- ``pipelined``: ``publish_async`` for a batch, the acks awaited together, at most
+  ``ack_timeout_s`` (observation events: measured useful, ``tests/load`` ceilings);
+- ``core``: core NATS, nothing stored (heartbeats, dead-letter records).
+
+Every JetStream publish carries ``Nats-Msg-Id`` so the stream deduplicates retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from faststream.nats import NatsBroker
+from loom_protocol import MSG_ID_HEADER, TASKS_STREAM
+from nats.js import JetStreamContext
+
+JSON = {"content-type": "application/json"}
+
+
+class Outbox:
+    def __init__(self, broker: NatsBroker, ack_timeout_s: float = 5.0) -> None:
+        self.broker = broker
+        self._ack_timeout_s = ack_timeout_s
+        self._js: JetStreamContext | None = None
+
+    @property
+    def js(self) -> JetStreamContext:
+        # one context: each new one opens its own reply subscription on its first publish_async
+        if self._js is None:
+            self._js = self.broker.connection.jetstream()
+        return self._js
+
+    async def stored(
+        self, subject: str, body: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> None:
+        await self.broker.publish(
+            body,
+            subject,
+            headers={**JSON, **(headers or {}), MSG_ID_HEADER: msg_id},
+            stream=TASKS_STREAM.name,
+            timeout=self._ack_timeout_s,
+        )
+
+    async def unacked(
+        self, subject: str, body: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> None:
+        await self.broker.connection.publish(
+            subject, body, headers={**JSON, **(headers or {}), MSG_ID_HEADER: msg_id}
+        )
+
+    async def pipelined(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]]
+    ) -> list[BaseException | None]:
+        """Publish ``(subject, body, headers)`` messages; per message, None or why it was not stored."""
+        acks = [
+            await self.js.publish_async(subject, body, headers=headers) for subject, body, headers in messages
+        ]
+        _, late = await asyncio.wait(acks, timeout=self._ack_timeout_s) if acks else (set(), set())
+        for fut in late:
+            fut.cancel()
+        return [
+            TimeoutError(f"no ack within {self._ack_timeout_s:g} s") if fut in late else fut.exception()
+            for fut in acks
+        ]
+
+    async def core(self, subject: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        await self.broker.publish(body, subject, headers=headers)
+
+    async def flush(self, timeout_s: int = 5) -> None:
+        """Push out what the client still buffers (at shutdown)."""
+        with contextlib.suppress(Exception):
+            await self.broker.connection.flush(timeout=timeout_s)

@@ -1,0 +1,26 @@
+"""What the running worker holds, reached from HTTP handlers as ``state: StateDep``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from faststream.nats import NatsBroker
+from starlette.requests import HTTPConnection
+
+from .execution import Executor
+
+
+@dataclass
+class State:
+    broker: NatsBroker
+    executor: Executor
+
+
+def get_state(conn: HTTPConnection) -> State:
+    state: State = conn.app.state.loom
+    return state
+
+
+StateDep = Annotated[State, Depends(get_state)]

@@ -1,0 +1,24 @@
+"""The dispatcher's HTTP surface without its backends: error bodies and the OpenAPI document."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from loom_dispatcher.app import create_app
+
+
+def test_errors_have_one_shape_and_every_endpoint_documents_its_answers() -> None:
+    client = TestClient(create_app())  # no lifespan: nothing here reaches NATS or Redis
+    unknown = client.get("/api/nothing-here")
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": {"code": "not_found", "message": "Not Found"}}
+    typo = client.post("/api/tasks", json={"targetAgnet": "echo"})
+    assert typo.status_code == 422 and typo.json()["error"]["code"] == "invalid_request"
+    assert {f["field"] for f in typo.json()["error"]["fields"]} == {"body.targetAgent", "body.targetAgnet"}
+    spec = client.get("/openapi.json").json()
+    assert "ErrorBody" in spec["components"]["schemas"] and "Task" in spec["components"]["schemas"]
+    for path in ("/api/tasks", "/api/tasks/{task_id}", "/api/tasks/{task_id}/cancel"):
+        for operation in spec["paths"][path].values():
+            responses = operation["responses"]
+            assert "404" in responses or path == "/api/tasks", path
+            ok = responses.get("200") or responses["202"]
+            assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Task"}, path

@@ -1,0 +1,122 @@
+"""The dispatcher's PullConsumer against a real nats-server (``nats_url``: services/conftest.py):
+ack, redelivery on error, nak on stop, a consumer deleted under it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import nats
+import pytest
+from loom_dispatcher.consumer import PullConsumer
+from nats.aio.client import Client
+from nats.js.api import ConsumerConfig, StreamConfig
+
+STREAM = "TESTCONSUMER"
+SUBJECT = "test.consumer.x"
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    await client.jetstream().add_stream(StreamConfig(name=STREAM, subjects=["test.consumer.>"]))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def consumer(nc: Client, handler: Callable[[str, bytes], object], durable: str = "d") -> PullConsumer:
+    return PullConsumer(
+        lambda: nc,
+        stream=STREAM,
+        subject=SUBJECT,
+        durable=durable,
+        config=ConsumerConfig(ack_wait=30),
+        handler=handler,  # type: ignore[arg-type]
+        fetch_timeout_s=0.2,
+    )
+
+
+async def pending(nc: Client, durable: str = "d") -> tuple[int, int]:
+    info = await nc.jetstream().consumer_info(STREAM, durable)
+    return info.num_pending, info.num_ack_pending
+
+
+async def test_acks_after_the_handler_and_redelivers_when_it_raises(nc: Client) -> None:
+    seen: list[bytes] = []
+
+    async def handler(subject: str, body: bytes) -> None:
+        seen.append(body)
+        if body == b"bad" and seen.count(b"bad") == 1:
+            raise RuntimeError("first attempt fails")
+
+    c = consumer(nc, handler)
+    await c.start()
+    try:
+        js = nc.jetstream()
+        await js.publish(SUBJECT, b"good")
+        await js.publish(SUBJECT, b"bad")
+        await wait_for(lambda: seen.count(b"bad") == 2)
+        assert seen.count(b"good") == 1
+        for _ in range(50):
+            if await pending(nc) == (0, 0):
+                break
+            await asyncio.sleep(0.05)
+        assert await pending(nc) == (0, 0)
+    finally:
+        await c.stop()
+
+
+async def test_stop_naks_what_is_still_in_hand(nc: Client) -> None:
+    started = asyncio.Event()
+
+    async def stuck(subject: str, body: bytes) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    c = consumer(nc, stuck)
+    await c.start()
+    await nc.jetstream().publish(SUBJECT, uuid.uuid4().bytes)
+    await asyncio.wait_for(started.wait(), 10)
+    await c.stop(timeout_s=0.1)
+    # nak'd, not left to ack_wait (30 s): another consumer on the durable gets it at once
+    seen: list[bytes] = []
+
+    async def handler(subject: str, body: bytes) -> None:
+        seen.append(body)
+
+    again = consumer(nc, handler)
+    await again.start()
+    try:
+        await wait_for(lambda: len(seen) == 1, timeout_s=5)
+    finally:
+        await again.stop()
+
+
+async def test_a_deleted_consumer_is_created_again(nc: Client) -> None:
+    seen: list[bytes] = []
+
+    async def handler(subject: str, body: bytes) -> None:
+        seen.append(body)
+
+    c = consumer(nc, handler)
+    await c.start()
+    try:
+        js = nc.jetstream()
+        await js.publish(SUBJECT, b"one")
+        await wait_for(lambda: seen == [b"one"])
+        await js.delete_consumer(STREAM, "d")  # the open pull request ends with 409, the next gets 503
+        await js.publish(SUBJECT, b"two")
+        await wait_for(lambda: b"two" in seen)
+    finally:
+        await c.stop()

@@ -1,0 +1,90 @@
+"""The membership handler without a server (FastStream's in-memory broker), and the picker's
+reading of the registry's error answers."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import pytest
+from faststream.nats import NatsBroker, TestNatsBroker
+from loom_dispatcher.bus import NatsOutbox, RegistryPicker
+from loom_dispatcher.errors import RegistryUnavailable
+from loom_dispatcher.handlers import build_router
+from loom_dispatcher.state import State
+from loom_protocol import MemberChanged, MembershipChange, PickReply, RejectedMessage, subjects
+from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
+
+
+class FakeDispatcher:
+    def __init__(self) -> None:
+        self.down: list[str] = []
+
+    async def on_member_down(self, instance_id: str) -> None:
+        self.down.append(instance_id)
+
+
+def _app() -> tuple[NatsBroker, FakeDispatcher, list[RejectedMessage]]:
+    broker = NatsBroker()
+    dispatcher = FakeDispatcher()
+    state = State(
+        settings=cast(Any, None),
+        broker=broker,
+        redis=cast(Any, None),
+        store=cast(Any, None),
+        dispatcher=cast(Any, dispatcher),
+        outbox=NatsOutbox(broker),
+    )
+    broker.include_router(build_router(state, "test"))
+    rejected: list[RejectedMessage] = []
+
+    @broker.subscriber(subjects.rejected("dispatcher"))
+    async def on_rejected(record: RejectedMessage) -> None:
+        rejected.append(record)
+
+    return broker, dispatcher, rejected
+
+
+async def test_an_instance_down_redispatches_its_tasks() -> None:
+    broker, dispatcher, rejected = _app()
+    down = MemberChanged(instance_id="w1", change=MembershipChange.DOWN, reason="missed heartbeats")
+    async with TestNatsBroker(broker) as br:
+        await br.publish(down.to_json(), subjects.REGISTRY_MEMBER_DOWN, stream="LOOM_REGISTRY")
+    assert dispatcher.down == ["w1"] and rejected == []
+
+
+async def test_a_malformed_membership_change_becomes_a_dead_letter() -> None:
+    broker, dispatcher, rejected = _app()
+    async with TestNatsBroker(broker) as br:
+        await br.publish(b'{"instanceId": 3}', subjects.REGISTRY_MEMBER_DOWN, stream="LOOM_REGISTRY")
+    assert dispatcher.down == []
+    assert len(rejected) == 1
+    assert rejected[0].subject == subjects.REGISTRY_MEMBER_DOWN
+    assert rejected[0].raw == '{"instanceId": 3}'
+    assert "change.instanceId" in rejected[0].reason
+
+
+class Reply:
+    def __init__(self, data: bytes, headers: dict[str, str] | None) -> None:
+        self.data, self.headers = data, headers
+
+
+class Connection:
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+
+    async def request(self, subject: str, payload: bytes, **_: Any) -> Reply:
+        return self.reply
+
+
+class Broker:
+    def __init__(self, reply: Reply) -> None:
+        self.connection = Connection(reply)
+
+
+async def test_the_picker_reads_a_reply_and_raises_on_an_error_answer() -> None:
+    ok = Reply(PickReply(agent_id="echo", instance_id="w1", candidates=1).to_json(), None)
+    reply = await RegistryPicker(cast(Any, Broker(ok)), 1.0).pick("echo", "t1")
+    assert reply.instance_id == "w1"
+    error = Reply(b"", {ERROR_CODE_HEADER: "500", ERROR_HEADER: "pick failed: redis down"})
+    with pytest.raises(RegistryUnavailable, match="500 pick failed: redis down"):
+        await RegistryPicker(cast(Any, Broker(error)), 1.0).pick("echo", "t1")

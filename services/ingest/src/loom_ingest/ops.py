@@ -1,0 +1,27 @@
+"""The ops endpoints: /healthz, /readyz (NATS, and the database migrated and writable), /metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from loom_protocol.http import Liveness, Readiness
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .state import StateDep
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+async def readyz(state: StateDep) -> JSONResponse:
+    database, reason = await state.health.check(state.pool, state.settings.db_ping_timeout_s)
+    answer = Readiness.of(reason, nats=state.broker.connection.is_connected, database=database)
+    return JSONResponse(answer.to_wire(), answer.status)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+router.add_api_route("/healthz", Liveness.ok)  # live: the process answers

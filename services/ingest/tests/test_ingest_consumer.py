@@ -1,0 +1,172 @@
+"""Ingest's hand-written JetStream consumer against a real nats-server (``nats_url``:
+services/conftest.py), the database replaced by a fake writer: batches by size, the server's
+408 on an expired pull, a deleted consumer (409), acks only after a commit, a failing commit
+retried without acks, and the messages in hand nak'd on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import cast
+
+import nats
+import pytest
+from loom_ingest.consumer import ConsumerOptions, StreamConsumer
+from loom_ingest.health import DatabaseHealth
+from loom_ingest.puller import ConsumerGone, Puller
+from loom_ingest.store import EventWriter, Item, WriteResult
+from loom_protocol import new_event, subjects
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
+
+STREAM = "TESTINGEST"
+SUBJECT = "test.ingest.>"
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    await client.jetstream().add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT]))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def publish(nc: Client, n: int) -> None:
+    js = nc.jetstream()
+    for i in range(n):
+        event = new_event("agent.thought", "/tests", data={"i": i})
+        await js.publish(subjects.event("agent.thought").replace("loom.", "test.ingest.", 1), event.to_json())
+
+
+def config(durable: str = "d") -> ConsumerConfig:
+    return ConsumerConfig(
+        durable_name=durable, filter_subject=SUBJECT, ack_policy=AckPolicy.EXPLICIT, ack_wait=30
+    )
+
+
+async def test_the_puller_takes_batches_by_size_and_answers_an_expired_pull(nc: Client) -> None:
+    puller = Puller(nc, nc.jetstream(), STREAM, config(), batch=4)
+    await puller.start()
+    try:
+        assert await puller.take(4, wait_s=0.3, linger_s=0.05) == []  # the server's 408, nothing lost
+        await publish(nc, 10)
+        sizes: list[int] = []
+        while sum(sizes) < 10:
+            msgs = await puller.take(4, wait_s=2.0, linger_s=0.2)
+            for msg in msgs:
+                await msg.ack()
+            sizes.append(len(msgs))
+        assert sizes == [4, 4, 2]
+    finally:
+        await puller.stop()
+
+
+async def test_the_puller_says_when_its_consumer_was_deleted(nc: Client) -> None:
+    js = nc.jetstream()
+    puller = Puller(nc, js, STREAM, config(), batch=4)
+    await puller.start()
+    try:
+        taking = asyncio.create_task(puller.take(4, wait_s=5.0, linger_s=0.05))
+        await wait_for(lambda: puller._open_until > 0)
+        await nc.flush()  # the pull request is with the server before the deletion
+        await js.delete_consumer(STREAM, "d")
+        with pytest.raises(ConsumerGone):
+            await asyncio.wait_for(taking, 10)
+    finally:
+        await puller.stop()
+
+
+class Writer:
+    """A fake database: fails ``failures`` times, then commits; or blocks while ``stuck``."""
+
+    def __init__(self, failures: int = 0, stuck: bool = False) -> None:
+        self.failures = failures
+        self.stuck = stuck
+        self.committed: list[int] = []
+        self.attempts = 0
+
+    async def write(self, items: Sequence[Item]) -> WriteResult:
+        self.attempts += 1
+        if self.stuck:
+            await asyncio.Event().wait()
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database down")
+        self.committed.append(len(items))
+        return WriteResult(events=len(items))
+
+
+def stream_consumer(nc: Client, writer: Writer) -> StreamConsumer:
+    options = ConsumerOptions(
+        batch_size=100,
+        linger_s=0.05,
+        fetch_wait_s=0.3,
+        ack_wait_s=30,
+        max_ack_pending=1000,
+        max_event_bytes=64_000,
+        retry_min_s=0.01,
+        retry_max_s=0.05,
+        drain_s=0.1,
+    )
+    return StreamConsumer(
+        nc,
+        nc.jetstream(),
+        cast(EventWriter, writer),
+        DatabaseHealth(),
+        stream=STREAM,
+        subject=SUBJECT,
+        durable="d",
+        options=options,
+    )
+
+
+async def counts(nc: Client) -> tuple[int, int]:
+    info = await nc.jetstream().consumer_info(STREAM, "d")
+    return info.num_pending, info.num_ack_pending
+
+
+async def test_acks_follow_the_commit_and_a_failing_commit_is_retried(nc: Client) -> None:
+    await publish(nc, 30)
+    writer = Writer(failures=3)
+    running = asyncio.create_task(stream_consumer(nc, writer).run())
+    try:
+        await wait_for(lambda: sum(writer.committed) == 30)
+        assert writer.attempts >= 4
+        deadline = time.monotonic() + 10
+        while await counts(nc) != (0, 0):
+            assert time.monotonic() < deadline, await counts(nc)
+            await asyncio.sleep(0.05)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_stop_naks_what_was_read_and_not_committed(nc: Client) -> None:
+    await publish(nc, 5)
+    writer = Writer(stuck=True)
+    running = asyncio.create_task(stream_consumer(nc, writer).run())
+    await wait_for(lambda: writer.attempts == 1)
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await running
+    # nak'd, not left to ack_wait (30 s): the next reader has them at once
+    again = Writer()
+    second = asyncio.create_task(stream_consumer(nc, again).run())
+    try:
+        await wait_for(lambda: sum(again.committed) == 5, timeout_s=5)
+    finally:
+        second.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await second

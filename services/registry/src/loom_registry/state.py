@@ -1,0 +1,28 @@
+"""What the running registry holds, reached from HTTP handlers as ``state: StateDep``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends
+from faststream.nats import NatsBroker
+from starlette.requests import HTTPConnection
+
+from .membership import Membership
+from .picks import PickServer
+
+
+@dataclass
+class State:
+    broker: NatsBroker
+    membership: Membership
+    picks: PickServer
+
+
+def get_state(conn: HTTPConnection) -> State:
+    state: State = conn.app.state.loom
+    return state
+
+
+StateDep = Annotated[State, Depends(get_state)]
