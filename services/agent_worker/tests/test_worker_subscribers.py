@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from faststream.nats import NatsBroker, TestNatsBroker
@@ -9,6 +10,8 @@ from loom_agent_worker.execution import Executor
 from loom_agent_worker.reporting import StatusReporter
 from loom_agent_worker.subscribers import build_router
 from loom_protocol import RejectedMessage, Task, TaskCancelRequested, subjects
+
+DeadLetters = Callable[[NatsBroker, str], list[RejectedMessage]]  # the dead_letters fixture
 
 
 class FakeExecutor:
@@ -26,21 +29,15 @@ class FakeExecutor:
         return True
 
 
-def _app() -> tuple[NatsBroker, FakeExecutor, list[RejectedMessage]]:
+def _app(dead_letters: DeadLetters) -> tuple[NatsBroker, FakeExecutor, list[RejectedMessage]]:
     broker = NatsBroker()
     executor = FakeExecutor()
     broker.include_router(build_router(cast(Executor, executor), StatusReporter(broker, "w1")))
-    rejected: list[RejectedMessage] = []
-
-    @broker.subscriber(subjects.rejected("agent-worker"))
-    async def on_rejected(record: RejectedMessage) -> None:
-        rejected.append(record)
-
-    return broker, executor, rejected
+    return broker, executor, dead_letters(broker, "agent-worker")
 
 
-async def test_an_assignment_and_a_cancel_reach_the_executor() -> None:
-    broker, executor, rejected = _app()
+async def test_an_assignment_and_a_cancel_reach_the_executor(dead_letters: DeadLetters) -> None:
+    broker, executor, rejected = _app(dead_letters)
     task = Task(task_id="t1", source_agent="cli", target_agent="echo", attempt=2, instance_id="w1")
     async with TestNatsBroker(broker) as br:
         await br.publish(task.to_json(), subjects.task_assigned("w1"))
@@ -49,8 +46,8 @@ async def test_an_assignment_and_a_cancel_reach_the_executor() -> None:
     assert executor.cancelled == ["t1"] and rejected == []
 
 
-async def test_malformed_assignments_and_cancels_become_dead_letters() -> None:
-    broker, executor, rejected = _app()
+async def test_malformed_assignments_and_cancels_become_dead_letters(dead_letters: DeadLetters) -> None:
+    broker, executor, rejected = _app(dead_letters)
     async with TestNatsBroker(broker) as br:
         await br.publish(b'{"taskId": "t1"}', subjects.task_assigned("w1"))
         await br.publish(b"\x00not json", subjects.task_cancel("t2"))

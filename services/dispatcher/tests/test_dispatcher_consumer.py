@@ -4,11 +4,9 @@ ack, redelivery on error, nak on stop, a consumer deleted under it."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 
-import nats
 import pytest
 from loom_dispatcher.consumer import PullConsumer
 from nats.aio.client import Client
@@ -16,23 +14,12 @@ from nats.js.api import ConsumerConfig, StreamConfig
 
 STREAM = "TESTCONSUMER"
 SUBJECT = "test.consumer.x"
+WaitFor = Callable[..., Awaitable[None]]  # the wait_for fixture (services/conftest.py)
 
 
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    await client.jetstream().add_stream(StreamConfig(name=STREAM, subjects=["test.consumer.>"]))
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+@pytest.fixture(autouse=True)
+async def stream(nc: Client) -> None:
+    await nc.jetstream().add_stream(StreamConfig(name=STREAM, subjects=["test.consumer.>"]))
 
 
 def consumer(nc: Client, handler: Callable[[str, bytes], object], durable: str = "d") -> PullConsumer:
@@ -47,12 +34,22 @@ def consumer(nc: Client, handler: Callable[[str, bytes], object], durable: str =
     )
 
 
+def collecting(nc: Client) -> tuple[PullConsumer, list[bytes]]:
+    """A consumer that keeps the body of every message it is handed."""
+    seen: list[bytes] = []
+
+    async def handler(subject: str, body: bytes) -> None:
+        seen.append(body)
+
+    return consumer(nc, handler), seen
+
+
 async def pending(nc: Client, durable: str = "d") -> tuple[int, int]:
     info = await nc.jetstream().consumer_info(STREAM, durable)
     return info.num_pending, info.num_ack_pending
 
 
-async def test_acks_after_the_handler_and_redelivers_when_it_raises(nc: Client) -> None:
+async def test_acks_after_the_handler_and_redelivers_when_it_raises(nc: Client, wait_for: WaitFor) -> None:
     seen: list[bytes] = []
 
     async def handler(subject: str, body: bytes) -> None:
@@ -77,7 +74,7 @@ async def test_acks_after_the_handler_and_redelivers_when_it_raises(nc: Client) 
         await c.stop()
 
 
-async def test_stop_naks_what_is_still_in_hand(nc: Client) -> None:
+async def test_stop_naks_what_is_still_in_hand(nc: Client, wait_for: WaitFor) -> None:
     started = asyncio.Event()
 
     async def stuck(subject: str, body: bytes) -> None:
@@ -90,12 +87,7 @@ async def test_stop_naks_what_is_still_in_hand(nc: Client) -> None:
     await asyncio.wait_for(started.wait(), 10)
     await c.stop(timeout_s=0.1)
     # nak'd, not left to ack_wait (30 s): another consumer on the durable gets it at once
-    seen: list[bytes] = []
-
-    async def handler(subject: str, body: bytes) -> None:
-        seen.append(body)
-
-    again = consumer(nc, handler)
+    again, seen = collecting(nc)
     await again.start()
     try:
         await wait_for(lambda: len(seen) == 1, timeout_s=5)
@@ -103,13 +95,8 @@ async def test_stop_naks_what_is_still_in_hand(nc: Client) -> None:
         await again.stop()
 
 
-async def test_a_deleted_consumer_is_created_again(nc: Client) -> None:
-    seen: list[bytes] = []
-
-    async def handler(subject: str, body: bytes) -> None:
-        seen.append(body)
-
-    c = consumer(nc, handler)
+async def test_a_deleted_consumer_is_created_again(nc: Client, wait_for: WaitFor) -> None:
+    c, seen = collecting(nc)
     await c.start()
     try:
         js = nc.jetstream()

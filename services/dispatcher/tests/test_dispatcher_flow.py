@@ -5,10 +5,7 @@ submission, no instance, no registry, duplicates, status reports and superseded 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,8 +14,6 @@ from loom_dispatcher.errors import RegistryUnavailable
 from loom_dispatcher.store import TaskStore
 from loom_protocol import PickReply, Task, TaskStatus, TaskStatusChanged
 from redis.asyncio import Redis
-
-REDIS_URL = os.environ.get("LOOM_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 class Picker:
@@ -58,17 +53,8 @@ class Outbox:
 
 
 @pytest.fixture
-async def store() -> AsyncIterator[TaskStore]:
-    client = Redis.from_url(REDIS_URL, decode_responses=True)
-    await client.ping()  # `make test` needs Redis: unreachable is a failure, not a skip
-    prefix = f"loomtest-{uuid.uuid4().hex[:12]}"
-    try:
-        yield TaskStore(client, prefix)
-    finally:
-        keys = await client.keys(f"{prefix}:*")
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+def store(redis: tuple[Redis, str]) -> TaskStore:
+    return TaskStore(*redis)
 
 
 def policy(**changes: float) -> Policy:

@@ -3,6 +3,7 @@ reading of the registry's error answers."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 import pytest
@@ -14,6 +15,8 @@ from loom_dispatcher.state import State
 from loom_protocol import MemberChanged, MembershipChange, PickReply, RejectedMessage, subjects
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
+DeadLetters = Callable[[NatsBroker, str], list[RejectedMessage]]  # the dead_letters fixture
+
 
 class FakeDispatcher:
     def __init__(self) -> None:
@@ -23,7 +26,7 @@ class FakeDispatcher:
         self.down.append(instance_id)
 
 
-def _app() -> tuple[NatsBroker, FakeDispatcher, list[RejectedMessage]]:
+def _app(dead_letters: DeadLetters) -> tuple[NatsBroker, FakeDispatcher, list[RejectedMessage]]:
     broker = NatsBroker()
     dispatcher = FakeDispatcher()
     state = State(
@@ -35,25 +38,19 @@ def _app() -> tuple[NatsBroker, FakeDispatcher, list[RejectedMessage]]:
         outbox=NatsOutbox(broker),
     )
     broker.include_router(build_router(state, "test"))
-    rejected: list[RejectedMessage] = []
-
-    @broker.subscriber(subjects.rejected("dispatcher"))
-    async def on_rejected(record: RejectedMessage) -> None:
-        rejected.append(record)
-
-    return broker, dispatcher, rejected
+    return broker, dispatcher, dead_letters(broker, "dispatcher")
 
 
-async def test_an_instance_down_redispatches_its_tasks() -> None:
-    broker, dispatcher, rejected = _app()
+async def test_an_instance_down_redispatches_its_tasks(dead_letters: DeadLetters) -> None:
+    broker, dispatcher, rejected = _app(dead_letters)
     down = MemberChanged(instance_id="w1", change=MembershipChange.DOWN, reason="missed heartbeats")
     async with TestNatsBroker(broker) as br:
         await br.publish(down.to_json(), subjects.REGISTRY_MEMBER_DOWN, stream="LOOM_REGISTRY")
     assert dispatcher.down == ["w1"] and rejected == []
 
 
-async def test_a_malformed_membership_change_becomes_a_dead_letter() -> None:
-    broker, dispatcher, rejected = _app()
+async def test_a_malformed_membership_change_becomes_a_dead_letter(dead_letters: DeadLetters) -> None:
+    broker, dispatcher, rejected = _app(dead_letters)
     async with TestNatsBroker(broker) as br:
         await br.publish(b'{"instanceId": 3}', subjects.REGISTRY_MEMBER_DOWN, stream="LOOM_REGISTRY")
     assert dispatcher.down == []
@@ -81,7 +78,7 @@ class Broker:
         self.connection = Connection(reply)
 
 
-async def test_the_picker_reads_a_reply_and_raises_on_an_error_answer() -> None:
+async def test_the_picker_reads_a_reply_and_raises_on_an_error_answer(dead_letters: DeadLetters) -> None:
     ok = Reply(PickReply(agent_id="echo", instance_id="w1", candidates=1).to_json(), None)
     reply = await RegistryPicker(cast(Any, Broker(ok)), 1.0).pick("echo", "t1")
     assert reply.instance_id == "w1"

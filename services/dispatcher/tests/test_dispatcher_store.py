@@ -5,31 +5,13 @@ replicas racing on one task."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from loom_dispatcher.store import Change, Scores, TaskStore
 from loom_protocol import Task, TaskStatus, is_terminal
 from redis.asyncio import Redis
-
-REDIS_URL = os.environ.get("LOOM_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-async def redis() -> AsyncIterator[tuple[Redis, str]]:
-    client = Redis.from_url(REDIS_URL, decode_responses=True)
-    await client.ping()  # `make test` needs Redis: unreachable is a failure, not a skip
-    prefix = f"loomtest-{uuid.uuid4().hex[:12]}"
-    try:
-        yield client, prefix
-    finally:
-        keys = await client.keys(f"{prefix}:*")
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
 
 
 def assign(instance_id: str, deadline: float):  # type: ignore[no-untyped-def]

@@ -8,10 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import cast
 
-import nats
 import pytest
 from loom_ingest.consumer import ConsumerOptions, StreamConsumer
 from loom_ingest.health import DatabaseHealth
@@ -23,23 +22,12 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 STREAM = "TESTINGEST"
 SUBJECT = "test.ingest.>"
+WaitFor = Callable[..., Awaitable[None]]  # the wait_for fixture (services/conftest.py)
 
 
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    await client.jetstream().add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT]))
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+@pytest.fixture(autouse=True)
+async def stream(nc: Client) -> None:
+    await nc.jetstream().add_stream(StreamConfig(name=STREAM, subjects=[SUBJECT]))
 
 
 async def publish(nc: Client, n: int) -> None:
@@ -72,7 +60,7 @@ async def test_the_puller_takes_batches_by_size_and_answers_an_expired_pull(nc: 
         await puller.stop()
 
 
-async def test_the_puller_says_when_its_consumer_was_deleted(nc: Client) -> None:
+async def test_the_puller_says_when_its_consumer_was_deleted(nc: Client, wait_for: WaitFor) -> None:
     js = nc.jetstream()
     puller = Puller(nc, js, STREAM, config(), batch=4)
     await puller.start()
@@ -136,7 +124,7 @@ async def counts(nc: Client) -> tuple[int, int]:
     return info.num_pending, info.num_ack_pending
 
 
-async def test_acks_follow_the_commit_and_a_failing_commit_is_retried(nc: Client) -> None:
+async def test_acks_follow_the_commit_and_a_failing_commit_is_retried(nc: Client, wait_for: WaitFor) -> None:
     await publish(nc, 30)
     writer = Writer(failures=3)
     running = asyncio.create_task(stream_consumer(nc, writer).run())
@@ -153,7 +141,7 @@ async def test_acks_follow_the_commit_and_a_failing_commit_is_retried(nc: Client
             await running
 
 
-async def test_stop_naks_what_was_read_and_not_committed(nc: Client) -> None:
+async def test_stop_naks_what_was_read_and_not_committed(nc: Client, wait_for: WaitFor) -> None:
     await publish(nc, 5)
     writer = Writer(stuck=True)
     running = asyncio.create_task(stream_consumer(nc, writer).run())

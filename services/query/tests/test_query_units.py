@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,8 @@ from loom_query.cursor import CursorError, decode_cursor, encode_cursor
 from loom_query.live import Client, EventView, LiveFeed, LiveFilters
 from loom_query.memory import MemoryEvent, node_memory, replay
 from loom_query.store import EventFilter, event_where, node_id_of
+
+WaitFor = Callable[..., Awaitable[None]]  # the wait_for fixture (services/conftest.py)
 
 
 def test_cursors_round_trip_and_refuse_the_other_order() -> None:
@@ -137,7 +140,9 @@ class FakeSocket:
         self.sent.append(json.loads(text))
 
 
-async def test_a_full_client_queue_drops_and_reports_the_count_before_the_next_frame() -> None:
+async def test_a_full_client_queue_drops_and_reports_the_count_before_the_next_frame(
+    wait_for: WaitFor,
+) -> None:
     socket = FakeSocket()
     client = Client(socket, queue_size=2)  # type: ignore[arg-type]
     feed = LiveFeed(queue_size=2)
@@ -154,13 +159,11 @@ async def test_a_full_client_queue_drops_and_reports_the_count_before_the_next_f
         feed.publish(b"[1]")
         assert client.dropped == 3  # one taken by the blocked sender, two queued
         socket.gate.set()
-        while len(socket.sent) < 4:
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: len(socket.sent) >= 4, 5.0)
         assert [m.get("data", {}).get("id", m["type"]) for m in socket.sent] == ["e0", "dropped", "e1", "e2"]
         assert socket.sent[1] == {"type": "dropped", "count": 3}
         feed.publish(json.dumps({"id": "e9", "type": "x"}).encode())
-        while len(socket.sent) < 5:
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: len(socket.sent) >= 5, 5.0)
         assert socket.sent[4]["data"]["id"] == "e9"
     finally:
         sender.cancel()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import uvicorn
@@ -17,6 +17,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+
+WaitFor = Callable[..., Awaitable[None]]  # the wait_for fixture (services/conftest.py)
 
 
 def heartbeat(agents: tuple[str, ...] = ("calculator", "echo")) -> Heartbeat:
@@ -57,7 +59,7 @@ class RecordingConsul:
 
 
 @pytest.fixture
-async def consul_api() -> AsyncIterator[tuple[RecordingConsul, str]]:
+async def consul_api(wait_for: WaitFor) -> AsyncIterator[tuple[RecordingConsul, str]]:
     recorder = RecordingConsul()
     app = Starlette(routes=[Route("/{path:path}", recorder.handle, methods=["GET", "PUT", "POST"])])
     with socket.socket() as s:
@@ -65,9 +67,8 @@ async def consul_api() -> AsyncIterator[tuple[RecordingConsul, str]]:
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
     try:
+        await wait_for(lambda: server.started, 10.0)
         yield recorder, f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True

@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 from loom_protocol import AgentCard, Heartbeat, InstanceLoad, PickRequest
 from loom_registry.membership import Membership
 from redis.asyncio import Redis
 
-REDIS_URL = os.environ.get("LOOM_REDIS_URL", "redis://127.0.0.1:6379/0")
-
 
 @pytest.fixture
-async def membership() -> AsyncIterator[Membership]:
-    client = Redis.from_url(REDIS_URL, decode_responses=True)
-    await client.ping()  # `make test` needs Redis: unreachable is a failure, not a skip
-    prefix = f"loomtest-{uuid.uuid4().hex[:12]}"
-    try:
-        yield Membership(client, prefix, missed_heartbeats=3)
-    finally:
-        keys = await client.keys(f"{prefix}:*")
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+def membership(redis: tuple[Redis, str]) -> Membership:
+    return Membership(*redis, missed_heartbeats=3)
 
 
 def beat(instance_id: str, *agents: str, draining: bool = False, interval_s: float = 5.0) -> Heartbeat:

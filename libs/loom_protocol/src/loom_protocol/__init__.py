@@ -12,7 +12,10 @@ alone. Every public name is re-exported here; modules:
 * :mod:`loom_protocol.stored` -- the stored row type names and terminal event types.
 * :mod:`loom_protocol.errors` -- :func:`validation_reason`.
 * :mod:`loom_protocol.subjects` -- every NATS subject (import the module: ``subjects.task_status(...)``).
-* :mod:`loom_protocol.jetstream` -- stream specs and the ``Nats-Msg-Id`` rule.
+* :mod:`loom_protocol.jetstream` -- stream specs, the requests that create them and the ``Nats-Msg-Id`` rule.
+* :mod:`loom_protocol.http` -- the error body and the ops endpoints' answers of every HTTP API.
+* :mod:`loom_protocol.logconfig` -- the log line every service writes, and when it traces.
+* :mod:`loom_protocol.settings` -- the settings every service reads (``LOOM_*``).
 * :mod:`loom_protocol.memory` (memory entries), :mod:`loom_protocol.mcp` (tool calls).
 * :mod:`loom_protocol.schema` -- JSON Schema export (``python -m loom_protocol.schema``).
 """
@@ -40,6 +43,7 @@ from loom_protocol.events import (
     EventType,
     new_event,
 )
+from loom_protocol.http import ErrorBody, ErrorDetail, FieldError, Liveness, Readiness, error_code
 from loom_protocol.jetstream import (
     ALL_STREAMS,
     EVENTS_STREAM,
@@ -54,7 +58,19 @@ from loom_protocol.jetstream import (
     event_msg_id,
     member_msg_id,
     status_msg_id,
+    stream_config,
+    stream_create_error,
+    stream_create_request,
     submitted_msg_id,
+)
+from loom_protocol.logconfig import (
+    BrokerLogging,
+    LogContextFilter,
+    broker_logging,
+    current_task_id,
+    logging_config,
+    otel_environment,
+    tracing_enabled,
 )
 from loom_protocol.mcp import McpToolCall, McpToolDefinition, McpToolResult
 from loom_protocol.memory import MemoryEntry, MemoryTier
@@ -88,6 +104,7 @@ from loom_protocol.replays import (
     ReplayReport,
     ReplaySpec,
 )
+from loom_protocol.settings import DATABASE_URL, ENV_PREFIX, NATS_URL, REDIS_URL, ServiceSettings
 from loom_protocol.stored import (
     BUS_TASK_ASSIGNED,
     BUS_TASK_CANCEL,
@@ -113,6 +130,7 @@ from loom_protocol.tasks import (
     TaskDeadLettered,
     TaskStatus,
     TaskStatusChanged,
+    TaskSubmission,
     TraceContext,
     is_terminal,
 )
@@ -133,14 +151,20 @@ __all__ = [
     "BUS_TASK_STATUS_PREFIX",
     "BUS_TASK_SUBMITTED",
     "BatchError",
+    "BrokerLogging",
     "CloudEvent",
+    "DATABASE_URL",
+    "ENV_PREFIX",
     "EVENTS_STREAM",
     "EVENT_PAYLOADS",
+    "ErrorBody",
+    "ErrorDetail",
     "ErrorReported",
     "EventBatch",
     "EventBatchAck",
     "EventPayload",
     "EventType",
+    "FieldError",
     "ForkChanges",
     "ForkInfo",
     "Heartbeat",
@@ -149,8 +173,10 @@ __all__ = [
     "KIND_EVENT",
     "KIND_MEMBER",
     "KIND_TASK",
+    "Liveness",
     "LlmRequest",
     "LlmUsage",
+    "LogContextFilter",
     "LoomModel",
     "MAX_EVENT_BYTES",
     "MSG_ID_HEADER",
@@ -163,11 +189,14 @@ __all__ = [
     "MemoryConsolidated",
     "MemoryEntry",
     "MemoryTier",
+    "NATS_URL",
     "PickReply",
     "PickRequest",
+    "REDIS_URL",
     "REGISTRY_STREAM",
     "REJECTED_STREAM",
     "REPLAY_METADATA_KEY",
+    "Readiness",
     "RecordedChild",
     "RecordedLlmStep",
     "RecordedOutcome",
@@ -178,6 +207,7 @@ __all__ = [
     "ReplayMode",
     "ReplayReport",
     "ReplaySpec",
+    "ServiceSettings",
     "StreamSpec",
     "TASKS_STREAM",
     "TERMINAL_STATUSES",
@@ -189,24 +219,34 @@ __all__ = [
     "TaskEventData",
     "TaskStatus",
     "TaskStatusChanged",
+    "TaskSubmission",
     "ToolCalled",
     "ToolReturned",
     "TraceContext",
     "WIRE_MODELS",
     "assigned_msg_id",
+    "broker_logging",
     "bus_member_type",
     "bus_task_status_type",
     "cancel_msg_id",
+    "current_task_id",
     "dead_msg_id",
+    "error_code",
     "event_data",
     "event_msg_id",
     "is_terminal",
     "json_schemas",
+    "logging_config",
     "member_msg_id",
     "new_event",
+    "otel_environment",
     "status_msg_id",
     "status_of_bus_type",
+    "stream_config",
+    "stream_create_error",
+    "stream_create_request",
     "subjects",
     "submitted_msg_id",
+    "tracing_enabled",
     "validation_reason",
 ]

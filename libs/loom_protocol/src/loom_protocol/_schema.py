@@ -19,6 +19,7 @@ from loom_protocol.agents import (
     PickRequest,
 )
 from loom_protocol.events import BatchError, CloudEvent, EventBatch, EventBatchAck
+from loom_protocol.http import ErrorBody, ErrorDetail, FieldError, Liveness, Readiness
 from loom_protocol.mcp import McpToolCall, McpToolDefinition, McpToolResult
 from loom_protocol.memory import MemoryEntry
 from loom_protocol.payloads import (
@@ -52,6 +53,7 @@ from loom_protocol.tasks import (
     TaskCancelRequested,
     TaskDeadLettered,
     TaskStatusChanged,
+    TaskSubmission,
     TraceContext,
 )
 
@@ -63,6 +65,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
     model.__name__: model
     for model in (
         Task,
+        TaskSubmission,
         TraceContext,
         TaskStatusChanged,
         TaskCancelRequested,
@@ -103,6 +106,11 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
         ReplayReport,
         ReplayCounts,
         ForkInfo,
+        ErrorBody,
+        ErrorDetail,
+        FieldError,
+        Liveness,
+        Readiness,
     )
 }
 """Every model that travels on the wire, by class name."""

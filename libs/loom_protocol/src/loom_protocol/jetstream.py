@@ -22,6 +22,7 @@ its CloudEvent id. Ids are only compared within one stream.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any, Literal, Self
 
@@ -49,6 +50,8 @@ __all__ = [
     "member_msg_id",
     "status_msg_id",
     "stream_config",
+    "stream_create_error",
+    "stream_create_request",
     "submitted_msg_id",
 ]
 
@@ -153,6 +156,44 @@ def stream_config(spec: StreamSpec) -> dict[str, Any]:
         "duplicate_window": round(spec.duplicate_window_s * _NS_PER_S),
         "max_msg_size": spec.max_msg_size,
     }
+
+
+def stream_create_request(spec: StreamSpec) -> tuple[str, bytes]:
+    """The JetStream API request that creates a stream: its subject and JSON body.
+
+    Send it as a core NATS request (``await nc.request(*stream_create_request(spec))``) and
+    read the reply with :func:`stream_create_error`. Creating is idempotent for an identical
+    configuration, and never changes a stream that exists with another one.
+
+    Args:
+        spec: The stream to create.
+
+    Returns:
+        (``$JS.API.STREAM.CREATE.<name>``, the body of :func:`stream_config`).
+    """
+    return f"$JS.API.STREAM.CREATE.{spec.name}", json.dumps(stream_config(spec)).encode()
+
+
+def stream_create_error(reply: bytes) -> str | None:
+    """Why a stream create request did not leave the stream as specified, or None if it did.
+
+    Args:
+        reply: The body of the server's reply to :func:`stream_create_request`.
+
+    Returns:
+        None when the stream now exists with the spec's configuration; otherwise the server's
+        description and code, e.g. ``"stream name already in use with a different
+        configuration (10058)"`` (the stream is then left as it was), or a note that the reply
+        was not a JetStream API answer.
+    """
+    try:
+        answer = json.loads(reply)
+    except ValueError:
+        return f"not a JetStream API reply: {reply[:200]!r}"
+    error = answer.get("error") if isinstance(answer, dict) else None
+    if not isinstance(error, dict):
+        return None
+    return f"{error.get('description', 'error')} ({error.get('err_code', error.get('code'))})"
 
 
 def _part(value: str, what: str) -> str:

@@ -26,9 +26,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["LogContextFilter", "current_task_id", "logging_config", "otel_environment", "tracing_enabled"]
+__all__ = [
+    "BrokerLogging",
+    "LogContextFilter",
+    "broker_logging",
+    "current_task_id",
+    "logging_config",
+    "otel_environment",
+    "tracing_enabled",
+]
 
 current_task_id: ContextVar[str | None] = ContextVar("loom_current_task_id", default=None)
 """The task being worked on in this context; set it where a task's handling starts."""
@@ -100,6 +108,23 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
             "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
         },
     }
+
+
+class BrokerLogging(TypedDict):
+    """How a FastStream broker logs: the keyword arguments of its constructor."""
+
+    logger: logging.Logger
+    log_level: int
+
+
+def broker_logging() -> BrokerLogging:
+    """The logging of a Loom service's FastStream broker: ``NatsBroker(url, **broker_logging())``.
+
+    FastStream logs through the ``faststream`` logger, which :func:`logging_config` sends to
+    the root's JSON handler (left to itself FastStream writes coloured text of its own), and
+    its per-message records are DEBUG, off the hot path at the usual INFO level.
+    """
+    return {"logger": logging.getLogger("faststream"), "log_level": logging.DEBUG}
 
 
 def tracing_enabled(environ: Mapping[str, str]) -> bool:

@@ -21,6 +21,7 @@ from pydantic import AliasChoices, ConfigDict, Field
 from loom_protocol.agents import MemberChanged
 from loom_protocol.base import LoomModel
 from loom_protocol.events import CloudEvent, EventType
+from loom_protocol.mcp import McpToolCall, McpToolResult
 from loom_protocol.memory import MemoryTier
 from loom_protocol.stored import BUS_MEMBER_DOWN, BUS_MEMBER_UP
 
@@ -203,6 +204,11 @@ class ToolCalled(EventPayload):
     name: str | None = None
     arguments: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def from_call(cls, call: McpToolCall) -> Self:
+        """The payload of a tool call."""
+        return cls(call_id=call.call_id, name=call.name, arguments=call.arguments)
+
 
 class ToolReturned(EventPayload):
     """``tool.result``: a tool returned.
@@ -222,6 +228,17 @@ class ToolReturned(EventPayload):
     content: Any = None
     is_error: bool = False
     duration_ms: float | None = Field(default=None, ge=0)
+
+    @classmethod
+    def from_result(cls, result: McpToolResult) -> Self:
+        """The payload of a tool's result."""
+        return cls(
+            call_id=result.call_id,
+            name=result.name,
+            content=result.content,
+            is_error=result.is_error,
+            duration_ms=result.duration_ms,
+        )
 
 
 class MemoryAdded(EventPayload):

@@ -40,6 +40,7 @@ __all__ = [
     "TaskDeadLettered",
     "TaskStatus",
     "TaskStatusChanged",
+    "TaskSubmission",
     "TraceContext",
     "can_transition",
     "is_terminal",
@@ -265,6 +266,37 @@ class Task(LoomModel):
         return type(self).model_validate(data)
 
 
+class TaskSubmission(LoomModel):
+    """The body of the dispatcher's ``POST /api/tasks``: a task as a client submits it.
+
+    Unknown fields are refused (HTTP 422), so that a typo such as ``targetAgnet`` is never
+    silently dropped; the dispatcher fills in the rest of the :class:`Task` (id when not given,
+    status, trace, times).
+
+    Attributes:
+        task_id: The id to give the task (submitting the same id again is idempotent); a new
+            one when not given.
+        source_agent: Who submits it.
+        target_agent: The agent to run it.
+        action: The A2A verb.
+        parameters: The task's input.
+        metadata: Free-form metadata (e.g. ``replay``, a :class:`~loom_protocol.replays.ReplaySpec`).
+        parent_task_id: The delegating task, if any.
+        session_id: The session, if any.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_:-]+$")
+    source_agent: str | None = None
+    target_agent: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    action: TaskAction = TaskAction.EXECUTE
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    parent_task_id: str | None = None
+    session_id: str | None = None
+
+
 class TaskStatusChanged(LoomModel):
     """A task changed status; published on ``loom.task.status.<task_id>``.
 
@@ -298,29 +330,32 @@ class TaskStatusChanged(LoomModel):
     final: bool = False
 
     @classmethod
-    def from_task(cls, task: Task, *, at: datetime | None = None) -> TaskStatusChanged:
+    def from_task(cls, task: Task, *, at: datetime | None = None, **changes: Any) -> TaskStatusChanged:
         """Build the status-change message describing a task's current state.
 
         Args:
             task: The task, already in its new status.
             at: When the change happened; defaults to ``task.updated_at``.
+            **changes: Fields of the message that differ from the task's (e.g. ``status``,
+                ``result``, ``error``, ``instance_id``, ``final``), by their Python names.
 
         Returns:
             The message.
         """
-        return cls(
-            task_id=task.task_id,
-            target_agent=task.target_agent,
-            status=task.status,
-            attempt=task.attempt,
-            instance_id=task.instance_id,
-            result=task.result,
-            error=task.error,
-            parent_task_id=task.parent_task_id,
-            session_id=task.session_id,
-            at=at or task.updated_at,
-            trace=task.trace,
-        )
+        fields: dict[str, Any] = {
+            "task_id": task.task_id,
+            "target_agent": task.target_agent,
+            "status": task.status,
+            "attempt": task.attempt,
+            "instance_id": task.instance_id,
+            "result": task.result,
+            "error": task.error,
+            "parent_task_id": task.parent_task_id,
+            "session_id": task.session_id,
+            "at": at or task.updated_at,
+            "trace": task.trace,
+        }
+        return cls.model_validate({**fields, **changes})
 
 
 class TaskCancelRequested(LoomModel):

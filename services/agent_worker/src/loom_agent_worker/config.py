@@ -4,23 +4,18 @@ import os
 import re
 import socket
 
+from loom_protocol.settings import NATS_URL, ServiceSettings
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 
 def _default_instance_id() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "-", f"{socket.gethostname()}-{os.getpid()}")
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="LOOM_", env_file=".env", env_ignore_empty=True, extra="ignore"
-    )
-
-    nats_url: str = "nats://127.0.0.1:4222"
-    http_host: str = "127.0.0.1"
+class Settings(BaseSettings, ServiceSettings):
+    nats_url: str = NATS_URL
     http_port: int = 8100
-    log_level: str = "INFO"
 
     instance_id: str = Field(default_factory=_default_instance_id, pattern=r"^[A-Za-z0-9_-]+$")
     worker_agents: str = "echo,calculator,orchestrator"

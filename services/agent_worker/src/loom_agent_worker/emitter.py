@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from dataclasses import dataclass, field
 
 from faststream.nats import NatsBroker
 from loom_protocol import (
@@ -60,11 +61,16 @@ class EventEmitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever())
 
-    async def stop(self) -> None:
-        """Flush what is queued, then stop."""
+    async def stop(self, timeout_s: float = 10.0) -> None:
+        """Flush what is queued (for at most ``timeout_s``; what is left then is counted lost), then stop."""
         if self._task is None:
             return
-        await self._queue.join()
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout_s)
+        except TimeoutError:
+            lost = self._queue.qsize()
+            EVENTS_DROPPED.inc(lost)
+            log.error("stopping with %d events not published after %g s", lost, timeout_s)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -117,6 +123,7 @@ class EventEmitter:
                 EVENTS_EMITTED.labels(event.type).inc()
 
 
+@dataclass(eq=False)
 class TaskEvents:
     """The runtime's EventSink for one task: every event carries the task's ids and trace.
 
@@ -125,27 +132,24 @@ class TaskEvents:
     traceparent, so the trace id stored with each event is the trace id of its span.
     """
 
-    def __init__(
-        self, emitter: EventEmitter, task: Task, source: str, agent_id: str, instance_id: str
-    ) -> None:
-        self._emitter = emitter
-        self._task = task
-        self._source = source
-        self._agent_id = agent_id
-        self._instance_id = instance_id
-        self._seq = itertools.count()
-        self._llm_span: Span | None = None
-        self._tool_spans: dict[str, Span] = {}
+    emitter: EventEmitter
+    task: Task
+    source: str
+    agent_id: str
+    instance_id: str
+    _seq: itertools.count[int] = field(default_factory=itertools.count, init=False)
+    _llm_span: Span | None = field(default=None, init=False)
+    _tool_spans: dict[str, Span] = field(default_factory=dict, init=False)
 
     def emit(self, payload: EventPayload, *, subject: str | None = None) -> None:
-        task = self._task
+        task = self.task
         event_type = payload.TYPE
         try:
             span = self._span_for(payload, subject)
             trace = current_trace(span) or task.trace
             event = new_event(
                 event_type,
-                self._source,
+                self.source,
                 data=payload.to_data(),
                 subject=subject,
                 task_id=task.task_id,
@@ -153,26 +157,26 @@ class TaskEvents:
                 parent_task_id=task.parent_task_id,
                 traceparent=trace.traceparent,
                 tracestate=trace.tracestate,
-                instance_id=self._instance_id,
-                agent_id=self._agent_id,
+                instance_id=self.instance_id,
+                agent_id=self.agent_id,
                 extensions={"seq": next(self._seq)},
             )
             self._end_span(payload)
         except Exception:
             log.exception("could not build a %s event", event_type, extra={"task_id": task.task_id})
             return
-        self._emitter.put(event)
+        self.emitter.put(event)
 
     def _span_for(self, payload: EventPayload, subject: str | None) -> Span | None:
         if isinstance(payload, LlmRequest):
             self._llm_span = tracer.start_span(f"llm {subject or ''}".strip(), kind=SpanKind.CLIENT)
-            self._llm_span.set_attribute("loom.task_id", self._task.task_id)
+            self._llm_span.set_attribute("loom.task_id", self.task.task_id)
             return self._llm_span
         if isinstance(payload, LlmUsage):
             return self._llm_span
         if isinstance(payload, ToolCalled):
             span = tracer.start_span(f"tool {payload.name or ''}", kind=SpanKind.INTERNAL)
-            span.set_attribute("loom.task_id", self._task.task_id)
+            span.set_attribute("loom.task_id", self.task.task_id)
             self._tool_spans[payload.call_id or ""] = span
             return span
         if isinstance(payload, ToolReturned):

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from loom_protocol import InstanceLoad, Task, TaskStatus
 from opentelemetry import trace
@@ -32,37 +32,31 @@ class Running:
     job: asyncio.Task[None]
 
 
+@dataclass(eq=False)
 class Executor:
-    def __init__(
-        self,
-        instance_id: str,
-        agents: dict[str, Agent],
-        reporter: StatusReporter,
-        emitter: EventEmitter,
-        children: Callable[[Task, str], ChildTasks],
-        interceptors: Sequence[Interceptor],
-        concurrency: int,
-    ) -> None:
-        self.instance_id = instance_id
-        self.agents = agents
-        self._reporter = reporter
-        self._emitter = emitter
-        self._children = children
-        self._interceptors = interceptors
-        self._slots = asyncio.Semaphore(concurrency)
-        self._capacity = concurrency
-        self._memory = MemoryStore()
-        self._running: dict[str, Running] = {}
-        self.draining = False
+    instance_id: str
+    agents: dict[str, Agent]
+    reporter: StatusReporter
+    emitter: EventEmitter
+    children: Callable[[Task, str], ChildTasks]
+    interceptors: Sequence[Interceptor]
+    concurrency: int
+    draining: bool = field(default=False, init=False)
+    _slots: asyncio.Semaphore = field(init=False)
+    _memory: MemoryStore = field(default_factory=MemoryStore, init=False)
+    _running: dict[str, Running] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.concurrency)
 
     @property
     def load(self) -> InstanceLoad:
-        return InstanceLoad(in_flight=len(self._running), capacity=self._capacity)
+        return InstanceLoad(in_flight=len(self._running), capacity=self.concurrency)
 
     async def accept(self, task: Task) -> None:
         """Take an assigned task (returns at once; the task runs in the background)."""
         if self.draining:
-            await self._reporter.report(task, TaskStatus.PENDING, error="handed back: worker draining")
+            await self.reporter.report(task, TaskStatus.PENDING, error="handed back: worker draining")
             return
         current = self._running.get(task.task_id)
         if current is not None and current.task.attempt >= task.attempt:
@@ -70,7 +64,7 @@ class Executor:
         # replay: a task with metadata.replay runs its agent against a recording (replay_agents.py)
         agent = replay_agents.agent_for(task, self.agents) or self.agents.get(task.target_agent)
         if agent is None:
-            await self._reporter.report(
+            await self.reporter.report(
                 task,
                 TaskStatus.FAILED,
                 error=f"agent {task.target_agent!r} is not hosted by {self.instance_id}",
@@ -107,33 +101,33 @@ class Executor:
             started = time.perf_counter()
             status = TaskStatus.FAILED
             try:
-                await self._reporter.report_running(task)
-                events = self._emitter.for_task(task, agent.node_id, self.instance_id)
+                await self.reporter.report_running(task)
+                events = self.emitter.for_task(task, agent.node_id, self.instance_id)
                 ctx = TaskContext(
                     task=task,
                     events=events,
-                    children=self._children(task, agent.node_id),
+                    children=self.children(task, agent.node_id),
                     memory=self._memory.session(task.session_id or task.task_id),
                     instance_id=self.instance_id,
                 )
                 try:
-                    done = await run_with_interceptors(agent, task, ctx, self._interceptors)
+                    done = await run_with_interceptors(agent, task, ctx, self.interceptors)
                 except asyncio.CancelledError:
                     events.close()
                     status = TaskStatus.PENDING if self.draining else TaskStatus.CANCELLED
                     reason = "handed back: worker shutting down" if self.draining else "cancelled by request"
                     with contextlib.suppress(Exception):
-                        await asyncio.shield(self._reporter.report(task, status, error=reason))
+                        await asyncio.shield(self.reporter.report(task, status, error=reason))
                     raise
                 events.close()
                 status = done.status
-                await self._reporter.report(task, done.status, result=done.result, error=done.error)
+                await self.reporter.report(task, done.status, result=done.result, error=done.error)
             except asyncio.CancelledError:
                 pass
             except Exception:
                 log.exception("task execution failed", extra={"task_id": task.task_id})
                 with contextlib.suppress(Exception):
-                    await self._reporter.report(
+                    await self.reporter.report(
                         task, TaskStatus.FAILED, error="worker error while running task"
                     )
             finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -36,17 +37,13 @@ class StatusReporter:
         return self.outbox.broker
 
     def _change(self, task: Task, status: TaskStatus, result: Any, error: str | None) -> tuple[bytes, str]:
-        change = TaskStatusChanged(
-            task_id=task.task_id,
-            target_agent=task.target_agent,
+        change = TaskStatusChanged.from_task(
+            task,
+            at=datetime.now(UTC),
             status=status,
-            attempt=task.attempt,
             instance_id=self._instance_id,
             result=result,
             error=error,
-            parent_task_id=task.parent_task_id,
-            session_id=task.session_id,
-            trace=task.trace,
         )
         return change.to_json(), status_msg_id(task.task_id, task.attempt, status)
 
@@ -77,5 +74,5 @@ class StatusReporter:
         await self.outbox.flush(timeout_s)
 
     async def rejected(self, subject: str, raw: bytes, reason: str) -> None:
-        record = RejectedMessage(subject=subject, reason=reason, raw=raw.decode("utf-8", errors="replace"))
+        record = RejectedMessage(subject=subject, reason=reason, raw=raw)
         await self.outbox.core(subjects.rejected("agent-worker"), record.to_json(), JSON)

@@ -1,17 +1,17 @@
 """NATS into the worker: task assignments and cancel requests, typed FastStream handlers.
 
-Each handler's parameter is its model and FastStream validates it; :class:`DeadLetters` turns
-a message the model refuses into a dead-letter record.
+Each handler's parameter is its model and FastStream validates it; the router's exception
+middleware turns a message the model refuses into a dead-letter record on
+``loom.rejected.agent-worker`` (the message is then handled, never redelivered or crashed on).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from faststream import BaseMiddleware
-from faststream.message import StreamMessage
+from faststream import ExceptionMiddleware
 from faststream.nats import NatsRouter
+from faststream.nats.annotations import NatsMessage
 from loom_protocol import Task, TaskCancelRequested, subjects, validation_reason
 from pydantic import ValidationError
 
@@ -21,21 +21,14 @@ from .reporting import StatusReporter
 log = logging.getLogger(__name__)
 
 
-class DeadLetters(BaseMiddleware):
-    """A message its handler's model refuses: a ``RejectedMessage`` on ``loom.rejected.agent-worker``."""
-
-    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
-        try:
-            return await call_next(msg)
-        except ValidationError as exc:
-            reporter: StatusReporter = self.context.get("reporter")
-            await reporter.rejected(msg.raw_message.subject, msg.body, validation_reason(exc))
-            return None
-
-
 def build_router(executor: Executor, reporter: StatusReporter) -> NatsRouter:
-    router = NatsRouter(middlewares=[DeadLetters])
-    reporter.broker.context.set_global("reporter", reporter)
+    dead_letters = ExceptionMiddleware()
+
+    @dead_letters.add_handler(ValidationError)
+    async def dead_letter(exc: ValidationError, message: NatsMessage) -> None:
+        await reporter.rejected(message.raw_message.subject, message.body, validation_reason(exc))
+
+    router = NatsRouter(middlewares=[dead_letters])
 
     # no_reply: an assignment is a JetStream publish whose reply subject is the dispatcher's
     # ack inbox; FastStream would answer the handler's None there, and an empty answer that

@@ -45,9 +45,9 @@ class Hook:
         if self.fail_before:
             raise ValueError(f"{self.name} refused")
 
-    async def after(self, task, ctx, result, error, duration_s) -> None:
+    async def after(self, task, ctx, ended) -> None:
         self.log.append(f"after:{self.name}")
-        self.seen.append((result, error, duration_s))
+        self.seen.append((ended.result, ended.error, ended.duration_s))
         if self.fail_after:
             raise ValueError("after hook bug")
 

@@ -186,8 +186,8 @@ class RecordingInterceptor:
     async def before(self, task, ctx) -> None:
         return None
 
-    async def after(self, task, ctx, result, error, duration_s) -> None:
-        self.after_calls.append((result, error))
+    async def after(self, task, ctx, ended) -> None:
+        self.after_calls.append((ended.result, ended.error))
 
 
 async def test_cancelling_a_task_in_the_sleep_tool_propagates_and_runs_after_hooks(

@@ -9,36 +9,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
-from loom_protocol import (
-    Task,
-    TaskAction,
-    TraceContext,
-    is_terminal,
-)
-from loom_protocol.http import ErrorBody
+from loom_protocol import ErrorBody, Task, TaskSubmission, TraceContext, is_terminal
 from nats.errors import TimeoutError as NatsTimeoutError
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
 
 from .state import StateDep
 from .telemetry import current_trace
-
-
-class TaskSubmission(BaseModel):
-    """The body of POST /api/tasks: a Task as a client may send it. Unknown fields are refused
-    (HTTP 422) so that a typo such as ``targetAgnet`` is never silently dropped."""
-
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
-
-    task_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_:-]+$")
-    source_agent: str | None = None
-    target_agent: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
-    action: TaskAction = TaskAction.EXECUTE
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    parent_task_id: str | None = None
-    session_id: str | None = None
-
 
 router = APIRouter(tags=["tasks"])
 

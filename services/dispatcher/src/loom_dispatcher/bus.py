@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -169,19 +170,7 @@ class NatsOutbox:
         )
 
     async def final(self, task: Task) -> None:
-        change = TaskStatusChanged(
-            task_id=task.task_id,
-            target_agent=task.target_agent,
-            status=task.status,
-            attempt=task.attempt,
-            instance_id=task.instance_id,
-            result=task.result,
-            error=task.error,
-            parent_task_id=task.parent_task_id,
-            session_id=task.session_id,
-            trace=task.trace,
-            final=True,
-        )
+        change = TaskStatusChanged.from_task(task, at=datetime.now(UTC), final=True)
         await self._js_publish_async(
             "final",
             subjects.task_status(task.task_id),
@@ -230,7 +219,7 @@ class NatsOutbox:
 
     async def rejected(self, subject: str, raw: bytes, reason: str) -> None:
         SUBMISSIONS_REJECTED.inc()
-        record = RejectedMessage(subject=subject, reason=reason, raw=raw.decode("utf-8", errors="replace"))
+        record = RejectedMessage(subject=subject, reason=reason, raw=raw)
         await self._broker.publish(record.to_json(), subjects.rejected("dispatcher"), headers=_JSON)
 
 

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
@@ -41,42 +42,31 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], Awaitable[None]]
 
 
+@dataclass(eq=False)
 class PullConsumer:
-    def __init__(
-        self,
-        connection: Callable[[], Client],
-        *,
-        stream: str,
-        subject: str,
-        durable: str,
-        config: ConsumerConfig,
-        handler: Handler,
-        max_in_flight: int = 64,
-        fetch_timeout_s: float = 0.5,
-        traced: bool = False,
-    ) -> None:
-        self._connection = connection  # the broker's client, known once it has connected
-        self._stream = stream
-        self._subject = subject
-        self._durable = durable
-        self._config = config
-        self._handler = handler
-        self._max = max_in_flight
-        self._fetch_timeout_s = fetch_timeout_s
-        self._traced = traced
-        self._in_flight: set[asyncio.Task[None]] = set()
-        self._slot_free = asyncio.Event()
-        self._loop_task: asyncio.Task[None] | None = None
-        self._psub: Any = None
+    connection: Callable[[], Client]  # the broker's client, known once it has connected
+    _: KW_ONLY
+    stream: str
+    subject: str
+    durable: str
+    config: ConsumerConfig
+    handler: Handler
+    max_in_flight: int = 64
+    fetch_timeout_s: float = 0.5
+    traced: bool = False
+    _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _slot_free: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _loop_task: asyncio.Task[None] | None = field(default=None, init=False)
+    _psub: Any = field(default=None, init=False)
 
     async def start(self) -> None:
         self._psub = await self._subscribe()
-        self._loop_task = asyncio.create_task(self._fetch_forever(), name=f"consume-{self._durable}")
+        self._loop_task = asyncio.create_task(self._fetch_forever(), name=f"consume-{self.durable}")
 
     async def _subscribe(self) -> Any:
-        js = self._connection().jetstream()
+        js = self.connection().jetstream()
         return await js.pull_subscribe(
-            self._subject, durable=self._durable, stream=self._stream, config=self._config
+            self.subject, durable=self.durable, stream=self.stream, config=self.config
         )
 
     async def stop(self, timeout_s: float = 10.0) -> None:
@@ -100,13 +90,13 @@ class PullConsumer:
 
     async def _fetch_forever(self) -> None:
         while True:
-            free = self._max - len(self._in_flight)
+            free = self.max_in_flight - len(self._in_flight)
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
             try:
-                msgs: list[Msg] = await self._psub.fetch(batch=free, timeout=self._fetch_timeout_s)
+                msgs: list[Msg] = await self._psub.fetch(batch=free, timeout=self.fetch_timeout_s)
             except (TimeoutError, NatsTimeoutError):
                 continue  # nothing to do (nats-py raises either, depending on where it waited)
             except (ServiceUnavailableError, NotFoundError):
@@ -116,7 +106,7 @@ class PullConsumer:
                 await asyncio.sleep(0.5)
                 continue
             except Exception:
-                log.exception("fetch from %s failed; trying again", self._durable)
+                log.exception("fetch from %s failed; trying again", self.durable)
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
@@ -126,7 +116,7 @@ class PullConsumer:
 
     async def _resubscribe(self) -> None:
         """The consumer is gone (deleted, or the stream was recreated): create it again."""
-        log.warning("consumer %s on %s is gone; creating it again", self._durable, self._stream)
+        log.warning("consumer %s on %s is gone; creating it again", self.durable, self.stream)
         with contextlib.suppress(Exception):
             await self._psub.unsubscribe()
         while True:
@@ -134,7 +124,7 @@ class PullConsumer:
                 self._psub = await self._subscribe()
                 return
             except Exception as exc:
-                log.warning("cannot create consumer %s: %r; trying again", self._durable, exc)
+                log.warning("cannot create consumer %s: %r; trying again", self.durable, exc)
                 await asyncio.sleep(0.5)
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -143,20 +133,20 @@ class PullConsumer:
 
     async def _one(self, msg: Msg) -> None:
         try:
-            if self._traced:
+            if self.traced:
                 parent = propagate.extract(msg.headers or {})
                 with tracer.start_as_current_span(
                     f"{msg.subject} process", context=parent, kind=SpanKind.CONSUMER
                 ):
-                    await self._handler(msg.subject, msg.data)
+                    await self.handler(msg.subject, msg.data)
             else:
-                await self._handler(msg.subject, msg.data)
+                await self.handler(msg.subject, msg.data)
         except asyncio.CancelledError:
             with contextlib.suppress(Exception):
                 await msg.nak()
             raise
         except Exception:
-            log.exception("handling a message from %s failed; it will be redelivered", self._durable)
+            log.exception("handling a message from %s failed; it will be redelivered", self.durable)
             with contextlib.suppress(Exception):
                 await msg.nak()
             return

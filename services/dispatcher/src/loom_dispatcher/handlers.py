@@ -2,22 +2,23 @@
 
 Submissions and status reports are the task path: each runs on a :class:`PullConsumer` (a
 plain nats-py pull loop, see consumer.py and docs/adr/0001-nats-consumers.md). Membership
-changes are rare: a typed FastStream subscriber, with :class:`DeadLetters` for what its model
-refuses.
+changes are rare: a typed FastStream subscriber, with an exception middleware that dead-letters
+what its model refuses.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TypeVar
 
-from faststream import BaseMiddleware
-from faststream.message import StreamMessage
+from faststream import ExceptionMiddleware
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsRouter, PullSub
+from faststream.nats.annotations import NatsMessage
 from loom_protocol import (
     REGISTRY_STREAM,
     TASKS_STREAM,
+    LoomModel,
     MemberChanged,
     MembershipChange,
     Task,
@@ -29,38 +30,28 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
-from .bus import NatsOutbox
-from .consumer import PullConsumer
+from .consumer import Handler, PullConsumer
 from .state import State
 
 log = logging.getLogger(__name__)
 # a dispatcher killed mid-message has its messages redelivered to a live replica after this long
 _CONSUMER = ConsumerConfig(ack_wait=10)
-
-
-class DeadLetters(BaseMiddleware):
-    """A message its handler's model refuses: a ``RejectedMessage`` on ``loom.rejected.dispatcher``.
-
-    The message is then handled (acked), never redelivered or crashed on.
-    """
-
-    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
-        try:
-            return await call_next(msg)
-        except ValidationError as exc:
-            outbox: NatsOutbox = self.context.get("outbox")
-            await outbox.rejected(msg.raw_message.subject, msg.body, validation_reason(exc))
-            return None
+M = TypeVar("M", bound=LoomModel)
 
 
 def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[PullConsumer]:
     """The task path's two consumers (started and stopped by the app's lifespan)."""
 
-    async def on_submitted(subject: str, body: bytes) -> None:
+    async def decoded(model: type[M], subject: str, body: bytes) -> M | None:
+        """The message as ``model``, or None once a message the model refuses is dead-lettered."""
         try:
-            task = Task.from_json(body)
+            return model.from_json(body)
         except ValidationError as exc:
             await state.outbox.rejected(subject, body, validation_reason(exc))
+            return None
+
+    async def on_submitted(subject: str, body: bytes) -> None:
+        if (task := await decoded(Task, subject, body)) is None:
             return
         agent = subjects.token_of(subject, subjects.TASK_SUBMITTED_ALL)
         if task.target_agent != agent:
@@ -70,41 +61,39 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
         await state.dispatcher.submit(task)
 
     async def on_status(subject: str, body: bytes) -> None:
-        try:
-            change = TaskStatusChanged.from_json(body)
-        except ValidationError as exc:
-            await state.outbox.rejected(subject, body, validation_reason(exc))
-            return
-        await state.dispatcher.on_status(change)
+        if (change := await decoded(TaskStatusChanged, subject, body)) is not None:
+            await state.dispatcher.on_status(change)
 
     def connection() -> Client:
         return state.broker.connection
 
+    def consumer(subject: str, name: str, handler: Handler) -> PullConsumer:
+        return PullConsumer(
+            connection,
+            stream=TASKS_STREAM.name,
+            subject=subject,
+            durable=f"{durable_prefix}-{name}",
+            config=_CONSUMER,
+            handler=handler,
+            traced=traced,
+        )
+
     return [
-        PullConsumer(
-            connection,
-            stream=TASKS_STREAM.name,
-            subject=subjects.TASK_SUBMITTED_ALL,
-            durable=f"{durable_prefix}-submitted",
-            config=_CONSUMER,
-            handler=on_submitted,
-            traced=traced,
-        ),
-        PullConsumer(
-            connection,
-            stream=TASKS_STREAM.name,
-            subject=subjects.TASK_STATUS_ALL,
-            durable=f"{durable_prefix}-status",
-            config=_CONSUMER,
-            handler=on_status,
-            traced=traced,
-        ),
+        consumer(subjects.TASK_SUBMITTED_ALL, "submitted", on_submitted),
+        consumer(subjects.TASK_STATUS_ALL, "status", on_status),
     ]
 
 
 def build_router(state: State, durable_prefix: str) -> NatsRouter:
-    router = NatsRouter(middlewares=[DeadLetters])
-    state.broker.context.set_global("outbox", state.outbox)
+    # a message its handler's model refuses: a RejectedMessage on loom.rejected.dispatcher; the
+    # message is then handled (acked), never redelivered or crashed on
+    dead_letters = ExceptionMiddleware()
+
+    @dead_letters.add_handler(ValidationError)
+    async def dead_letter(exc: ValidationError, message: NatsMessage) -> None:
+        await state.outbox.rejected(message.raw_message.subject, message.body, validation_reason(exc))
+
+    router = NatsRouter(middlewares=[dead_letters])
 
     @router.subscriber(
         subjects.REGISTRY_MEMBER_DOWN,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends
 from faststream.nats import NatsBroker
@@ -27,8 +27,7 @@ class State:
 
 
 def get_state(conn: HTTPConnection) -> State:
-    state: State = conn.app.state.loom
-    return state
+    return cast(State, conn.app.state.loom)
 
 
 StateDep = Annotated[State, Depends(get_state)]

@@ -16,10 +16,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from loom_protocol.jetstream import ALL_STREAMS, stream_config
-from loom_protocol.logconfig import tracing_enabled
-from nats.js.api import StreamConfig
-from nats.js.errors import BadRequestError
+from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
+from loom_protocol.logconfig import broker_logging, tracing_enabled
 
 from . import api, ops
 from .config import Settings
@@ -27,26 +25,28 @@ from .errors import HTTP_ERROR_HANDLERS
 from .pipeline import run_pipeline
 from .state import State
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    traced = tracing_enabled(os.environ)
     broker = NatsBroker(
         settings.nats_url,
-        logger=logging.getLogger("faststream"),  # JSON through the root handler, no colours
-        log_level=logging.DEBUG,
-        middlewares=[NatsTelemetryMiddleware()] if tracing_enabled(os.environ) else [],
+        middlewares=[NatsTelemetryMiddleware()] if traced else [],
+        graceful_timeout=settings.graceful_timeout_s,
+        **broker_logging(),
     )
     state = State(settings, broker)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await broker.connect()
-        js = broker.connection.jetstream()
+        nc = await broker.connect()
         for spec in ALL_STREAMS:  # create where missing; one configured otherwise stays as it is
-            try:
-                await js.add_stream(StreamConfig.from_response(stream_config(spec)))
-            except BadRequestError as exc:
-                logging.getLogger(__name__).warning("stream %s: %s", spec.name, exc.description)
+            reply = await nc.request(*stream_create_request(spec), timeout=5)
+            if error := stream_create_error(reply.data):
+                log.warning("stream %s left as it is: %s", spec.name, error)
+        js = nc.jetstream()
         await broker.start()
         state.js = js
         pipeline = asyncio.create_task(

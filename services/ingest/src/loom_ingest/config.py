@@ -1,20 +1,15 @@
 """Ingest settings, from LOOM_* environment variables (and the repo's .env)."""
 
 from loom_protocol import MAX_EVENT_BYTES
+from loom_protocol.settings import DATABASE_URL, NATS_URL, ServiceSettings
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="LOOM_", env_file=".env", env_ignore_empty=True, extra="ignore"
-    )
-
-    nats_url: str = "nats://127.0.0.1:4222"
-    database_url: str = "postgresql://postgres@127.0.0.1:5433/loom"
-    http_host: str = "127.0.0.1"
+class Settings(BaseSettings, ServiceSettings):
+    nats_url: str = NATS_URL
+    database_url: str = DATABASE_URL
     http_port: int = 8003
-    log_level: str = "INFO"
 
     durable_prefix: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]+$")
     # batching: a batch is written when it has batch_size messages, or batch_linger_s after

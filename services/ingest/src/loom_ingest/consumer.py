@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 
 from nats.aio.client import Client as NATS
@@ -71,30 +71,20 @@ def incoming(msg: Msg) -> Incoming:
     )
 
 
+@dataclass(eq=False)
 class StreamConsumer:
-    def __init__(
-        self,
-        nc: NATS,
-        js: JetStreamContext,
-        store: EventWriter,
-        health: DatabaseHealth,
-        *,
-        stream: str,
-        subject: str,
-        durable: str,
-        options: ConsumerOptions,
-    ) -> None:
-        self._nc = nc
-        self._js = js
-        self._store = store
-        self._health = health
-        self.stream = stream
-        self.subject = subject
-        self.durable = durable
-        self._opt = options
-        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
-        self._current: Batch | None = None
-        self._puller: Puller | None = None
+    nc: NATS
+    js: JetStreamContext
+    store: EventWriter
+    health: DatabaseHealth
+    _: KW_ONLY
+    stream: str
+    subject: str
+    durable: str
+    options: ConsumerOptions
+    _queue: asyncio.Queue[Batch] = field(default_factory=lambda: asyncio.Queue(maxsize=2), init=False)
+    _current: Batch | None = field(default=None, init=False)
+    _puller: Puller | None = field(default=None, init=False)
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -102,8 +92,8 @@ class StreamConsumer:
             filter_subject=self.subject,
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=self._opt.ack_wait_s,
-            max_ack_pending=self._opt.max_ack_pending,
+            ack_wait=self.options.ack_wait_s,
+            max_ack_pending=self.options.max_ack_pending,
             max_deliver=-1,  # never give up on a message: a database outage must not lose events
         )
 
@@ -126,7 +116,7 @@ class StreamConsumer:
         if not writer.done():
             joined = asyncio.create_task(self._queue.join())
             await asyncio.wait(
-                {joined, writer}, timeout=self._opt.drain_s, return_when=asyncio.FIRST_COMPLETED
+                {joined, writer}, timeout=self.options.drain_s, return_when=asyncio.FIRST_COMPLETED
             )
             joined.cancel()
         writer.cancel()
@@ -145,9 +135,9 @@ class StreamConsumer:
 
     # -- reading ------------------------------------------------------------------------------
     async def _start_puller(self) -> Puller:
-        delay = self._opt.retry_min_s
+        delay = self.options.retry_min_s
         while True:
-            puller = Puller(self._nc, self._js, self.stream, self.config(), self._opt.batch_size)
+            puller = Puller(self.nc, self.js, self.stream, self.config(), self.options.batch_size)
             try:
                 await puller.start()
                 return puller
@@ -155,14 +145,15 @@ class StreamConsumer:
                 await puller.stop()
                 log.warning("cannot create consumer %s on %s: %r; retrying", self.durable, self.stream, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, self._opt.retry_max_s)
+                delay = min(delay * 2, self.options.retry_max_s)
 
     async def _read_forever(self) -> None:
+        opt = self.options
         while True:
             puller = self._puller
             assert puller is not None
             try:
-                msgs = await puller.take(self._opt.batch_size, self._opt.fetch_wait_s, self._opt.linger_s)
+                msgs = await puller.take(opt.batch_size, opt.fetch_wait_s, opt.linger_s)
             except ConsumerGone as exc:
                 log.warning("consumer %s on %s went away (%s); recreating it", self.durable, self.stream, exc)
                 await puller.stop()
@@ -174,7 +165,7 @@ class StreamConsumer:
             items: list[Item] = []
             for msg in msgs:
                 inc = incoming(msg)
-                items.append((inc, decode(inc, self._opt.max_event_bytes)))
+                items.append((inc, decode(inc, opt.max_event_bytes)))
             await self._queue.put(Batch(msgs, items))
 
     # -- writing ------------------------------------------------------------------------------
@@ -192,25 +183,25 @@ class StreamConsumer:
 
     async def _commit(self, batch: Batch) -> None:
         """Write until it sticks: a database outage keeps the batch unacked and retries."""
-        delay = self._opt.retry_min_s
+        delay = self.options.retry_min_s
         touched = time.monotonic()
         while True:
             started = time.monotonic()
             try:
-                result = await self._store.write(batch.items)
+                result = await self.store.write(batch.items)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 metrics.DB_ERRORS.labels(self.stream).inc()
-                if self._health.failed(self.stream, exc):
+                if self.health.failed(self.stream, exc):
                     log.warning("database write failed on %s, retrying until it works: %r", self.stream, exc)
                 await asyncio.sleep(delay * (0.5 + random.random() / 2))  # noqa: S311 (jitter)
-                delay = min(delay * 2, self._opt.retry_max_s)
-                if time.monotonic() - touched > self._opt.ack_wait_s / 3:
+                delay = min(delay * 2, self.options.retry_max_s)
+                if time.monotonic() - touched > self.options.ack_wait_s / 3:
                     touched = time.monotonic()
                     await self._each(batch.msgs, lambda m: m.in_progress())
                 continue
-            if self._health.ok(self.stream):
+            if self.health.ok(self.stream):
                 log.info("database writes on %s succeed again", self.stream)
             metrics.WRITE_SECONDS.labels(self.stream).observe(time.monotonic() - started)
             metrics.ROWS_WRITTEN.labels("events").inc(result.events)

@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,9 @@ async def configure_compression(conn: asyncpg.Connection, policy: RetentionPolic
     return True
 
 
-async def apply_retention(conn: asyncpg.Connection, policy: RetentionPolicy) -> dict[str, int]:
+async def apply_retention(
+    conn: asyncpg.Connection | PoolConnectionProxy, policy: RetentionPolicy
+) -> dict[str, int]:
     """Drop what is older than the retention; returns how many chunks / rows went, per table.
 
     Only one replica does the work at a time (an advisory try-lock); the others return {}.

@@ -305,6 +305,23 @@ def _bus_event(
     return CloudEvent.model_validate({k: v for k, v in payload.items() if v is not None})
 
 
+def _task_event(
+    inc: Incoming, type_: str, time: datetime, data: Any, of: Task | TaskStatusChanged
+) -> CloudEvent:
+    return _bus_event(
+        inc,
+        type_,
+        time,
+        data,
+        task_id=of.task_id,
+        session_id=of.session_id,
+        parent_task_id=of.parent_task_id,
+        trace=of.trace,
+        instance_id=of.instance_id,
+        agent_id=of.target_agent,
+    )
+
+
 def _task_row(
     task: Task, *, status: str | None, final: bool, updated_at: datetime, error: str | None
 ) -> TaskRow:
@@ -342,35 +359,19 @@ def _decode_task(inc: Incoming) -> Decoded:
     try:
         if kind in ("submitted", "assigned"):
             task = Task.model_validate(raw)
-            event = _bus_event(
+            event = _task_event(
                 inc,
                 BUS_TASK_SUBMITTED if kind == "submitted" else BUS_TASK_ASSIGNED,
                 task.updated_at,
                 raw,
-                task_id=task.task_id,
-                session_id=task.session_id,
-                parent_task_id=task.parent_task_id,
-                trace=task.trace,
-                instance_id=task.instance_id,
-                agent_id=task.target_agent,
+                task,
             )
             row = _task_row(
                 task, status=task.status.value, final=False, updated_at=task.updated_at, error=task.error
             )
         elif kind == "status":
             change = TaskStatusChanged.model_validate(raw)
-            event = _bus_event(
-                inc,
-                bus_task_status_type(change.status),
-                change.at,
-                raw,
-                task_id=change.task_id,
-                session_id=change.session_id,
-                parent_task_id=change.parent_task_id,
-                trace=change.trace,
-                instance_id=change.instance_id,
-                agent_id=change.target_agent,
-            )
+            event = _task_event(inc, bus_task_status_type(change.status), change.at, raw, change)
             row = (
                 change.task_id,
                 change.target_agent,
@@ -394,18 +395,7 @@ def _decode_task(inc: Incoming) -> Decoded:
         elif kind == "dead":
             record = TaskDeadLettered.model_validate(raw)
             task = record.task
-            event = _bus_event(
-                inc,
-                BUS_TASK_DEAD,
-                record.at,
-                raw,
-                task_id=task.task_id,
-                session_id=task.session_id,
-                parent_task_id=task.parent_task_id,
-                trace=task.trace,
-                instance_id=task.instance_id,
-                agent_id=task.target_agent,
-            )
+            event = _task_event(inc, BUS_TASK_DEAD, record.at, raw, task)
             row = _task_row(
                 task, status=TaskStatus.DEAD.value, final=True, updated_at=record.at, error=record.reason
             )

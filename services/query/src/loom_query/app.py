@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from loom_protocol.logconfig import tracing_enabled
+from loom_protocol.logconfig import broker_logging, tracing_enabled
 
 from . import api, ops
 from .config import Settings
@@ -29,10 +28,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     broker = NatsBroker(
         settings.nats_url,
-        logger=logging.getLogger("faststream"),  # JSON through the root handler, no colours
-        log_level=logging.DEBUG,
         error_cb=count_nats_error,
         middlewares=[NatsTelemetryMiddleware()] if tracing_enabled(os.environ) else [],
+        graceful_timeout=settings.graceful_timeout_s,
+        **broker_logging(),
     )
     state = State(settings, broker, LiveFeed(settings.ws_queue_size))
 

@@ -7,9 +7,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, cast
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from fastapi import Depends, HTTPException
 from faststream.nats import NatsBroker
 from starlette.requests import HTTPConnection
@@ -54,7 +55,7 @@ class State:
                 delay = min(delay * 2, settings.db_retry_max_s)
 
     @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+    async def connection(self) -> AsyncIterator[PoolConnectionProxy]:
         if self.pool is None:
             raise HTTPException(503, f"database not available: {self.pool_error}")
         async with self.pool.acquire() as conn:
@@ -80,8 +81,7 @@ class State:
 
 
 def get_state(conn: HTTPConnection) -> State:
-    state: State = conn.app.state.loom
-    return state
+    return cast(State, conn.app.state.loom)
 
 
 StateDep = Annotated[State, Depends(get_state)]

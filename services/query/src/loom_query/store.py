@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from loom_protocol import TERMINAL_TASK_EVENT_TYPES
 from pydantic.alias_generators import to_camel
 
@@ -23,6 +24,10 @@ REQUIRED_SCHEMA_VERSION = 4
 
 EVENT_JSON = "CASE WHEN data IS NULL THEN attributes ELSE attributes || jsonb_build_object('data', data) END"
 KINDS = ("event", "task", "member")
+
+
+# a connection of its own or one lent by the pool: the queries take either
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 
 def node_id_of(node: str) -> str:
@@ -69,16 +74,17 @@ def event_where(f: EventFilter) -> Where:
     w = Where()
     if set(f.kinds) != set(KINDS):
         w.add(f"kind = ANY({w.arg(list(f.kinds))}::text[])")
-    if f.trace_id is not None:
-        w.add(f"trace_id = {w.arg(f.trace_id)}")
-    if f.task_id is not None:
-        w.add(f"task_id = {w.arg(f.task_id)}")
-    if f.session_id is not None:
-        w.add(f"session_id = {w.arg(f.session_id)}")
-    if f.node_id is not None:
-        w.add(f"node_id = {w.arg(node_id_of(f.node_id))}")
-    if f.subject is not None:
-        w.add(f"subject = {w.arg(f.subject)}")
+    node_id = node_id_of(f.node_id) if f.node_id is not None else None
+    equal = {
+        "trace_id": f.trace_id,
+        "task_id": f.task_id,
+        "session_id": f.session_id,
+        "node_id": node_id,
+        "subject": f.subject,
+    }
+    for column, value in equal.items():
+        if value is not None:
+            w.add(f"{column} = {w.arg(value)}")
     if f.event_type is not None:
         if f.event_type.endswith(".*"):
             w.add(f"type LIKE {w.arg(_like_prefix(f.event_type[:-1]))}")
@@ -99,7 +105,7 @@ class EventRowOut:
 
 
 async def events_page(
-    conn: asyncpg.Connection,
+    conn: Connection,
     f: EventFilter,
     *,
     limit: int,
@@ -124,7 +130,7 @@ async def events_page(
     return [EventRowOut(r["time"], r["id"], r["event"]) for r in rows[:limit]], more
 
 
-async def ordered_events(conn: asyncpg.Connection, where_sql: str, args: list[Any], limit: int) -> list[str]:
+async def ordered_events(conn: Connection, where_sql: str, args: list[Any], limit: int) -> list[str]:
     """Events in causal order: time, then the producer's seq, then id."""
     rows = await conn.fetch(
         f"SELECT ({EVENT_JSON})::text AS event FROM events WHERE {where_sql} "  # noqa: S608 (parameters only)
@@ -157,14 +163,12 @@ def task_json(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
-async def task_by_id(conn: asyncpg.Connection, task_id: str) -> dict[str, Any] | None:
+async def task_by_id(conn: Connection, task_id: str) -> dict[str, Any] | None:
     row = await conn.fetchrow(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE task_id = $1", task_id)  # noqa: S608
     return None if row is None else task_json(row)
 
 
-async def tasks_where(
-    conn: asyncpg.Connection, column: str, value: str, limit: int = 1000
-) -> list[dict[str, Any]]:
+async def tasks_where(conn: Connection, column: str, value: str, limit: int = 1000) -> list[dict[str, Any]]:
     assert column in ("parent_task_id", "trace_id")
     rows = await conn.fetch(
         f"SELECT {_TASK_COLUMNS} FROM tasks WHERE {column} = $1 "  # noqa: S608 (column from a fixed set)
@@ -191,7 +195,7 @@ GROUP BY 1, 2, 3
 """
 
 
-async def topology(conn: asyncpg.Connection, w: Where) -> dict[str, Any]:
+async def topology(conn: Connection, w: Where) -> dict[str, Any]:
     rows = await conn.fetch(_TOPOLOGY.format(where=w.sql()), *w.args)
     nodes: dict[str, dict[str, Any]] = {}
 
@@ -291,7 +295,7 @@ def _series_row(r: asyncpg.Record) -> dict[str, Any]:
 
 
 async def metrics(
-    conn: asyncpg.Connection,
+    conn: Connection,
     *,
     bucket_s: int,
     start: datetime,
@@ -328,7 +332,7 @@ _MEMORY_TYPES = ["memory.add", "memory.consolidate"]
 
 
 async def memory_events(
-    conn: asyncpg.Connection, node_id: str, start: datetime | None, end: datetime | None, limit: int
+    conn: Connection, node_id: str, start: datetime | None, end: datetime | None, limit: int
 ) -> list[asyncpg.Record]:
     """The memory events of every (instance, session) in which ``node_id`` wrote memory."""
     w = Where()

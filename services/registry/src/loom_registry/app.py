@@ -11,10 +11,8 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
-from loom_protocol.jetstream import ALL_STREAMS, stream_config
-from loom_protocol.logconfig import tracing_enabled
-from nats.js.api import StreamConfig
-from nats.js.errors import BadRequestError
+from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
+from loom_protocol.logconfig import broker_logging, tracing_enabled
 from redis.asyncio import Redis
 
 from . import api, ops
@@ -27,14 +25,17 @@ from .membership import Membership
 from .picks import PickServer
 from .state import State
 
+log = logging.getLogger(__name__)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    traced = tracing_enabled(os.environ)
     broker = NatsBroker(
         settings.nats_url,
-        logger=logging.getLogger("faststream"),  # JSON through the root handler, no colours
-        log_level=logging.DEBUG,
-        middlewares=[NatsTelemetryMiddleware()] if tracing_enabled(os.environ) else [],
+        middlewares=[NatsTelemetryMiddleware()] if traced else [],
+        graceful_timeout=settings.graceful_timeout_s,
+        **broker_logging(),
     )
     redis = Redis.from_url(settings.redis_url, decode_responses=True)  # connects on first use
     membership = Membership(redis, settings.redis_prefix, settings.missed_heartbeats)
@@ -54,19 +55,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.pick_strategy,
         reject=reject_pick,
         count=count_pick,
-        traced=tracing_enabled(os.environ),
+        traced=traced,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await broker.connect()
+        nc = await broker.connect()
         for spec in ALL_STREAMS:  # create where missing; one configured otherwise stays as it is
-            try:
-                await broker.connection.jetstream().add_stream(
-                    StreamConfig.from_response(stream_config(spec))
-                )
-            except BadRequestError as exc:
-                logging.getLogger(__name__).warning("stream %s: %s", spec.name, exc.description)
+            reply = await nc.request(*stream_create_request(spec), timeout=5)
+            if error := stream_create_error(reply.data):
+                log.warning("stream %s left as it is: %s", spec.name, error)
         await broker.start()
         await picks.start()
         sweeper = asyncio.create_task(

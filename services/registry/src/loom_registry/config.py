@@ -2,19 +2,14 @@
 
 from typing import Literal
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from loom_protocol.settings import NATS_URL, REDIS_URL, ServiceSettings
+from pydantic_settings import BaseSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="LOOM_", env_file=".env", env_ignore_empty=True, extra="ignore"
-    )
-
-    nats_url: str = "nats://127.0.0.1:4222"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    http_host: str = "127.0.0.1"
+class Settings(BaseSettings, ServiceSettings):
+    nats_url: str = NATS_URL
+    redis_url: str = REDIS_URL
     http_port: int = 8002
-    log_level: str = "INFO"
 
     redis_prefix: str = "loom"
     missed_heartbeats: int = 3

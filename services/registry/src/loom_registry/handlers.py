@@ -1,17 +1,16 @@
 """NATS in and out of the registry: heartbeats in, membership changes out (picks: picks.py).
 
 Heartbeats are a typed FastStream handler (its parameter is the model, FastStream validates);
-:class:`DeadLetters` turns a heartbeat the model refuses into a dead-letter record.
+the router's exception middleware turns a heartbeat the model refuses into a dead-letter record.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
-from faststream import BaseMiddleware
-from faststream.message import StreamMessage
+from faststream import ExceptionMiddleware
 from faststream.nats import NatsBroker, NatsRouter
+from faststream.nats.annotations import NatsMessage
 from loom_protocol import (
     MSG_ID_HEADER,
     REGISTRY_STREAM,
@@ -52,23 +51,8 @@ def count_pick(agent_id: str, outcome: str) -> None:
 
 async def reject(broker: NatsBroker, subject: str, raw: bytes, reason: str) -> None:
     REJECTED.labels(subject.rsplit(".", 1)[0]).inc()
-    record = RejectedMessage(subject=subject, reason=reason, raw=raw.decode("utf-8", errors="replace"))
+    record = RejectedMessage(subject=subject, reason=reason, raw=raw)
     await broker.publish(record.to_json(), subjects.rejected("registry"), headers=_JSON)
-
-
-class DeadLetters(BaseMiddleware):
-    """A message its handler's model refuses: a ``RejectedMessage`` on ``loom.rejected.registry``.
-
-    The message is then handled (acked where it has an ack), never redelivered or crashed on.
-    """
-
-    async def consume_scope(self, call_next: Any, msg: StreamMessage[Any]) -> Any:
-        try:
-            return await call_next(msg)
-        except ValidationError as exc:
-            broker: NatsBroker = self.context.get("broker")
-            await reject(broker, msg.raw_message.subject, msg.body, validation_reason(exc))
-            return None
 
 
 def build_router(
@@ -76,7 +60,15 @@ def build_router(
     membership: Membership,
     mirror: ConsulMirror | None = None,
 ) -> NatsRouter:
-    router = NatsRouter(middlewares=[DeadLetters])
+    # a heartbeat its model refuses: a RejectedMessage on loom.rejected.registry; the message is
+    # then handled, never redelivered or crashed on
+    dead_letters = ExceptionMiddleware()
+
+    @dead_letters.add_handler(ValidationError)
+    async def dead_letter(exc: ValidationError, message: NatsMessage) -> None:
+        await reject(broker, message.raw_message.subject, message.body, validation_reason(exc))
+
+    router = NatsRouter(middlewares=[dead_letters])
 
     # no_reply: a heartbeat needs no answer. Picks are answered by picks.PickServer.
     @router.subscriber(subjects.REGISTRY_HEARTBEAT_ALL, queue="registry", max_workers=16, no_reply=True)

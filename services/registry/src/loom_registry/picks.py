@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal
 
 from loom_protocol import PickRequest, subjects, validation_reason
@@ -38,32 +39,24 @@ Reject = Callable[[str, bytes, str], Awaitable[None]]
 Count = Callable[[str, str], None]
 
 
+@dataclass(eq=False)
 class PickServer:
-    def __init__(
-        self,
-        connection: Callable[[], Client],
-        membership: Membership,
-        strategy: Literal["round_robin", "least_loaded"],
-        *,
-        reject: Reject,
-        count: Count,
-        traced: bool = False,
-    ) -> None:
-        self._connection = connection  # the broker's client, known once it has connected
-        self._membership = membership
-        self._strategy = strategy
-        self._reject = reject
-        self._count = count
-        self._traced = traced
-        self._sub: Subscription | None = None
-        self._in_flight: set[asyncio.Task[None]] = set()
+    connection: Callable[[], Client]  # the broker's client, known once it has connected
+    membership: Membership
+    strategy: Literal["round_robin", "least_loaded"]
+    _: KW_ONLY
+    reject: Reject
+    count: Count
+    traced: bool = False
+    _sub: Subscription | None = field(default=None, init=False)
+    _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     @property
     def serving(self) -> bool:
         return self._sub is not None
 
     async def start(self) -> None:
-        self._sub = await self._connection().subscribe(
+        self._sub = await self.connection().subscribe(
             subjects.REGISTRY_PICK, queue="registry", cb=self._on_msg
         )
 
@@ -82,7 +75,7 @@ class PickServer:
 
     async def _answer(self, msg: Msg) -> None:
         try:
-            if self._traced:
+            if self.traced:
                 parent = propagate.extract(msg.headers or {})
                 name = f"{msg.subject} process"
                 with tracer.start_as_current_span(name, context=parent, kind=SpanKind.CONSUMER):
@@ -98,17 +91,17 @@ class PickServer:
         """An error answer as nats.py's micro services give it: code and description headers."""
         if msg.reply:
             headers = {ERROR_CODE_HEADER: str(code), ERROR_HEADER: description[:500]}
-            await self._connection().publish(msg.reply, b"", headers=headers)
+            await self.connection().publish(msg.reply, b"", headers=headers)
 
     async def _pick(self, msg: Msg) -> None:
         try:
             request = PickRequest.from_json(msg.data)
         except ValidationError as exc:
             reason = validation_reason(exc)
-            await self._reject(msg.subject, msg.data, reason)
+            await self.reject(msg.subject, msg.data, reason)
             await self._error(msg, 400, f"invalid pick request: {reason}")
             return
-        reply = await self._membership.pick(request, self._strategy)
-        self._count(request.agent_id, "picked" if reply.instance_id else "none")
+        reply = await self.membership.pick(request, self.strategy)
+        self.count(request.agent_id, "picked" if reply.instance_id else "none")
         if msg.reply:
-            await self._connection().publish(msg.reply, reply.to_json())
+            await self.connection().publish(msg.reply, reply.to_json())

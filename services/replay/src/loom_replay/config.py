@@ -1,21 +1,16 @@
 """Replay settings, from LOOM_* environment variables (and the repo's .env)."""
 
+from loom_protocol.settings import DATABASE_URL, REDIS_URL, ServiceSettings
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="LOOM_", env_file=".env", env_ignore_empty=True, extra="ignore"
-    )
-
-    redis_url: str = "redis://127.0.0.1:6379/0"
+class Settings(BaseSettings, ServiceSettings):
+    redis_url: str = REDIS_URL
     redis_prefix: str = Field(default="loom", pattern=r"^[A-Za-z0-9_:-]+$")
-    database_url: str = "postgresql://postgres@127.0.0.1:5433/loom"
+    database_url: str = DATABASE_URL
     dispatcher_url: str = "http://127.0.0.1:8001"
-    http_host: str = "127.0.0.1"
     http_port: int = 8005
-    log_level: str = "INFO"
 
     db_pool_size: int = Field(default=8, ge=1)
     session_ttl_s: float = Field(default=3600.0, gt=0)

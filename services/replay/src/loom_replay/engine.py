@@ -16,10 +16,10 @@ import contextlib
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 from prometheus_client import Counter
@@ -225,7 +225,8 @@ class ReplayEngine:
                             have[position // every] = last_size
                             last_checkpoint = position
                             CHECKPOINTS.inc()
-                    fold.apply(state, row)  # a fold row reads like its CloudEvent (db.py)
+                    # a fold row reads like its CloudEvent (store.py); a Record is a read-only mapping
+                    fold.apply(state, cast(Mapping[str, Any], row))
                     position += 1
                 FOLDED.inc(len(rows))
                 last = key_of(rows[-1])

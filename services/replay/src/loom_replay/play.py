@@ -32,7 +32,7 @@ import contextlib
 import fnmatch
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, InitVar, asdict, dataclass, field
 from typing import Any
 
 import asyncpg
@@ -114,32 +114,28 @@ async def refuse(websocket: WebSocket, error: ReplayError) -> None:
     await websocket.close(code=4000 + error.status, reason=error.reason[:120])
 
 
+@dataclass(eq=False)
 class Player:
-    def __init__(
-        self,
-        websocket: WebSocket,
-        engine: ReplayEngine,
-        session: Session,
-        *,
-        speed: float,
-        start: int,
-        breakpoints: list[Breakpoint],
-        max_gap_s: float,
-    ) -> None:
-        self.ws = websocket
-        self.engine = engine
-        self.session = session
-        self.speed = speed
-        self.breakpoints = breakpoints
-        self.max_gap_s = max_gap_s
-        self.paused = False
-        self.sent = start - 1  # index of the last event sent
-        self._events: AsyncIterator[tuple[int, asyncpg.Record]] = engine.events_from(session, start)
-        self._pending: tuple[int, asyncpg.Record] | None = None
-        self._gap_s = 0.0
-        self._last_time: Any = None
-        self._last_sent_at = 0.0
-        self._commands: asyncio.Queue[Any] = asyncio.Queue()
+    websocket: WebSocket
+    engine: ReplayEngine
+    session: Session
+    _: KW_ONLY
+    speed: float
+    start: InitVar[int]
+    breakpoints: list[Breakpoint]
+    max_gap_s: float
+    paused: bool = field(default=False, init=False)
+    sent: int = field(init=False)  # index of the last event sent
+    _events: AsyncIterator[tuple[int, asyncpg.Record]] = field(init=False)
+    _pending: tuple[int, asyncpg.Record] | None = field(default=None, init=False)
+    _gap_s: float = field(default=0.0, init=False)
+    _last_time: Any = field(default=None, init=False)
+    _last_sent_at: float = field(default=0.0, init=False)
+    _commands: asyncio.Queue[Any] = field(default_factory=asyncio.Queue, init=False)
+
+    def __post_init__(self, start: int) -> None:
+        self.sent = start - 1
+        self._events = self.engine.events_from(self.session, start)
 
     async def run(self) -> None:
         reader = asyncio.create_task(self._read())
@@ -195,7 +191,7 @@ class Player:
                 await reader
 
     async def _send(self, message: dict[str, Any]) -> None:
-        await self.ws.send_text(orjson.dumps(message, default=str).decode())
+        await self.websocket.send_text(orjson.dumps(message, default=str).decode())
 
     def _delay(self) -> float:
         return min(max(self._gap_s, 0.0) / self.speed, self.max_gap_s)
@@ -284,7 +280,7 @@ class Player:
         try:
             while True:
                 try:
-                    message = await self.ws.receive_json()
+                    message = await self.websocket.receive_json()
                 except (ValueError, KeyError):
                     message = "not JSON"
                 await self._commands.put(message)

@@ -392,13 +392,7 @@ class Overrides(BaseModel):
         """A tampered copy of ``recording``; Invalid when an override names what is not there."""
         tampered = recording.model_dump(mode="json", by_alias=True)
         for key, content in self.tool_results.items():
-            index = int(key)
-            if not 0 <= index < len(tampered["tools"]):
-                raise Invalid(
-                    f"overrides.toolResults[{key}]: the recording has {len(tampered['tools'])} tool calls "
-                    f"(indexes 0..{len(tampered['tools']) - 1})"
-                )
-            tampered["tools"][index]["result"]["content"] = content
+            _entry(tampered["tools"], key, "toolResults", "tool calls")["result"]["content"] = content
         steps = {step["step"]: step for step in tampered["llm"]}
         for key, patch in self.llm_responses.items():
             if int(key) not in steps:
@@ -411,13 +405,7 @@ class Overrides(BaseModel):
                 )
             steps[int(key)].update(patch)
         for key, result in self.child_results.items():
-            index = int(key)
-            if not 0 <= index < len(tampered["children"]):
-                raise Invalid(
-                    f"overrides.childResults[{key}]: the recording has "
-                    f"{len(tampered['children'])} delegations"
-                )
-            tampered["children"][index]["result"] = result
+            _entry(tampered["children"], key, "childResults", "delegations")["result"] = result
         if self.answer is not None:
             tampered["outcome"]["answer"] = self.answer
         try:
@@ -427,6 +415,17 @@ class Overrides(BaseModel):
 
 
 # -- summaries (the side-by-side comparison) ---------------------------------------------------------
+
+
+def _entry(entries: list[dict[str, Any]], key: str, override: str, what: str) -> dict[str, Any]:
+    """The recorded entry an override's index key names; Invalid when there is none."""
+    index = int(key)
+    if not 0 <= index < len(entries):
+        raise Invalid(
+            f"overrides.{override}[{key}]: the recording has {len(entries)} {what} "
+            f"(indexes 0..{len(entries) - 1})"
+        )
+    return entries[index]
 
 
 def summary_of_record(record: TaskHistory) -> dict[str, Any]:

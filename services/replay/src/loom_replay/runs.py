@@ -23,6 +23,7 @@ from loom_protocol import (
     ReplaySpec,
     Task,
     TaskStatus,
+    TaskSubmission,
     validation_reason,
 )
 from prometheus_client import Counter
@@ -212,15 +213,17 @@ class Runs:
         lands in the original's trace.
         """
         wait = self.settings.run_wait_s if wait_s is None else wait_s
-        body = {
-            "targetAgent": record.agent,
-            "sourceAgent": "replay",
-            "parameters": parameters,
-            "metadata": metadata,
-        }
+        try:
+            submission = TaskSubmission(
+                target_agent=record.agent, source_agent="replay", parameters=parameters, metadata=metadata
+            )
+        except ValidationError as exc:
+            raise Invalid(
+                f"task {record.task_id!r} cannot be submitted again: {validation_reason(exc)}"
+            ) from None
         try:
             response = await self.dispatcher.post(
-                "/api/tasks", params={"wait": wait}, json=body, timeout=wait + 15
+                "/api/tasks", params={"wait": wait}, json=submission.to_wire(), timeout=wait + 15
             )
         except httpx.HTTPError as exc:
             raise Upstream(f"the dispatcher at {self.dispatcher.base_url} is unreachable: {exc!r}") from None

@@ -26,7 +26,7 @@ app.conf.update(
 )
 
 
-@app.task(name="loom_load.noop")
+@app.task(name="loom_load.noop")  # type: ignore[untyped-decorator]
 def noop(payload: Any) -> Any:
     """Return the payload: the same no-op as Loom's echo agent."""
     return payload

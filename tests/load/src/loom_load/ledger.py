@@ -91,4 +91,4 @@ class Ledger:
 
     @property
     def all_accounted(self) -> bool:
-        return sum(self.accounting()[b] for b in BUCKETS) == len(self.entries)
+        return bool(sum(self.accounting()[b] for b in BUCKETS) == len(self.entries))

@@ -58,7 +58,8 @@ class Figure:
 def phase(results: dict[str, Any], name: str) -> dict[str, Any] | None:
     for item in results.get("phases", []):
         if item.get("name") == name:
-            return item
+            found: dict[str, Any] = item
+            return found
     return None
 
 
@@ -325,7 +326,7 @@ def svg_chart(
     xs = [x for v in pts.values() for x, _ in v]
     ys = [y for v in pts.values() for _, y in v]
     if x_log:
-        x_lo, x_hi = 10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs)))
+        x_lo, x_hi = 10.0 ** math.floor(math.log10(min(xs))), 10.0 ** math.ceil(math.log10(max(xs)))
         if x_hi == x_lo:
             x_hi = x_lo * 10
         x_ticks = [10.0**e for e in range(round(math.log10(x_lo)), round(math.log10(x_hi)) + 1)]

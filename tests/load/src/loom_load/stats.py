@@ -52,7 +52,7 @@ class Latency:
     def percentile_ms(self, p: float) -> float | None:
         if self.count == 0:
             return None
-        return self._hist.get_value_at_percentile(p) / 1000.0
+        return float(self._hist.get_value_at_percentile(p)) / 1000.0
 
     def summary(self) -> dict[str, Any]:
         """count, mean, min, p50 .. p99.9 and max, in milliseconds (None when empty)."""

@@ -17,6 +17,7 @@ from loom_agent_worker.runtime.calculator import CalculatorError, safe_eval
 from loom_agent_worker.runtime.context import ChildTasks, EventSink, NullEventSink, TaskContext
 from loom_agent_worker.runtime.demo import DEMO_AGENT_IDS, EchoAgent, build_demo_agents
 from loom_agent_worker.runtime.interceptors import (
+    Ended,
     Interceptor,
     LoggingInterceptor,
     MetricsInterceptor,
@@ -63,6 +64,7 @@ __all__ = [
     "ChildTasks",
     "ConsolidationReport",
     "EchoAgent",
+    "Ended",
     "EventSink",
     "Interceptor",
     "LLMProvider",

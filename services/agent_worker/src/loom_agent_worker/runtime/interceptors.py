@@ -25,24 +25,35 @@ from loom_agent_worker.runtime.context import TaskContext
 logger = logging.getLogger(__name__)
 
 
-class Interceptor(Protocol):
-    """Hooks around one task execution.
+@dataclass(frozen=True)
+class Ended:
+    """How one task execution ended, as ``after`` hooks see it.
 
-    ``after`` gets the task the agent returned (or the failed task an exception was turned
-    into) as ``result``, the exception if there was one as ``error``, and the wall time.
-    On cancellation ``result`` is None and ``error`` the ``CancelledError``.
+    ``result`` is the task the agent returned (or the failed task an exception was turned
+    into), ``error`` the exception if there was one, ``duration_s`` the wall time. On
+    cancellation ``result`` is None and ``error`` the ``CancelledError``.
     """
+
+    result: Task | None
+    error: BaseException | None
+    duration_s: float
+
+    @property
+    def status(self) -> str:
+        """The status to report: the task's, or ``cancelled``."""
+        if self.result is not None:
+            return self.result.status.value
+        if isinstance(self.error, asyncio.CancelledError):
+            return TaskStatus.CANCELLED.value
+        return TaskStatus.FAILED.value
+
+
+class Interceptor(Protocol):
+    """Hooks around one task execution."""
 
     async def before(self, task: Task, ctx: TaskContext) -> None: ...
 
-    async def after(
-        self,
-        task: Task,
-        ctx: TaskContext,
-        result: Task | None,
-        error: BaseException | None,
-        duration_s: float,
-    ) -> None: ...
+    async def after(self, task: Task, ctx: TaskContext, ended: Ended) -> None: ...
 
 
 async def run_with_interceptors(
@@ -64,7 +75,7 @@ async def run_with_interceptors(
             )
     except asyncio.CancelledError as exc:
         error = exc
-        await _run_after(entered, task, ctx, None, exc, time.perf_counter() - started)
+        await _run_after(entered, task, ctx, Ended(None, exc, time.perf_counter() - started))
         raise
     except Exception as exc:
         error = exc
@@ -72,32 +83,16 @@ async def run_with_interceptors(
         logger.warning("task %s on agent %s raised %s", task.task_id, agent.node_id, message)
         ctx.events.emit(ErrorReported(error=message, exception=type(exc).__name__))
         result = failed(task, message)
-    await _run_after(entered, task, ctx, result, error, time.perf_counter() - started)
+    await _run_after(entered, task, ctx, Ended(result, error, time.perf_counter() - started))
     return result
 
 
-async def _run_after(
-    entered: list[Interceptor],
-    task: Task,
-    ctx: TaskContext,
-    result: Task | None,
-    error: BaseException | None,
-    duration_s: float,
-) -> None:
+async def _run_after(entered: list[Interceptor], task: Task, ctx: TaskContext, ended: Ended) -> None:
     for interceptor in reversed(entered):
         try:
-            await interceptor.after(task, ctx, result, error, duration_s)
+            await interceptor.after(task, ctx, ended)
         except Exception:
             logger.exception("after hook of %s failed for task %s", type(interceptor).__name__, task.task_id)
-
-
-def outcome(result: Task | None, error: BaseException | None) -> str:
-    """The status an ``after`` hook should report: the task's, or ``cancelled``."""
-    if result is not None:
-        return result.status.value
-    if isinstance(error, asyncio.CancelledError):
-        return TaskStatus.CANCELLED.value
-    return TaskStatus.FAILED.value
 
 
 class LoggingInterceptor:
@@ -110,21 +105,14 @@ class LoggingInterceptor:
     async def before(self, task: Task, ctx: TaskContext) -> None:
         self._log.log(self._level, "task %s started on agent %s", task.task_id, task.target_agent)
 
-    async def after(
-        self,
-        task: Task,
-        ctx: TaskContext,
-        result: Task | None,
-        error: BaseException | None,
-        duration_s: float,
-    ) -> None:
+    async def after(self, task: Task, ctx: TaskContext, ended: Ended) -> None:
         self._log.log(
             self._level,
             "task %s on agent %s ended %s in %.3fs",
             task.task_id,
             task.target_agent,
-            outcome(result, error),
-            duration_s,
+            ended.status,
+            ended.duration_s,
         )
 
 
@@ -152,21 +140,14 @@ class TimingInterceptor:
     async def before(self, task: Task, ctx: TaskContext) -> None:
         return None
 
-    async def after(
-        self,
-        task: Task,
-        ctx: TaskContext,
-        result: Task | None,
-        error: BaseException | None,
-        duration_s: float,
-    ) -> None:
+    async def after(self, task: Task, ctx: TaskContext, ended: Ended) -> None:
         stats = self.stats.setdefault(task.target_agent, TimingStats())
         stats.count += 1
-        stats.total_s += duration_s
-        stats.last_s = duration_s
-        stats.max_s = max(stats.max_s, duration_s)
+        stats.total_s += ended.duration_s
+        stats.last_s = ended.duration_s
+        stats.max_s = max(stats.max_s, ended.duration_s)
         if self._callback is not None:
-            self._callback(task.target_agent, duration_s)
+            self._callback(task.target_agent, ended.duration_s)
 
 
 class MetricsInterceptor:
@@ -178,12 +159,5 @@ class MetricsInterceptor:
     async def before(self, task: Task, ctx: TaskContext) -> None:
         return None
 
-    async def after(
-        self,
-        task: Task,
-        ctx: TaskContext,
-        result: Task | None,
-        error: BaseException | None,
-        duration_s: float,
-    ) -> None:
-        self._observe(task.target_agent, outcome(result, error), duration_s)
+    async def after(self, task: Task, ctx: TaskContext, ended: Ended) -> None:
+        self._observe(task.target_agent, ended.status, ended.duration_s)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from loom_protocol import (
@@ -59,13 +59,7 @@ class UsageTotals:
             self.cost_usd = (self.cost_usd or 0.0) + response.usage.cost_usd
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "llm_calls": self.llm_calls,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cost_usd": self.cost_usd,
-            "latency_s": self.latency_s,
-        }
+        return asdict(self)
 
 
 class ReActAgent(Agent):
@@ -158,21 +152,9 @@ class ReActAgent(Agent):
                     AgentAction(step=step, tool=call.name, arguments=call.arguments, call_id=call.call_id),
                     subject=subject,
                 )
-                ctx.events.emit(
-                    ToolCalled(call_id=call.call_id, name=call.name, arguments=call.arguments),
-                    subject=subject,
-                )
+                ctx.events.emit(ToolCalled.from_call(call), subject=subject)
                 result = await self.tools.call(call)
-                ctx.events.emit(
-                    ToolReturned(
-                        call_id=result.call_id,
-                        name=result.name,
-                        content=result.content,
-                        is_error=result.is_error,
-                        duration_ms=result.duration_ms,
-                    ),
-                    subject=subject,
-                )
+                ctx.events.emit(ToolReturned.from_result(result), subject=subject)
                 content = render_content(result.content)
                 observation = ChatMessage(
                     role="tool", content=content, tool_call_id=call.call_id, name=call.name

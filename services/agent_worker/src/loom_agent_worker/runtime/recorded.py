@@ -95,21 +95,17 @@ class RecordedProvider(_Recorded):
     ):
         self._responses = list(responses)
         self._requests = list(requests) if requests is not None else None
-        self._next = 0
+        self.calls = 0
         self.name = name
         first = next((r for r in self._responses if isinstance(r, LLMResponse)), None)
         self.model = model or (first.model if first is not None else "recorded")
-
-    @property
-    def calls(self) -> int:
-        return self._next
 
     @property
     def recorded(self) -> int:
         return len(self._responses)
 
     async def complete(self, messages: list[ChatMessage], tools: list[McpToolDefinition]) -> LLMResponse:
-        step = self._next
+        step = self.calls
         if step >= len(self._responses):
             raise self._diverged(
                 ReplayDivergence(
@@ -117,7 +113,7 @@ class RecordedProvider(_Recorded):
                 )
             )
         self._check_request(step, messages)
-        self._next += 1
+        self.calls += 1
         response = self._responses[step]
         if isinstance(response, ProviderError):
             raise response
@@ -175,11 +171,7 @@ class RecordedTools(_Recorded):
         self._results = list(results)
         self._calls = list(calls) if calls is not None else None
         self._definitions = list(definitions)
-        self._next = 0
-
-    @property
-    def calls(self) -> int:
-        return self._next
+        self.calls = 0
 
     @property
     def recorded(self) -> int:
@@ -189,7 +181,7 @@ class RecordedTools(_Recorded):
         return list(self._definitions)
 
     async def call(self, call: McpToolCall) -> McpToolResult:
-        step = self._next
+        step = self.calls
         got = {"name": call.name, "arguments": call.arguments}
         if step >= len(self._results):
             raise self._diverged(ReplayDivergence(step, "no further tool call", got, kind="tool"))
@@ -201,7 +193,7 @@ class RecordedTools(_Recorded):
                 raise self._diverged(ReplayDivergence(step, expected, got, kind="tool"))
         elif recorded.name != call.name:
             raise self._diverged(ReplayDivergence(step, {"name": recorded.name}, got, kind="tool"))
-        self._next += 1
+        self.calls += 1
         return recorded.model_copy(update={"call_id": call.call_id})
 
 
@@ -316,17 +308,13 @@ class SplicedProvider:
     def __init__(self, recorded: Sequence[LLMResponse], live: LLMProvider) -> None:
         self._recorded = list(recorded)
         self._live = live
-        self._next = 0
+        self.calls = 0
         self.name = live.name
         self.model = live.model
 
     @property
-    def calls(self) -> int:
-        return self._next
-
-    @property
     def replayed(self) -> int:
-        return min(self._next, len(self._recorded))
+        return min(self.calls, len(self._recorded))
 
     def for_task(self, task: Task) -> SplicedProvider:
         # one SplicedProvider serves one task: specialise in place so that ``calls`` counts it
@@ -335,8 +323,8 @@ class SplicedProvider:
         return self
 
     async def complete(self, messages: list[ChatMessage], tools: list[McpToolDefinition]) -> LLMResponse:
-        step = self._next
-        self._next += 1
+        step = self.calls
+        self.calls += 1
         if step < len(self._recorded):
             return self._recorded[step]
         return await self._live.complete(messages, tools)

@@ -1,0 +1,62 @@
+"""The settings every Loom service reads, as a contract: their names, defaults and prefix.
+
+Each service's ``Settings`` is a pydantic-settings class that takes its fields and the way
+they are read from :class:`ServiceSettings` and adds its own (its HTTP port among them)::
+
+    class Settings(BaseSettings, ServiceSettings):  # BaseSettings first: see ServiceSettings
+        nats_url: str = NATS_URL
+        http_port: int = 8001
+
+This module does not import pydantic-settings: it only names what every service, tool and
+chart must agree on (``LOOM_HTTP_HOST``, ``LOOM_LOG_LEVEL``, ``LOOM_NATS_URL``, ...) and how
+they are read.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+__all__ = ["DATABASE_URL", "ENV_PREFIX", "NATS_URL", "REDIS_URL", "ServiceSettings"]
+
+ENV_PREFIX = "LOOM_"
+"""The prefix of every setting's environment variable: ``http_host`` is ``LOOM_HTTP_HOST``."""
+
+NATS_URL = "nats://127.0.0.1:4222"
+"""Default of ``LOOM_NATS_URL``."""
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""Default of ``LOOM_REDIS_URL``."""
+
+DATABASE_URL = "postgresql://postgres@127.0.0.1:5433/loom"
+"""Default of ``LOOM_DATABASE_URL`` (TimescaleDB)."""
+
+
+class ServiceSettings(BaseModel):
+    """The settings every service has, whatever else it needs, and how all of them are read.
+
+    Its ``model_config`` holds pydantic-settings' options (hence typed loosely here): values
+    come from ``LOOM_*`` environment variables, then from a ``.env`` file; an empty variable
+    counts as unset, and variables no field names are ignored. pydantic merges the
+    configuration of a class's bases from left to right, so a service's class must list
+    ``BaseSettings`` *before* this mixin for these options to win over pydantic-settings'
+    defaults.
+
+    Attributes:
+        http_host: Address the HTTP server binds (``LOOM_HTTP_HOST``).
+        log_level: Root log level (``LOOM_LOG_LEVEL``): ``DEBUG``, ``INFO``, ...
+        graceful_timeout_s: At shutdown, how long a NATS subscriber waits for the messages it
+            is handling before it stops anyway (``LOOM_GRACEFUL_TIMEOUT_S``).
+    """
+
+    model_config: ClassVar[Any] = {
+        "env_prefix": ENV_PREFIX,
+        "env_file": ".env",
+        "env_ignore_empty": True,
+        "extra": "ignore",
+    }
+
+    http_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+    graceful_timeout_s: float = 10.0
