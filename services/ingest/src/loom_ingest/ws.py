@@ -1,4 +1,4 @@
-"""``WS /ws/ingest``: event batches from producers outside NATS (seed 000's StudioInterceptor).
+"""``WS /ws/ingest``: event batches from producers outside NATS (an SDK-side interceptor, a log shipper).
 
 A frame ``{"type": "event_batch", "events": [...]}`` is answered with an
 :class:`~loom_protocol.EventBatchAck`: each event is validated on its own, the valid ones are
