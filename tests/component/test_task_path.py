@@ -1,17 +1,20 @@
 """The task path in process (registry, dispatcher and agent workers on the test's event loop)
 over real NATS JetStream and Redis: REST and NATS submission, round-robin, delegation, cancel,
-dead tasks, idempotent submission and bad input."""
+dead tasks, idempotent and conflicting submission, unknown agents and bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
+import statistics
+import time
 import uuid
 from typing import Any
 
 import httpx
 import pytest
-from loom_protocol import RejectedMessage, Task, subjects
+from loom_protocol import RejectedMessage, Task, TaskDeadLettered, subjects
 
 from tests.integration.harness import Stack, wait_for
 from tests.integration.task_support import Finals, sleepy, submit_nats
@@ -101,7 +104,7 @@ async def test_cancel_a_running_task(stack: Stack, http: httpx.AsyncClient) -> N
     assert resp.status_code == 202
     task_id = resp.json()["taskId"]
 
-    async def status() -> str:  # 404 until a dispatcher has consumed the submission
+    async def status() -> str:
         return str((await http.get(f"{stack.api}/api/tasks/{task_id}")).json().get("status"))
 
     await wait_for(lambda: _is(status, "running"), 10, "the task to run")
@@ -120,8 +123,10 @@ async def _is(getter: Any, value: str) -> bool:
 async def test_no_instance_of_agent_ends_dead_with_reason(stack: Stack, http: httpx.AsyncClient) -> None:
     await stack.registry()
     await stack.dispatcher(LOOM_NO_INSTANCE_TIMEOUT_S="1")
-    resp = await http.post(
-        f"{stack.api}/api/tasks", params={"wait": 15}, json={"targetAgent": "nobody", "parameters": {}}
+    resp = await http.post(  # an agent never seen: only a task that asks to wait for it waits
+        f"{stack.api}/api/tasks",
+        params={"wait": 15, "waitForAgent": "true"},
+        json={"targetAgent": "nobody", "parameters": {}},
     )
     assert resp.status_code == 200, resp.text
     body = resp.json()
@@ -146,13 +151,127 @@ async def test_same_task_id_runs_once(stack: Stack, http: httpx.AsyncClient) -> 
     second = await http.post(
         f"{stack.api}/api/tasks",
         params={"wait": 10},
-        json={"taskId": task_id, "targetAgent": "echo", "parameters": {"v": 2}},
+        json={"taskId": task_id, "targetAgent": "echo", "parameters": {"v": 1}},
     )
-    await submit_nats(nc, Task(task_id=task_id, target_agent="echo", parameters={"v": 3}))
     assert first.json()["result"] == {"v": 1}
-    assert second.json()["result"] == {"v": 1}, "the second submission ran again"
+    assert second.status_code == 200 and second.json()["result"] == {"v": 1}, "the same body ran again"
     await wait_for(lambda: finals.by_task.get(task_id), 5, "the final status")
     assert len(finals.by_task[task_id]) == 1
+
+
+async def test_a_known_task_id_with_a_different_body_is_a_conflict(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    await stack.registry()
+    await stack.dispatcher()
+    await stack.worker("x0", agents="echo")
+    await stack.wait_instances("echo", 1)
+    nc = await stack.nats()
+    rejected: list[RejectedMessage] = []
+
+    async def on_rejected(msg: Any) -> None:
+        rejected.append(RejectedMessage.from_json(msg.data))
+
+    await nc.subscribe(subjects.rejected("dispatcher"), cb=on_rejected)
+    task_id = f"dup-{uuid.uuid4().hex}"
+    body = {"taskId": task_id, "targetAgent": "echo", "parameters": {"v": 1}, "metadata": {"k": "a"}}
+    first = await http.post(f"{stack.api}/api/tasks", params={"wait": 10}, json=body)
+    assert first.status_code == 200, first.text
+    conflict = await http.post(f"{stack.api}/api/tasks", json={**body, "parameters": {"v": 2}})
+    assert conflict.status_code == 409, conflict.text
+    error = conflict.json()["error"]
+    assert error["code"] == "task_id_conflict" and error["differingFields"] == ["parameters"]
+    assert task_id in error["message"]
+    # the same body is still idempotent, the wait flag is not part of the body
+    same = await http.post(f"{stack.api}/api/tasks", params={"waitForAgent": "true"}, json=body)
+    assert same.status_code == 200 and same.json()["result"] == {"v": 1}
+    # over NATS, a conflicting resubmission is a dead-letter record, never silently dropped. (With
+    # the usual Nats-Msg-Id and within the stream's duplicate window JetStream itself drops it and
+    # answers the publisher duplicate=true; so it is published here as after that window.)
+    conflicting = Task(task_id=task_id, target_agent="echo", parameters={"v": 3})
+    await nc.jetstream().publish(subjects.task_submitted("echo"), conflicting.to_json())
+    await wait_for(lambda: rejected, 10, "the conflict's dead-letter record")
+    assert "already exists with a different submission" in rejected[0].reason
+    stored = (await http.get(f"{stack.api}/api/tasks/{task_id}")).json()
+    assert stored["parameters"] == {"v": 1} and stored["attempt"] == 1
+
+
+async def test_an_unknown_agent_is_404_at_once_naming_the_closest(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    registry = await stack.registry()
+    await stack.dispatcher()
+    await stack.worker("u0", agents="echo,calculator")
+    await stack.wait_instances("calculator", 1)
+    took = []
+    for _ in range(5):  # each a cache miss: the dispatcher asks the registry every time
+        start = time.perf_counter()
+        resp = await http.post(
+            f"{stack.api}/api/tasks", json={"targetAgent": "calculater", "parameters": {"prompt": "1+1"}}
+        )
+        took.append(time.perf_counter() - start)
+        assert resp.status_code == 404, resp.text
+    assert statistics.median(took) < 0.1 and max(took) < 1.0, took
+    error = resp.json()["error"]
+    assert error["code"] == "unknown_agent" and error["agent"] == "calculater"
+    assert error["suggestions"] == ["calculator"]
+    assert "did you mean 'calculator'?" in error["message"] and "waitForAgent" in error["message"]
+    # asked to wait: accepted and pending, as before
+    waiting = await http.post(
+        f"{stack.api}/api/tasks", params={"waitForAgent": "true"}, json={"targetAgent": "calculater"}
+    )
+    assert waiting.status_code == 202, waiting.text
+    assert waiting.json()["metadata"] == {"waitForAgent": True}
+    # an unknown name never becomes a metric label (the waiting task is counted as "(unknown)")
+    for url in (stack.api, registry.url):
+        text = (await http.get(f"{url}/metrics")).text
+        assert 'agent="calculater"' not in text, url
+    assert 'agent="(unknown)"' in (await http.get(f"{stack.api}/metrics")).text
+
+
+async def test_an_unknown_agent_over_nats_is_dead_lettered_with_the_reason(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    await stack.registry()
+    await stack.dispatcher()
+    await stack.worker("n0", agents="calculator")
+    await stack.wait_instances("calculator", 1)
+    nc = await stack.nats()
+    finals = Finals()
+    await finals.attach(nc)
+    dead: list[TaskDeadLettered] = []
+
+    async def on_dead(msg: Any) -> None:
+        dead.append(TaskDeadLettered.from_json(msg.data))
+
+    await nc.subscribe(subjects.TASK_DEAD_ALL, cb=on_dead)
+    task = Task(target_agent="calculater", parameters={"prompt": "1+1"})
+    waits = Task(target_agent="calculater", metadata={"waitForAgent": True})
+    await submit_nats(nc, task)
+    await submit_nats(nc, waits)
+    await wait_for(lambda: finals.by_task.get(task.task_id) and dead, 5, "the dead-letter record")
+    [record] = dead
+    assert record.task.task_id == task.task_id and "did you mean 'calculator'?" in record.reason
+    assert finals.by_task[task.task_id][0].status == "dead"
+    stored = (await http.get(f"{stack.api}/api/tasks/{task.task_id}")).json()
+    assert stored["status"] == "dead" and stored["error"] == record.reason
+    waiting = (await http.get(f"{stack.api}/api/tasks/{waits.task_id}")).json()
+    assert waiting["status"] == "pending"  # asked to wait: waits for an instance, as before
+
+
+async def test_a_task_can_be_read_right_after_its_202(stack: Stack, http: httpx.AsyncClient) -> None:
+    await stack.registry()
+    await stack.dispatcher()
+    await stack.worker("g0", agents="echo")
+    await stack.wait_instances("echo", 1)
+
+    async def submit_then_read(n: int) -> tuple[int, int, str]:
+        resp = await http.post(f"{stack.api}/api/tasks", json={"targetAgent": "echo", "parameters": {"n": n}})
+        got = await http.get(f"{stack.api}/api/tasks/{resp.json()['taskId']}")
+        return resp.status_code, got.status_code, got.text
+
+    answers = await asyncio.gather(*(submit_then_read(n) for n in range(20)))
+    assert all(posted == 202 and read == 200 for posted, read, _ in answers), answers
 
 
 @pytest.mark.parametrize(

@@ -41,6 +41,7 @@ EXPECTED_ALL = [
     "KIND_EVENT",
     "KIND_MEMBER",
     "KIND_TASK",
+    "KnownAgents",
     "Liveness",
     "LlmRequest",
     "LlmUsage",
@@ -122,6 +123,7 @@ EXPECTED_ALL = [
 EXPECTED_SUBJECTS_ALL = [
     "EVENT_ALL",
     "PREFIX",
+    "REGISTRY_AGENTS",
     "REGISTRY_HEARTBEAT_ALL",
     "REGISTRY_MEMBER_ALL",
     "REGISTRY_MEMBER_DOWN",
@@ -163,6 +165,7 @@ EXPECTED_WIRE_MODELS = [
     "ForkInfo",
     "Heartbeat",
     "InstanceLoad",
+    "KnownAgents",
     "Liveness",
     "LlmRequest",
     "LlmUsage",

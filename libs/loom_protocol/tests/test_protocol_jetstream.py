@@ -65,7 +65,7 @@ def test_every_persisted_subject_lands_in_exactly_one_stream_and_core_ones_in_no
     for subject in persisted:
         owners = [s.name for s in ALL_STREAMS for p in s.subjects if _matches(p, subject)]
         assert len(owners) == 1, (subject, owners)
-    for subject in (subjects.registry_heartbeat("w1"), subjects.REGISTRY_PICK):
+    for subject in (subjects.registry_heartbeat("w1"), subjects.REGISTRY_PICK, subjects.REGISTRY_AGENTS):
         assert not any(_matches(p, subject) for s in ALL_STREAMS for p in s.subjects), subject
 
 

@@ -24,6 +24,7 @@ from loom_protocol import (
     ForkInfo,
     Heartbeat,
     InstanceLoad,
+    KnownAgents,
     Liveness,
     LlmRequest,
     LlmUsage,
@@ -128,6 +129,7 @@ EXAMPLES: dict[str, LoomModel] = {
     ),
     "PickRequest": PickRequest(agent_id="calc", task_id="t:1", exclude=["w-2"]),
     "PickReply": PickReply(agent_id="calc", instance_id="w-1", reason=None, candidates=2),
+    "KnownAgents": KnownAgents(agent_ids=["calculator", "echo"]),
     "MemberChanged": MemberChanged(
         instance_id="w-1", change=MembershipChange.DOWN, agents=["calc"], reason="missed 3 heartbeats", at=AT
     ),

@@ -27,6 +27,7 @@ def test_constants_are_pinned() -> None:
     assert subjects.EVENT_ALL == "loom.event.>"
     assert subjects.REGISTRY_HEARTBEAT_ALL == "loom.registry.heartbeat.*"
     assert subjects.REGISTRY_PICK == "loom.registry.pick"
+    assert subjects.REGISTRY_AGENTS == "loom.registry.agents"
     assert subjects.REGISTRY_MEMBER_ALL == "loom.registry.member.*"
     assert subjects.REGISTRY_MEMBER_UP == "loom.registry.member.up"
     assert subjects.REGISTRY_MEMBER_DOWN == "loom.registry.member.down"

@@ -9,9 +9,10 @@ import time
 from typing import Any
 
 import pytest
+from loom_dispatcher.admission import UNKNOWN_AGENT_LABEL, Admission, AgentDirectory
 from loom_dispatcher.dispatching import Dispatcher, Policy
 from loom_dispatcher.errors import RegistryUnavailable
-from loom_dispatcher.store import TaskStore
+from loom_dispatcher.store import Scores, TaskStore
 from loom_protocol import PickReply, Task, TaskStatus, TaskStatusChanged
 from redis.asyncio import Redis
 
@@ -86,8 +87,10 @@ async def test_a_duplicate_submission_changes_nothing(store: TaskStore) -> None:
     outbox = Outbox()
     dispatcher = Dispatcher(store, Picker("w1", "w2"), outbox, policy())
     task = Task(target_agent="echo")
-    assert await dispatcher.submit(task)
-    assert not await dispatcher.submit(task.model_copy(update={"parameters": {"again": True}}))
+    assert await dispatcher.submit(task) is Admission.ACCEPTED
+    assert await dispatcher.submit(task) is Admission.DUPLICATE
+    other = task.model_copy(update={"parameters": {"again": True}})
+    assert await dispatcher.submit(other) is Admission.CONFLICT
     stored = await store.get(task.task_id)
     assert stored is not None and stored.instance_id == "w1" and stored.parameters == {}
     assert outbox.kinds().count("assigned") == 1
@@ -146,3 +149,75 @@ async def test_reports_end_a_task_once_and_superseded_attempts_are_ignored(store
     assert stored is not None and stored.status is TaskStatus.COMPLETED and stored.instance_id == "w2"
     assert [k for k in outbox.kinds() if k == "final"] == ["final"]
     assert await store.tasks_of_instance("w1") == [] and await store.tasks_of_instance("w2") == []
+
+
+class Registry:
+    """The registry's known agents, counting the requests."""
+
+    def __init__(self, *agents: str) -> None:
+        self.agents = list(agents)
+        self.calls = 0
+
+    async def known_agents(self) -> list[str]:
+        self.calls += 1
+        return list(self.agents)
+
+
+async def test_a_task_for_an_agent_never_seen_ends_dead_at_once_with_the_closest_names(
+    store: TaskStore,
+) -> None:
+    outbox, picker = Outbox(), Picker("w1")
+    agents = AgentDirectory(Registry("calculator", "echo").known_agents)
+    dispatcher = Dispatcher(store, picker, outbox, policy(), agents)
+    task = Task(target_agent="calculater")
+    assert await dispatcher.submit(task) is Admission.UNKNOWN_AGENT
+    stored = await store.read(task.task_id)
+    assert stored is not None and stored.task.status is TaskStatus.DEAD
+    assert stored.scores == Scores(None, None)  # in no index: nothing will retry it
+    assert stored.task.error is not None and "did you mean 'calculator'?" in stored.task.error
+    assert outbox.kinds() == ["dead", "final"]  # no observation event, nothing picked
+    assert picker.calls == 0
+    assert await dispatcher._label("calculater") == UNKNOWN_AGENT_LABEL
+    assert await dispatcher._label("echo") == "echo"
+    # redelivered: the same submission, nothing more
+    assert await dispatcher.submit(task) is Admission.DUPLICATE
+    assert outbox.kinds() == ["dead", "final"]
+
+
+async def test_waiting_for_an_agent_keeps_the_task_pending(store: TaskStore) -> None:
+    outbox = Outbox()
+    dispatcher = Dispatcher(
+        store, Picker(None), outbox, policy(), AgentDirectory(Registry("echo").known_agents)
+    )
+    task = Task(target_agent="later", metadata={"waitForAgent": True})
+    assert await dispatcher.submit(task) is Admission.ACCEPTED
+    stored = await store.get(task.task_id)
+    assert stored is not None and stored.status is TaskStatus.PENDING
+
+
+async def test_without_an_answer_about_agents_the_task_is_accepted_as_before(store: TaskStore) -> None:
+    async def down() -> list[str]:
+        raise RegistryUnavailable("no registry")
+
+    dispatcher = Dispatcher(store, Picker("w1"), Outbox(), policy(), AgentDirectory(down))
+    task = Task(target_agent="echo")
+    assert await dispatcher.submit(task) is Admission.ACCEPTED
+
+
+async def test_a_task_the_api_stored_is_routed_by_its_submission(store: TaskStore) -> None:
+    outbox = Outbox()
+    dispatcher = Dispatcher(store, Picker("w1"), outbox, policy())
+    task = Task(target_agent="echo", parameters={"v": 1})
+    assert await dispatcher.accept(task)
+    assert not await dispatcher.accept(task)
+    pending = await store.get(task.task_id)
+    assert pending is not None and pending.status is TaskStatus.PENDING  # readable before routing
+    # the consumer on another replica (no hint) and on this one (a hint) route it alike
+    other = Dispatcher(TaskStore(store._redis, store._p), Picker("w2"), Outbox(), policy())
+    assert await other.submit(task) is Admission.ACCEPTED
+    await dispatcher.submit(task)  # its hint is stale: the compare-and-set finds it dispatched
+    assert await dispatcher.submit(task) is Admission.DUPLICATE
+    stored = await store.get(task.task_id)
+    assert stored is not None and stored.status is TaskStatus.DISPATCHED
+    assert stored.instance_id == "w2" and stored.attempt == 1
+    assert outbox.kinds() == ["event:task.submitted"]

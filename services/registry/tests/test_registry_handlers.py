@@ -11,6 +11,7 @@ from loom_protocol import (
     AgentCard,
     Heartbeat,
     InstanceLoad,
+    KnownAgents,
     MemberChanged,
     PickReply,
     PickRequest,
@@ -136,3 +137,37 @@ async def test_a_failed_pick_gets_a_500_error_answer_not_silence() -> None:
     [(_, payload, headers)] = sent
     assert payload == b"" and headers is not None and headers[ERROR_CODE_HEADER] == "500"
     assert "redis down" in headers[ERROR_HEADER]
+
+
+class KnownMembership:
+    async def known_agents(self) -> list[str]:
+        return ["calculator", "echo"]
+
+    async def is_known(self, agent_id: str) -> bool:
+        return agent_id in ("calculator", "echo")
+
+    async def pick(self, request: PickRequest, strategy: str) -> PickReply:
+        return PickReply(agent_id=request.agent_id, reason="none")
+
+
+async def test_known_agents_are_answered_and_unknown_agents_never_become_metric_labels() -> None:
+    conn, counted = Published(), []
+
+    async def reject(subject: str, raw: bytes, reason: str) -> None:
+        raise AssertionError(reason)
+
+    server = PickServer(
+        lambda: cast(Client, conn),
+        cast(Membership, KnownMembership()),
+        "round_robin",
+        reject=reject,
+        count=lambda agent, outcome: counted.append((agent, outcome)),
+    )
+    request = Request(b"")
+    request.subject = subjects.REGISTRY_AGENTS
+    await server._on_agents(cast(Msg, request))
+    await server._on_msg(cast(Msg, Request(PickRequest(agent_id="echo").to_json())))
+    await server._on_msg(cast(Msg, Request(PickRequest(agent_id="calculater").to_json())))
+    await server.stop()
+    assert KnownAgents.from_json(conn.sent[0][1]).agent_ids == ["calculator", "echo"]
+    assert counted == [("echo", "none"), ("(unknown)", "none")]

@@ -77,3 +77,18 @@ async def test_least_loaded_still_answers(membership: Membership) -> None:
     await membership.record(beat("x", "echo"))
     reply = await membership.pick(PickRequest(agent_id="echo"), "least_loaded")
     assert reply.instance_id == "x" and reply.candidates == 1
+
+
+async def test_known_agents_are_every_agent_ever_seen_even_after_its_instances_left(
+    membership: Membership,
+) -> None:
+    assert await membership.known_agents() == []
+    await membership.record(beat("w1", "echo", "calculator"))
+    await membership.record(beat("w2", "orchestrator"))
+    assert await membership.forget("w2")
+    assert await membership.known_agents() == ["calculator", "echo", "orchestrator"]
+    assert await membership.is_known("orchestrator")
+    assert not await membership.is_known("calculater")
+    # another replica (or a restarted registry) reads the same answer from Redis
+    again = Membership(membership._redis, membership._p.removesuffix(":reg"), 3)
+    assert await again.known_agents() == ["calculator", "echo", "orchestrator"]

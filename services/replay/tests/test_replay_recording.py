@@ -256,3 +256,21 @@ def test_summaries_and_their_comparison() -> None:
     assert comparison["steps"] == {"original": 2, "fork": 3, "delta": 1}
     assert comparison["tokens"] == {"original": 25, "fork": 39, "delta": 14}
     assert comparison["latencyS"] == {"original": 0.5, "fork": 1.5, "delta": 1.0}
+
+
+def test_a_run_recorded_without_content_takes_its_texts_from_usage_and_the_result() -> None:
+    trace = Trace()
+    trace.calculator_run("t1")
+    for event in trace.events:  # as a worker with LOOM_CAPTURE_CONTENT=false emits them
+        if event["type"] == "agent.thought":
+            event["data"]["content"] = None
+        elif event["type"] == "agent.answer":
+            event["data"]["answer"] = None
+    _, recording = recorded(trace)
+    assert [step.content for step in recording.llm] == [None, "20"]  # the last from the task's answer
+
+    for event in trace.events:  # content captured in llm.usage: it is the step's text
+        if event["type"] == "llm.usage" and event["data"]["step"] == 1:
+            event["data"]["completion"] = "I will evaluate (2+3)*4 with the calculator."
+    _, recording = recorded(trace)
+    assert recording.llm[0].content == "I will evaluate (2+3)*4 with the calculator."

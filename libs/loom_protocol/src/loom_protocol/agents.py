@@ -4,7 +4,8 @@ An agent (``AgentCard.agent_id``, e.g. ``calculator``) runs as any number of ins
 (processes, pods), each known by its ``instance_id``; one worker process may host several
 agents. Workers send a :class:`Heartbeat` on ``loom.registry.heartbeat.<instance>``; the
 dispatcher asks the registry for an instance with a :class:`PickRequest` on
-``loom.registry.pick`` (request/reply); the registry announces :class:`MemberChanged` on
+``loom.registry.pick`` (request/reply) and which agents exist with an empty request on
+``loom.registry.agents`` (answered by :class:`KnownAgents`); the registry announces :class:`MemberChanged` on
 ``loom.registry.member.<up|down>``.
 """
 
@@ -22,6 +23,7 @@ __all__ = [
     "AgentCard",
     "Heartbeat",
     "InstanceLoad",
+    "KnownAgents",
     "MemberChanged",
     "MembershipChange",
     "PickReply",
@@ -146,6 +148,21 @@ class PickReply(LoomModel):
     instance_id: InstanceId | None = None
     reason: str | None = None
     candidates: int = Field(default=0, ge=0)
+
+
+class KnownAgents(LoomModel):
+    """The registry's answer on ``loom.registry.agents`` (core NATS request/reply).
+
+    An agent is known once the registry has received one heartbeat of an instance hosting
+    it; it stays known after its instances leave and across registry restarts (the registry
+    keeps the set in Redis). The dispatcher refuses tasks for agents outside this set unless
+    the submitter asks to wait for the agent.
+
+    Attributes:
+        agent_ids: Every agent id the registry has ever seen, sorted.
+    """
+
+    agent_ids: list[AgentId] = Field(default_factory=list)
 
 
 class MembershipChange(StrEnum):

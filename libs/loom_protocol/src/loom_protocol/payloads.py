@@ -91,6 +91,11 @@ class LlmRequest(EventPayload):
         tools: Names of the tools offered.
         message_digests: Digests of the conversation sent (system message excluded), the
             basis of a deterministic replay's divergence check.
+        system_digest: Digest of the agent's system prompt (without the session facts the
+            system message adds): a replay can tell whether the prompt changed.
+        messages: The messages sent, system prompt included (``role``, ``content`` and,
+            where set, ``tool_calls``, ``tool_call_id``, ``name``); None when the worker
+            does not capture content (``LOOM_CAPTURE_CONTENT=false``).
     """
 
     TYPE: ClassVar[str] = EventType.LLM_REQUEST
@@ -101,6 +106,8 @@ class LlmRequest(EventPayload):
     model: str = ""
     tools: list[str] = Field(default_factory=list)
     message_digests: list[str] | None = None
+    system_digest: str | None = None
+    messages: list[dict[str, Any]] | None = None
 
 
 class LlmUsage(EventPayload):
@@ -110,9 +117,15 @@ class LlmUsage(EventPayload):
         step: The ReAct step, from 1.
         input_tokens: Prompt tokens.
         output_tokens: Completion tokens.
-        cost_usd: Cost in US dollars, when known.
-        latency_s: Latency of the call in seconds.
+        cost_usd: Cost in US dollars from the worker's price table (None: the model has
+            no price).
+        latency_s: Latency of the call in seconds (retries and their waits included).
         model: The model that answered.
+        provider: The provider that made the call.
+        retries: Retries the provider made before this answer (429, 5xx, timeouts).
+        completion: The completion text; None when the worker does not capture content.
+        tool_calls: The tool calls the completion asked for.
+        content_captured: False when prompt and completion text were left out.
     """
 
     TYPE: ClassVar[str] = EventType.LLM_USAGE
@@ -123,6 +136,11 @@ class LlmUsage(EventPayload):
     cost_usd: float | None = None
     latency_s: float = 0.0
     model: str = ""
+    provider: str = ""
+    retries: int = Field(default=0, ge=0)
+    completion: str | None = None
+    tool_calls: list[McpToolCall] = Field(default_factory=list)
+    content_captured: bool = True
 
 
 class AgentThought(EventPayload):

@@ -15,6 +15,7 @@ subject                                carries
 ``loom.event.<type>``                  :class:`~loom_protocol.events.CloudEvent`
 ``loom.registry.heartbeat.<instance>`` :class:`~loom_protocol.agents.Heartbeat` (core NATS)
 ``loom.registry.pick``                 :class:`~loom_protocol.agents.PickRequest` (request/reply)
+``loom.registry.agents``               empty request, :class:`~loom_protocol.agents.KnownAgents` reply
 ``loom.registry.member.<up|down>``     :class:`~loom_protocol.agents.MemberChanged`
 ``loom.rejected.<service>``            :class:`~loom_protocol.tasks.RejectedMessage`
 =====================================  =============================================
@@ -29,6 +30,7 @@ from loom_protocol.agents import MembershipChange
 __all__ = [
     "EVENT_ALL",
     "PREFIX",
+    "REGISTRY_AGENTS",
     "REGISTRY_HEARTBEAT_ALL",
     "REGISTRY_MEMBER_ALL",
     "REGISTRY_MEMBER_DOWN",
@@ -74,6 +76,8 @@ REGISTRY_HEARTBEAT_ALL = "loom.registry.heartbeat.*"
 """Heartbeats, one subject per instance (core NATS, not persisted)."""
 REGISTRY_PICK = "loom.registry.pick"
 """Request/reply: pick an instance of an agent (core NATS, not persisted)."""
+REGISTRY_AGENTS = "loom.registry.agents"
+"""Request/reply: every agent id the registry has ever seen (core NATS, not persisted)."""
 REGISTRY_MEMBER_ALL = "loom.registry.member.*"
 """Membership changes (up and down)."""
 REGISTRY_MEMBER_UP = "loom.registry.member.up"

@@ -20,8 +20,10 @@ from .config import Settings
 from .emitter import EventEmitter
 from .execution import Executor
 from .heartbeat import Heartbeater
+from .loading import load_agents
 from .reporting import StatusReporter
-from .runtime import LoggingInterceptor, build_demo_agents, make_provider
+from .runtime import LoggingInterceptor, make_provider
+from .runtime.providers import OpenAICompatibleProvider, load_prices
 from .state import State
 from .subscribers import build_router
 
@@ -44,12 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         model=settings.llm_model,
         api_key=settings.llm_api_key,
         timeout_s=settings.llm_timeout_s,
+        max_retries=settings.llm_max_retries,
+        prices=load_prices(settings.llm_prices),
     )
-    demo = build_demo_agents(provider)
-    unknown = set(settings.agent_ids) - set(demo)
-    if unknown:
-        raise ValueError(f"LOOM_WORKER_AGENTS names unknown agents: {sorted(unknown)}; known: {sorted(demo)}")
-    agents = {agent_id: demo[agent_id] for agent_id in settings.agent_ids}
+    agents = load_agents(settings.agent_ids, provider)  # AgentLoadError: one line, see __main__
     reporter = StatusReporter(broker, settings.instance_id)
     emitter = EventEmitter(broker, f"/workers/{settings.instance_id}", settings.event_buffer)
 
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         children,
         [LoggingInterceptor(level=logging.DEBUG)],
         settings.worker_concurrency,
+        capture_content=settings.capture_content,
     )
     heart = Heartbeater(broker, executor, settings.heartbeat_interval_s, VERSION)
     broker.include_router(build_router(executor, reporter))
@@ -88,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await reporter.flush()
             await emitter.stop()
             await broker.stop()
+            if isinstance(provider, OpenAICompatibleProvider):
+                await provider.aclose()  # its HTTP connection pool
 
     app = FastAPI(
         title="Loom agent-worker",

@@ -5,8 +5,10 @@ import re
 import socket
 
 from loom_protocol.settings import NATS_URL, ServiceSettings
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
+
+from loom_agent_worker.runtime.providers.pricing import load_prices
 
 
 def _default_instance_id() -> str:
@@ -18,6 +20,7 @@ class Settings(BaseSettings, ServiceSettings):
     http_port: int = 8100
 
     instance_id: str = Field(default_factory=_default_instance_id, pattern=r"^[A-Za-z0-9_-]+$")
+    # comma-separated: demo ids, package.module:attribute, entrypoints (see loading.py)
     worker_agents: str = "echo,calculator,orchestrator"
     worker_concurrency: int = Field(default=16, ge=1)
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
@@ -29,7 +32,16 @@ class Settings(BaseSettings, ServiceSettings):
     llm_base_url: str = "http://127.0.0.1:11434/v1"
     llm_model: str = "scripted"
     llm_api_key: str = ""
-    llm_timeout_s: float = 60.0
+    llm_timeout_s: float = Field(default=60.0, gt=0)  # per attempt
+    llm_max_retries: int = Field(default=3, ge=0, le=20)  # 429/5xx/timeouts, backoff + jitter
+    llm_prices: str = ""  # JSON object or JSON file path; see runtime/providers/pricing.py
+    capture_content: bool = True  # prompt and completion text in the LLM events
+
+    @field_validator("llm_prices")
+    @classmethod
+    def _prices_load(cls, value: str) -> str:
+        load_prices(value)  # refuse a bad price table at start-up, with the reason
+        return value
 
     @property
     def agent_ids(self) -> list[str]:

@@ -41,6 +41,7 @@ class Executor:
     children: Callable[[Task, str], ChildTasks]
     interceptors: Sequence[Interceptor]
     concurrency: int
+    capture_content: bool = True
     draining: bool = field(default=False, init=False)
     _slots: asyncio.Semaphore = field(init=False)
     _memory: MemoryStore = field(default_factory=MemoryStore, init=False)
@@ -109,6 +110,7 @@ class Executor:
                     children=self.children(task, agent.node_id),
                     memory=self._memory.session(task.session_id or task.task_id),
                     instance_id=self.instance_id,
+                    capture_content=self.capture_content,
                 )
                 try:
                     done = await run_with_interceptors(agent, task, ctx, self.interceptors)

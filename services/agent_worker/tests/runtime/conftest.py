@@ -95,6 +95,7 @@ def make_context(
     agents: Mapping[str, Agent] | None = None,
     memory: MemoryStore | None = None,
     log: list[RecordedEvent] | None = None,
+    capture_content: bool = True,
 ) -> TaskContext:
     memory = memory if memory is not None else MemoryStore()
     log = log if log is not None else []
@@ -106,6 +107,7 @@ def make_context(
         children=children,
         memory=memory.for_task(task),
         instance_id="worker-test",
+        capture_content=capture_content,
     )
 
 

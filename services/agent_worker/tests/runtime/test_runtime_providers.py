@@ -1,9 +1,11 @@
 from __future__ import annotations
 
-import json
+import socket
+import time
+from pathlib import Path
 
-import httpx
 import pytest
+from fake_openai import FakeOpenAI, Reply, completion, tool_call
 from loom_agent_worker.runtime import (
     ChatMessage,
     OpenAICompatibleProvider,
@@ -13,6 +15,7 @@ from loom_agent_worker.runtime import (
     extract_expression,
     make_provider,
 )
+from loom_agent_worker.runtime.providers import PriceTable, load_prices
 from loom_protocol import McpToolCall
 
 TOOLS = builtin_registry().definitions()
@@ -51,7 +54,7 @@ async def test_scripted_without_script_uses_the_calculator_then_answers_with_its
     assert first.content == "I will evaluate (2+3)*4 with the calculator."
     assert first.usage.input_tokens == 2 + 3  # "be brief" + "what is (2+3)*4?"
     assert first.usage.output_tokens == 7 + 3  # the sentence + 'calculator {"expression": "(2+3)*4"}'
-    assert first.usage.cost_usd is None
+    assert first.usage.cost_usd == 0.0  # the scripted provider is free
     assert first.model == "scripted-v1"
 
     messages += [
@@ -129,70 +132,41 @@ def test_make_provider() -> None:
         make_provider("claude", base_url=None, model=None, api_key=None, timeout_s=5)
 
 
-# The OpenAI tests use httpx.MockTransport: an in-process fake server, to unit-test the
-# mapping between our models and the OpenAI HTTP format (no real endpoint is involved).
-
-
-def completion(message: dict, usage: dict | None = None, model: str = "gpt-test-0") -> dict:
-    return {
-        "id": "chatcmpl-1",
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-        "usage": usage or {"prompt_tokens": 0, "completion_tokens": 0},
-    }
+# The OpenAI tests run the provider (the official openai SDK) against a scripted
+# OpenAI-compatible HTTP server on 127.0.0.1 (fake_openai.py), so retries, timeouts and the
+# wire format are the SDK's real behaviour over a socket.
 
 
 async def test_openai_request_and_response_mapping() -> None:
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(
-            200,
-            json=completion(
-                {
-                    "role": "assistant",
-                    "content": "let me compute",
-                    "tool_calls": [
-                        {
-                            "id": "call_abc",
-                            "type": "function",
-                            "function": {"name": "calculator", "arguments": '{"expression": "6*7"}'},
-                        }
-                    ],
-                },
-                {"prompt_tokens": 120, "completion_tokens": 30, "total_tokens": 150},
-            ),
-        )
-
-    provider = OpenAICompatibleProvider(
-        "http://llm.test/v1/",
-        "gpt-test",
-        "sk-secret",
-        10.0,
-        transport=httpx.MockTransport(handler),
-        input_usd_per_mtok=2.0,
-        output_usd_per_mtok=10.0,
+    reply = completion(
+        "let me compute",
+        [tool_call("call_abc", "calculator", {"expression": "6*7"})],
+        prompt_tokens=120,
+        completion_tokens=30,
+        model="gpt-4o-2024-08-06",
     )
-    history = [
-        ChatMessage(role="system", content="sys"),
-        ChatMessage(role="user", content="what is 2+2"),
-        ChatMessage(
-            role="assistant",
-            content="",
-            tool_calls=[McpToolCall(call_id="call_1", name="calculator", arguments={"expression": "2+2"})],
-        ),
-        ChatMessage(role="tool", content="4", tool_call_id="call_1", name="calculator"),
-    ]
-    response = await provider.complete(history, TOOLS[:1])
-    await provider.aclose()
+    async with FakeOpenAI([reply]).serving() as server:
+        provider = OpenAICompatibleProvider(server.base_url + "/", "gpt-4o", "sk-secret", 10.0)
+        history = [
+            ChatMessage(role="system", content="sys"),
+            ChatMessage(role="user", content="what is 2+2"),
+            ChatMessage(
+                role="assistant",
+                content="",
+                tool_calls=[
+                    McpToolCall(call_id="call_1", name="calculator", arguments={"expression": "2+2"})
+                ],
+            ),
+            ChatMessage(role="tool", content="4", tool_call_id="call_1", name="calculator"),
+        ]
+        response = await provider.complete(history, TOOLS[:1])
+        await provider.aclose()
 
-    (request,) = seen
-    assert request.method == "POST"
-    assert str(request.url) == "http://llm.test/v1/chat/completions"
+    (request,) = server.seen
     assert request.headers["authorization"] == "Bearer sk-secret"
-    body = json.loads(request.content)
-    assert body["model"] == "gpt-test"
+    assert request.headers["x-stainless-retry-count"] == "0"
+    body = request.body
+    assert body["model"] == "gpt-4o"
     assert body["messages"] == [
         {"role": "system", "content": "sys"},
         {"role": "user", "content": "what is 2+2"},
@@ -225,74 +199,155 @@ async def test_openai_request_and_response_mapping() -> None:
         McpToolCall(call_id="call_abc", name="calculator", arguments={"expression": "6*7"})
     ]
     assert (response.usage.input_tokens, response.usage.output_tokens) == (120, 30)
-    assert response.usage.cost_usd == pytest.approx((120 * 2.0 + 30 * 10.0) / 1_000_000)
-    assert response.model == "gpt-test-0"
+    # priced by the default table: gpt-4o-2024-08-06 -> gpt-4o, $2.50 / $10 per million tokens
+    assert response.usage.cost_usd == pytest.approx((120 * 2.5 + 30 * 10.0) / 1_000_000)
+    assert response.model == "gpt-4o-2024-08-06"
+    assert response.retries == 0
     assert response.latency_s >= 0
 
 
-async def test_openai_plain_answer_without_tools_or_prices() -> None:
-    bodies: list[dict] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        bodies.append(json.loads(request.content))
-        return httpx.Response(200, json=completion({"role": "assistant", "content": "hi"}))
-
-    provider = OpenAICompatibleProvider("http://llm.test", "m", None, transport=httpx.MockTransport(handler))
-    response = await provider.complete(user("hello"), [])
-    assert "tools" not in bodies[0]
+async def test_openai_plain_answer_without_tools_and_an_unpriced_model() -> None:
+    async with FakeOpenAI([completion("hi", model="my-local-model")]).serving() as server:
+        provider = OpenAICompatibleProvider(server.base_url, "my-local-model")
+        response = await provider.complete(user("hello"), [])
+        await provider.aclose()
+    assert "tools" not in server.seen[0].body
+    assert server.seen[0].headers["authorization"] == "Bearer none"
     assert (response.content, response.tool_calls, response.usage.cost_usd) == ("hi", [], None)
 
 
-async def test_openai_http_error_raises_provider_error_with_status_and_body() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(500, text='{"error": {"message": "upstream overloaded"}}' + "x" * 2000)
+async def test_openai_retries_429_honouring_retry_after_then_completes() -> None:
+    limited = Reply(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0.01"})
+    async with FakeOpenAI([limited, limited, completion("done", completion_tokens=1)]).serving() as server:
+        provider = OpenAICompatibleProvider(server.base_url, "gpt-4o-mini", max_retries=3)
+        started = time.perf_counter()
+        response = await provider.complete(user("hello"), [])
+        elapsed = time.perf_counter() - started
+        await provider.aclose()
+    assert response.content == "done"
+    assert response.retries == 2
+    assert [seen.headers["x-stainless-retry-count"] for seen in server.seen] == ["0", "1", "2"]
+    # without Retry-After the SDK's own backoff would wait >= 0.375 s + 0.75 s
+    assert elapsed < 1.0
 
-    provider = OpenAICompatibleProvider("http://llm.test", "m", "k", transport=httpx.MockTransport(handler))
-    with pytest.raises(ProviderError) as caught:
-        await provider.complete(user("hello"), [])
-    assert caught.value.status == 500
-    assert "HTTP 500" in str(caught.value)
-    assert "upstream overloaded" in str(caught.value)
-    assert caught.value.body is not None and len(caught.value.body) == 500
+
+async def test_openai_retries_a_500_with_backoff_then_completes() -> None:
+    failing = Reply(500, {"error": {"message": "upstream overloaded"}})
+    async with FakeOpenAI([failing, completion("ok")]).serving() as server:
+        provider = OpenAICompatibleProvider(server.base_url, "gpt-4o-mini", max_retries=2)
+        response = await provider.complete(user("hello"), [])
+        await provider.aclose()
+    assert (response.content, response.retries) == ("ok", 1)
+    assert len(server.seen) == 2
+
+
+async def test_openai_gives_up_after_max_retries_naming_endpoint_and_model() -> None:
+    failing = Reply(
+        503, '{"error": {"message": "upstream overloaded"}}' + "x" * 2000, {"retry-after-ms": "5"}
+    )
+    async with FakeOpenAI([failing, failing]).serving() as server:
+        provider = OpenAICompatibleProvider(server.base_url, "gpt-4o-mini", "k", max_retries=1)
+        with pytest.raises(ProviderError) as caught:
+            await provider.complete(user("hello"), [])
+        await provider.aclose()
+    error = caught.value
+    assert error.status == 503
+    assert error.retries == 1
+    assert f"{server.base_url}/chat/completions" in str(error)
+    assert "'gpt-4o-mini'" in str(error)
+    assert "HTTP 503 after 1 retries" in str(error)
+    assert "upstream overloaded" in str(error)
+    assert error.body is not None and len(error.body) == 500
+
+
+async def test_openai_client_errors_are_not_retried() -> None:
+    bad = Reply(400, {"error": {"message": "unknown model"}})
+    async with FakeOpenAI([bad, completion("never")]).serving() as server:
+        provider = OpenAICompatibleProvider(server.base_url, "nope", max_retries=3)
+        with pytest.raises(ProviderError, match="HTTP 400 after 0 retries: .*unknown model"):
+            await provider.complete(user("hello"), [])
+        await provider.aclose()
+    assert len(server.seen) == 1
+
+
+async def test_openai_timeout_names_endpoint_and_model() -> None:
+    slow = Reply(delay_s=30.0, body={})
+    async with FakeOpenAI([slow, slow]).serving() as server:
+        provider = OpenAICompatibleProvider(server.base_url, "gpt-4o-mini", timeout_s=0.2, max_retries=1)
+        with pytest.raises(ProviderError) as caught:
+            await provider.complete(user("hello"), [])
+        await provider.aclose()
+    assert str(caught.value) == (
+        f"{server.base_url}/chat/completions (model 'gpt-4o-mini') timed out after 1 retries"
+    )
+    assert (caught.value.status, caught.value.retries) == (None, 1)
+    assert len(server.seen) == 2
 
 
 @pytest.mark.parametrize(
-    ("response", "message"),
+    ("reply", "message"),
     [
-        (httpx.Response(200, text="not json"), "invalid JSON"),
-        (httpx.Response(200, json={"choices": []}), "unexpected response shape"),
+        (Reply(200, "not json"), "invalid JSON"),
+        (Reply(200, {"choices": []}), "unexpected response shape"),
         (
-            httpx.Response(
-                200,
-                json=completion(
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {"id": "c", "type": "function", "function": {"name": "t", "arguments": "{"}}
-                        ],
-                    }
-                ),
-            ),
+            completion(None, [{"id": "c", "type": "function", "function": {"name": "t", "arguments": "{"}}]),
             "tool call 't' has invalid JSON arguments",
         ),
+        (completion(None, [tool_call("c", "t", [1, 2])]), "arguments are not a JSON object"),  # type: ignore[arg-type]
     ],
 )
-async def test_openai_malformed_responses_raise_provider_error(
-    response: httpx.Response, message: str
-) -> None:
-    provider = OpenAICompatibleProvider(
-        "http://llm.test", "m", transport=httpx.MockTransport(lambda _: response)
-    )
-    with pytest.raises(ProviderError, match=message):
+async def test_openai_malformed_responses_raise_provider_error(reply: Reply, message: str) -> None:
+    async with FakeOpenAI([reply]).serving() as server:
+        provider = OpenAICompatibleProvider(server.base_url, "m", max_retries=0)
+        with pytest.raises(ProviderError, match=message):
+            await provider.complete(user("hello"), [])
+        await provider.aclose()
+
+
+async def test_openai_unreachable_endpoint_raises_provider_error_without_status() -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    base_url = f"http://127.0.0.1:{port}/v1"
+    provider = OpenAICompatibleProvider(base_url, "m", max_retries=0)
+    with pytest.raises(
+        ProviderError, match=rf"^{base_url}/chat/completions \(model 'm'\) unreachable"
+    ) as caught:
         await provider.complete(user("hello"), [])
-
-
-async def test_openai_transport_failure_raises_provider_error_without_status() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-
-    provider = OpenAICompatibleProvider("http://llm.test", "m", transport=httpx.MockTransport(handler))
-    with pytest.raises(ProviderError, match="ConnectError: connection refused") as caught:
-        await provider.complete(user("hello"), [])
+    await provider.aclose()
     assert caught.value.status is None
+
+
+def test_price_table_defaults_prefixes_and_overrides(tmp_path: Path) -> None:
+    table = PriceTable()
+    assert table.cost("gpt-4o-mini", 1_000_000, 1_000_000) == pytest.approx(0.75)
+    assert table.cost("openai/gpt-4o-mini-2024-07-18", 1_000_000, 0) == pytest.approx(0.15)
+    assert table.cost("gpt-4.1-nano", 0, 1_000_000) == pytest.approx(0.4)
+    assert table.cost("claude-3-5-sonnet-20241022", 1_000_000, 0) == pytest.approx(3.0)
+    assert table.cost("llama-3.2-1b-instruct", 10, 10) == 0.0
+    assert table.cost("scripted-v1", 10, 10) == 0.0
+    assert table.cost("my-local-model", 10, 10) is None
+
+    overridden = load_prices('{"my-local-model": {"input": 1, "output": 2}, "gpt-4o": [5, 20]}')
+    assert overridden.cost("my-local-model", 1_000_000, 1_000_000) == pytest.approx(3.0)
+    assert overridden.cost("gpt-4o", 1_000_000, 0) == pytest.approx(5.0)
+    assert overridden.cost("gpt-4o-mini", 1_000_000, 0) == pytest.approx(0.15)
+    path = tmp_path / "prices.json"
+    path.write_text('{"m": {"input": 0.5, "output": 0.5}}')
+    assert load_prices(str(path)).cost("m", 2_000_000, 0) == pytest.approx(1.0)
+    assert load_prices("").cost("gpt-4o", 0, 0) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("{nope", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"m": {"input": -1, "output": 0}}', "bad price for model 'm'"),
+        ('{"m": {"in": 1}}', "bad price for model 'm'"),
+        ("/nonexistent/prices.json", "cannot read price file"),
+    ],
+)
+def test_bad_price_settings_are_refused_with_the_reason(setting: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_prices(setting)

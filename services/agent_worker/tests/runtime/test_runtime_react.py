@@ -13,6 +13,8 @@ from loom_agent_worker.runtime import (
     builtin_registry,
     run_with_interceptors,
 )
+from loom_agent_worker.runtime.providers.base import message_digest
+from loom_agent_worker.runtime.react import MAX_CAPTURED_CHARS, captured_messages
 from loom_protocol import AgentCapability, AgentCard, MemoryTier, TaskStatus
 
 CARD = AgentCard(agent_id="calculator", name="Calculator", capabilities=[AgentCapability.TOOL_USE])
@@ -20,6 +22,38 @@ CARD = AgentCard(agent_id="calculator", name="Calculator", capabilities=[AgentCa
 
 def calculator_agent(**options) -> ReActAgent:
     return ReActAgent(CARD, ScriptedProvider(), builtin_registry(), **options)
+
+
+@pytest.mark.parametrize("where", ["context", "agent"])
+async def test_without_content_capture_no_prompt_or_completion_text_is_in_any_event(
+    new_task, new_context, where: str
+) -> None:
+    task = new_task("calculator", {"prompt": "what is (2+3)*4?"}, session_id="s-1")
+    ctx = new_context(task, capture_content=where != "context")
+    agent = calculator_agent(capture_content=False) if where == "agent" else calculator_agent()
+
+    done = await agent.execute_task(task, ctx)
+
+    assert done.status is TaskStatus.COMPLETED, done.error
+    assert done.result["answer"] == "20"  # the task's own result is not an observation event
+    events = ctx.events.events
+    assert "agent.thought" not in [e.type for e in events]
+    texts = ["what is (2+3)*4?", agent.system_prompt, "I will evaluate"]
+    for event in events:
+        dumped = str(event.data)
+        assert not any(text in dumped for text in texts), (event.type, dumped)
+    requests = [e.data for e in events if e.type == "llm.request"]
+    usages = [e.data for e in events if e.type == "llm.usage"]
+    assert [r["messages"] for r in requests] == [None, None]
+    assert all(r["message_digests"] and r["system_digest"] for r in requests)
+    assert [(u["completion"], u["content_captured"]) for u in usages] == [(None, False), (None, False)]
+    assert usages[0]["tool_calls"][0]["name"] == "calculator"  # tool calls stay: replay needs them
+    assert next(e.data for e in events if e.type == "agent.answer")["answer"] is None
+    # the digests are those of a capturing run: a deterministic replay still checks them
+    captured_ctx = new_context(new_task("calculator", {"prompt": "what is (2+3)*4?"}, session_id="s-2"))
+    await calculator_agent().execute_task(captured_ctx.task, captured_ctx)
+    captured = [e.data for e in captured_ctx.events.events if e.type == "llm.request"]
+    assert [r["message_digests"] for r in captured] == [r["message_digests"] for r in requests]
 
 
 async def test_calculator_answers_20_with_the_react_event_sequence(new_task, new_context) -> None:
@@ -33,7 +67,8 @@ async def test_calculator_answers_20_with_the_react_event_sequence(new_task, new
     assert done.result["steps"] == 2
     assert done.result["usage"]["llm_calls"] == 2
     assert done.result["usage"]["input_tokens"] > 0 and done.result["usage"]["output_tokens"] > 0
-    assert done.result["usage"]["cost_usd"] is None
+    assert done.result["usage"]["cost_usd"] == 0.0  # the scripted provider is free
+    assert done.result["usage"]["retries"] == 0
 
     events = ctx.events.events
     assert [e.type for e in events] == [
@@ -62,6 +97,34 @@ async def test_calculator_answers_20_with_the_react_event_sequence(new_task, new
         "latency_s",
         "model",
     }
+    # content capture (the default): the messages sent, system prompt included, and the completion
+    request = by_type["llm.request"].data
+    assert request["messages"] == [
+        {"role": "system", "content": calculator_agent().system_prompt},
+        {"role": "user", "content": "what is (2+3)*4?"},
+    ]
+    assert "calculator" in request["tools"]
+    prompt = ChatMessage(role="system", content=calculator_agent().system_prompt)
+    assert request["system_digest"] == message_digest(prompt)  # the agent's prompt, in every request
+    assert events[7].data["system_digest"] == request["system_digest"]
+    other = ChatMessage(role="system", content=calculator_agent(system_prompt="be terse").system_prompt)
+    assert message_digest(other) != request["system_digest"]
+    assert [m["role"] for m in events[7].data["messages"]] == ["system", "user", "assistant", "tool"]
+    assert events[7].data["messages"][2]["tool_calls"][0]["name"] == "calculator"
+    usage = by_type["llm.usage"].data
+    assert usage["completion"] == "I will evaluate (2+3)*4 with the calculator."
+    assert usage["tool_calls"] == [
+        {"call_id": "call_0_0", "name": "calculator", "arguments": {"expression": "(2+3)*4"}}
+    ]
+    assert (usage["cost_usd"], usage["retries"], usage["provider"], usage["content_captured"]) == (
+        0.0,
+        0,
+        "scripted",
+        True,
+    )
+    assert events[8].data["completion"] == "20"
+    assert by_type["agent.thought"].data["content"] == "I will evaluate (2+3)*4 with the calculator."
+    assert by_type["agent.answer"].data["answer"] == "20"
     assert by_type["agent.action"].data["tool"] == "calculator"
     assert by_type["agent.action"].data["arguments"] == {"expression": "(2+3)*4"}
     assert by_type["tool.call"].subject == "tool:calculator"
@@ -213,3 +276,22 @@ async def test_cancelling_a_task_in_the_sleep_tool_propagates_and_runs_after_hoo
     assert [(agent, status) for agent, status, _ in observed] == [("calculator", "cancelled")]
     assert "tool.result" not in ctx.events.types()
     assert "agent.answer" not in ctx.events.types()
+
+
+def test_captured_messages_are_bounded_newest_first() -> None:
+    messages = [
+        ChatMessage(role="system", content="s" * 100),
+        ChatMessage(role="user", content="u" * 50_000),
+        ChatMessage(role="tool", content="t" * 300, tool_call_id="c1", name="calculator"),
+    ]
+    captured = captured_messages(messages, budget=1_000)
+    assert [m["role"] for m in captured] == ["system", "user", "tool"]
+    assert captured[2] == {"role": "tool", "content": "t" * 300, "tool_call_id": "c1", "name": "calculator"}
+    assert captured[1]["content"] == "u" * 700 + "...[49300 more characters]"
+    assert captured[0]["content"] == "...[100 more characters]"
+    whole = captured_messages(messages)
+    assert (
+        whole[1]["content"]
+        == "u" * MAX_CAPTURED_CHARS + f"...[{50_000 - MAX_CAPTURED_CHARS} more characters]"
+    )
+    assert whole[0]["content"] == "s" * 100

@@ -116,3 +116,37 @@ async def test_more_calls_than_recorded_diverge() -> None:
 def test_recorded_calls_must_pair_with_results() -> None:
     with pytest.raises(ValueError, match="1 recorded calls for 0 recorded results"):
         RecordedTools([], calls=[McpToolCall(name="echo")])
+
+
+async def test_a_run_recorded_without_content_capture_replays_without_divergence(
+    new_task, new_context
+) -> None:
+    original, original_ctx, provider, tools = await record(new_task, new_context)
+    requests = [e.data["message_digests"] for e in original_ctx.events.events if e.type == "llm.request"]
+    # what the events of a run without content capture give: no response text
+    redacted = [r.model_copy(update={"content": None}) for r in provider.responses]
+
+    replay_provider = RecordedProvider(redacted, name="scripted", requests=requests)
+    replay_tools = RecordedTools(
+        tools.results, calls=tools.calls, definitions=builtin_registry().definitions()
+    )
+    task = new_task("calculator", PARAMETERS)
+    replayed = await ReActAgent(CARD, replay_provider, replay_tools).execute_task(task, new_context(task))
+
+    assert replayed.status is TaskStatus.COMPLETED, replayed.error
+    assert replay_provider.divergence is None and replay_provider.calls == 3
+    assert [c.name for c in tools.calls] == ["word_count", "calculator"]
+
+    # the agent's own messages are still checked: another tool result diverges at once
+    other = [tools.results[0].model_copy(update={"content": "4"}), tools.results[1]]
+    replay_provider = RecordedProvider(redacted, name="scripted", requests=requests)
+    task = new_task("calculator", PARAMETERS)
+    agent = ReActAgent(
+        CARD,
+        replay_provider,
+        RecordedTools(other, calls=tools.calls, definitions=builtin_registry().definitions()),
+    )
+    with pytest.raises(ReplayDivergence) as caught:
+        await agent.execute_task(task, new_context(task))
+    assert (caught.value.step, caught.value.kind) == (1, "llm")
+    assert caught.value.got["role"] == "tool"

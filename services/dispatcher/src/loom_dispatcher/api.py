@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Annotated, Any
 
@@ -11,9 +12,14 @@ from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import JSONResponse
 from loom_protocol import ErrorBody, Task, TaskSubmission, TraceContext, is_terminal
 from nats.errors import TimeoutError as NatsTimeoutError
+from redis.exceptions import RedisError
 
-from .state import StateDep
+from .admission import WAIT_FOR_AGENT, differing_fields, wants_to_wait
+from .metrics import CONFLICTS, UNKNOWN_AGENT
+from .state import State, StateDep
 from .telemetry import current_trace
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["tasks"])
 
@@ -28,11 +34,51 @@ def _task_body(task: Task) -> dict[str, Any]:
     return task.to_wire()
 
 
-@router.post("/api/tasks", status_code=202, response_model=Task, responses={**_DONE_OR_NOT, **_ERRORS})
+def _conflict(task_id: str, fields: list[str]) -> JSONResponse:
+    CONFLICTS.labels("http").inc()
+    message = (
+        f"task {task_id!r} already exists with a different {', '.join(fields)}; "
+        "resubmit the same body to read it, or use a new taskId"
+    )
+    body = ErrorBody.of(409, message, code="task_id_conflict", taskId=task_id, differingFields=fields)
+    return JSONResponse(body.to_wire(), 409)
+
+
+async def _recorded(state: State, task_id: str, tries: int = 200, every_s: float = 0.01) -> Task | None:
+    """The stored task, looked up ``tries`` times (about 2 s) while the submit JetStream kept
+    (another request's, or the consumer's) stores it; None if it never appears."""
+    for _ in range(tries):
+        if (task := await state.store.get(task_id)) is not None:
+            return task
+        await asyncio.sleep(every_s)
+    return None
+
+
+@router.post(
+    "/api/tasks",
+    status_code=202,
+    response_model=Task,
+    responses={**_DONE_OR_NOT, **_ERRORS},
+    description=(
+        "Submit a task. The same taskId with the same body is idempotent (200/202 with the task); "
+        "with a different body it is 409. A task for an agent the registry has never seen is 404 "
+        "(code unknown_agent, with the closest known names) unless waitForAgent is set."
+    ),
+)
 async def submit_task(
     submission: TaskSubmission,
     state: StateDep,
     wait: Annotated[float, Query(ge=0, le=3600, description="seconds to wait for the outcome")] = 0,
+    wait_for_agent: Annotated[
+        bool,
+        Query(
+            alias=WAIT_FOR_AGENT,
+            description=(
+                "accept a task for an agent the registry has not seen yet: it waits for an instance "
+                "(up to LOOM_NO_INSTANCE_TIMEOUT_S) instead of a 404; the same as metadata.waitForAgent"
+            ),
+        ),
+    ] = False,
     traceparent: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
     size = len(json.dumps(submission.parameters, separators=(",", ":")).encode())
@@ -41,6 +87,8 @@ async def submit_task(
             413, f"parameters are {size} bytes; the limit is {state.settings.max_parameters_bytes} bytes"
         )
     fields = submission.model_dump(exclude_none=True)
+    if wait_for_agent:  # in the task itself, so the consumer that routes it knows too
+        fields["metadata"] = {**fields.get("metadata", {}), WAIT_FOR_AGENT: True}
     # the server span continues the caller's traceparent; without tracing, keep the caller's own
     trace = current_trace() or (
         TraceContext(traceparent=traceparent) if _valid_traceparent(traceparent) else TraceContext.new()
@@ -49,17 +97,38 @@ async def submit_task(
     wait = min(wait, state.settings.max_wait_s)
 
     existing = await state.store.get(task.task_id)
+    if existing is not None and (differing := differing_fields(existing, task)):
+        return _conflict(task.task_id, differing)
     if existing is not None and (wait == 0 or is_terminal(existing.status)):
         return JSONResponse(_task_body(existing), status_code=200 if is_terminal(existing.status) else 202)
+    if existing is None and not wants_to_wait(task):
+        # None (the registry did not answer): accepted as before, the task waits for an instance
+        if await state.dispatcher.is_known(task.target_agent) is False:
+            UNKNOWN_AGENT.labels("http").inc()
+            reason, close = state.dispatcher.unknown_reason(task.target_agent)
+            body = ErrorBody.of(404, reason, code="unknown_agent", agent=task.target_agent, suggestions=close)
+            return JSONResponse(body.to_wire(), 404)
 
     watch = await state.outbox.watch_final(task.task_id) if wait > 0 else None
     try:
         if existing is None:
             try:
-                await state.outbox.submitted(task)
+                stored_new = await state.outbox.submitted(task)
             except NatsTimeoutError as exc:  # not known to be accepted: the client may retry the same id
                 reason = f"JetStream did not acknowledge task {task.task_id!r} in time; retry the same taskId"
                 raise HTTPException(503, reason) from exc
+            if stored_new:
+                # stored now, so a GET right after this answer finds it (the consumer routes it)
+                try:
+                    await state.dispatcher.accept(task)
+                except (RedisError, OSError) as exc:  # JetStream has it: the consumer stores it
+                    log.warning("task not stored at submit: %r", exc, extra={"task_id": task.task_id})
+            else:
+                # JetStream already had this task id (a concurrent submit, or one whose answer was
+                # lost): the one it kept decides; a different body is a conflict
+                recorded = await _recorded(state, task.task_id)
+                if recorded is not None and (differing := differing_fields(recorded, task)):
+                    return _conflict(task.task_id, differing)
         if watch is not None:
             deadline = time.monotonic() + wait
             # a task that existed before the subscription may have ended in between: look again.

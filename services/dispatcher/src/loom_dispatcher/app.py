@@ -16,6 +16,7 @@ from loom_protocol.logconfig import broker_logging, tracing_enabled
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from . import api, ops
+from .admission import AgentDirectory
 from .bus import NatsOutbox, RegistryPicker
 from .config import Settings
 from .dispatching import Dispatcher, Policy, sweep_forever
@@ -54,7 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         no_instance_timeout_s=settings.no_instance_timeout_s,
         retry_backoff_s=settings.retry_backoff_s,
     )
-    dispatcher = Dispatcher(store, RegistryPicker(broker, settings.pick_timeout_s), outbox, policy)
+    picker = RegistryPicker(broker, settings.pick_timeout_s)
+    # which agents exist: asked of the registry (it owns its Redis keys), cached here
+    dispatcher = Dispatcher(store, picker, outbox, policy, AgentDirectory(picker.known_agents))
     state = State(settings, broker, redis, store, dispatcher, outbox)
     broker.include_router(build_router(state, settings.durable_prefix))
     consumers = build_consumers(state, settings.durable_prefix, traced=traced)

@@ -12,6 +12,7 @@ from faststream.nats import NatsBroker
 from loom_protocol import (
     MSG_ID_HEADER,
     TASKS_STREAM,
+    KnownAgents,
     PickReply,
     PickRequest,
     RejectedMessage,
@@ -128,10 +129,12 @@ class NatsOutbox:
             self._js = self._broker.connection.jetstream()
         return self._js
 
-    async def _js_publish(self, subject: str, body: bytes, msg_id: str) -> None:
-        await self._broker.publish(
+    async def _js_publish(self, subject: str, body: bytes, msg_id: str) -> bool:
+        """Publish and wait for JetStream's ack; False when it was a duplicate (not stored again)."""
+        ack = await self._broker.publish(
             body, subject, headers={**_JSON, MSG_ID_HEADER: msg_id}, stream=TASKS_STREAM.name
         )
+        return not bool(getattr(ack, "duplicate", False))
 
     async def _js_publish_async(self, kind: str, subject: str, body: bytes, msg_id: str) -> None:
         """Publish without waiting for the ack; the ack is checked off the hot path.
@@ -147,9 +150,13 @@ class NatsOutbox:
         )
         self.acks.track(fut, kind, msg_id)
 
-    async def submitted(self, task: Task) -> None:
-        """Publish a submission and wait for JetStream's ack (raises NatsTimeoutError without one)."""
-        await self._js_publish(
+    async def submitted(self, task: Task) -> bool:
+        """Publish a submission and wait for JetStream's ack (raises NatsTimeoutError without one).
+
+        Returns False when JetStream already held a submission of this task id (deduplicated:
+        this body was not stored).
+        """
+        return await self._js_publish(
             subjects.task_submitted(task.target_agent), task.to_json(), submitted_msg_id(task.task_id)
         )
 
@@ -245,3 +252,16 @@ class RegistryPicker:
             code, description = msg.headers[ERROR_CODE_HEADER], msg.headers.get(ERROR_HEADER, "")
             raise RegistryUnavailable(f"registry refused a pick for {agent_id}: {code} {description}")
         return PickReply.from_json(msg.data)
+
+    async def known_agents(self) -> list[str]:
+        """Every agent the registry ever saw (``loom.registry.agents``); RegistryUnavailable if none."""
+        try:
+            msg = await self._broker.connection.request(
+                subjects.REGISTRY_AGENTS, b"", timeout=self._timeout_s, headers=dict(_JSON)
+            )
+        except (NatsTimeoutError, NoRespondersError) as exc:
+            raise RegistryUnavailable(f"registry did not answer which agents it knows: {exc!r}") from exc
+        if msg.headers and ERROR_CODE_HEADER in msg.headers:
+            code, description = msg.headers[ERROR_CODE_HEADER], msg.headers.get(ERROR_HEADER, "")
+            raise RegistryUnavailable(f"registry refused the known agents: {code} {description}")
+        return list(KnownAgents.from_json(msg.data).agent_ids)

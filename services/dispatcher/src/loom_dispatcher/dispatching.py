@@ -24,6 +24,14 @@ from loom_protocol import (
 )
 
 from . import metrics
+from .admission import (
+    UNKNOWN_AGENT_LABEL,
+    Admission,
+    AgentDirectory,
+    differing_fields,
+    unknown_agent_reason,
+    wants_to_wait,
+)
 from .errors import RegistryUnavailable
 from .store import Change, Scores, Snapshot, TaskStore
 from .telemetry import context_of, current_trace, tracer
@@ -65,15 +73,55 @@ def _terminal_event(status: TaskStatus) -> str:
 
 
 class Dispatcher:
-    def __init__(self, store: TaskStore, picker: Picker, outbox: Outbox, policy: Policy) -> None:
+    def __init__(
+        self,
+        store: TaskStore,
+        picker: Picker,
+        outbox: Outbox,
+        policy: Policy,
+        agents: AgentDirectory | None = None,
+    ) -> None:
         self._store = store
         self._picker = picker
         self._outbox = outbox
         self._policy = policy
+        self.agents = agents  # None: every agent counts as known (no refusals)
+
+    async def _label(self, agent_id: str) -> str:
+        """The metric label of ``agent_id``: itself once the registry knows it (a cache hit)."""
+        return agent_id if await self.is_known(agent_id) else UNKNOWN_AGENT_LABEL
+
+    async def is_known(self, agent_id: str) -> bool | None:
+        """Whether the registry knows ``agent_id``; None when it did not answer."""
+        return True if self.agents is None else await self.agents.is_known(agent_id)
+
+    def unknown_reason(self, agent_id: str) -> tuple[str, list[str]]:
+        """Why a task for ``agent_id`` is refused, and the closest known agent ids."""
+        return unknown_agent_reason(agent_id, self.agents.known if self.agents is not None else [])
+
+    # -- the API's record of a task JetStream just accepted -------------------------------------
+    async def accept(self, task: Task) -> bool:
+        """Store a task the API just published, pending, so it can be read at once.
+
+        The consumer routes it when its submission arrives (:meth:`submit` finds it stored,
+        pending and never dispatched); if that never happens, the sweeper does after the
+        grace. False when the task id was already stored (nothing written).
+        """
+        created = await self._store.create(task, retry_at=time.time() + self._policy.sweep_grace_s)
+        if created:
+            metrics.TASKS_SUBMITTED.labels(await self._label(task.target_agent)).inc()
+            await self._outbox.event(EventType.TASK_SUBMITTED, task)
+        return created
 
     # -- submission ---------------------------------------------------------------------------
-    async def submit(self, task: Task) -> bool:
-        """Record a new task and dispatch it; False when the task id is already known.
+    async def submit(self, task: Task) -> Admission:
+        """Record a new task and dispatch it (see :class:`Admission` for the outcomes).
+
+        A task id already stored is routed if it is the same submission, pending and never
+        dispatched (the API stored it at submit time), and otherwise left as it is. A task for
+        an agent the registry never saw, without ``metadata.waitForAgent``, ends dead at once
+        with the reason (the dead-letter record and its final status), without an instance
+        wait, an observation event or a metric label of its name.
 
         The pick comes first and the task is stored straight in its first place (dispatched to
         the picked instance, else waiting): one write instead of a create and an assignment.
@@ -96,7 +144,12 @@ class Dispatcher:
             span.set_attribute("loom.agent", task.target_agent)
             return await self._submit(task)
 
-    async def _submit(self, task: Task) -> bool:
+    async def _submit(self, task: Task) -> Admission:
+        hint = self._store.hint(task.task_id)
+        if hint is not None:  # stored by this replica (its API, or an earlier delivery)
+            return await self._route_stored(task, hint)
+        if not wants_to_wait(task) and await self.is_known(task.target_agent) is False:
+            return await self._refuse(task)
         reply: PickReply | None = None
         if not task.metadata.get("cancelRequested"):
             try:
@@ -112,9 +165,9 @@ class Dispatcher:
             # due for the sweeper only if nothing below moves it (a crash, or no registry)
             created = await self._store.create(task, retry_at=now + self._policy.sweep_grace_s)
         if not created:
-            log.info("duplicate submission ignored", extra={"task_id": task.task_id})
-            return False
-        metrics.TASKS_SUBMITTED.labels(task.target_agent).inc()
+            stored = self._store.hint(task.task_id) or await self._store.read(task.task_id)
+            return await self._route_stored(task, stored)
+        metrics.TASKS_SUBMITTED.labels(await self._label(task.target_agent)).inc()
         await self._outbox.event(EventType.TASK_SUBMITTED, task)
         if first is not None:
             await self._assigned(first)
@@ -123,7 +176,36 @@ class Dispatcher:
             snap = self._store.hint(task.task_id) or await self._store.read(task.task_id)
             if snap is not None:
                 await self._dispatch(snap, reply)
-        return True
+        return Admission.ACCEPTED
+
+    async def _route_stored(self, task: Task, snap: Snapshot | None) -> Admission:
+        """A submission of a task id already stored: route it if the API stored it, else nothing."""
+        if snap is None:  # cannot be: nothing deletes tasks
+            return Admission.DUPLICATE
+        if differing_fields(snap.task, task):
+            log.info("conflicting resubmission ignored", extra={"task_id": task.task_id})
+            return Admission.CONFLICT
+        if snap.task.status is TaskStatus.PENDING and snap.task.attempt == 0:
+            await self._dispatch(snap)  # a compare-and-set: a sweeper or replica racing it is harmless
+            return Admission.ACCEPTED
+        log.info("duplicate submission ignored", extra={"task_id": task.task_id})
+        return Admission.DUPLICATE
+
+    async def _refuse(self, task: Task) -> Admission:
+        """A task for an agent nobody ever ran: stored dead, dead-lettered, its waiters told."""
+        if (stored := await self._store.read(task.task_id)) is not None:
+            return await self._route_stored(task, stored)
+        reason, _ = self.unknown_reason(task.target_agent)
+        dead = task.with_status(TaskStatus.DEAD, error=reason)
+        # published before it is stored: a publish that fails is redelivered and done again
+        # (both carry a Nats-Msg-Id), never skipped because the record already says dead
+        await self._outbox.dead(dead, reason)
+        await self._outbox.final(dead)
+        if not await self._store.create(dead, retry_at=None):
+            return Admission.DUPLICATE
+        metrics.UNKNOWN_AGENT.labels("nats").inc()
+        log.info("task for an unknown agent dead-lettered", extra={"task_id": task.task_id})
+        return Admission.UNKNOWN_AGENT
 
     async def try_dispatch(self, task_id: str) -> None:
         await self._try_dispatch(await self._store.read(task_id))
@@ -178,7 +260,7 @@ class Dispatcher:
             await self._assigned(new)
 
     async def _assigned(self, task: Task) -> None:
-        metrics.observe_dispatched(task)
+        metrics.observe_dispatched(task, await self._label(task.target_agent))
         await self._outbox.assigned(task)
         await self._outbox.event(EventType.TASK_ASSIGNED, task, {"instance_id": task.instance_id})
 
@@ -217,7 +299,7 @@ class Dispatcher:
         if is_terminal(new.status):
             await self._announce(new)
         elif new.status is TaskStatus.PENDING:
-            metrics.TASKS_RETRIED.labels(new.target_agent).inc()
+            metrics.TASKS_RETRIED.labels(await self._label(new.target_agent)).inc()
             await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": "handed back by its worker"})
             await self.try_dispatch(new.task_id)
 
@@ -265,7 +347,7 @@ class Dispatcher:
             return 0
         if new.status is TaskStatus.PENDING:
             log.info("re-dispatching task", extra={"task_id": task_id, "reason": reason})
-            metrics.TASKS_RETRIED.labels(new.target_agent).inc()
+            metrics.TASKS_RETRIED.labels(await self._label(new.target_agent)).inc()
             await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": reason, "attempt": new.attempt})
         else:
             if dead_reason:
@@ -295,7 +377,7 @@ class Dispatcher:
             await self._announce(new)
 
     async def _announce(self, task: Task) -> None:
-        metrics.observe_terminal(task)
+        metrics.observe_terminal(task, await self._label(task.target_agent))
         await self._outbox.final(task)
         await self._outbox.event(
             _terminal_event(task.status), task, {"error": task.error} if task.error else None

@@ -30,7 +30,9 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
+from .admission import Admission
 from .consumer import Handler, PullConsumer
+from .metrics import CONFLICTS
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,10 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
             reason = f"targetAgent {task.target_agent!r} does not match the subject's agent {agent!r}"
             await state.outbox.rejected(subject, body, reason)
             return
-        await state.dispatcher.submit(task)
+        if await state.dispatcher.submit(task) is Admission.CONFLICT:
+            CONFLICTS.labels("nats").inc()
+            reason = f"task {task.task_id!r} already exists with a different submission; use a new taskId"
+            await state.outbox.rejected(subject, body, reason)
 
     async def on_status(subject: str, body: bytes) -> None:
         if (change := await decoded(TaskStatusChanged, subject, body)) is not None:

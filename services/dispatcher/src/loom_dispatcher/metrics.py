@@ -21,6 +21,15 @@ TASKS_COMPLETED = Counter("loom_tasks_completed_total", "Tasks completed", ["age
 TASKS_FAILED = Counter("loom_tasks_failed_total", "Tasks failed", ["agent"])
 TASKS_DEAD = Counter("loom_tasks_dead_total", "Tasks dead-lettered", ["agent"])
 SUBMISSIONS_REJECTED = Counter("loom_dispatcher_rejected_total", "Malformed submissions dead-lettered")
+# never labelled by the agent: the names counted here are the ones nobody ever ran
+UNKNOWN_AGENT = Counter(
+    "loom_dispatcher_unknown_agent_total",
+    "Submissions refused (http: 404) or dead-lettered (nats) for an agent the registry never saw",
+    ["path"],
+)
+CONFLICTS = Counter(
+    "loom_dispatcher_conflicts_total", "Resubmissions of a known task id with a different body", ["path"]
+)
 E2E = Histogram(
     "loom_task_e2e_seconds", "Task creation to terminal state", ["agent", "status"], buckets=_BUCKETS
 )
@@ -29,17 +38,21 @@ QUEUED = Histogram(
 )
 
 
-def observe_dispatched(task: Task) -> None:
-    TASKS_DISPATCHED.labels(task.target_agent).inc()
+# every ``agent`` label below is given by the caller: the agent id when the registry knows it,
+# else admission.UNKNOWN_AGENT_LABEL (a task waiting for an agent not seen yet)
+
+
+def observe_dispatched(task: Task, agent: str) -> None:
+    TASKS_DISPATCHED.labels(agent).inc()
     if task.attempt == 1:
-        QUEUED.labels(task.target_agent).observe(max(0.0, time.time() - task.created_at.timestamp()))
+        QUEUED.labels(agent).observe(max(0.0, time.time() - task.created_at.timestamp()))
 
 
 _BY_STATUS = {"completed": TASKS_COMPLETED, "failed": TASKS_FAILED, "dead": TASKS_DEAD}
 
 
-def observe_terminal(task: Task) -> None:
-    agent, status = task.target_agent, task.status.value
+def observe_terminal(task: Task, agent: str) -> None:
+    status = task.status.value
     TASKS_ENDED.labels(agent, status).inc()
     counter = _BY_STATUS.get(status)
     if counter is not None:

@@ -100,17 +100,18 @@ return {raw, deadline, retry}
 """
 
 # KEYS: task, inflight, waiting, the instance's set.
-# ARGV: raw, task id, deadline ('' = waiting instead), retry score.
-# A new task goes straight to its first place: waiting (pending), or in flight at an instance
-# (dispatched with its first pick). 1 when created, 0 when the id is known (nothing written).
+# ARGV: raw, task id, deadline ('' = not in flight), retry score ('' = not waiting either).
+# A new task goes straight to its first place: waiting (pending), in flight at an instance
+# (dispatched with its first pick), or nowhere (terminal from the start: refused).
+# 1 when created, 0 when the id is known (nothing written).
 _CREATE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
-if ARGV[3] == '' then
-  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
-else
+if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
   redis.call('SADD', KEYS[4], ARGV[2])
+elseif ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 end
 return 1
 """
@@ -177,12 +178,15 @@ class TaskStore:
         except (RedisError, OSError):
             return False
 
-    async def create(self, task: Task, retry_at: float, *, deadline: float | None = None) -> bool:
+    async def create(self, task: Task, retry_at: float | None, *, deadline: float | None = None) -> bool:
         """Store a new task; False when the task id is already known (idempotency).
 
         A pending task waits (score ``retry_at``); a task created already dispatched (with
-        ``deadline``) is in flight at its instance from the start.
+        ``deadline``) is in flight at its instance from the start; a terminal one (both None)
+        is in no index.
         """
+        if retry_at is None and deadline is None and not is_terminal(task.status):
+            raise ValueError(f"task {task.task_id}: a non-terminal task needs a place (retry_at or deadline)")
         raw = task.to_json().decode()
         in_flight = deadline is not None and task.instance_id is not None
         member_key = self._key(task.task_id)  # a placeholder, untouched, unless in flight

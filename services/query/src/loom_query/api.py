@@ -137,8 +137,35 @@ class Topology(LoomModel):
     end_time: datetime | None
 
 
+class CostFigures(LoomModel):
+    """LLM calls, tokens and cost (USD) of a set of ``llm.usage`` events."""
+
+    llm_calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    unpriced_calls: int = Field(description="calls whose model had no price (counted as 0 in costUsd)")
+
+
+class CostRow(CostFigures):
+    """The figures of one agent, model, session or task (``key``; null: events without one)."""
+
+    key: str | None
+
+
+class CostBreakdown(LoomModel):
+    """Cost over the range, in total and per agent, model, session and task (highest first)."""
+
+    total: CostFigures
+    by_agent: list[CostRow]
+    by_model: list[CostRow]
+    by_session: list[CostRow]
+    by_task: list[CostRow]
+
+
 class Metrics(LoomModel):
-    """Series per bucket (and group), and totals per group over the whole range."""
+    """Series per bucket (and group), totals per group over the whole range, and the LLM cost
+    per agent, model, session and task."""
 
     bucket_seconds: int
     start_time: datetime
@@ -149,6 +176,7 @@ class Metrics(LoomModel):
         "costUsd, tasks {completed, failed, cancelled, dead}, latencyS {llm, tool, task: p50/p95/p99}"
     )
     totals: list[dict[str, Any]]
+    cost: CostBreakdown
 
 
 @router.get("/api/events", response_model=EventsPage, summary="Query stored events")
@@ -276,10 +304,17 @@ async def get_metrics(
     ] = ("agent"),
     agent: Annotated[str | None, Query(max_length=1024)] = None,
     action: Annotated[str | None, Query(max_length=1024)] = None,
+    session_id: Annotated[str | None, Query(max_length=1024, description="cost of this session only")] = None,
+    task_id: Annotated[str | None, Query(max_length=128, description="cost of this task only")] = None,
+    cost_limit: Annotated[
+        int, Query(ge=1, le=1000, description="rows per cost grouping (highest cost first)")
+    ] = 50,
 ) -> dict[str, Any]:
     """From the per-minute rollup ingest maintains. Latency percentiles (seconds) come from
     log-scale histograms: exact to within about 6 %. Task latency is submission to terminal
-    event; llm from ``llm.usage``; tool from ``tool.result``."""
+    event; llm from ``llm.usage``; tool from ``tool.result``. ``cost`` sums the ``llm.usage``
+    events' cost (the worker's price table) per agent, model, session and task, filtered by
+    ``agent``, ``session_id`` and ``task_id``."""
     bucket_s = _BUCKETS.get(bucket)
     if bucket_s is None:
         if not bucket.isdigit() or int(bucket) < 60 or int(bucket) % 60:
@@ -297,7 +332,17 @@ async def get_metrics(
         body = await store.metrics(
             conn, bucket_s=bucket_s, start=start, end=end, group_by=groups, agent=agent, action=action
         )
-    return {"bucketSeconds": bucket_s, "startTime": start, "endTime": end, "groupBy": list(groups), **body}
+        cost = await store.cost_breakdown(
+            conn, start=start, end=end, agent=agent, session_id=session_id, task_id=task_id, limit=cost_limit
+        )
+    return {
+        "bucketSeconds": bucket_s,
+        "startTime": start,
+        "endTime": end,
+        "groupBy": list(groups),
+        **body,
+        "cost": cost,
+    }
 
 
 @router.get(

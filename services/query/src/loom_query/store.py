@@ -326,6 +326,78 @@ async def metrics(
     return {"series": series, "totals": totals}
 
 
+_COST = """
+SELECT GROUPING(node_id) AS g_agent, GROUPING(data->>'model') AS g_model,
+       GROUPING(session_id) AS g_session, GROUPING(task_id) AS g_task,
+       node_id AS agent, data->>'model' AS model, session_id, task_id,
+       count(*)::bigint AS llm_calls,
+       coalesce(sum(input_tokens), 0)::bigint AS input_tokens,
+       coalesce(sum(output_tokens), 0)::bigint AS output_tokens,
+       coalesce(sum(cost_usd), 0)::double precision AS cost_usd,
+       count(*) FILTER (WHERE cost_usd IS NULL)::bigint AS unpriced_calls
+FROM events
+WHERE {where}
+GROUP BY GROUPING SETS ((node_id), (data->>'model'), (session_id), (task_id), ())
+"""
+
+COST_GROUPS = ("agent", "model", "session", "task")
+
+
+async def cost_breakdown(
+    conn: Connection,
+    *,
+    start: datetime,
+    end: datetime,
+    agent: str | None,
+    session_id: str | None,
+    task_id: str | None,
+    limit: int,
+) -> dict[str, Any]:
+    """LLM calls, tokens and cost of the ``llm.usage`` events in [start, end], in total and per
+    agent, model, session and task (each list by cost, highest first, at most ``limit`` rows)."""
+    w = Where()
+    w.add("kind = 'event'")
+    w.add("type = 'llm.usage'")
+    w.add(f"time >= {w.arg(start)}")
+    w.add(f"time <= {w.arg(end)}")
+    if agent is not None:
+        w.add(f"node_id = {w.arg(node_id_of(agent))}")
+    if session_id is not None:
+        w.add(f"session_id = {w.arg(session_id)}")
+    if task_id is not None:
+        w.add(f"task_id = {w.arg(task_id)}")
+    rows = await conn.fetch(_COST.format(where=w.sql()), *w.args)
+    groups: dict[str, list[dict[str, Any]]] = {name: [] for name in COST_GROUPS}
+    total: dict[str, Any] = {
+        "llmCalls": 0,
+        "inputTokens": 0,
+        "outputTokens": 0,
+        "costUsd": 0.0,
+        "unpricedCalls": 0,
+    }
+    for r in rows:
+        figures = {
+            "llmCalls": r["llm_calls"],
+            "inputTokens": r["input_tokens"],
+            "outputTokens": r["output_tokens"],
+            "costUsd": r["cost_usd"],
+            "unpricedCalls": r["unpriced_calls"],
+        }
+        flags = (r["g_agent"], r["g_model"], r["g_session"], r["g_task"])
+        if all(flags):
+            total = figures
+            continue
+        name = COST_GROUPS[flags.index(0)]
+        key = {"agent": r["agent"], "model": r["model"], "session": r["session_id"], "task": r["task_id"]}[
+            name
+        ]
+        groups[name].append({"key": key, **figures})
+    for name, entries in groups.items():
+        entries.sort(key=lambda e: (-e["costUsd"], -e["llmCalls"], e["key"] or ""))
+        groups[name] = entries[:limit]
+    return {"total": total, **{f"by{name.capitalize()}": groups[name] for name in COST_GROUPS}}
+
+
 # -- memory -------------------------------------------------------------------------------------
 
 _MEMORY_TYPES = ["memory.add", "memory.consolidate"]

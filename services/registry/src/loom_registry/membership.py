@@ -2,7 +2,9 @@
 
 - ``reg:inst:<id>``  the instance's last heartbeat, expiring after N missed heartbeats;
 - ``reg:known``      instance ids believed alive (the sweeper compares it with the keys above);
-- ``reg:agent:<a>``  instance ids serving agent ``a``; ``reg:agents`` every agent id seen;
+- ``reg:agent:<a>``  instance ids serving agent ``a``; ``reg:agents`` every agent id ever seen in
+  a heartbeat (never shrinks: it is what "a known agent" means, answered on
+  ``loom.registry.agents`` so the dispatcher can refuse tasks for agents nobody ever ran);
 - ``reg:rr:<a>``     the round-robin counter of agent ``a`` (INCR is atomic across replicas);
 - ``reg:draining``   instance ids whose last heartbeat said they are draining (never picked).
 
@@ -127,6 +129,14 @@ class Membership:
                 pipe.srem(self._agent(agent_id), *instance_ids)
             pipe.srem(f"{self._p}:draining", *instance_ids)
             await pipe.execute()
+
+    async def known_agents(self) -> list[str]:
+        """Every agent id ever seen in a heartbeat, sorted (kept in Redis across restarts)."""
+        return sorted(_text(await self._redis.smembers(f"{self._p}:agents")))
+
+    async def is_known(self, agent_id: str) -> bool:
+        """True when a heartbeat of an instance hosting ``agent_id`` was ever received."""
+        return bool(await self._redis.sismember(f"{self._p}:agents", agent_id))
 
     async def instances_of(self, agent_id: str) -> list[Instance]:
         ids = sorted(_text(await self._redis.smembers(self._agent(agent_id))))

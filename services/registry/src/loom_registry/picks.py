@@ -1,4 +1,5 @@
-"""Answering ``loom.registry.pick``: a plain nats-py queue subscription, one task per request.
+"""Answering ``loom.registry.pick`` (and ``loom.registry.agents``, the known agents): plain nats-py
+queue subscriptions, one task per request.
 
 Every dispatch waits for a pick, so this is on the task path. FastStream's per-message
 machinery (message object, middlewares, log context, and with ``max_workers`` an anyio memory
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal
 
-from loom_protocol import PickRequest, subjects, validation_reason
+from loom_protocol import KnownAgents, PickRequest, subjects, validation_reason
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 
 Reject = Callable[[str, bytes, str], Awaitable[None]]
 Count = Callable[[str, str], None]
+# the metric label of picks for an agent no heartbeat ever named: never the name itself, so a
+# typo cannot mint a label value (not a valid agent id, so it cannot collide with one)
+UNKNOWN_AGENT_LABEL = "(unknown)"
 
 
 @dataclass(eq=False)
@@ -49,6 +53,7 @@ class PickServer:
     count: Count
     traced: bool = False
     _sub: Subscription | None = field(default=None, init=False)
+    _agents_sub: Subscription | None = field(default=None, init=False)
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     @property
@@ -59,11 +64,15 @@ class PickServer:
         self._sub = await self.connection().subscribe(
             subjects.REGISTRY_PICK, queue="registry", cb=self._on_msg
         )
+        self._agents_sub = await self.connection().subscribe(
+            subjects.REGISTRY_AGENTS, queue="registry", cb=self._on_agents
+        )
 
     async def stop(self, timeout_s: float = 5.0) -> None:
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
+        for sub in (self._sub, self._agents_sub):
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=timeout_s)
 
@@ -72,6 +81,22 @@ class PickServer:
         task = asyncio.create_task(self._answer(msg))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
+
+    async def _on_agents(self, msg: Msg) -> None:
+        task = asyncio.create_task(self._answer_agents(msg))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _answer_agents(self, msg: Msg) -> None:
+        """Every agent ever seen (the request body is ignored); an error answer if Redis fails."""
+        try:
+            reply = KnownAgents(agent_ids=await self.membership.known_agents())
+            if msg.reply:
+                await self.connection().publish(msg.reply, reply.to_json())
+        except Exception as exc:
+            log.exception("known agents not answered")
+            with contextlib.suppress(Exception):
+                await self._error(msg, 500, f"known agents failed: {exc!r}")
 
     async def _answer(self, msg: Msg) -> None:
         try:
@@ -102,6 +127,10 @@ class PickServer:
             await self._error(msg, 400, f"invalid pick request: {reason}")
             return
         reply = await self.membership.pick(request, self.strategy)
-        self.count(request.agent_id, "picked" if reply.instance_id else "none")
+        if reply.instance_id:
+            self.count(request.agent_id, "picked")
+        else:  # rare (a task waiting for an instance): worth one more lookup to keep labels bounded
+            known = await self.membership.is_known(request.agent_id)
+            self.count(request.agent_id if known else UNKNOWN_AGENT_LABEL, "none")
         if msg.reply:
             await self.connection().publish(msg.reply, reply.to_json())

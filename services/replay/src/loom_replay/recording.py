@@ -217,7 +217,9 @@ def build_recording(record: TaskHistory, child_records: Iterable[TaskHistory] = 
                 "model": data.model,
                 "request_digests": digests.get(data.step),
             }
-        elif isinstance(data, AgentThought) and data.step in llm:
+            if data.completion is not None:
+                llm[data.step]["content"] = data.completion
+        elif isinstance(data, AgentThought) and data.step in llm and data.content is not None:
             llm[data.step]["content"] = data.content
         elif isinstance(data, AgentAction) and data.tool is not None:
             if data.step in llm:
@@ -229,7 +231,7 @@ def build_recording(record: TaskHistory, child_records: Iterable[TaskHistory] = 
                 delegations = []
             index = data.index if data.index is not None else len(delegations)
             delegations.append(_Delegation(index, data.agent, data.parameters or {}))
-        elif isinstance(data, AgentAnswer) and data.steps in llm:
+        elif isinstance(data, AgentAnswer) and data.steps in llm and data.answer is not None:
             llm[data.steps]["content"] = data.answer
         elif isinstance(data, ToolCalled) and data.name:
             call = _call(data.call_id, data.name, data.arguments)
@@ -265,6 +267,13 @@ def build_recording(record: TaskHistory, child_records: Iterable[TaskHistory] = 
                 }
 
     result = record.result if isinstance(record.result, dict) else {}
+    answer = result.get("answer") if isinstance(result.get("answer"), str) else None
+    if llm and answer is not None:
+        # events recorded without content (LOOM_CAPTURE_CONTENT=false): the final step's text is
+        # the answer the task returned
+        last = llm[max(llm)]
+        if last.get("content") is None and not last.get("tool_calls") and "error" not in last:
+            last["content"] = answer
     return Recording(
         agent=record.agent,
         llm=[RecordedLlmStep.model_validate(llm[k]) for k in sorted(llm) if k >= 1],
@@ -272,7 +281,7 @@ def build_recording(record: TaskHistory, child_records: Iterable[TaskHistory] = 
         children=_children(delegations, list(child_records), result.get("children")),
         outcome=RecordedOutcome(
             status=record.status,
-            answer=result.get("answer") if isinstance(result.get("answer"), str) else None,
+            answer=answer,
             steps=result.get("steps") if isinstance(result.get("steps"), int) else None,
             error=record.error,
         ),

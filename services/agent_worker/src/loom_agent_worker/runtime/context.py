@@ -45,6 +45,7 @@ class TaskContext:
     children: ChildTasks
     memory: SessionMemory
     instance_id: str
+    capture_content: bool = True  # False: no prompt or completion text in events
 
     def note(
         self,

@@ -29,6 +29,7 @@ from loom_agent_worker.runtime.providers.base import (
     ProviderError,
     TaskAwareProvider,
     conversation_digests,
+    message_digest,
 )
 from loom_agent_worker.runtime.tools import ToolExecutor, render_content
 
@@ -49,9 +50,11 @@ class UsageTotals:
     output_tokens: int = 0
     cost_usd: float | None = None
     latency_s: float = 0.0
+    retries: int = 0
 
     def add(self, response: LLMResponse) -> None:
         self.llm_calls += 1
+        self.retries += response.retries
         self.input_tokens += response.usage.input_tokens
         self.output_tokens += response.usage.output_tokens
         self.latency_s += response.latency_s
@@ -68,6 +71,13 @@ class ReActAgent(Agent):
     Parameters: ``prompt`` (the question; optional when the scripted provider follows a
     ``script``). Result: ``{"answer": str, "steps": int, "usage": {...}}``. Running out of
     ``max_steps`` or an LLM provider error fails the task.
+
+    Every LLM call is in the events: ``llm.request`` (the messages sent, system prompt
+    included, the tool names, the digests), ``llm.usage`` (the completion text and tool
+    calls, tokens, cost, latency, retries), ``agent.thought`` / ``agent.answer`` (the text).
+    Without content capture (``capture_content=False``, or None and the worker's
+    ``LOOM_CAPTURE_CONTENT=false``) no prompt or completion text is in any event: digests,
+    tool names and tool calls, tokens and cost stay.
     """
 
     def __init__(
@@ -78,6 +88,7 @@ class ReActAgent(Agent):
         *,
         system_prompt: str | None = None,
         max_steps: int = DEFAULT_MAX_STEPS,
+        capture_content: bool | None = None,
     ) -> None:
         if max_steps < 1:
             raise ValueError("max_steps must be at least 1")
@@ -88,6 +99,7 @@ class ReActAgent(Agent):
             f"You are {card.name}. {card.description} Use the tools when they help and answer concisely."
         )
         self.max_steps = max_steps
+        self.capture_content = capture_content
 
     async def execute_task(self, task: Task, ctx: TaskContext) -> Task:
         prompt = task.parameters.get("prompt", "" if "script" in task.parameters else None)
@@ -103,6 +115,8 @@ class ReActAgent(Agent):
         messages = [ChatMessage(role="system", content=self._system_message(ctx)), user]
         ctx.memory.add_message(user)
         usage = UsageTotals()
+        capture = self.capture_content if self.capture_content is not None else ctx.capture_content
+        system_digest = message_digest(ChatMessage(role="system", content=self.system_prompt))
 
         for step in range(1, self.max_steps + 1):
             ctx.events.emit(
@@ -113,6 +127,8 @@ class ReActAgent(Agent):
                     model=provider.model,
                     tools=[definition.name for definition in definitions],
                     message_digests=conversation_digests(messages),
+                    system_digest=system_digest,
+                    messages=captured_messages(messages) if capture else None,
                 ),
                 subject=llm,
             )
@@ -129,6 +145,11 @@ class ReActAgent(Agent):
                     cost_usd=response.usage.cost_usd,
                     latency_s=response.latency_s,
                     model=response.model or provider.model,
+                    provider=provider.name,
+                    retries=response.retries,
+                    completion=clip(response.content) if capture and response.content is not None else None,
+                    tool_calls=response.tool_calls,
+                    content_captured=capture,
                 ),
                 subject=llm,
             )
@@ -140,11 +161,11 @@ class ReActAgent(Agent):
 
             if not response.tool_calls:
                 answer = response.content or ""
-                ctx.events.emit(AgentAnswer(answer=answer, steps=step))
+                ctx.events.emit(AgentAnswer(answer=answer if capture else None, steps=step))
                 ctx.consolidate()
                 return completed(task, {"answer": answer, "steps": step, "usage": usage.as_dict()})
 
-            if response.content:
+            if response.content and capture:
                 ctx.events.emit(AgentThought(step=step, content=response.content))
             for call in response.tool_calls:
                 subject = f"tool:{call.name}"
@@ -187,6 +208,7 @@ class ReActAgent(Agent):
             tools if tools is not None else self.tools,
             system_prompt=system_prompt if system_prompt is not None else self.system_prompt,
             max_steps=max_steps if max_steps is not None else self.max_steps,
+            capture_content=self.capture_content,
         )
 
     def _provider_for(self, task: Task) -> LLMProvider:
@@ -205,6 +227,29 @@ class ReActAgent(Agent):
         logger.info("task %s on agent %s failed: %s", task.task_id, self.node_id, error)
         ctx.events.emit(ErrorReported(error=error))
         return failed(task, error)
+
+
+MAX_CAPTURED_CHARS = 32_000  # of one message or completion
+MAX_CAPTURED_TOTAL = 256_000  # of one request's messages: an event stays far below NATS' 1 MB
+
+
+def clip(text: str, limit: int = MAX_CAPTURED_CHARS) -> str:
+    """``text`` cut at ``limit`` characters, saying how many were left out."""
+    return text if len(text) <= limit else f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
+def captured_messages(messages: list[ChatMessage], budget: int = MAX_CAPTURED_TOTAL) -> list[dict[str, Any]]:
+    """The messages as ``llm.request`` carries them: each content cut at MAX_CAPTURED_CHARS, and
+    the newest kept whole first when the conversation is over ``budget`` characters (the
+    digests cover every message in full)."""
+    captured: list[dict[str, Any]] = []
+    for message in reversed(messages):
+        data = message.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        data["role"] = message.role
+        data["content"] = clip(message.content, max(0, min(MAX_CAPTURED_CHARS, budget)))
+        budget -= len(data["content"])
+        captured.append(data)
+    return captured[::-1]
 
 
 def _brief(arguments: dict[str, Any], limit: int = 200) -> str:

@@ -38,12 +38,18 @@ class ToolExecutor(Protocol):
 
 @dataclass(frozen=True)
 class Tool:
-    """A callable tool: its MCP definition, the function and its argument model."""
+    """A callable tool: its MCP definition, the function and its argument model.
+
+    ``requires_approval`` marks a tool whose calls a human must approve before they run; the
+    flag is carried for the durable-execution work (issue 12 names it), the registry does not
+    act on it yet.
+    """
 
     definition: McpToolDefinition
     fn: Callable[..., Any]
     arguments_model: type[BaseModel]
     timeout_s: float
+    requires_approval: bool = False
 
     @property
     def name(self) -> str:
@@ -54,14 +60,40 @@ class Tool:
         return inspect.iscoroutinefunction(self.fn)
 
 
-def tool(
-    name: str | None = None, *, description: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S
-) -> Callable[[Callable[..., Any]], Tool]:
-    """Turn a function into a :class:`Tool`.
+@typing.overload
+def tool(name: Callable[..., Any], /) -> Tool: ...
 
-    The name defaults to the function's name, the description to the first paragraph of
-    its docstring. Parameters may carry constraints with ``Annotated[int, Field(ge=0)]``.
+
+@typing.overload
+def tool(
+    name: str | None = None,
+    *,
+    description: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    requires_approval: bool = False,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    name: str | Callable[..., Any] | None = None,
+    *,
+    description: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    requires_approval: bool = False,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a function (async or sync) into a :class:`Tool`.
+
+    Use it bare (``@tool``) or with options (``@tool("name", timeout_s=5.0)``). The name defaults to the
+    function's name, the description to the first paragraph of its docstring. Every parameter
+    needs a type annotation: the tool's JSON schema (what the LLM is shown) and the validation
+    of the arguments the LLM sends both come from them. Parameters may carry constraints and
+    descriptions with ``Annotated[int, Field(ge=0, description=...)]``. A call that outlasts
+    ``timeout_s`` seconds becomes an error result. ``requires_approval`` marks the tool as one
+    whose calls need a human's approval (stored on the tool, for the durable-execution work).
     """
+
+    if callable(name):
+        return tool()(name)
 
     def decorate(fn: Callable[..., Any]) -> Tool:
         tool_name = name or fn.__name__
@@ -76,7 +108,13 @@ def tool(
             description=description or doc.split("\n\n", 1)[0].replace("\n", " "),
             input_schema=model.model_json_schema(),
         )
-        return Tool(definition=definition, fn=fn, arguments_model=model, timeout_s=timeout_s)
+        return Tool(
+            definition=definition,
+            fn=fn,
+            arguments_model=model,
+            timeout_s=timeout_s,
+            requires_approval=requires_approval,
+        )
 
     return decorate
 

@@ -33,7 +33,8 @@ class TokenUsage(BaseModel):
 
 
 class LLMResponse(BaseModel):
-    """What the model answered: text, tool calls or both."""
+    """What the model answered: text, tool calls or both; ``retries`` is how many times the
+    provider retried the call (429, 5xx, timeouts) before this answer."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -42,15 +43,20 @@ class LLMResponse(BaseModel):
     usage: TokenUsage = Field(default_factory=TokenUsage)
     latency_s: float = 0.0
     model: str = ""
+    retries: int = Field(default=0, ge=0)
 
 
 class ProviderError(Exception):
-    """An LLM call failed; ``status`` is the HTTP status when there was a response."""
+    """An LLM call failed; ``status`` is the HTTP status when there was a response and
+    ``retries`` the retries the provider made before giving up."""
 
-    def __init__(self, message: str, *, status: int | None = None, body: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, body: str | None = None, retries: int = 0
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.retries = retries
 
 
 @runtime_checkable

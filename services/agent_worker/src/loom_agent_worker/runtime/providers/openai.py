@@ -1,4 +1,13 @@
-"""A provider for any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, vLLM, Ollama, ...)."""
+"""A provider for any OpenAI-compatible ``/chat/completions`` endpoint (OpenAI, vLLM, Ollama,
+llama.cpp's server, ...), on the official ``openai`` SDK.
+
+The SDK retries 408/409/429/5xx answers, timeouts and connection errors with exponential
+backoff (0.5 s doubling, at most 8 s, minus up to 25 % jitter) and honours ``Retry-After`` /
+``retry-after-ms`` up to 60 s; ``max_retries`` bounds the retries and ``timeout_s`` each
+attempt. The retries a call took are reported on the response (``LLMResponse.retries``)
+and in the error of a failed call, read from the ``x-stainless-retry-count`` header the SDK
+sets on every attempt.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +15,15 @@ import json
 import time
 from typing import Any
 
-import httpx
+import openai
 from loom_protocol import McpToolCall, McpToolDefinition
 
 from loom_agent_worker.runtime.providers.base import ChatMessage, LLMResponse, ProviderError, TokenUsage
+from loom_agent_worker.runtime.providers.pricing import PriceTable
 
 _BODY_EXCERPT = 500
+DEFAULT_MAX_RETRIES = 3
+DEFAULT_TIMEOUT_S = 60.0
 
 
 def message_to_openai(message: ChatMessage) -> dict[str, Any]:
@@ -46,11 +58,26 @@ def tool_to_openai(definition: McpToolDefinition) -> dict[str, Any]:
     }
 
 
-class OpenAICompatibleProvider:
-    """Calls ``POST {base_url}/chat/completions``.
+def _retries_of(exc: openai.APIError) -> int:
+    request = getattr(exc, "request", None)
+    if request is None:
+        return 0
+    try:
+        return int(request.headers.get("x-stainless-retry-count", "0"))
+    except ValueError:
+        return 0
 
-    ``transport`` replaces httpx's network transport (tests pass an ``httpx.MockTransport``).
-    Cost is computed only when prices per million tokens are given.
+
+class OpenAICompatibleProvider:
+    """Calls ``POST {base_url}/chat/completions`` through ``openai.AsyncOpenAI``.
+
+    Args:
+        base_url: The API root, e.g. ``https://api.openai.com/v1`` or ``http://127.0.0.1:8000/v1``.
+        model: The model name sent with every request.
+        api_key: The bearer token (local servers accept any; empty sends ``"none"``).
+        timeout_s: The timeout of one attempt.
+        max_retries: Retries after the first attempt (0: none).
+        prices: Prices per model; the default table when None.
     """
 
     name = "openai"
@@ -60,23 +87,32 @@ class OpenAICompatibleProvider:
         base_url: str,
         model: str,
         api_key: str | None = None,
-        timeout_s: float = 60.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        input_usd_per_mtok: float | None = None,
-        output_usd_per_mtok: float | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        prices: PriceTable | None = None,
     ) -> None:
+        if max_retries < 0:
+            raise ValueError("max_retries must be >= 0")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
         self.model = model
-        self._url = base_url.rstrip("/") + "/chat/completions"
-        self._input_price = input_usd_per_mtok
-        self._output_price = output_usd_per_mtok
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.AsyncClient(timeout=timeout_s, headers=headers, transport=transport)
+        self.base_url = base_url.rstrip("/")
+        self._where = f"{self.base_url}/chat/completions (model {model!r})"
+        self._prices = prices or PriceTable()
+        self._client = openai.AsyncOpenAI(
+            base_url=self.base_url,
+            api_key=api_key or "none",
+            timeout=timeout_s,
+            max_retries=max_retries,
+        )
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        """Close the HTTP client."""
+        await self._client.close()
 
     def request_body(self, messages: list[ChatMessage], tools: list[McpToolDefinition]) -> dict[str, Any]:
+        """The JSON body of the chat-completions request for ``messages`` and ``tools``."""
         body: dict[str, Any] = {"model": self.model, "messages": [message_to_openai(m) for m in messages]}
         if tools:
             body["tools"] = [tool_to_openai(definition) for definition in tools]
@@ -84,28 +120,43 @@ class OpenAICompatibleProvider:
 
     async def complete(self, messages: list[ChatMessage], tools: list[McpToolDefinition]) -> LLMResponse:
         started = time.perf_counter()
+        body = self.request_body(messages, tools)
         try:
-            response = await self._client.post(self._url, json=self.request_body(messages, tools))
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"request to {self._url} failed: {type(exc).__name__}: {exc}") from exc
-        latency_s = time.perf_counter() - started
-        if response.status_code >= 400:
-            excerpt = response.text[:_BODY_EXCERPT]
+            raw = await self._client.chat.completions.with_raw_response.create(**body)
+        except openai.APIStatusError as exc:
+            excerpt = exc.response.text[:_BODY_EXCERPT]
             raise ProviderError(
-                f"{self._url} answered HTTP {response.status_code}: {excerpt}",
-                status=response.status_code,
+                f"{self._where} answered HTTP {exc.status_code} after {_retries_of(exc)} retries: {excerpt}",
+                status=exc.status_code,
                 body=excerpt,
-            )
+                retries=_retries_of(exc),
+            ) from None
+        except openai.APITimeoutError as exc:
+            raise ProviderError(
+                f"{self._where} timed out after {_retries_of(exc)} retries",
+                retries=_retries_of(exc),
+            ) from None
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__
+            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+            raise ProviderError(
+                f"{self._where} unreachable after {_retries_of(exc)} retries: {detail}",
+                retries=_retries_of(exc),
+            ) from None
+        except openai.OpenAIError as exc:
+            raise ProviderError(f"{self._where} failed: {type(exc).__name__}: {exc}") from None
+        latency_s = time.perf_counter() - started
         try:
-            data = response.json()
+            data = json.loads(raw.text)
         except ValueError:
             raise ProviderError(
-                f"{self._url} answered with invalid JSON: {response.text[:_BODY_EXCERPT]}",
-                status=response.status_code,
+                f"{self._where} answered with invalid JSON: {raw.text[:_BODY_EXCERPT]}",
+                status=raw.status_code,
+                retries=raw.retries_taken,
             ) from None
-        return self._parse(data, latency_s)
+        return self._parse(data, latency_s, raw.retries_taken)
 
-    def _parse(self, data: Any, latency_s: float) -> LLMResponse:
+    def _parse(self, data: Any, latency_s: float, retries: int) -> LLMResponse:
         try:
             message = data["choices"][0]["message"]
             calls = [self._parse_call(raw) for raw in message.get("tool_calls") or []]
@@ -113,18 +164,22 @@ class OpenAICompatibleProvider:
             input_tokens = int(usage.get("prompt_tokens") or 0)
             output_tokens = int(usage.get("completion_tokens") or 0)
             content = message.get("content")
+            if content is not None and not isinstance(content, str):
+                raise TypeError(f"content is {type(content).__name__}, not a string")
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
-            raise ProviderError(f"unexpected response shape from {self._url}: {exc!r}") from None
+            raise ProviderError(f"unexpected response shape from {self._where}: {exc!r}") from None
+        model = str(data.get("model") or self.model)
         return LLMResponse(
             content=content,
             tool_calls=calls,
             usage=TokenUsage(
                 input_tokens=input_tokens,
                 output_tokens=output_tokens,
-                cost_usd=self._cost(input_tokens, output_tokens),
+                cost_usd=self._prices.cost(model, input_tokens, output_tokens),
             ),
             latency_s=latency_s,
-            model=str(data.get("model") or self.model),
+            model=model,
+            retries=retries,
         )
 
     def _parse_call(self, raw: dict[str, Any]) -> McpToolCall:
@@ -134,13 +189,11 @@ class OpenAICompatibleProvider:
             arguments = json.loads(arguments_text)
         except json.JSONDecodeError:
             raise ProviderError(
-                f"tool call {function.get('name')!r} has invalid JSON arguments: {arguments_text[:200]}"
+                f"{self._where}: tool call {function.get('name')!r} has invalid JSON arguments: "
+                f"{arguments_text[:200]}"
             ) from None
         if not isinstance(arguments, dict):
-            raise ProviderError(f"tool call {function.get('name')!r} arguments are not a JSON object")
+            raise ProviderError(
+                f"{self._where}: tool call {function.get('name')!r} arguments are not a JSON object"
+            )
         return McpToolCall(call_id=raw["id"], name=function["name"], arguments=arguments)
-
-    def _cost(self, input_tokens: int, output_tokens: int) -> float | None:
-        if self._input_price is None or self._output_price is None:
-            return None
-        return (input_tokens * self._input_price + output_tokens * self._output_price) / 1_000_000

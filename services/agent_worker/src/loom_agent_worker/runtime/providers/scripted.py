@@ -80,7 +80,7 @@ def parse_script(raw: Any) -> list[ScriptStep]:
 
 
 class ScriptedProvider:
-    """The default provider: deterministic, offline, no cost."""
+    """The default provider: deterministic, offline, free (``cost_usd`` 0)."""
 
     name = "scripted"
 
@@ -106,7 +106,7 @@ class ScriptedProvider:
         usage = TokenUsage(
             input_tokens=sum(count_tokens(message.content) for message in messages),
             output_tokens=count_tokens(output),
-            cost_usd=None,
+            cost_usd=0.0,
         )
         return LLMResponse(
             content=content,
