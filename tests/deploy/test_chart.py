@@ -206,3 +206,86 @@ def test_consistency_bites_on_missing_service(rendered: dict, services: list[dic
     extra = [*services, {**services[1], "name": "scheduler", "image": "loom/scheduler", "port": 8009}]
     with pytest.raises(checks.CheckFailed, match="scheduler"):
         checks.chart_matches_services(rendered["prod"], extra, infra_enabled=False)
+
+
+# ------------------------------------------------------------------ the agent worker's settings
+
+
+def _worker_container(docs: list[dict], name: str = "agent-worker") -> dict:
+    return dict(checks.pod_spec(checks.workloads(docs)[name])["containers"][0])
+
+
+def test_worker_takes_agents_image_and_llm_from_values() -> None:
+    docs = checks.render_chart(
+        checks.CHART_DIR,
+        {
+            "worker": {
+                "agents": "echo,loom_unit_converter:agent",
+                "image": {"repository": "registry.example.com/team/loom-worker", "tag": "1.2.3"},
+                "llm": {
+                    "provider": "openai",
+                    "baseUrl": "http://vllm:8000/v1",
+                    "model": "qwen2.5",
+                    "apiKey": {"existingSecret": "team-llm", "secretKey": "api-key"},
+                },
+            }
+        },
+    )
+    c = _worker_container(docs)
+    assert c["image"] == "registry.example.com/team/loom-worker:1.2.3"
+    env = {e["name"]: e for e in c["env"]}
+    assert env["LOOM_WORKER_AGENTS"]["value"] == "echo,loom_unit_converter:agent"
+    assert env["LOOM_LLM_PROVIDER"]["value"] == "openai"
+    assert env["LOOM_LLM_BASE_URL"]["value"] == "http://vllm:8000/v1"
+    assert env["LOOM_LLM_MODEL"]["value"] == "qwen2.5"
+    assert env["LOOM_LLM_API_KEY"] == {
+        "name": "LOOM_LLM_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "team-llm", "key": "api-key"}},
+    }
+    assert "loom-llm" not in checks.objects(docs, "Secret"), "existingSecret: the chart makes no Secret"
+    others = checks.workloads(docs)
+    for name in ("dispatcher", "query"):
+        other = checks.pod_spec(others[name])["containers"][0]
+        assert "LOOM_LLM_API_KEY" not in {e["name"] for e in other["env"]}, f"{name} gets the LLM key"
+        assert other["image"].startswith("loom/"), other["image"]
+
+
+def test_worker_key_from_a_value_goes_through_a_chart_made_secret() -> None:
+    docs = checks.render_chart(
+        checks.CHART_DIR, {"namePrefix": "t-", "worker": {"llm": {"apiKey": {"value": "sk-test-123"}}}}
+    )
+    c = _worker_container(docs, "t-agent-worker")
+    ref = next(e for e in c["env"] if e["name"] == "LOOM_LLM_API_KEY")["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "t-loom-llm", "key": "LOOM_LLM_API_KEY"}
+    checks.kube_validate(docs)
+    secret = checks.objects(docs, "Secret")["t-loom-llm"]
+    assert secret["stringData"] == {"LOOM_LLM_API_KEY": "sk-test-123"}
+    for d in docs:  # the key is in that Secret only: never in a ConfigMap or a pod spec
+        if d is not secret:
+            assert "sk-test-123" not in yaml.safe_dump(d), f"{d['kind']} {d['metadata']['name']} has the key"
+
+
+def test_worker_defaults_run_the_demo_agents_on_the_loom_image(rendered: dict) -> None:
+    for which in VALUES:
+        c = _worker_container(rendered[which])
+        env = {e["name"]: e for e in c["env"]}
+        assert env["LOOM_WORKER_AGENTS"]["value"] == "echo,calculator,orchestrator"
+        assert "LOOM_LLM_API_KEY" not in env and "LOOM_LLM_PROVIDER" not in env
+        assert checks.image_repository(c["image"]) == "loom/agent-worker"
+    tagged = checks.render_chart(checks.CHART_DIR, {"worker": {"image": {"tag": "dev-7"}}})
+    assert _worker_container(tagged)["image"] == "loom/agent-worker:dev-7"
+
+
+def test_worker_settings_bite() -> None:
+    both = {"worker": {"llm": {"apiKey": {"existingSecret": "mine", "value": "sk"}}}}
+    with pytest.raises(checks.CheckFailed, match="apiKey"):
+        checks.chart_schema(checks.CHART_DIR, both)
+    with pytest.raises(checks.CheckFailed, match="apiKey"):
+        checks.render_chart(checks.CHART_DIR, both)
+    twice = {"services": {"agent-worker": {"env": {"LOOM_WORKER_AGENTS": "echo"}}}}
+    with pytest.raises(checks.CheckFailed, match="worker.agents"):
+        checks.render_chart(checks.CHART_DIR, twice)
+    with pytest.raises(checks.CheckFailed, match="agents"):
+        checks.chart_schema(checks.CHART_DIR, {"worker": {"agents": ""}})
+    with pytest.raises(checks.CheckFailed, match="baseUrl"):
+        checks.chart_schema(checks.CHART_DIR, {"worker": {"llm": {"baseUrl": "vllm:8000"}}})

@@ -12,7 +12,7 @@ import pytest
 from loom_query.cursor import CursorError, decode_cursor, encode_cursor
 from loom_query.live import Client, EventView, LiveFeed, LiveFilters
 from loom_query.memory import MemoryEvent, node_memory, replay
-from loom_query.store import EventFilter, event_where, node_id_of
+from loom_query.store import EventFilter, Where, event_where, node_id_of, topology
 
 WaitFor = Callable[..., Awaitable[None]]  # the wait_for fixture (services/conftest.py)
 
@@ -51,6 +51,51 @@ def mem(
 def note(i: int, tier: str, importance: float, *, node: str = "n", **kw: Any) -> MemoryEvent:
     data = {"entry_id": f"m{i}", "node_id": node, "tier": tier, "content": f"c{i}", "importance": importance}
     return mem(i, "memory.add", data, node=node, **kw)
+
+
+class FakeTopologyConnection:
+    """Answers the topology query with fixed rows and the "which ran" query from a set."""
+
+    def __init__(self, rows: list[dict[str, Any]], ran: set[str]) -> None:
+        self.rows, self.ran = rows, ran
+        self.asked: list[list[str]] = []
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        if "unnest" in sql:
+            self.asked.append(list(args[0]))
+            return [{"name": n} for n in args[0] if n in self.ran]
+        return self.rows
+
+
+async def test_topology_makes_no_node_of_an_agent_that_never_ran() -> None:
+    def row(node: str, target: str | None, n: int) -> dict[str, Any]:
+        node_type = "agent" if node.startswith("agent:") else "service"
+        return {"node": node, "node_type": node_type, "target": target, "n": n}
+
+    conn = FakeTopologyConnection(
+        [
+            row("agent:orchestrator", "agent:calculator", 2),
+            row("agent:orchestrator", "agent:calculater", 1),  # a plan step naming a typo
+            row("agent:orchestrator", None, 5),
+            row("agent:calculator", "tool:calculator", 4),
+            row("agent:calculater", None, 2),  # the dispatcher's events of a task left waiting
+            row("/services/ingest", None, 1),
+        ],
+        ran={"orchestrator", "calculator"},
+    )
+    graph = await topology(conn, Where())  # type: ignore[arg-type]
+    assert conn.asked == [["calculater", "calculator", "orchestrator"]]
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    assert set(nodes) == {"agent:orchestrator", "agent:calculator", "tool:calculator", "/services/ingest"}
+    assert nodes["agent:orchestrator"]["events"] == 8  # the typo step's event still counts for its emitter
+    assert nodes["agent:orchestrator"]["callsOut"] == 2
+    assert [(e["from"], e["to"]) for e in graph["edges"]] == [
+        ("agent:calculator", "tool:calculator"),
+        ("agent:orchestrator", "agent:calculator"),
+    ]
+    empty = FakeTopologyConnection([row("/services/ingest", None, 1)], ran=set())
+    assert (await topology(empty, Where()))["nodes"][0]["id"] == "/services/ingest"  # type: ignore[arg-type]
+    assert empty.asked == []  # no agent names: nothing to ask
 
 
 def test_count_only_consolidation_promotes_the_most_important_and_drops_old_working_notes() -> None:

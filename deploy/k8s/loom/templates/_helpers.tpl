@@ -93,3 +93,60 @@ affinity:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The worker's image: worker.image.repository (a custom worker image, used as given) or the
+loom image; the tag from worker.image.tag, else image.tag, else appVersion. */}}
+{{- define "loom.workerImage" -}}
+{{- $svc := index .Values.services "agent-worker" -}}
+{{- $tag := .Values.worker.image.tag | default .Values.image.tag | default .Chart.AppVersion -}}
+{{- if .Values.worker.image.repository -}}
+{{- printf "%s:%s" .Values.worker.image.repository $tag -}}
+{{- else if .Values.image.registry -}}
+{{- printf "%s/%s:%s" (trimSuffix "/" .Values.image.registry) $svc.image $tag -}}
+{{- else -}}
+{{- printf "%s:%s" $svc.image $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret holding LOOM_LLM_API_KEY, or "" when none is configured. */}}
+{{- define "loom.llmSecretName" -}}
+{{- $key := .Values.worker.llm.apiKey -}}
+{{- if and $key.existingSecret $key.value -}}
+{{- fail "worker.llm.apiKey: set existingSecret or value, not both" -}}
+{{- else if $key.existingSecret -}}
+{{- $key.existingSecret -}}
+{{- else if $key.value -}}
+{{- include "loom.name" (list . "loom-llm") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The agent worker's own environment: its agents, its LLM settings, the API key from a Secret. */}}
+{{- define "loom.workerEnv" -}}
+{{- $svc := index .Values.services "agent-worker" -}}
+{{- range $name := list "LOOM_WORKER_AGENTS" "LOOM_LLM_PROVIDER" "LOOM_LLM_BASE_URL" "LOOM_LLM_MODEL" "LOOM_LLM_API_KEY" }}
+{{- if hasKey ($svc.env | default dict) $name }}
+{{- fail (printf "services.agent-worker.env.%s: set it under worker (worker.agents, worker.llm) instead" $name) }}
+{{- end }}
+{{- end }}
+- name: LOOM_WORKER_AGENTS
+  value: {{ .Values.worker.agents | quote }}
+{{- with .Values.worker.llm.provider }}
+- name: LOOM_LLM_PROVIDER
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.worker.llm.baseUrl }}
+- name: LOOM_LLM_BASE_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.worker.llm.model }}
+- name: LOOM_LLM_MODEL
+  value: {{ . | quote }}
+{{- end }}
+{{- with include "loom.llmSecretName" . }}
+- name: LOOM_LLM_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.worker.llm.apiKey.secretKey }}
+{{- end }}
+{{- end -}}

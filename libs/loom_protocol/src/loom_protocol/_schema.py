@@ -54,6 +54,7 @@ from loom_protocol.tasks import (
     TaskCancelRequested,
     TaskDeadLettered,
     TaskStatusChanged,
+    TaskStreamChunk,
     TaskSubmission,
     TraceContext,
 )
@@ -71,6 +72,7 @@ WIRE_MODELS: dict[str, type[BaseModel]] = {
         TaskStatusChanged,
         TaskCancelRequested,
         TaskDeadLettered,
+        TaskStreamChunk,
         RejectedMessage,
         AgentCard,
         InstanceLoad,

@@ -18,6 +18,7 @@ subject                                carries
 ``loom.registry.agents``               empty request, :class:`~loom_protocol.agents.KnownAgents` reply
 ``loom.registry.member.<up|down>``     :class:`~loom_protocol.agents.MemberChanged`
 ``loom.rejected.<service>``            :class:`~loom_protocol.tasks.RejectedMessage`
+``loom.stream.<task_id>``              :class:`~loom_protocol.tasks.TaskStreamChunk` (core NATS)
 =====================================  =============================================
 """
 
@@ -42,6 +43,7 @@ __all__ = [
     "TASK_CANCEL_ALL",
     "TASK_DEAD_ALL",
     "TASK_STATUS_ALL",
+    "TASK_STREAM_ALL",
     "TASK_SUBMITTED_ALL",
     "event",
     "registry_heartbeat",
@@ -51,6 +53,7 @@ __all__ = [
     "task_cancel",
     "task_dead",
     "task_status",
+    "task_stream",
     "task_submitted",
     "token_of",
 ]
@@ -68,6 +71,9 @@ TASK_CANCEL_ALL = "loom.task.cancel.*"
 """Cancel requests, one subject per task."""
 TASK_DEAD_ALL = "loom.task.dead.*"
 """Dead-lettered tasks, one subject per target agent."""
+TASK_STREAM_ALL = "loom.stream.*"
+"""Answer chunks of streaming tasks, one subject per task (core NATS, not persisted: outside
+``loom.task.>`` so that no stream stores them)."""
 TASK_ALL = "loom.task.>"
 """Everything about tasks (the LOOM_TASKS stream)."""
 EVENT_ALL = "loom.event.>"
@@ -158,6 +164,21 @@ def task_cancel(task_id: str) -> str:
         ValueError: If ``task_id`` is not a valid subject token.
     """
     return f"loom.task.cancel.{_token(task_id, 'task id')}"
+
+
+def task_stream(task_id: str) -> str:
+    """Subject the answer chunks of ``task_id`` are published on (core NATS, not stored).
+
+    Args:
+        task_id: The task.
+
+    Returns:
+        ``loom.stream.<task_id>``.
+
+    Raises:
+        ValueError: If ``task_id`` is not a valid subject token.
+    """
+    return f"loom.stream.{_token(task_id, 'task id')}"
 
 
 def task_dead(agent_id: str) -> str:

@@ -40,6 +40,7 @@ __all__ = [
     "TaskDeadLettered",
     "TaskStatus",
     "TaskStatusChanged",
+    "TaskStreamChunk",
     "TaskSubmission",
     "TraceContext",
     "can_transition",
@@ -370,6 +371,35 @@ class TaskCancelRequested(LoomModel):
     task_id: TaskId
     reason: str = "cancelled by user"
     at: AwareDatetime = Field(default_factory=utc_now)
+
+
+class TaskStreamChunk(LoomModel):
+    """A piece of a task's answer as it is produced; core NATS on ``loom.stream.<task_id>``.
+
+    Only tasks with ``action: "stream"`` publish chunks. The subject is outside ``loom.task.>``
+    on purpose: chunks are not stored (no stream captures ``loom.stream.*``). They are a live
+    view only, worth nothing once the task has ended, and the answer itself is durable in the
+    task's result and its ``agent.answer`` event; storing every token would multiply the
+    messages JetStream and ingest carry per task.
+
+    Attributes:
+        task_id: The task.
+        index: Position of this chunk in the task's chunks (0, 1, 2, ...; per attempt).
+        delta: Text appended to the answer (empty on a ``done`` or ``discard`` chunk).
+        step: The ReAct step (LLM call) the text belongs to.
+        done: The last chunk of the answer: nothing follows for this attempt.
+        discard: The text of ``step`` streamed so far was not the answer (the model went on to
+            call tools): a reader drops it.
+        attempt: The attempt that produced the chunk.
+    """
+
+    task_id: TaskId
+    index: int = Field(ge=0)
+    delta: str = ""
+    step: int = Field(default=1, ge=1)
+    done: bool = False
+    discard: bool = False
+    attempt: int = Field(default=1, ge=1)
 
 
 class TaskDeadLettered(LoomModel):

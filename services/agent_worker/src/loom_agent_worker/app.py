@@ -21,10 +21,13 @@ from .emitter import EventEmitter
 from .execution import Executor
 from .heartbeat import Heartbeater
 from .loading import load_agents
+from .outbox import Outbox
 from .reporting import StatusReporter
-from .runtime import LoggingInterceptor, make_provider
+from .runtime import LoggingInterceptor, MemoryStore, make_provider
 from .runtime.providers import OpenAICompatibleProvider, load_prices
+from .sessions import KvSessionStore
 from .state import State
+from .streaming import NatsAnswerStream
 from .subscribers import build_router
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def children(task: Task, agent_id: str) -> NatsChildTasks:
         return NatsChildTasks(broker, task, agent_id)
 
+    answers = Outbox(broker)  # answer chunks of streaming tasks, core NATS
     executor = Executor(
         settings.instance_id,
         agents,
@@ -65,6 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         [LoggingInterceptor(level=logging.DEBUG)],
         settings.worker_concurrency,
         capture_content=settings.capture_content,
+        memory=MemoryStore(),  # replaced by the shared KV store at start-up (memory_store=kv)
+        answer_stream=lambda task: NatsAnswerStream(answers, task),
     )
     heart = Heartbeater(broker, executor, settings.heartbeat_interval_s, VERSION)
     broker.include_router(build_router(executor, reporter))
@@ -76,6 +82,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reply = await nc.request(*stream_create_request(spec), timeout=5)
             if error := stream_create_error(reply.data):
                 log.warning("stream %s left as it is: %s", spec.name, error)
+        if settings.memory_store == "kv":
+            executor.memory = await KvSessionStore.open(
+                nc.jetstream(),
+                settings.memory_bucket,
+                ttl_s=settings.memory_ttl_s,
+                timeout_s=settings.memory_timeout_s,
+                max_retries=settings.memory_max_retries,
+            )
         emitter.start()
         await broker.start()
         heart.start()

@@ -3,6 +3,7 @@
 import os
 import re
 import socket
+from typing import Literal
 
 from loom_protocol.settings import NATS_URL, ServiceSettings
 from pydantic import Field, field_validator
@@ -36,6 +37,14 @@ class Settings(BaseSettings, ServiceSettings):
     llm_max_retries: int = Field(default=3, ge=0, le=20)  # 429/5xx/timeouts, backoff + jitter
     llm_prices: str = ""  # JSON object or JSON file path; see runtime/providers/pricing.py
     capture_content: bool = True  # prompt and completion text in the LLM events
+
+    # session memory (sessions.py): "kv" = the JetStream KV bucket every instance shares,
+    # "local" = this process only (a session split across instances sees split memories)
+    memory_store: Literal["kv", "local"] = "kv"
+    memory_bucket: str = Field(default="LOOM_SESSIONS", pattern=r"^[A-Za-z0-9_-]+$")
+    memory_ttl_s: float = Field(default=7 * 86_400.0, ge=0)  # a session kept after its last write; 0: kept
+    memory_max_retries: int = Field(default=5, ge=0, le=100)  # save conflicts re-applied
+    memory_timeout_s: float = Field(default=5.0, gt=0)  # per KV read or write
 
     @field_validator("llm_prices")
     @classmethod

@@ -9,14 +9,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from loom_protocol import InstanceLoad, Task, TaskStatus
+from loom_protocol import InstanceLoad, Task, TaskAction, TaskStatus
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from . import replay_agents
 from .emitter import EventEmitter
 from .reporting import StatusReporter
-from .runtime import Agent, ChildTasks, Interceptor, MemoryStore, TaskContext, run_with_interceptors
+from .runtime import (
+    Agent,
+    AnswerStream,
+    ChildTasks,
+    Interceptor,
+    MemoryStore,
+    TaskContext,
+    run_with_interceptors,
+)
+from .runtime.memory import SessionMemory, SessionStore
 from .telemetry import context_of, tracer
 
 log = logging.getLogger(__name__)
@@ -42,13 +51,19 @@ class Executor:
     interceptors: Sequence[Interceptor]
     concurrency: int
     capture_content: bool = True
+    memory: SessionStore = field(default_factory=MemoryStore)  # the app passes the shared KV store
+    answer_stream: Callable[[Task], AnswerStream] | None = None  # chunks of action "stream" tasks
     draining: bool = field(default=False, init=False)
     _slots: asyncio.Semaphore = field(init=False)
-    _memory: MemoryStore = field(default_factory=MemoryStore, init=False)
     _running: dict[str, Running] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.concurrency)
+
+    def _answer_stream(self, task: Task) -> AnswerStream | None:
+        if self.answer_stream is None or task.action != TaskAction.STREAM:
+            return None
+        return self.answer_stream(task)
 
     @property
     def load(self) -> InstanceLoad:
@@ -104,23 +119,52 @@ class Executor:
             try:
                 await self.reporter.report_running(task)
                 events = self.emitter.for_task(task, agent.node_id, self.instance_id)
-                ctx = TaskContext(
-                    task=task,
-                    events=events,
-                    children=self.children(task, agent.node_id),
-                    memory=self._memory.session(task.session_id or task.task_id),
-                    instance_id=self.instance_id,
-                    capture_content=self.capture_content,
-                )
                 try:
-                    done = await run_with_interceptors(agent, task, ctx, self.interceptors)
-                except asyncio.CancelledError:
+                    # a task without a session has a memory of its own, not stored
+                    memory = (
+                        await self.memory.load(task.session_id)
+                        if task.session_id
+                        else SessionMemory(task.task_id)
+                    )
+                except Exception as exc:
                     events.close()
-                    status = TaskStatus.PENDING if self.draining else TaskStatus.CANCELLED
-                    reason = "handed back: worker shutting down" if self.draining else "cancelled by request"
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(self.reporter.report(task, status, error=reason))
-                    raise
+                    log.warning("session memory unavailable: %s", exc, extra={"task_id": task.task_id})
+                    await self.reporter.report(
+                        task, TaskStatus.FAILED, error=f"session memory unavailable: {exc}"
+                    )
+                    return
+                stream = self._answer_stream(task)
+                try:
+                    ctx = TaskContext(
+                        task=task,
+                        events=events,
+                        children=self.children(task, agent.node_id),
+                        memory=memory,
+                        instance_id=self.instance_id,
+                        capture_content=self.capture_content,
+                        stream=stream,
+                    )
+                    try:
+                        done = await run_with_interceptors(agent, task, ctx, self.interceptors)
+                        if stream is not None:  # whatever the outcome: the answer ends
+                            await stream.done()
+                    except asyncio.CancelledError:
+                        events.close()
+                        status = TaskStatus.PENDING if self.draining else TaskStatus.CANCELLED
+                        reason = (
+                            "handed back: worker shutting down" if self.draining else "cancelled by request"
+                        )
+                        with contextlib.suppress(Exception):
+                            await asyncio.shield(self.reporter.report(task, status, error=reason))
+                        raise
+                    try:  # before the terminal status: the session's next task reads these writes
+                        if task.session_id:
+                            await self.memory.save(memory)
+                    except Exception:
+                        log.exception("session memory not saved", extra={"task_id": task.task_id})
+                finally:
+                    if task.session_id:
+                        self.memory.release(memory)
                 events.close()
                 status = done.status
                 await self.reporter.report(task, done.status, result=done.result, error=done.error)

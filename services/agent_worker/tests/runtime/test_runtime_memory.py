@@ -3,6 +3,7 @@ from __future__ import annotations
 import random
 
 from loom_agent_worker.runtime import ChatMessage, MemoryStore, SessionMemory
+from loom_agent_worker.runtime.memory import SessionSnapshot
 from loom_protocol import EventPayload, MemoryAdded, MemoryConsolidated, MemoryTier
 
 
@@ -129,3 +130,52 @@ def test_readers_applying_the_events_agree_with_the_worker_even_with_events_miss
     missing = set(rng.sample(added, 15))
     expected = {tier: [i for i in ids if i not in missing] for tier, ids in worker.items()}
     assert _apply_events(sink.events, missing) == expected
+
+
+def test_rebase_reapplies_this_memory_s_changes_on_a_newer_stored_state() -> None:
+    # two tasks of one session loaded the same stored state; b committed first, a re-applies
+    a, b = SessionMemory("s-1", keep_working=1), SessionMemory("s-1")
+    b.add_note("b's fact", node_id="b", importance=0.9)
+    b.add_message(ChatMessage(role="user", content="from b"))
+    stored_by_b = b.snapshot()
+
+    a.add_message(ChatMessage(role="user", content="from a"))
+    kept = a.add_note("a's fact", node_id="a", importance=0.9)
+    first = a.add_note("a saw 1", node_id="a", tier=MemoryTier.WORKING)
+    a.add_note("a saw 2", node_id="a", tier=MemoryTier.WORKING)
+    report = a.consolidate()
+    assert report.promoted_ids == (kept.entry_id,) and report.dropped_ids == (first.entry_id,)
+    assert a.pending_changes == 5
+
+    a.rebase(stored_by_b, revision=7)
+
+    assert a.revision == 7
+    assert [m.content for m in a.messages] == ["from b", "from a"]
+    # a's consolidation moved what it named and nothing else: b's fact stays in the session tier
+    assert [n.content for n in a.notes(MemoryTier.SESSION)] == ["b's fact"]
+    assert [n.content for n in a.notes(MemoryTier.LONG_TERM)] == ["a's fact"]
+    assert [n.content for n in a.notes(MemoryTier.WORKING)] == ["a saw 2"]
+    assert a.pending_changes == 5  # kept until a store commits them
+    a.commit(5, revision=8)
+    assert (a.pending_changes, a.revision) == (0, 8)
+
+
+def test_snapshot_round_trips_through_json() -> None:
+    memory = SessionMemory("s-1")
+    memory.add_message(ChatMessage(role="assistant", content="hi"))
+    memory.add_note("fact", node_id="a", tier=MemoryTier.LONG_TERM, importance=0.8, role="observation")
+    restored = SessionMemory("s-1")
+    restored.rebase(SessionSnapshot.model_validate_json(memory.snapshot().model_dump_json()), revision=1)
+    assert restored.messages == memory.messages
+    assert restored.notes() == memory.notes()
+    assert restored.pending_changes == 0
+
+
+async def test_memory_store_load_gives_the_same_memory_and_save_commits() -> None:
+    store = MemoryStore()
+    memory = await store.load("s-1")
+    memory.add_note("x", node_id="a")
+    await store.save(memory)
+    store.release(memory)
+    assert memory.pending_changes == 0
+    assert await store.load("s-1") is memory

@@ -1,22 +1,36 @@
-"""REST API: POST /api/tasks, GET /api/tasks/{task_id}, POST /api/tasks/{task_id}/cancel."""
+"""REST API: POST /api/tasks, GET /api/tasks/{task_id} (and its /stream, SSE),
+POST /api/tasks/{task_id}/cancel."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Query
-from fastapi.responses import JSONResponse
-from loom_protocol import ErrorBody, Task, TaskSubmission, TraceContext, is_terminal
+from fastapi.responses import JSONResponse, StreamingResponse
+from loom_protocol import (
+    ErrorBody,
+    Task,
+    TaskStatusChanged,
+    TaskSubmission,
+    TraceContext,
+    is_terminal,
+    subjects,
+)
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from .admission import WAIT_FOR_AGENT, differing_fields, wants_to_wait
 from .metrics import CONFLICTS, UNKNOWN_AGENT
 from .state import State, StateDep
+from .streaming import answer_events
 from .telemetry import current_trace
 
 log = logging.getLogger(__name__)
@@ -165,6 +179,72 @@ async def get_task(task_id: str, state: StateDep) -> Task:
     if task is None:
         raise HTTPException(404, f"no task with id {task_id!r}")
     return task
+
+
+@router.get(
+    "/api/tasks/{task_id}/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": (
+                "Server-Sent Events: one `data:` event per answer chunk (a TaskStreamChunk: delta, "
+                "index, step, done, discard, attempt), then `event: done` with the task's status, result "
+                "and error once it is terminal, or `event: timeout` when nothing came for `timeout` s"
+            ),
+        },
+        **_ERRORS,
+    },
+)
+async def stream_task(
+    task_id: str,
+    state: StateDep,
+    idle_s: Annotated[
+        float,
+        Query(
+            alias="timeout",
+            gt=0,
+            le=3600,
+            description="seconds without a chunk or the task's end before giving up",
+        ),
+    ] = 60.0,
+) -> StreamingResponse:
+    """The answer of a task submitted with ``action: "stream"``, as it is produced.
+
+    Other tasks stream no chunks: their stream is the ``done`` event when they end.
+    """
+    if await state.store.get(task_id) is None:
+        raise HTTPException(404, f"no task with id {task_id!r}")
+    reader = state.answers.follow(task_id)
+
+    async def on_status(msg: Msg) -> None:
+        try:
+            change = TaskStatusChanged.from_json(msg.data)
+        except (ValidationError, ValueError):
+            return  # the status consumer dead-letters it
+        if change.final:
+            reader.queue.put_nowait(change)
+
+    try:
+        sub = await state.broker.connection.subscribe(subjects.task_status(task_id), cb=on_status)
+    except BaseException:
+        state.answers.leave(reader)
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for event in answer_events(reader, lambda: state.store.get(task_id), timeout_s=idle_s):
+                yield event
+        finally:
+            state.answers.leave(reader)
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.post(

@@ -70,19 +70,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if error := stream_create_error(reply.data):
                 log.warning("stream %s left as it is: %s", spec.name, error)
         await broker.start()
+        await state.answers.start(nc, outbox.rejected)
         for consumer in consumers:
             await consumer.start()
+        stop = asyncio.Event()
         sweeper = asyncio.create_task(
-            sweep_forever(dispatcher, settings.sweep_interval_s, outbox.acks.expire)
+            sweep_forever(dispatcher, settings.sweep_interval_s, outbox.acks.expire, stop)
         )
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            stop.set()
+            await asyncio.wait({sweeper}, timeout=settings.graceful_timeout_s)
             for consumer in consumers:
                 await consumer.stop()
+            await state.answers.stop()
             await outbox.acks.drain(5.0)
             await broker.stop()
             await redis.aclose()

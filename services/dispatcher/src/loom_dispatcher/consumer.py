@@ -57,6 +57,7 @@ class PullConsumer:
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _loop_task: asyncio.Task[None] | None = field(default=None, init=False)
+    _stopping: bool = field(default=False, init=False)
     _psub: Any = field(default=None, init=False)
 
     async def start(self) -> None:
@@ -71,10 +72,10 @@ class PullConsumer:
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop fetching, give the messages in hand ``timeout_s`` to finish, nak the rest."""
+        self._stopping = True  # the loop also checks it: a cancellation can be swallowed in a fetch
         if self._loop_task is not None:
             self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+            await asyncio.wait({self._loop_task}, timeout=timeout_s)
         if self._psub is not None:
             # closes this client's inbox only (the durable consumer stays); what the server had
             # already sent to it is unacknowledged and comes back after ack_wait. Left open,
@@ -89,7 +90,7 @@ class PullConsumer:
                 await asyncio.wait(late, timeout=5.0)
 
     async def _fetch_forever(self) -> None:
-        while True:
+        while not self._stopping:
             free = self.max_in_flight - len(self._in_flight)
             if free <= 0:
                 self._slot_free.clear()

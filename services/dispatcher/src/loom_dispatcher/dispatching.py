@@ -7,6 +7,7 @@ where another stopped. Nothing reads settings: :class:`Policy` carries the numbe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -405,12 +406,19 @@ class Dispatcher:
         return new
 
 
-async def sweep_forever(dispatcher: Dispatcher, interval_s: float, before: Callable[[], None]) -> None:
-    """Run ``before()`` and then :meth:`Dispatcher.sweep` every ``interval_s``, until cancelled."""
-    while True:
+async def sweep_forever(
+    dispatcher: Dispatcher, interval_s: float, before: Callable[[], None], stop: asyncio.Event
+) -> None:
+    """Run ``before()`` and then :meth:`Dispatcher.sweep` every ``interval_s``, until ``stop`` is set.
+
+    A stop event rather than cancellation: a library that swallows a ``CancelledError`` (a race
+    in Python 3.11's ``asyncio.wait_for``) would otherwise leave the loop running for good.
+    """
+    while not stop.is_set():
         try:
             before()
             await dispatcher.sweep()
         except Exception:
             log.exception("sweep failed; trying again")
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

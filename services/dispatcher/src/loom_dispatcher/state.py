@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends
@@ -14,6 +14,7 @@ from .bus import NatsOutbox
 from .config import Settings
 from .dispatching import Dispatcher
 from .store import TaskStore
+from .streaming import AnswerTail
 
 
 @dataclass
@@ -24,6 +25,7 @@ class State:
     store: TaskStore
     dispatcher: Dispatcher
     outbox: NatsOutbox
+    answers: AnswerTail = field(default_factory=AnswerTail)  # chunks of streaming tasks
 
 
 def get_state(conn: HTTPConnection) -> State:

@@ -241,7 +241,8 @@ async def get_topology(
 ) -> dict[str, Any]:
     """Nodes are agents (``agent:<id>``), what they address (``tool:<name>``, ``llm:<provider/model>``,
     ``agent:<id>`` for delegation) and services that emit without an agent id; an edge counts the
-    events a node emitted with another node as their ``subject``."""
+    events a node emitted with another node as their ``subject``. An agent id that never ran on an
+    instance (a task for an agent the registry never saw) is no node and no edge."""
     _check_range(start_time, end_time)
     if trace_id is None and start_time is None:
         start_time = datetime.now(UTC) - timedelta(seconds=state.settings.topology_window_s)

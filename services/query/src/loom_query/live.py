@@ -6,6 +6,11 @@ is full its events are dropped and counted; before the next frame it is sent
 ``{"type": "dropped", "count": n}``. Clients choose what they get by sending
 ``{"filters": {...}}`` at any time (answered with ``{"type": "subscribed", "filters": ...}``);
 without filters they get every event.
+
+The answer chunks of streaming tasks (``action: "stream"``, core NATS ``loom.stream.<task_id>``)
+go out on the same feed as ``{"type": "chunk", "data": <TaskStreamChunk>}``; for the filters a
+chunk is of event type ``task.stream`` with its task id (so ``{"task_id": "<id>"}`` gets a task's
+events and its chunks, ``{"event_type": "task.stream"}`` every chunk).
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ from . import metrics
 from .store import node_id_of
 
 log = logging.getLogger(__name__)
+
+STREAM_CHUNK_TYPE = "task.stream"
+"""The event type an answer chunk has for the live filters."""
 
 
 class LiveFilters(BaseModel):
@@ -137,6 +145,7 @@ class LiveFeed:
         self.queue_size = queue_size
         self.clients: set[Client] = set()
         self.subscribed = False
+        self.chunk_sub: Subscription | None = None
 
     async def subscribe(self, nc: NATS) -> Subscription:
         """One core-NATS subscription on every event, with room for bursts."""
@@ -146,9 +155,34 @@ class LiveFeed:
             pending_msgs_limit=200_000,
             pending_bytes_limit=256 * 1024 * 1024,
         )
+        # answer chunks: closed with the connection
+        self.chunk_sub = await nc.subscribe(subjects.TASK_STREAM_ALL, cb=self._on_chunk)
         await nc.flush()
         self.subscribed = True
         return sub
+
+    async def _on_chunk(self, msg: Msg) -> None:
+        self.publish_chunk(msg.data)
+
+    def publish_chunk(self, raw: bytes) -> None:
+        """Fan one answer chunk out to the clients whose filters take ``task.stream`` of its task."""
+        if not self.clients:
+            return
+        try:
+            text = raw.decode("utf-8")
+            chunk = json.loads(text)
+        except ValueError:
+            return  # the dispatcher dead-letters malformed chunks
+        task_id = chunk.get("taskId") if isinstance(chunk, dict) else None
+        if not isinstance(task_id, str):
+            return
+        view = EventView(STREAM_CHUNK_TYPE, task_id, None, None, None)
+        frame: str | None = None
+        for client in self.clients:
+            if client.filters.matches(view):
+                if frame is None:
+                    frame = '{"type":"chunk","data":' + text + "}"
+                client.offer(frame)
 
     async def _on_msg(self, msg: Msg) -> None:
         self.publish(msg.data)

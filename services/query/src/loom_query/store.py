@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
-from loom_protocol import TERMINAL_TASK_EVENT_TYPES
+from loom_protocol import BUS_TASK_ASSIGNED, TERMINAL_TASK_EVENT_TYPES
 from pydantic.alias_generators import to_camel
 
 from .cursor import Order
@@ -194,9 +194,46 @@ FROM src
 GROUP BY 1, 2, 3
 """
 
+_RAN = f"""
+SELECT name FROM unnest($1::text[]) AS name
+WHERE EXISTS (
+    SELECT 1 FROM events e
+    WHERE e.node_id = name AND e.agent_id = name
+      AND ((e.kind = 'event' AND e.instance_id IS NOT NULL)
+           OR (e.kind = 'task' AND e.type = '{BUS_TASK_ASSIGNED}'))
+)
+"""  # noqa: S608 (built from a constant only)
+"""Which of the names ran somewhere (in the retained history, not only the asked window): an
+instance emitted an event as that agent, or the dispatcher assigned one of its tasks to an
+instance (an agent that emits no events of its own, like echo, is still assigned)."""
+
+
+def _agent_name(node_id: str) -> str | None:
+    return node_id[len("agent:") :] if node_id.startswith("agent:") else None
+
 
 async def topology(conn: Connection, w: Where) -> dict[str, Any]:
+    """Nodes and edges of the events matching ``w``.
+
+    An agent is a node only if it ran: a name that never ran anywhere (a task for an agent the
+    registry never saw, refused or left waiting; an orchestrator step naming a typo) makes no
+    node and no edge, so a typo cannot mint topology nodes. The rows attributed to such a name
+    (the dispatcher's events of its tasks) are left out; an edge to it is left out while the
+    event still counts for its emitter.
+    """
     rows = await conn.fetch(_TOPOLOGY.format(where=w.sql()), *w.args)
+    names = {
+        name
+        for r in rows
+        for node_id in (r["node"], r["target"])
+        if node_id is not None and (name := _agent_name(node_id)) is not None
+    }
+    ran = {r["name"] for r in await conn.fetch(_RAN, sorted(names))} if names else set()
+
+    def real(node_id: str) -> bool:
+        name = _agent_name(node_id)
+        return name is None or name in ran
+
     nodes: dict[str, dict[str, Any]] = {}
 
     def node(node_id: str, node_type: str) -> dict[str, Any]:
@@ -216,10 +253,12 @@ async def topology(conn: Connection, w: Where) -> dict[str, Any]:
 
     edges = []
     for r in rows:
+        if not real(r["node"]):
+            continue
         source = node(r["node"], r["node_type"])
         source["events"] += r["n"]
         target_id = r["target"]
-        if target_id is None:
+        if target_id is None or not real(target_id):
             continue
         target = node(target_id, target_id.split(":", 1)[0])
         source["callsOut"] += r["n"]

@@ -67,15 +67,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 log.warning("stream %s left as it is: %s", spec.name, error)
         await broker.start()
         await picks.start()
+        stop = asyncio.Event()
         sweeper = asyncio.create_task(
-            evict_forever(broker, membership, settings.sweep_interval_s, settings.startup_grace_s, mirror)
+            evict_forever(
+                broker, membership, settings.sweep_interval_s, settings.startup_grace_s, mirror, stop
+            )
         )
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            stop.set()
+            await asyncio.wait({sweeper}, timeout=settings.graceful_timeout_s)
             await picks.stop()
             await broker.stop()
             await redis.aclose()

@@ -23,12 +23,19 @@ HEARTBEAT_AGE = Gauge(
 
 
 async def evict_forever(
-    broker: NatsBroker, membership: Membership, interval_s: float, grace_s: float, mirror: ConsulMirror | None
+    broker: NatsBroker,
+    membership: Membership,
+    interval_s: float,
+    grace_s: float,
+    mirror: ConsulMirror | None,
+    stop: asyncio.Event,
 ) -> None:
+    """Evict instances whose heartbeats expired every ``interval_s`` until ``stop`` is set (an event,
+    not cancellation, which a library may swallow)."""
     # A registry that was down saw no heartbeats: give instances one grace period to send
     # theirs before declaring anyone down, so a registry restart does not evict the fleet.
     evict_after = time.monotonic() + grace_s
-    while True:
+    while not stop.is_set():
         try:
             evicted = await membership.evict_expired() if time.monotonic() >= evict_after else []
             for instance_id in evicted:
@@ -50,4 +57,5 @@ async def evict_forever(
                     HEARTBEAT_AGE.remove(instance_id)
         except Exception:
             log.exception("eviction sweep failed; trying again")
-        await asyncio.sleep(interval_s)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

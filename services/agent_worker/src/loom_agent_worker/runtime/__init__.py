@@ -14,7 +14,7 @@ from loom_agent_worker.runtime.builtin_tools import (
     word_count,
 )
 from loom_agent_worker.runtime.calculator import CalculatorError, safe_eval
-from loom_agent_worker.runtime.context import ChildTasks, EventSink, NullEventSink, TaskContext
+from loom_agent_worker.runtime.context import AnswerStream, ChildTasks, EventSink, NullEventSink, TaskContext
 from loom_agent_worker.runtime.demo import DEMO_AGENT_IDS, EchoAgent, build_demo_agents
 from loom_agent_worker.runtime.interceptors import (
     Ended,
@@ -34,6 +34,7 @@ from loom_agent_worker.runtime.providers import (
     OpenAICompatibleProvider,
     ProviderError,
     ScriptedProvider,
+    StreamingProvider,
     TaskAwareProvider,
     TokenUsage,
     extract_expression,
@@ -59,6 +60,7 @@ __all__ = [
     "BUILTIN_TOOLS",
     "DEMO_AGENT_IDS",
     "Agent",
+    "AnswerStream",
     "CalculatorError",
     "ChatMessage",
     "ChildTasks",
@@ -88,6 +90,7 @@ __all__ = [
     "SessionMemory",
     "SplicedProvider",
     "SplicedTools",
+    "StreamingProvider",
     "TaskAwareProvider",
     "TaskContext",
     "TimingInterceptor",

@@ -36,6 +36,22 @@ class ChildTasks(Protocol):
     async def run(self, target_agent: str, parameters: dict[str, Any], *, timeout_s: float) -> Task: ...
 
 
+class AnswerStream(Protocol):
+    """Where a streaming task's answer goes as it is produced (``action: "stream"``).
+
+    The worker's implementation publishes each call as a ``TaskStreamChunk`` on
+    ``loom.stream.<task_id>`` (core NATS, best effort: it never raises). ``delta`` appends
+    text of ``step``; ``discard`` says the text of ``step`` so far was not the answer (the
+    model went on to call tools); ``done`` ends the answer (later calls are ignored).
+    """
+
+    async def delta(self, text: str, *, step: int) -> None: ...
+
+    async def discard(self, step: int) -> None: ...
+
+    async def done(self) -> None: ...
+
+
 @dataclass
 class TaskContext:
     """Everything an agent needs to run one task, besides the task itself."""
@@ -46,6 +62,7 @@ class TaskContext:
     memory: SessionMemory
     instance_id: str
     capture_content: bool = True  # False: no prompt or completion text in events
+    stream: AnswerStream | None = None  # set for tasks with action "stream"
 
     def note(
         self,

@@ -3,21 +3,26 @@
 A :class:`SessionMemory` holds one session's chat messages and its notes in three tiers:
 ``session`` (what this session learned), ``working`` (recent observations, compressed to
 the last N on consolidation) and ``long_term`` (important notes promoted from the session
-tier). Every tier and the message list are bounded. :class:`MemoryStore` keeps the
-memories of the most recently used sessions (LRU).
+tier). Every tier and the message list are bounded.
 
-Memory lives in the worker process: tasks of one session that land on different instances
-see different memories. The ``memory.add`` / ``memory.consolidate`` events are the durable,
-queryable record.
+Where a session's memory lives is a :class:`SessionStore`'s business: the executor loads the
+memory at task start (``load``), saves it at task end (``save``) and lets go (``release``).
+:class:`MemoryStore` keeps memories in this process (LRU; for the runtime's tests and a single
+worker); the worker app uses the JetStream key-value store of ``loom_agent_worker.sessions``,
+shared by every instance. For the shared store a memory keeps a journal of what the running
+tasks changed since it was loaded (messages and notes added, consolidations by ids):
+:meth:`SessionMemory.rebase` re-applies it on a newer stored state after a write conflict.
+The ``memory.add`` / ``memory.consolidate`` events are the durable, queryable record.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from loom_protocol import MemoryAdded, MemoryConsolidated, MemoryEntry, MemoryTier, Task
+from pydantic import BaseModel, ConfigDict, Field
 
 from loom_agent_worker.runtime.context import EventSink
 from loom_agent_worker.runtime.providers.base import ChatMessage
@@ -48,8 +53,42 @@ class ConsolidationReport:
         return len(self.dropped_ids)
 
 
+@dataclass(frozen=True)
+class _MessageAdded:
+    message: ChatMessage
+
+
+@dataclass(frozen=True)
+class _NoteAdded:
+    entry: MemoryEntry
+
+
+@dataclass(frozen=True)
+class _Consolidated:
+    promoted_ids: tuple[str, ...]
+    dropped_ids: tuple[str, ...]
+
+
+_Change = _MessageAdded | _NoteAdded | _Consolidated
+
+
+class SessionSnapshot(BaseModel):
+    """A session memory as stored (JSON): its messages and its notes by tier, oldest first."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: int = 1
+    session_id: str
+    messages: list[ChatMessage] = Field(default_factory=list)
+    notes: dict[MemoryTier, list[MemoryEntry]] = Field(default_factory=dict)
+
+
 class SessionMemory:
-    """One session's messages and notes. Not thread-safe; used from the event loop."""
+    """One session's messages and notes. Not thread-safe; used from the event loop.
+
+    ``revision`` is the stored version this memory was loaded from (None: not stored yet);
+    the changes made since are journaled until a store commits them (:meth:`commit`).
+    """
 
     def __init__(
         self,
@@ -67,13 +106,73 @@ class SessionMemory:
         self._notes: dict[MemoryTier, deque[MemoryEntry]] = {
             tier: deque(maxlen=max_notes_per_tier) for tier in MemoryTier
         }
+        self.revision: int | None = None
+        self._journal: list[_Change] = []
+
+    @property
+    def pending_changes(self) -> int:
+        """How many changes were made since the stored version (``revision``)."""
+        return len(self._journal)
+
+    def snapshot(self) -> SessionSnapshot:
+        """The memory as it is now, to be stored."""
+        return SessionSnapshot(
+            session_id=self.session_id,
+            messages=list(self._messages),
+            notes={tier: list(notes) for tier, notes in self._notes.items()},
+        )
+
+    def rebase(self, stored: SessionSnapshot | None, revision: int | None) -> None:
+        """Take ``stored`` (None: nothing stored) as the base at ``revision`` and re-apply the
+        journaled changes on top of it: notes and messages added by this memory's tasks are added
+        again, a consolidation moves the notes it named (ids unknown to ``stored`` are skipped).
+        The journal is kept until :meth:`commit`."""
+        self._messages.clear()
+        for notes in self._notes.values():
+            notes.clear()
+        if stored is not None:
+            self._messages.extend(stored.messages)
+            for tier, entries in stored.notes.items():
+                self._notes[tier].extend(entries)
+        self.revision = revision
+        for change in self._journal:
+            self._apply(change)
+
+    def commit(self, changes: int, revision: int) -> None:
+        """The first ``changes`` journaled changes are stored as ``revision``: forget them."""
+        del self._journal[:changes]
+        self.revision = revision
+
+    def _record(self, change: _Change) -> None:
+        self._apply(change)
+        self._journal.append(change)
+
+    def _apply(self, change: _Change) -> None:
+        if isinstance(change, _MessageAdded):
+            self._messages.append(change.message)
+        elif isinstance(change, _NoteAdded):
+            self._notes[change.entry.tier].append(change.entry)
+        else:
+            session, working, long_term = (self._notes[t] for t in MemoryTier)
+            promoted = set(change.promoted_ids)
+            dropped = set(change.dropped_ids)
+            moved = [note for note in session if note.entry_id in promoted]
+            if moved:
+                kept = [note for note in session if note.entry_id not in promoted]
+                session.clear()
+                session.extend(kept)
+                long_term.extend(note.model_copy(update={"tier": MemoryTier.LONG_TERM}) for note in moved)
+            if dropped:
+                left = [note for note in working if note.entry_id not in dropped]
+                working.clear()
+                working.extend(left)
 
     @property
     def messages(self) -> list[ChatMessage]:
         return list(self._messages)
 
     def add_message(self, message: ChatMessage) -> None:
-        self._messages.append(message)
+        self._record(_MessageAdded(message))
 
     def notes(self, tier: MemoryTier | None = None) -> list[MemoryEntry]:
         """The notes of one tier (oldest first), or of all tiers."""
@@ -105,7 +204,7 @@ class SessionMemory:
             importance=importance,
             metadata={**(metadata or {}), "role": role},
         )
-        self._notes[tier].append(entry)
+        self._record(_NoteAdded(entry))
         if events is not None:
             events.emit(MemoryAdded.model_validate({**entry.model_dump(mode="json"), "role": role}))
         return entry
@@ -126,13 +225,13 @@ class SessionMemory:
         session, working, long_term = (self._notes[t] for t in MemoryTier)
 
         promoted = [note for note in session if note.importance >= threshold]
-        if promoted:
-            kept = [note for note in session if note.importance < threshold]
-            session.clear()
-            session.extend(kept)
-            long_term.extend(note.model_copy(update={"tier": MemoryTier.LONG_TERM}) for note in promoted)
-
-        dropped = [working.popleft() for _ in range(max(len(working) - keep, 0))]
+        dropped = list(working)[: max(len(working) - keep, 0)]
+        if promoted or dropped:
+            self._record(
+                _Consolidated(
+                    tuple(note.entry_id for note in promoted), tuple(note.entry_id for note in dropped)
+                )
+            )
 
         report = ConsolidationReport(
             promoted_ids=tuple(note.entry_id for note in promoted),
@@ -158,8 +257,25 @@ class SessionMemory:
         return report
 
 
+class SessionStore(Protocol):
+    """Where session memories live between tasks (see the module docstring)."""
+
+    async def load(self, session_id: str) -> SessionMemory:
+        """The memory of ``session_id`` for a task about to run (created when there is none)."""
+        ...
+
+    async def save(self, memory: SessionMemory) -> None:
+        """Store what the memory's tasks changed; raises when it cannot."""
+        ...
+
+    def release(self, memory: SessionMemory) -> None:
+        """A task that loaded ``memory`` is done with it."""
+        ...
+
+
 class MemoryStore:
-    """Session memories by session id, keeping the ``max_sessions`` most recently used."""
+    """Session memories by session id in this process, keeping the ``max_sessions`` most
+    recently used (a :class:`SessionStore` whose saves only clear the journal)."""
 
     def __init__(self, max_sessions: int = DEFAULT_MAX_SESSIONS, **memory_options: Any) -> None:
         if max_sessions < 1:
@@ -183,6 +299,15 @@ class MemoryStore:
     def for_task(self, task: Task) -> SessionMemory:
         """The memory of the task's session; a task without a session gets its own."""
         return self.session(task.session_id or task.task_id)
+
+    async def load(self, session_id: str) -> SessionMemory:
+        return self.session(session_id)
+
+    async def save(self, memory: SessionMemory) -> None:
+        memory.commit(memory.pending_changes, (memory.revision or 0) + 1)
+
+    def release(self, memory: SessionMemory) -> None:
+        return None
 
     def drop(self, session_id: str) -> None:
         self._sessions.pop(session_id, None)

@@ -14,6 +14,7 @@ from loom_protocol import (
     ErrorReported,
     LlmRequest,
     LlmUsage,
+    McpToolDefinition,
     MemoryTier,
     Task,
     ToolCalled,
@@ -21,12 +22,13 @@ from loom_protocol import (
 )
 
 from loom_agent_worker.runtime.agent import Agent, completed, failed
-from loom_agent_worker.runtime.context import TaskContext
+from loom_agent_worker.runtime.context import AnswerStream, TaskContext
 from loom_agent_worker.runtime.providers.base import (
     ChatMessage,
     LLMProvider,
     LLMResponse,
     ProviderError,
+    StreamingProvider,
     TaskAwareProvider,
     conversation_digests,
     message_digest,
@@ -71,6 +73,11 @@ class ReActAgent(Agent):
     Parameters: ``prompt`` (the question; optional when the scripted provider follows a
     ``script``). Result: ``{"answer": str, "steps": int, "usage": {...}}``. Running out of
     ``max_steps`` or an LLM provider error fails the task.
+
+    A task with ``action: "stream"`` (``ctx.stream`` set) streams its answer as the model
+    produces it: every LLM call goes through the provider's ``stream`` when it has one; text of
+    a call that ends in tool calls is discarded again, and tool steps themselves are not
+    streamed (their calls and results are in the events, as for any task).
 
     Every LLM call is in the events: ``llm.request`` (the messages sent, system prompt
     included, the tool names, the digests), ``llm.usage`` (the completion text and tool
@@ -133,7 +140,7 @@ class ReActAgent(Agent):
                 subject=llm,
             )
             try:
-                response = await provider.complete(messages, definitions)
+                response = await self._ask(provider, messages, definitions, ctx.stream, step)
             except ProviderError as exc:
                 return self._fail(task, ctx, f"LLM provider error at step {step}: {exc}")
             usage.add(response)
@@ -163,6 +170,8 @@ class ReActAgent(Agent):
                 answer = response.content or ""
                 ctx.events.emit(AgentAnswer(answer=answer if capture else None, steps=step))
                 ctx.consolidate()
+                if ctx.stream is not None:
+                    await ctx.stream.done()
                 return completed(task, {"answer": answer, "steps": step, "usage": usage.as_dict()})
 
             if response.content and capture:
@@ -210,6 +219,39 @@ class ReActAgent(Agent):
             max_steps=max_steps if max_steps is not None else self.max_steps,
             capture_content=self.capture_content,
         )
+
+    async def _ask(
+        self,
+        provider: LLMProvider,
+        messages: list[ChatMessage],
+        definitions: list[McpToolDefinition],
+        stream: AnswerStream | None,
+        step: int,
+    ) -> LLMResponse:
+        """One LLM call; for a streaming task its text goes to ``stream`` as it is produced.
+
+        A provider without ``stream`` answers whole, and an answer (no tool calls) is then
+        streamed as one chunk. Text streamed by a step that ends in tool calls was a thought,
+        not the answer: the stream is told to discard it.
+        """
+        if stream is None:
+            return await provider.complete(messages, definitions)
+        if not isinstance(provider, StreamingProvider):
+            response = await provider.complete(messages, definitions)
+            if response.content and not response.tool_calls:
+                await stream.delta(response.content, step=step)
+            return response
+        streamed = False
+
+        async def on_delta(text: str) -> None:
+            nonlocal streamed
+            streamed = True
+            await stream.delta(text, step=step)
+
+        response = await provider.stream(messages, definitions, on_delta)
+        if streamed and response.tool_calls:
+            await stream.discard(step)
+        return response
 
     def _provider_for(self, task: Task) -> LLMProvider:
         if isinstance(self.provider, TaskAwareProvider):

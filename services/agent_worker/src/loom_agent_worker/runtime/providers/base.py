@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Literal, Protocol, runtime_checkable
 
 from loom_protocol import McpToolCall, McpToolDefinition, Task
@@ -67,6 +68,23 @@ class LLMProvider(Protocol):
     model: str
 
     async def complete(self, messages: list[ChatMessage], tools: list[McpToolDefinition]) -> LLMResponse: ...
+
+
+OnDelta = Callable[[str], Awaitable[None]]
+"""Called with each piece of answer text as the model produces it."""
+
+
+@runtime_checkable
+class StreamingProvider(Protocol):
+    """A provider that can stream: ``stream`` is ``complete`` that also hands each piece of the
+    text to ``on_delta`` as it arrives (tool calls are only in the returned response)."""
+
+    name: str
+    model: str
+
+    async def stream(
+        self, messages: list[ChatMessage], tools: list[McpToolDefinition], on_delta: OnDelta
+    ) -> LLMResponse: ...
 
 
 @runtime_checkable

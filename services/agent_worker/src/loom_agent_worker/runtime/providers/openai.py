@@ -18,7 +18,13 @@ from typing import Any
 import openai
 from loom_protocol import McpToolCall, McpToolDefinition
 
-from loom_agent_worker.runtime.providers.base import ChatMessage, LLMResponse, ProviderError, TokenUsage
+from loom_agent_worker.runtime.providers.base import (
+    ChatMessage,
+    LLMResponse,
+    OnDelta,
+    ProviderError,
+    TokenUsage,
+)
 from loom_agent_worker.runtime.providers.pricing import PriceTable
 
 _BODY_EXCERPT = 500
@@ -56,6 +62,13 @@ def tool_to_openai(definition: McpToolDefinition) -> dict[str, Any]:
             "parameters": definition.input_schema,
         },
     }
+
+
+def _excerpt(response: Any) -> str:
+    try:
+        return str(response.text)[:_BODY_EXCERPT]
+    except Exception:  # the SDK's httpx ResponseNotRead: a streamed error answer, body unread
+        return ""
 
 
 def _retries_of(exc: openai.APIError) -> int:
@@ -123,28 +136,8 @@ class OpenAICompatibleProvider:
         body = self.request_body(messages, tools)
         try:
             raw = await self._client.chat.completions.with_raw_response.create(**body)
-        except openai.APIStatusError as exc:
-            excerpt = exc.response.text[:_BODY_EXCERPT]
-            raise ProviderError(
-                f"{self._where} answered HTTP {exc.status_code} after {_retries_of(exc)} retries: {excerpt}",
-                status=exc.status_code,
-                body=excerpt,
-                retries=_retries_of(exc),
-            ) from None
-        except openai.APITimeoutError as exc:
-            raise ProviderError(
-                f"{self._where} timed out after {_retries_of(exc)} retries",
-                retries=_retries_of(exc),
-            ) from None
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__
-            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
-            raise ProviderError(
-                f"{self._where} unreachable after {_retries_of(exc)} retries: {detail}",
-                retries=_retries_of(exc),
-            ) from None
         except openai.OpenAIError as exc:
-            raise ProviderError(f"{self._where} failed: {type(exc).__name__}: {exc}") from None
+            raise self._call_error(exc) from None
         latency_s = time.perf_counter() - started
         try:
             data = json.loads(raw.text)
@@ -155,6 +148,87 @@ class OpenAICompatibleProvider:
                 retries=raw.retries_taken,
             ) from None
         return self._parse(data, latency_s, raw.retries_taken)
+
+    async def stream(
+        self, messages: list[ChatMessage], tools: list[McpToolDefinition], on_delta: OnDelta
+    ) -> LLMResponse:
+        """``complete`` with ``stream=True``: each content delta goes to ``on_delta`` as it
+        arrives; tool calls are assembled from their deltas and returned with the text and the
+        usage (asked with ``stream_options.include_usage``; 0 tokens when the server omits it).
+        The SDK retries the request until the first byte; a failure after it is not retried."""
+        started = time.perf_counter()
+        body = self.request_body(messages, tools)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        retries = 0
+        text: list[str] = []
+        calls: dict[int, dict[str, str]] = {}
+        model = self.model
+        input_tokens = output_tokens = 0
+        try:
+            raw = await self._client.chat.completions.with_raw_response.create(**body)
+            retries = raw.retries_taken
+            chunks = raw.parse()
+            async for chunk in chunks:
+                model = chunk.model or model
+                if chunk.usage is not None:
+                    input_tokens = chunk.usage.prompt_tokens or 0
+                    output_tokens = chunk.usage.completion_tokens or 0
+                for choice in chunk.choices[:1]:
+                    delta = choice.delta
+                    if delta.content:
+                        text.append(delta.content)
+                        await on_delta(delta.content)
+                    for part in delta.tool_calls or []:
+                        call = calls.setdefault(part.index, {"id": "", "name": "", "arguments": ""})
+                        call["id"] = part.id or call["id"]
+                        if part.function is not None:
+                            call["name"] += part.function.name or ""
+                            call["arguments"] += part.function.arguments or ""
+        except openai.OpenAIError as exc:
+            raise self._call_error(exc, retries) from None
+        except (ValueError, TypeError, AttributeError) as exc:
+            reason = f"unexpected stream chunk from {self._where}: {exc!r}"
+            raise ProviderError(reason, retries=retries) from None
+        tool_calls = [
+            self._parse_call({"id": call["id"] or f"call_{index}", "function": call})
+            for index, call in sorted(calls.items())
+        ]
+        return LLMResponse(
+            content="".join(text) if text or not tool_calls else None,
+            tool_calls=tool_calls,
+            usage=TokenUsage(
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cost_usd=self._prices.cost(model, input_tokens, output_tokens),
+            ),
+            latency_s=time.perf_counter() - started,
+            model=model,
+            retries=retries,
+        )
+
+    def _call_error(self, exc: openai.OpenAIError, retries: int = 0) -> ProviderError:
+        """The ProviderError for a failed call: which endpoint and model, what happened, retries."""
+        if isinstance(exc, openai.APIStatusError):
+            excerpt = _excerpt(exc.response)
+            return ProviderError(
+                f"{self._where} answered HTTP {exc.status_code} after {_retries_of(exc)} retries: {excerpt}",
+                status=exc.status_code,
+                body=excerpt,
+                retries=_retries_of(exc),
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderError(
+                f"{self._where} timed out after {_retries_of(exc)} retries", retries=_retries_of(exc)
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__
+            detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+            return ProviderError(
+                f"{self._where} unreachable after {_retries_of(exc)} retries: {detail}",
+                retries=_retries_of(exc),
+            )
+        return ProviderError(f"{self._where} failed: {type(exc).__name__}: {exc}", retries=retries)
 
     def _parse(self, data: Any, latency_s: float, retries: int) -> LLMResponse:
         try:

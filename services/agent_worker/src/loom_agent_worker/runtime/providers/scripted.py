@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from loom_agent_worker.runtime.providers.base import (
     ChatMessage,
     LLMResponse,
+    OnDelta,
     ProviderError,
     TokenUsage,
     count_tokens,
@@ -39,6 +40,18 @@ def extract_expression(text: str) -> str | None:
         if _OPERATOR_BETWEEN_RE.search(candidate) and (best is None or len(candidate) > len(best)):
             best = candidate
     return best
+
+
+def text_pieces(text: str) -> list[str]:
+    """``text`` cut before each word (each piece keeps the whitespace before its word), so
+    ``"".join(text_pieces(text)) == text``."""
+    pieces: list[str] = re.findall(r"\s*\S+", text)
+    tail = text[len("".join(pieces)) :]  # trailing whitespace
+    if tail and pieces:
+        pieces[-1] += tail
+    elif tail:
+        pieces.append(tail)
+    return pieces
 
 
 def _balance(candidate: str) -> str:
@@ -115,6 +128,17 @@ class ScriptedProvider:
             latency_s=time.perf_counter() - started,
             model=self.model,
         )
+
+    async def stream(
+        self, messages: list[ChatMessage], tools: list[McpToolDefinition], on_delta: OnDelta
+    ) -> LLMResponse:
+        """``complete``, handing the answer to ``on_delta`` word by word (a turn that calls
+        tools streams nothing, as models mostly do)."""
+        response = await self.complete(messages, tools)
+        if response.content and not response.tool_calls:
+            for piece in text_pieces(response.content):
+                await on_delta(piece)
+        return response
 
     def _scripted(self, step: int) -> tuple[str | None, list[McpToolCall]]:
         assert self._script is not None
