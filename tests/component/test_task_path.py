@@ -22,6 +22,25 @@ from tests.integration.task_support import Finals, sleepy, submit_nats
 pytestmark = pytest.mark.component
 
 
+async def one_worker(stack: Stack, instance: str, agents: str, listed: str) -> None:
+    """A registry, a dispatcher and one worker hosting ``agents``, ``listed`` known to the registry."""
+    await stack.registry()
+    await stack.dispatcher()
+    await stack.worker(instance, agents=agents)
+    await stack.wait_instances(listed, 1)
+
+
+async def dispatcher_dead_letters(stack: Stack) -> list[RejectedMessage]:
+    """The dispatcher's dead-letter records, collected as they are published from now on."""
+    rejected: list[RejectedMessage] = []
+
+    async def on_rejected(msg: Any) -> None:
+        rejected.append(RejectedMessage.from_json(msg.data))
+
+    await (await stack.nats()).subscribe(subjects.rejected("dispatcher"), cb=on_rejected)
+    return rejected
+
+
 async def test_calculator_over_rest_answers_20(stack: Stack, http: httpx.AsyncClient) -> None:
     await stack.registry()
     await stack.dispatcher()
@@ -94,10 +113,7 @@ async def test_orchestrator_delegates_to_child_tasks(stack: Stack, http: httpx.A
 
 
 async def test_cancel_a_running_task(stack: Stack, http: httpx.AsyncClient) -> None:
-    await stack.registry()
-    await stack.dispatcher()
-    await stack.worker("c0", agents="calculator")
-    await stack.wait_instances("calculator", 1)
+    await one_worker(stack, "c0", "calculator", "calculator")
     resp = await http.post(
         f"{stack.api}/api/tasks", json={"targetAgent": "calculator", "parameters": sleepy(30)}
     )
@@ -135,10 +151,7 @@ async def test_no_instance_of_agent_ends_dead_with_reason(stack: Stack, http: ht
 
 
 async def test_same_task_id_runs_once(stack: Stack, http: httpx.AsyncClient) -> None:
-    await stack.registry()
-    await stack.dispatcher()
-    await stack.worker("i0", agents="echo")
-    await stack.wait_instances("echo", 1)
+    await one_worker(stack, "i0", "echo", "echo")
     nc = await stack.nats()
     finals = Finals()
     await finals.attach(nc)
@@ -162,17 +175,9 @@ async def test_same_task_id_runs_once(stack: Stack, http: httpx.AsyncClient) -> 
 async def test_a_known_task_id_with_a_different_body_is_a_conflict(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
-    await stack.registry()
-    await stack.dispatcher()
-    await stack.worker("x0", agents="echo")
-    await stack.wait_instances("echo", 1)
+    await one_worker(stack, "x0", "echo", "echo")
     nc = await stack.nats()
-    rejected: list[RejectedMessage] = []
-
-    async def on_rejected(msg: Any) -> None:
-        rejected.append(RejectedMessage.from_json(msg.data))
-
-    await nc.subscribe(subjects.rejected("dispatcher"), cb=on_rejected)
+    rejected = await dispatcher_dead_letters(stack)
     task_id = f"dup-{uuid.uuid4().hex}"
     body = {"taskId": task_id, "targetAgent": "echo", "parameters": {"v": 1}, "metadata": {"k": "a"}}
     first = await http.post(f"{stack.api}/api/tasks", params={"wait": 10}, json=body)
@@ -232,10 +237,7 @@ async def test_an_unknown_agent_is_404_at_once_naming_the_closest(
 async def test_an_unknown_agent_over_nats_is_dead_lettered_with_the_reason(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
-    await stack.registry()
-    await stack.dispatcher()
-    await stack.worker("n0", agents="calculator")
-    await stack.wait_instances("calculator", 1)
+    await one_worker(stack, "n0", "calculator", "calculator")
     nc = await stack.nats()
     finals = Finals()
     await finals.attach(nc)
@@ -260,10 +262,7 @@ async def test_an_unknown_agent_over_nats_is_dead_lettered_with_the_reason(
 
 
 async def test_a_task_can_be_read_right_after_its_202(stack: Stack, http: httpx.AsyncClient) -> None:
-    await stack.registry()
-    await stack.dispatcher()
-    await stack.worker("g0", agents="echo")
-    await stack.wait_instances("echo", 1)
+    await one_worker(stack, "g0", "echo", "echo")
 
     async def submit_then_read(n: int) -> tuple[int, int, str]:
         resp = await http.post(f"{stack.api}/api/tasks", json={"targetAgent": "echo", "parameters": {"n": n}})
@@ -302,17 +301,9 @@ async def test_bad_rest_input_is_refused_with_a_reason(
 async def test_bad_nats_submission_is_dead_lettered_and_dispatching_goes_on(
     stack: Stack, http: httpx.AsyncClient
 ) -> None:
-    await stack.registry()
-    await stack.dispatcher()
-    await stack.worker("b0", agents="echo")
-    await stack.wait_instances("echo", 1)
+    await one_worker(stack, "b0", "echo", "echo")
     nc = await stack.nats()
-    rejected: list[RejectedMessage] = []
-
-    async def on_rejected(msg: Any) -> None:
-        rejected.append(RejectedMessage.from_json(msg.data))
-
-    await nc.subscribe(subjects.rejected("dispatcher"), cb=on_rejected)
+    rejected = await dispatcher_dead_letters(stack)
     js = nc.jetstream()
     await js.publish(subjects.task_submitted("echo"), b"\xff not json")
     await js.publish(subjects.task_submitted("echo"), json.dumps({"parameters": {}}).encode())
