@@ -93,6 +93,7 @@ EXPECTED_ALL = [
     "ToolCalled",
     "ToolReturned",
     "TraceContext",
+    "UNKNOWN_AGENT_LABEL",
     "WIRE_MODELS",
     "assigned_msg_id",
     "broker_logging",

@@ -9,11 +9,11 @@ import time
 from typing import Any
 
 import pytest
-from loom_dispatcher.admission import UNKNOWN_AGENT_LABEL, Admission, AgentDirectory
+from loom_dispatcher.admission import Admission, AgentDirectory
 from loom_dispatcher.dispatching import Dispatcher, Policy
 from loom_dispatcher.errors import RegistryUnavailable
 from loom_dispatcher.store import Scores, TaskStore
-from loom_protocol import PickReply, Task, TaskStatus, TaskStatusChanged
+from loom_protocol import UNKNOWN_AGENT_LABEL, PickReply, Task, TaskStatus, TaskStatusChanged
 from redis.asyncio import Redis
 
 

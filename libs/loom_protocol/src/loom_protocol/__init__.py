@@ -23,6 +23,7 @@ alone. Every public name is re-exported here; modules:
 from loom_protocol import subjects
 from loom_protocol._schema import WIRE_MODELS, json_schemas
 from loom_protocol.agents import (
+    UNKNOWN_AGENT_LABEL,
     AgentCapability,
     AgentCard,
     Heartbeat,
@@ -227,6 +228,7 @@ __all__ = [
     "ToolCalled",
     "ToolReturned",
     "TraceContext",
+    "UNKNOWN_AGENT_LABEL",
     "WIRE_MODELS",
     "assigned_msg_id",
     "broker_logging",

@@ -23,19 +23,7 @@ from loom_protocol.events import BatchError, CloudEvent, EventBatch, EventBatchA
 from loom_protocol.http import ErrorBody, ErrorDetail, FieldError, Liveness, Readiness
 from loom_protocol.mcp import McpToolCall, McpToolDefinition, McpToolResult
 from loom_protocol.memory import MemoryEntry
-from loom_protocol.payloads import (
-    AgentAction,
-    AgentAnswer,
-    AgentThought,
-    ErrorReported,
-    LlmRequest,
-    LlmUsage,
-    MemoryAdded,
-    MemoryConsolidated,
-    TaskEventData,
-    ToolCalled,
-    ToolReturned,
-)
+from loom_protocol.payloads import EVENT_PAYLOADS
 from loom_protocol.replays import (
     ForkChanges,
     ForkInfo,
@@ -63,60 +51,48 @@ __all__ = ["WIRE_MODELS", "json_schemas", "main"]
 
 _DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
-WIRE_MODELS: dict[str, type[BaseModel]] = {
-    model.__name__: model
-    for model in (
-        Task,
-        TaskSubmission,
-        TraceContext,
-        TaskStatusChanged,
-        TaskCancelRequested,
-        TaskDeadLettered,
-        TaskStreamChunk,
-        RejectedMessage,
-        AgentCard,
-        InstanceLoad,
-        Heartbeat,
-        PickRequest,
-        PickReply,
-        KnownAgents,
-        MemberChanged,
-        CloudEvent,
-        EventBatch,
-        EventBatchAck,
-        BatchError,
-        MemoryEntry,
-        McpToolDefinition,
-        McpToolCall,
-        McpToolResult,
-        LlmRequest,
-        LlmUsage,
-        AgentThought,
-        AgentAction,
-        AgentAnswer,
-        ToolCalled,
-        ToolReturned,
-        MemoryAdded,
-        MemoryConsolidated,
-        ErrorReported,
-        TaskEventData,
-        Recording,
-        RecordedLlmStep,
-        RecordedToolStep,
-        RecordedChild,
-        RecordedOutcome,
-        ReplaySpec,
-        ForkChanges,
-        ReplayReport,
-        ReplayCounts,
-        ForkInfo,
-        ErrorBody,
-        ErrorDetail,
-        FieldError,
-        Liveness,
-        Readiness,
-    )
-}
+_WIRE: tuple[type[BaseModel], ...] = (
+    Task,
+    TaskSubmission,
+    TraceContext,
+    TaskStatusChanged,
+    TaskCancelRequested,
+    TaskDeadLettered,
+    TaskStreamChunk,
+    RejectedMessage,
+    AgentCard,
+    InstanceLoad,
+    Heartbeat,
+    PickRequest,
+    PickReply,
+    KnownAgents,
+    MemberChanged,
+    CloudEvent,
+    EventBatch,
+    EventBatchAck,
+    BatchError,
+    MemoryEntry,
+    McpToolDefinition,
+    McpToolCall,
+    McpToolResult,
+    *EVENT_PAYLOADS.values(),  # the typed data of every event type
+    Recording,
+    RecordedLlmStep,
+    RecordedToolStep,
+    RecordedChild,
+    RecordedOutcome,
+    ReplaySpec,
+    ForkChanges,
+    ReplayReport,
+    ReplayCounts,
+    ForkInfo,
+    ErrorBody,
+    ErrorDetail,
+    FieldError,
+    Liveness,
+    Readiness,
+)
+WIRE_MODELS: dict[str, type[BaseModel]] = {model.__name__: model for model in _WIRE}
 """Every model that travels on the wire, by class name."""
 
 

@@ -28,7 +28,12 @@ __all__ = [
     "MembershipChange",
     "PickReply",
     "PickRequest",
+    "UNKNOWN_AGENT_LABEL",
 ]
+
+UNKNOWN_AGENT_LABEL = "(unknown)"
+"""The metric label every service uses for an agent the registry never saw: never the name itself,
+so a typo cannot mint label values (not a valid agent id, so it cannot collide with one)."""
 
 
 class AgentCapability(StrEnum):

@@ -30,9 +30,6 @@ from .errors import RegistryUnavailable
 
 WAIT_FOR_AGENT = "waitForAgent"
 """The metadata key (and query parameter) that asks to wait for an agent not known yet."""
-UNKNOWN_AGENT_LABEL = "(unknown)"
-"""The metric label of an agent the registry never saw: never the name itself, so a typo cannot
-mint label values (it is not a valid agent id, so it cannot collide with one)."""
 _LOOM_METADATA = frozenset({WAIT_FOR_AGENT, "cancelRequested"})
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from loom_protocol import (
+    UNKNOWN_AGENT_LABEL,
     EventType,
     PickReply,
     Task,
@@ -26,7 +27,6 @@ from loom_protocol import (
 
 from . import metrics
 from .admission import (
-    UNKNOWN_AGENT_LABEL,
     Admission,
     AgentDirectory,
     differing_fields,

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Literal
 
-from loom_protocol import KnownAgents, PickRequest, subjects, validation_reason
+from loom_protocol import UNKNOWN_AGENT_LABEL, KnownAgents, PickRequest, subjects, validation_reason
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -38,9 +38,6 @@ log = logging.getLogger(__name__)
 
 Reject = Callable[[str, bytes, str], Awaitable[None]]
 Count = Callable[[str, str], None]
-# the metric label of picks for an agent no heartbeat ever named: never the name itself, so a
-# typo cannot mint a label value (not a valid agent id, so it cannot collide with one)
-UNKNOWN_AGENT_LABEL = "(unknown)"
 
 
 @dataclass(eq=False)
