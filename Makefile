@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: up down ps infra sync test lint typecheck unit component integration deploy-check bench schema
+.PHONY: up down ps infra sync test lint typecheck unit component integration deploy-check bench schema test-real-model
 
 up:            ## install what is missing, start infrastructure and every service, wait for /healthz
 	@bash scripts/stack.sh up
@@ -40,6 +40,10 @@ component:     ## services in process on one nats-server (an account per test), 
 
 integration:   ## services as processes: kill, crash, drain, multi-replica, tracing and metrics
 	$(UV) run --frozen pytest tests/integration
+
+test-real-model: ## opt-in: a calculator task on a real small model (SmolLM2-135M on llama-cpp-python); the first run builds .realmodel-venv (~4 min)
+	@bash scripts/realmodel_env.sh
+	$(UV) run --frozen pytest -m realmodel tests/realmodel --durations=5
 
 bench:         ## load test against the running stack (make up first); BENCH_ARGS="--profile long"
 	$(UV) run --frozen --project tests/load python -m loom_load $(BENCH_ARGS)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from loom_ingest.migrate import SCHEMA_VERSION
 
 from .events_support import (
     database_url_fixture,  # noqa: F401 (fixture)
@@ -75,7 +76,7 @@ async def test_two_ingest_replicas_share_the_work_once(database_url: str, stack:
     await publish(nc.jetstream(), [event(data={"i": i}, agent_id="pair") for i in range(total)])
     await wait_count(database_url, _EVENT_ROWS, total, 30)
     assert await fetchval(database_url, "SELECT count(DISTINCT id) FROM events") == total
-    assert await fetchval(database_url, "SELECT count(*) FROM schema_migrations") == 4
+    assert await fetchval(database_url, "SELECT count(*) FROM schema_migrations") == SCHEMA_VERSION
     written = [
         await metric_value(svc, "loom_ingest_rows_written_total", '{table="events"}')
         for svc in (first, second)

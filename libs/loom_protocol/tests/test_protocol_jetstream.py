@@ -16,6 +16,7 @@ from loom_protocol import (
     TaskStatus,
     assigned_msg_id,
     cancel_msg_id,
+    cancel_request_msg_id,
     dead_msg_id,
     event_msg_id,
     member_msg_id,
@@ -56,6 +57,7 @@ def test_every_persisted_subject_lands_in_exactly_one_stream_and_core_ones_in_no
         subjects.task_assigned("w1"),
         subjects.task_status("t1"),
         subjects.task_cancel("t1"),
+        subjects.task_cancel_request("t1"),
         subjects.task_dead("calc"),
         subjects.event("agent.thought"),
         subjects.REGISTRY_MEMBER_UP,
@@ -92,6 +94,8 @@ def test_msg_ids_name_the_fact() -> None:
     assert status_msg_id("t1", 2, TaskStatus.RUNNING) == "status:t1:2:running"
     assert status_msg_id("t1", 2, "completed") == "status:t1:2:completed"
     assert cancel_msg_id("t1") == "cancel:t1"
+    assert cancel_request_msg_id("t1") == "cancelrequest:t1"
+    assert cancel_request_msg_id("run:1") == "cancelrequest:run:1"
     assert dead_msg_id("t1") == "dead:t1"
     event = new_event("agent.thought", "src")
     assert event_msg_id(event.id) == event.id
@@ -107,10 +111,11 @@ def test_same_fact_same_id_different_fact_different_id() -> None:
         status_msg_id("t1", 2, "running"),
         status_msg_id("t1", 1, "pending"),
         cancel_msg_id("t1"),
+        cancel_request_msg_id("t1"),
         dead_msg_id("t1"),
         submitted_msg_id("t2"),
     }
-    assert len(ids) == 9
+    assert len(ids) == 10
 
 
 def test_member_msg_id_normalises_time_to_utc() -> None:
@@ -136,6 +141,10 @@ def test_msg_id_inputs_are_checked() -> None:
         submitted_msg_id("")
     with pytest.raises(ValueError):
         dead_msg_id("a b")
+    with pytest.raises(ValueError):
+        cancel_request_msg_id("")
+    with pytest.raises(ValueError):
+        cancel_request_msg_id("a b")
     with pytest.raises(ValueError):
         event_msg_id("")
 

@@ -8,6 +8,9 @@ from loom_protocol import (
     TERMINAL_STATUSES,
     TERMINAL_TASK_EVENT_TYPES,
     AgentAction,
+    ApprovalDecided,
+    ApprovalRequested,
+    EventType,
     LlmUsage,
     MemberChanged,
     MemoryConsolidated,
@@ -15,6 +18,7 @@ from loom_protocol import (
     ReplayMode,
     ReplaySpec,
     TaskEventData,
+    TaskResumed,
     ToolReturned,
     bus_member_type,
     bus_task_status_type,
@@ -55,6 +59,61 @@ def test_task_events_and_membership_rows_have_their_models() -> None:
     assert assigned == TaskEventData(status="dispatched", attempt=1, instance_id="w-1")
     assert assigned.to_data() == {"status": "dispatched", "attempt": 1, "instance_id": "w-1"}
     assert EVENT_PAYLOADS[bus_member_type("up")] is MemberChanged
+
+
+def test_task_resumed_has_its_own_model_not_the_task_event_data() -> None:
+    data = {"attempt": 3, "restored_steps": 4, "llm_steps": 2, "tool_steps": 1, "child_steps": 1}
+    resumed = event_data("task.resumed", data)
+    assert type(resumed) is TaskResumed
+    assert resumed == TaskResumed(attempt=3, restored_steps=4, llm_steps=2, tool_steps=1, child_steps=1)
+    assert resumed.to_data() == data
+    assert EVENT_PAYLOADS[EventType.TASK_RESUMED] is TaskResumed and TaskResumed.TYPE == "task.resumed"
+    with pytest.raises(ValidationError):
+        event_data("task.resumed", {"restored_steps": -1})
+
+
+def test_approval_requested_reads_the_waiting_call() -> None:
+    data = {"key": "2.0", "tool": "transfer", "arguments": {"amount": 5}, "call_id": "c1", "step": 2}
+    requested = event_data("approval.requested", data)
+    assert type(requested) is ApprovalRequested and requested.TYPE == "approval.requested"
+    assert (requested.key, requested.tool, requested.arguments, requested.step) == (
+        "2.0",
+        "transfer",
+        {"amount": 5},
+        2,
+    )
+    assert requested.reasoning is None
+    assert requested.to_data() == data
+    with pytest.raises(ValidationError):
+        event_data("approval.requested", {"key": "1.0"})  # no tool
+    with pytest.raises(ValidationError):
+        event_data("approval.requested", {"key": "1.0", "tool": "t", "step": 0})
+
+
+@pytest.mark.parametrize(("event_type", "approved"), [("approval.granted", True), ("approval.denied", False)])
+def test_both_approval_decisions_read_as_approval_decided(event_type: str, approved: bool) -> None:
+    data = {
+        "key": "1.0",
+        "tool": "add",
+        "approved": approved,
+        "by": "alice",
+        "reason": "r",
+        "edited": approved,
+    }
+    decided = event_data(event_type, data)
+    assert type(decided) is ApprovalDecided
+    assert decided.approved is approved and decided.edited is approved and decided.by == "alice"
+    assert decided.to_data() == data
+    event = new_event(event_type, "loom://dispatcher", data=decided.to_data())
+    assert ApprovalDecided.of(event) == decided
+    with pytest.raises(ValidationError):
+        event_data(event_type, {"key": "1.0", "tool": "add"})  # no decision
+
+
+def test_every_task_event_type_but_resumed_reads_as_task_event_data() -> None:
+    for kind in EventType:
+        if kind.value.startswith("task.") and kind is not EventType.TASK_RESUMED:
+            assert EVENT_PAYLOADS[kind.value] is TaskEventData, kind
 
 
 def test_stored_row_names_and_the_one_terminal_set() -> None:

@@ -12,6 +12,11 @@ from loom_protocol import (
     AgentCapability,
     AgentCard,
     AgentThought,
+    ApprovalDecided,
+    ApprovalDecision,
+    ApprovalInput,
+    ApprovalRequest,
+    ApprovalRequested,
     BatchError,
     CloudEvent,
     ErrorBody,
@@ -24,6 +29,8 @@ from loom_protocol import (
     ForkInfo,
     Heartbeat,
     InstanceLoad,
+    JournalEntry,
+    JournalKind,
     KnownAgents,
     Liveness,
     LlmRequest,
@@ -56,6 +63,7 @@ from loom_protocol import (
     TaskCancelRequested,
     TaskDeadLettered,
     TaskEventData,
+    TaskResumed,
     TaskStatus,
     TaskStatusChanged,
     TaskStreamChunk,
@@ -70,13 +78,26 @@ from pydantic.alias_generators import to_camel
 
 AT = datetime(2025, 6, 1, 8, 30, 0, 123_456, tzinfo=timezone(timedelta(hours=-4)))
 TRACE = TraceContext(traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tracestate="k=v")
+APPROVAL = ApprovalRequest(
+    key="2.1",
+    tool="transfer",
+    arguments={"amount": 10.5, "to": "acct-1"},
+    reasoning="pay the invoice",
+    call_id="c2",
+    step=2,
+    attempt=3,
+    requested_at=AT,
+)
+DECISION = ApprovalDecision(
+    key="1.0", tool="add", approved=True, arguments={"a": 2}, by="alice", reason="ok", decided_at=AT
+)
 TASK = Task(
     task_id="t:1",
     source_agent="concierge",
     target_agent="calc",
     action=TaskAction.STREAM,
     parameters={"x": [1, 2.5, None, {"y": "z"}], "unicode": "日本語"},
-    status=TaskStatus.RUNNING,
+    status=TaskStatus.INPUT_REQUIRED,
     result={"partial": True},
     error="",
     metadata={"k": None},
@@ -87,6 +108,8 @@ TASK = Task(
     created_at=AT,
     updated_at=AT + timedelta(seconds=1),
     trace=TRACE,
+    pending_approval=APPROVAL,
+    approvals=[DECISION],
 )
 CARD = AgentCard(
     agent_id="calc",
@@ -111,7 +134,7 @@ CALL = McpToolCall(call_id="c1", name="add", arguments={"a": 1, "b": 2})
 EXAMPLES: dict[str, LoomModel] = {
     "Task": TASK,
     "TraceContext": TRACE,
-    "TaskStatusChanged": TaskStatusChanged.from_task(TASK),
+    "TaskStatusChanged": TaskStatusChanged.from_task(TASK, approval=APPROVAL),
     "TaskCancelRequested": TaskCancelRequested(task_id="t:1", reason="user", at=AT),
     "TaskStreamChunk": TaskStreamChunk(task_id="t:1", index=2, delta="lo ", step=3, attempt=2),
     "TaskDeadLettered": TaskDeadLettered(task=TASK, reason="exhausted", at=AT),
@@ -194,6 +217,23 @@ EXAMPLES: dict[str, LoomModel] = {
     ),
     "ErrorReported": ErrorReported(error="boom", exception="ValueError", reason="r", dropped=2),
     "TaskEventData": TaskEventData(status="dispatched", attempt=2, instance_id="w-1", reason="r"),
+    "TaskResumed": TaskResumed(attempt=2, restored_steps=3, llm_steps=1, tool_steps=1, child_steps=1),
+    "ApprovalRequested": ApprovalRequested(
+        key="2.1", tool="transfer", arguments={"amount": 10.5}, reasoning="pay", call_id="c2", step=2
+    ),
+    "ApprovalDecided": ApprovalDecided(
+        key="2.1", tool="transfer", approved=False, by="timeout", reason="waited too long", edited=False
+    ),
+    "ApprovalRequest": APPROVAL,
+    "ApprovalDecision": DECISION,
+    "ApprovalInput": ApprovalInput(arguments={"amount": 5}, by="alice", reason="smaller, please"),
+    "JournalEntry": JournalEntry(
+        kind=JournalKind.TOOL,
+        attempt=2,
+        instance_id="w-1",
+        at=AT,
+        tool=RecordedToolStep(step=2, call=CALL, result=McpToolResult(call_id=CALL.call_id, name="add")),
+    ),
     "Recording": Recording(
         agent="calc",
         llm=[

@@ -8,6 +8,7 @@ BUILDERS = [
     (subjects.task_assigned, "loom.task.assigned."),
     (subjects.task_status, "loom.task.status."),
     (subjects.task_cancel, "loom.task.cancel."),
+    (subjects.task_cancel_request, "loom.task.cancelrequest."),
     (subjects.task_dead, "loom.task.dead."),
     (subjects.registry_heartbeat, "loom.registry.heartbeat."),
     (subjects.rejected, "loom.rejected."),
@@ -22,6 +23,7 @@ def test_constants_are_pinned() -> None:
     assert subjects.TASK_ASSIGNED_ALL == "loom.task.assigned.*"
     assert subjects.TASK_STATUS_ALL == "loom.task.status.*"
     assert subjects.TASK_CANCEL_ALL == "loom.task.cancel.*"
+    assert subjects.TASK_CANCEL_REQUEST_ALL == "loom.task.cancelrequest.*"
     assert subjects.TASK_DEAD_ALL == "loom.task.dead.*"
     assert subjects.TASK_ALL == "loom.task.>"
     assert subjects.EVENT_ALL == "loom.event.>"
@@ -48,6 +50,16 @@ def test_builders_reject_bad_tokens(builder: object, prefix: str, token: str) ->
 
 def test_task_ids_with_colons_are_valid_tokens() -> None:
     assert subjects.task_status("run:1") == "loom.task.status.run:1"
+
+
+def test_cancel_requests_and_cancels_are_told_apart() -> None:
+    request = subjects.task_cancel_request("run:1")
+    assert request == "loom.task.cancelrequest.run:1"
+    assert subjects.token_of(request, subjects.TASK_CANCEL_REQUEST_ALL) == "run:1"
+    with pytest.raises(ValueError):
+        subjects.token_of(request, subjects.TASK_CANCEL_ALL)
+    with pytest.raises(ValueError):
+        subjects.token_of(subjects.task_cancel("run:1"), subjects.TASK_CANCEL_REQUEST_ALL)
 
 
 def test_event_subject_keeps_the_dots_of_the_type() -> None:

@@ -36,7 +36,7 @@ A2A_TASK = {
     "sessionId": "session-9",
 }
 
-PLATFORM_KEYS = {"attempt", "createdAt", "updatedAt", "trace"}
+PLATFORM_KEYS = {"attempt", "createdAt", "updatedAt", "trace", "approvals"}
 
 
 def _reason(exc_info: pytest.ExceptionInfo[ValidationError]) -> str:
@@ -62,6 +62,8 @@ def test_a2a_camel_case_task_validates_and_round_trips_its_keys() -> None:
         assert wire[key] == value, key
     assert wire["attempt"] == 0
     assert wire["trace"] == {}
+    assert wire["approvals"] == []
+    assert "pendingApproval" not in wire
 
 
 def test_snake_case_input_is_accepted_too() -> None:
@@ -198,8 +200,18 @@ def test_trace_id_is_the_32_hex_part() -> None:
 
 EXPECTED_TABLE = {
     "pending": {"dispatched", "cancelled", "dead"},
-    "dispatched": {"running", "pending", "dispatched", "completed", "failed", "cancelled", "dead"},
-    "running": {"completed", "failed", "cancelled", "pending", "dispatched", "dead"},
+    "dispatched": {
+        "running",
+        "input_required",
+        "pending",
+        "dispatched",
+        "completed",
+        "failed",
+        "cancelled",
+        "dead",
+    },
+    "running": {"completed", "failed", "cancelled", "pending", "dispatched", "dead", "input_required"},
+    "input_required": {"pending", "cancelled", "dead", "failed"},
     "completed": set(),
     "failed": set(),
     "cancelled": set(),
@@ -251,6 +263,47 @@ def test_can_transition_matches_the_table_for_every_pair() -> None:
             expected = new.value in EXPECTED_TABLE[current.value]
             assert can_transition(current, new) is expected
             assert can_transition(current.value, new.value) is expected
+
+
+def test_input_required_is_a_non_terminal_status_named_as_in_a2a() -> None:
+    assert TaskStatus.INPUT_REQUIRED.value == "input_required"
+    assert not is_terminal(TaskStatus.INPUT_REQUIRED)
+    assert Task(target_agent="calc", status=TaskStatus.INPUT_REQUIRED).is_terminal is False
+
+
+@pytest.mark.parametrize("current", [TaskStatus.RUNNING, TaskStatus.DISPATCHED])
+def test_a_held_task_can_stop_for_approval(current: TaskStatus) -> None:
+    task = Task(task_id="t-1", target_agent="calc", status=current, instance_id="w-1", attempt=1)
+    waiting = task.with_status(TaskStatus.INPUT_REQUIRED, instance_id=None)
+    assert waiting.status is TaskStatus.INPUT_REQUIRED and waiting.instance_id is None
+
+
+@pytest.mark.parametrize(
+    "current", [TaskStatus.PENDING, TaskStatus.INPUT_REQUIRED, *sorted(TERMINAL_STATUSES)]
+)
+def test_only_a_held_task_can_stop_for_approval(current: TaskStatus) -> None:
+    assert not can_transition(current, TaskStatus.INPUT_REQUIRED)
+    with pytest.raises(InvalidTransition):
+        Task(target_agent="calc", status=current).with_status(TaskStatus.INPUT_REQUIRED)
+
+
+@pytest.mark.parametrize(
+    "new", [TaskStatus.PENDING, TaskStatus.CANCELLED, TaskStatus.DEAD, TaskStatus.FAILED]
+)
+def test_a_waiting_task_is_resumed_cancelled_or_ended(new: TaskStatus) -> None:
+    task = Task(target_agent="calc", status=TaskStatus.INPUT_REQUIRED)
+    assert task.with_status(new).status is new
+
+
+@pytest.mark.parametrize(
+    "new", [TaskStatus.RUNNING, TaskStatus.COMPLETED, TaskStatus.DISPATCHED, TaskStatus.INPUT_REQUIRED]
+)
+def test_a_waiting_task_does_not_run_or_complete_without_going_back_to_the_queue(new: TaskStatus) -> None:
+    task = Task(task_id="t-1", target_agent="calc", status=TaskStatus.INPUT_REQUIRED)
+    assert not can_transition(TaskStatus.INPUT_REQUIRED, new)
+    with pytest.raises(InvalidTransition) as exc_info:
+        task.with_status(new)
+    assert "'input_required'" in str(exc_info.value)
 
 
 def test_can_transition_with_unknown_strings_is_false() -> None:

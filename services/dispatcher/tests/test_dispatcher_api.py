@@ -16,9 +16,28 @@ def test_errors_have_one_shape_and_every_endpoint_documents_its_answers() -> Non
     assert {f["field"] for f in typo.json()["error"]["fields"]} == {"body.targetAgent", "body.targetAgnet"}
     spec = client.get("/openapi.json").json()
     assert "ErrorBody" in spec["components"]["schemas"] and "Task" in spec["components"]["schemas"]
-    for path in ("/api/tasks", "/api/tasks/{task_id}", "/api/tasks/{task_id}/cancel"):
+    paths = ("/api/tasks", "/api/tasks/{task_id}", "/api/tasks/{task_id}/cancel")
+    for path in (*paths, "/api/tasks/{task_id}/approve", "/api/tasks/{task_id}/reject"):
         for operation in spec["paths"][path].values():
             responses = operation["responses"]
             assert "404" in responses or path == "/api/tasks", path
             ok = responses.get("200") or responses["202"]
             assert ok["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Task"}, path
+
+
+def test_a_decision_body_is_checked_before_anything_is_read() -> None:
+    client = TestClient(create_app())  # no lifespan: these answers never reach Redis
+    for verb in ("approve", "reject"):
+        typo = client.post(f"/api/tasks/t1/{verb}", json={"reasn": "typo"})
+        assert typo.status_code == 422, verb
+        assert typo.json()["error"]["fields"][0]["field"] == "body.reasn"
+    edited = client.post("/api/tasks/t1/reject", json={"arguments": {"path": "/tmp"}})
+    assert edited.status_code == 422
+    assert edited.json()["error"]["code"] == "invalid_request"
+    assert edited.json()["error"]["fields"] == [
+        {"field": "body.arguments", "reason": "a rejection takes no arguments (only approve does)"}
+    ]
+    spec = client.get("/openapi.json").json()
+    approve = spec["paths"]["/api/tasks/{task_id}/approve"]["post"]
+    assert approve["requestBody"].get("required") is not True  # an empty body is fine
+    assert "409" in approve["responses"]

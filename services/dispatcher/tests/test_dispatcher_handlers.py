@@ -1,5 +1,5 @@
-"""The membership handler without a server (FastStream's in-memory broker), and the picker's
-reading of the registry's error answers."""
+"""The membership and cancel-request handlers without a server (FastStream's in-memory broker),
+and the picker's reading of the registry's error answers."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from loom_dispatcher.bus import NatsOutbox, RegistryPicker
 from loom_dispatcher.errors import RegistryUnavailable
 from loom_dispatcher.handlers import build_router
 from loom_dispatcher.state import State
-from loom_protocol import MemberChanged, MembershipChange, PickReply, RejectedMessage, subjects
+from loom_protocol import (
+    MemberChanged,
+    MembershipChange,
+    PickReply,
+    RejectedMessage,
+    TaskCancelRequested,
+    subjects,
+)
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 
 DeadLetters = Callable[[NatsBroker, str], list[RejectedMessage]]  # the dead_letters fixture
@@ -21,9 +28,13 @@ DeadLetters = Callable[[NatsBroker, str], list[RejectedMessage]]  # the dead_let
 class FakeDispatcher:
     def __init__(self) -> None:
         self.down: list[str] = []
+        self.cancelled: list[tuple[str, str]] = []
 
     async def on_member_down(self, instance_id: str) -> None:
         self.down.append(instance_id)
+
+    async def cancel(self, task_id: str, reason: str = "cancelled by user") -> None:
+        self.cancelled.append((task_id, reason))
 
 
 def _app(dead_letters: DeadLetters) -> tuple[NatsBroker, FakeDispatcher, list[RejectedMessage]]:
@@ -58,6 +69,19 @@ async def test_a_malformed_membership_change_becomes_a_dead_letter(dead_letters:
     assert rejected[0].subject == subjects.REGISTRY_MEMBER_DOWN
     assert rejected[0].raw == '{"instanceId": 3}'
     assert "change.instanceId" in rejected[0].reason
+
+
+async def test_a_cancel_request_cancels_the_task_and_a_malformed_one_is_dead_lettered(
+    dead_letters: DeadLetters,
+) -> None:
+    broker, dispatcher, rejected = _app(dead_letters)
+    request = TaskCancelRequested(task_id="child-1", reason="parent p1 gave up waiting")
+    async with TestNatsBroker(broker) as br:
+        await br.publish(request.to_json(), subjects.task_cancel_request("child-1"), stream="LOOM_TASKS")
+        await br.publish(b'{"reason": "no id"}', subjects.task_cancel_request("child-2"), stream="LOOM_TASKS")
+    assert dispatcher.cancelled == [("child-1", "parent p1 gave up waiting")]
+    [record] = rejected
+    assert record.subject == subjects.task_cancel_request("child-2") and "taskId" in record.reason
 
 
 class Reply:

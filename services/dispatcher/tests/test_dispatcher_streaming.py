@@ -116,6 +116,17 @@ async def test_the_tail_keeps_the_latest_tasks_and_caps_chunks_per_task() -> Non
     assert live.queue.qsize() == 5  # a reader still gets every chunk live
 
 
+async def test_the_tail_keeps_at_most_max_bytes_of_text_dropping_the_oldest_task() -> None:
+    tail = AnswerTail(max_bytes=10)
+    tail.add(chunk("old", 0, "12345678"))
+    tail.add(chunk("new", 0, "abcd"))  # 12 bytes in all: the oldest task goes
+    assert tail.follow("old").backlog == []
+    assert [c.delta for c in tail.follow("new").backlog] == ["abcd"]
+    assert tail.kept_bytes == 4
+    tail.add(chunk("huge", 0, "x" * 11))  # alone over the budget: forwarded live, never kept
+    assert tail.follow("huge").backlog == [] and tail.kept_bytes == 4
+
+
 @dataclass
 class FakeMsg:
     subject: str

@@ -20,7 +20,14 @@ from loom_ingest.maintenance import RetentionPolicy, apply_retention
 from loom_ingest.migrate import load_migrations, migrate
 from loom_ingest.rows import Incoming, decode
 from loom_ingest.store import EventWriter, init_connection
-from loom_protocol import Task, TaskStatus, TaskStatusChanged, new_event
+from loom_protocol import (
+    ApprovalDecision,
+    ApprovalRequest,
+    Task,
+    TaskStatus,
+    TaskStatusChanged,
+    new_event,
+)
 
 BASE_URL = os.environ.get("LOOM_DATABASE_URL", "postgresql://postgres@127.0.0.1:5433/loom")
 
@@ -61,7 +68,7 @@ async def test_migrations_apply_once_even_when_two_replicas_race(db: str) -> Non
     first, second = await asyncpg.connect(db), await asyncpg.connect(db)
     try:
         applied = await asyncio.gather(migrate(first), migrate(second))
-        assert sorted(len(a) for a in applied) == [0, 4]
+        assert sorted(len(a) for a in applied) == [0, len(load_migrations())]
         assert await migrate(first) == []
         rows = await first.fetch("SELECT version, name FROM schema_migrations ORDER BY version")
         assert [(r["version"], r["name"]) for r in rows] == [(m.version, m.name) for m in load_migrations()]
@@ -204,6 +211,78 @@ async def test_task_state_keeps_the_newest_and_the_final_word(pool: asyncpg.Pool
             None,
         )
         assert await conn.fetchval("SELECT count(*) FROM events WHERE kind = 'task'") == 6
+
+
+async def test_the_projection_follows_an_approval_and_dates_every_task(pool: asyncpg.Pool) -> None:
+    store = EventWriter(pool)
+    created = NOW - timedelta(seconds=10)
+    task = Task(task_id="ap-1", target_agent="calc", created_at=created, updated_at=created)
+    request = ApprovalRequest(key="1.0", tool="shell", requested_at=NOW)
+    waiting = TaskStatusChanged(
+        task_id="ap-1",
+        target_agent="calc",
+        status=TaskStatus.INPUT_REQUIRED,
+        at=NOW - timedelta(seconds=5),
+        approval=request,
+    ).to_json()
+    # the status arrives first: the task is dated by it until its submission moves the date back
+    await store.write([item("loom.task.status.ap-1", waiting, 1, "LOOM_TASKS")])
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = 'ap-1'")
+        assert (row["status"], row["created_at"]) == ("input_required", NOW - timedelta(seconds=5))
+        assert json.loads(row["pending_approval"])["tool"] == "shell"
+        await store.write([item("loom.task.submitted.calc", task.to_json(), 2, "LOOM_TASKS")])
+        row = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = 'ap-1'")
+        assert row["status"] == "input_required" and row["created_at"] == NOW - timedelta(seconds=10)
+        assert row["pending_approval"] is not None and row["approvals"] == "[]"
+        decided = task.model_copy(
+            update={
+                "approvals": [ApprovalDecision(key="1.0", tool="shell", approved=True)],
+                "status": TaskStatus.DISPATCHED,
+                "updated_at": NOW - timedelta(seconds=1),
+                "attempt": 2,
+            }
+        )
+        pending = TaskStatusChanged(
+            task_id="ap-1", target_agent="calc", status=TaskStatus.PENDING, at=NOW - timedelta(seconds=2)
+        ).to_json()
+        # the newer assignment first, then the older "pending": neither the status nor the decisions go back
+        await store.write([item("loom.task.assigned.w-1", decided.to_json(), 3, "LOOM_TASKS")])
+        await store.write([item("loom.task.status.ap-1", pending, 4, "LOOM_TASKS")])
+        row = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = 'ap-1'")
+        assert (row["status"], row["attempt"], row["pending_approval"]) == ("dispatched", 2, None)
+        assert [d["approved"] for d in json.loads(row["approvals"])] == [True]
+        stale = task.model_copy(update={"updated_at": NOW - timedelta(seconds=3)})
+        await store.write([item("loom.task.assigned.w-1", stale.to_json(), 5, "LOOM_TASKS")])
+        assert json.loads(await conn.fetchval("SELECT approvals FROM tasks WHERE task_id = 'ap-1'")) != []
+        # a cancel request for a task not seen yet is dated too (created_at is never null)
+        await store.write([item("loom.task.cancel.ap-2", b'{"taskId": "ap-2"}', 6, "LOOM_TASKS")])
+        assert await conn.fetchval("SELECT created_at IS NOT NULL FROM tasks WHERE task_id = 'ap-2'")
+
+
+async def test_the_search_text_is_rewritten_only_when_it_changes(pool: asyncpg.Pool) -> None:
+    store = EventWriter(pool)
+    task = Task(task_id="tx-1", target_agent="calc", parameters={"prompt": "Weather in PARIS"})
+    text_sql = "SELECT search_text, xmin::text AS version FROM task_text WHERE task_id = 'tx-1'"
+
+    def status(s: TaskStatus, seconds: int, **kw: Any) -> bytes:
+        return TaskStatusChanged(
+            task_id="tx-1", target_agent="calc", status=s, at=NOW + timedelta(seconds=seconds), **kw
+        ).to_json()
+
+    await store.write([item("loom.task.submitted.calc", task.to_json(), 1, "LOOM_TASKS")])
+    async with pool.acquire() as conn:
+        first = await conn.fetchrow(text_sql)
+        assert first["search_text"] == '{"prompt": "weather in paris"}  '
+        await store.write([item("loom.task.status.tx-1", status(TaskStatus.RUNNING, 1), 2, "LOOM_TASKS")])
+        assert await conn.fetchrow(text_sql) == first  # no text in the message: the row is not touched
+        done = status(TaskStatus.COMPLETED, 2, result={"answer": "Sunny"}, final=True)
+        await store.write([item("loom.task.status.tx-1", done, 3, "LOOM_TASKS")])
+        after = await conn.fetchrow(text_sql)
+        assert after["search_text"] == '{"prompt": "weather in paris"} {"answer": "sunny"} '
+        assert after["version"] != first["version"]
+        await conn.execute("DELETE FROM tasks WHERE task_id = 'tx-1'")  # as retention does
+        assert await conn.fetchval("SELECT count(*) FROM task_text") == 0
 
 
 async def test_terminal_task_events_get_their_latency_across_batches(pool: asyncpg.Pool) -> None:

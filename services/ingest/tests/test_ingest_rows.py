@@ -15,6 +15,8 @@ from loom_ingest.rows import (
     decode,
 )
 from loom_protocol import (
+    ApprovalDecision,
+    ApprovalRequest,
     MemberChanged,
     MembershipChange,
     RejectedMessage,
@@ -227,7 +229,47 @@ def test_dead_and_cancel_messages() -> None:
     decoded = decode(inc("loom.task.cancel.t-9", cancel.to_json(), stream="LOOM_TASKS"), LIMIT)
     update = as_task(decoded.task)  # type: ignore[arg-type]
     assert update["status"] is None and update["cancel_requested_at"] == cancel.at
+    assert update["created_at"] == cancel.at  # every row has a creation time
     assert as_event(decoded.event)["type"] == "loom.task.cancel"  # type: ignore[arg-type]
+
+
+def test_a_cancel_request_is_stored_as_an_event_and_changes_no_task() -> None:
+    request = TaskCancelRequested(task_id="t-9", reason="parent t-1 stopped waiting")
+    decoded = decode(inc("loom.task.cancelrequest.t-9", request.to_json(), stream="LOOM_TASKS"), LIMIT)
+    assert decoded.dead is None and decoded.task is None
+    event = as_event(decoded.event)  # type: ignore[arg-type]
+    assert (event["type"], event["task_id"]) == ("loom.task.cancelrequest", "t-9")
+
+
+def task_update(subject: str, body: bytes) -> dict[str, object]:
+    decoded = decode(inc(subject, body, stream="LOOM_TASKS"), LIMIT)
+    assert decoded.task is not None
+    return as_task(decoded.task)
+
+
+def test_input_required_lands_with_the_call_it_waits_on() -> None:
+    request = ApprovalRequest(key="1.0", tool="shell", arguments={"cmd": "ls"}, requested_at=NOW)
+    task = _task().with_status(TaskStatus.DISPATCHED).with_status(TaskStatus.INPUT_REQUIRED)
+    change = TaskStatusChanged.from_task(task, at=NOW, approval=request)
+    decoded = decode(inc("loom.task.status.t-9", change.to_json(), stream="LOOM_TASKS"), LIMIT)
+    assert as_event(decoded.event)["type"] == "loom.task.status.input_required"  # type: ignore[arg-type]
+    update = task_update("loom.task.status.t-9", change.to_json())
+    assert update["status"] == "input_required" and update["created_at"] == NOW
+    assert json.loads(str(update["pending_approval"])) == request.to_wire()
+    assert update["approvals"] is None  # a status message does not carry the decisions
+    # decided: back to pending through the normal status flow; the call is no longer waited on
+    resumed = TaskStatusChanged.from_task(task.with_status(TaskStatus.PENDING), at=NOW, approval=request)
+    update = task_update("loom.task.status.t-9", resumed.to_json())
+    assert update["status"] == "pending" and update["pending_approval"] is None
+
+
+def test_task_messages_carry_the_approvals_taken() -> None:
+    decision = ApprovalDecision(key="1.0", tool="shell", approved=False, by="ann", decided_at=NOW)
+    task = _task().model_copy(update={"approvals": [decision]})
+    update = task_update("loom.task.assigned.w-1", task.to_json())
+    assert json.loads(str(update["approvals"])) == [decision.to_wire()]
+    assert update["pending_approval"] is None
+    assert task_update("loom.task.submitted.calc", _task().to_json())["approvals"] == "[]"
 
 
 @pytest.mark.parametrize(

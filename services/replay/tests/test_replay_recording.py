@@ -116,6 +116,33 @@ def test_a_second_attempt_replaces_what_the_first_recorded() -> None:
     assert recording.llm[0].tool_calls[0].name == "calculator"
 
 
+def test_a_resumed_attempt_adds_its_live_steps_to_what_the_first_recorded() -> None:
+    trace = Trace()
+    system = {"role": "system", "content": "You are Calculator."}
+    user = {"role": "user", "content": "go"}
+    trace.event("llm.request", "t1", {"step": 1, "message_digests": ["u"], "messages": [system, user]})
+    trace.event("llm.usage", "t1", {"step": 1, "input_tokens": 1, "output_tokens": 1, "model": "m"})
+    sleep = {"step": 1, "tool": "sleep", "arguments": {"seconds": 3}, "call_id": "c1"}
+    trace.event("agent.action", "t1", sleep)
+    trace.event("tool.call", "t1", {"call_id": "c1", "name": "sleep", "arguments": {"seconds": 3}})
+    # killed while sleeping; the resumed attempt restores step 1 and runs the call again
+    trace.event("task.resumed", "t1", {"attempt": 2, "restored_steps": 1, "llm_steps": 1})
+    trace.event("agent.action", "t1", sleep)
+    trace.event("tool.call", "t1", {"call_id": "c1", "name": "sleep", "arguments": {"seconds": 3}})
+    trace.event("tool.result", "t1", {"call_id": "c1", "name": "sleep", "content": "slept 3s"})
+    trace.event("llm.request", "t1", {"step": 2, "message_digests": ["u", "a", "t"]})
+    trace.event(
+        "llm.usage",
+        "t1",
+        {"step": 2, "input_tokens": 2, "output_tokens": 1, "model": "m", "completion": "ok"},
+    )
+    _, recording = recorded(trace)
+    assert [s.step for s in recording.llm] == [1, 2]
+    assert [c.name for c in recording.llm[0].tool_calls] == ["sleep"]  # not twice
+    assert [(t.call.name, t.result.content) for t in recording.tools] == [("sleep", "slept 3s")]
+    assert recording.system_prompt == "You are Calculator."
+
+
 def test_a_failed_llm_call_is_recorded_as_an_error() -> None:
     trace = Trace()
     trace.event("llm.request", "t1", {"step": 1, "message_digests": ["u"]})

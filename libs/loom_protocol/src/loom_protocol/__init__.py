@@ -9,6 +9,8 @@ alone. Every public name is re-exported here; modules:
 * :mod:`loom_protocol.events` -- the CloudEvents 1.0 envelope and event types.
 * :mod:`loom_protocol.payloads` -- the typed ``data`` of each event type (:func:`event_data`).
 * :mod:`loom_protocol.replays` -- the replay recording, ``metadata.replay`` and the replay report.
+* :mod:`loom_protocol.journal` -- the task journal a resumed attempt restores its steps from.
+* :mod:`loom_protocol.approvals` -- human approval of tool calls (``input_required``).
 * :mod:`loom_protocol.stored` -- the stored row type names and terminal event types.
 * :mod:`loom_protocol.errors` -- :func:`validation_reason`.
 * :mod:`loom_protocol.subjects` -- every NATS subject (import the module: ``subjects.task_status(...)``).
@@ -34,6 +36,17 @@ from loom_protocol.agents import (
     PickReply,
     PickRequest,
 )
+from loom_protocol.approvals import (
+    APPROVAL_TIMEOUT_ACTION_KEY,
+    APPROVAL_TIMEOUT_KEY,
+    APPROVAL_TOOLS_KEY,
+    RESUME_KEY,
+    ApprovalDecision,
+    ApprovalInput,
+    ApprovalRequest,
+    ApprovalTimeoutAction,
+    approval_key,
+)
 from loom_protocol.base import LoomModel
 from loom_protocol.errors import validation_reason
 from loom_protocol.events import (
@@ -56,6 +69,7 @@ from loom_protocol.jetstream import (
     StreamSpec,
     assigned_msg_id,
     cancel_msg_id,
+    cancel_request_msg_id,
     dead_msg_id,
     event_msg_id,
     member_msg_id,
@@ -64,6 +78,14 @@ from loom_protocol.jetstream import (
     stream_create_error,
     stream_create_request,
     submitted_msg_id,
+)
+from loom_protocol.journal import (
+    JOURNAL_BUCKET,
+    JournalEntry,
+    JournalKind,
+    journal_key,
+    journal_task_filter,
+    tool_step_id,
 )
 from loom_protocol.logconfig import (
     BrokerLogging,
@@ -81,6 +103,8 @@ from loom_protocol.payloads import (
     AgentAction,
     AgentAnswer,
     AgentThought,
+    ApprovalDecided,
+    ApprovalRequested,
     ErrorReported,
     EventPayload,
     LlmRequest,
@@ -88,6 +112,7 @@ from loom_protocol.payloads import (
     MemoryAdded,
     MemoryConsolidated,
     TaskEventData,
+    TaskResumed,
     ToolCalled,
     ToolReturned,
     event_data,
@@ -110,6 +135,7 @@ from loom_protocol.settings import DATABASE_URL, ENV_PREFIX, NATS_URL, REDIS_URL
 from loom_protocol.stored import (
     BUS_TASK_ASSIGNED,
     BUS_TASK_CANCEL,
+    BUS_TASK_CANCEL_REQUEST,
     BUS_TASK_DEAD,
     BUS_TASK_PREFIX,
     BUS_TASK_STATUS_PREFIX,
@@ -142,13 +168,23 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALL_STREAMS",
+    "APPROVAL_TIMEOUT_ACTION_KEY",
+    "APPROVAL_TIMEOUT_KEY",
+    "APPROVAL_TOOLS_KEY",
     "AgentAction",
     "AgentAnswer",
     "AgentCapability",
     "AgentCard",
     "AgentThought",
+    "ApprovalDecided",
+    "ApprovalDecision",
+    "ApprovalInput",
+    "ApprovalRequest",
+    "ApprovalRequested",
+    "ApprovalTimeoutAction",
     "BUS_TASK_ASSIGNED",
     "BUS_TASK_CANCEL",
+    "BUS_TASK_CANCEL_REQUEST",
     "BUS_TASK_DEAD",
     "BUS_TASK_PREFIX",
     "BUS_TASK_STATUS_PREFIX",
@@ -173,6 +209,9 @@ __all__ = [
     "Heartbeat",
     "InstanceLoad",
     "InvalidTransition",
+    "JOURNAL_BUCKET",
+    "JournalEntry",
+    "JournalKind",
     "KIND_EVENT",
     "KIND_MEMBER",
     "KIND_TASK",
@@ -200,6 +239,7 @@ __all__ = [
     "REGISTRY_STREAM",
     "REJECTED_STREAM",
     "REPLAY_METADATA_KEY",
+    "RESUME_KEY",
     "Readiness",
     "RecordedChild",
     "RecordedLlmStep",
@@ -221,6 +261,7 @@ __all__ = [
     "TaskCancelRequested",
     "TaskDeadLettered",
     "TaskEventData",
+    "TaskResumed",
     "TaskStatus",
     "TaskStatusChanged",
     "TaskStreamChunk",
@@ -230,17 +271,21 @@ __all__ = [
     "TraceContext",
     "UNKNOWN_AGENT_LABEL",
     "WIRE_MODELS",
+    "approval_key",
     "assigned_msg_id",
     "broker_logging",
     "bus_member_type",
     "bus_task_status_type",
     "cancel_msg_id",
+    "cancel_request_msg_id",
     "current_task_id",
     "dead_msg_id",
     "error_code",
     "event_data",
     "event_msg_id",
     "is_terminal",
+    "journal_key",
+    "journal_task_filter",
     "json_schemas",
     "logging_config",
     "member_msg_id",
@@ -253,6 +298,7 @@ __all__ = [
     "stream_create_request",
     "subjects",
     "submitted_msg_id",
+    "tool_step_id",
     "tracing_enabled",
     "validation_reason",
 ]

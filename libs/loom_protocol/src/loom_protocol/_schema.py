@@ -19,8 +19,10 @@ from loom_protocol.agents import (
     PickReply,
     PickRequest,
 )
+from loom_protocol.approvals import ApprovalDecision, ApprovalInput, ApprovalRequest
 from loom_protocol.events import BatchError, CloudEvent, EventBatch, EventBatchAck
 from loom_protocol.http import ErrorBody, ErrorDetail, FieldError, Liveness, Readiness
+from loom_protocol.journal import JournalEntry
 from loom_protocol.mcp import McpToolCall, McpToolDefinition, McpToolResult
 from loom_protocol.memory import MemoryEntry
 from loom_protocol.payloads import EVENT_PAYLOADS
@@ -77,6 +79,10 @@ _WIRE: tuple[type[BaseModel], ...] = (
     McpToolResult,
     *EVENT_PAYLOADS.values(),  # the typed data of every event type
     Recording,
+    JournalEntry,
+    ApprovalRequest,
+    ApprovalDecision,
+    ApprovalInput,
     RecordedLlmStep,
     RecordedToolStep,
     RecordedChild,

@@ -67,6 +67,10 @@ class EventType(StrEnum):
         TASK_CANCELLED: A task was cancelled.
         TASK_DEAD: A task was dead-lettered.
         TASK_RETRIED: A task was put back for another attempt.
+        TASK_RESUMED: An attempt restored the steps earlier attempts recorded.
+        APPROVAL_REQUESTED: A tool call waits for a person's approval.
+        APPROVAL_GRANTED: A person approved a tool call.
+        APPROVAL_DENIED: A person (or the timeout) rejected a tool call.
         AGENT_THOUGHT: An agent's reasoning step.
         AGENT_ACTION: An agent decided on an action.
         AGENT_ANSWER: An agent's final answer.
@@ -89,6 +93,10 @@ class EventType(StrEnum):
     TASK_CANCELLED = "task.cancelled"
     TASK_DEAD = "task.dead"
     TASK_RETRIED = "task.retried"
+    TASK_RESUMED = "task.resumed"
+    APPROVAL_REQUESTED = "approval.requested"
+    APPROVAL_GRANTED = "approval.granted"
+    APPROVAL_DENIED = "approval.denied"
     AGENT_THOUGHT = "agent.thought"
     AGENT_ACTION = "agent.action"
     AGENT_ANSWER = "agent.answer"

@@ -45,6 +45,7 @@ __all__ = [
     "StreamSpec",
     "assigned_msg_id",
     "cancel_msg_id",
+    "cancel_request_msg_id",
     "dead_msg_id",
     "event_msg_id",
     "member_msg_id",
@@ -255,6 +256,21 @@ def status_msg_id(task_id: str, attempt: int, status: TaskStatus | str) -> str:
             is empty or ``attempt`` is negative.
     """
     return f"status:{_part(task_id, 'task id')}:{_attempt(attempt)}:{TaskStatus(status).value}"
+
+
+def cancel_request_msg_id(task_id: str) -> str:
+    """Msg id of a request to the dispatcher to cancel a task: one per task.
+
+    Args:
+        task_id: The task.
+
+    Returns:
+        ``cancelrequest:<task_id>``.
+
+    Raises:
+        ValueError: If ``task_id`` is empty or contains whitespace.
+    """
+    return f"cancelrequest:{_part(task_id, 'task id')}"
 
 
 def cancel_msg_id(task_id: str) -> str:

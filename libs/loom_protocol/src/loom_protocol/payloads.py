@@ -30,6 +30,8 @@ __all__ = [
     "AgentAction",
     "AgentAnswer",
     "AgentThought",
+    "ApprovalDecided",
+    "ApprovalRequested",
     "ErrorReported",
     "EventPayload",
     "LlmRequest",
@@ -37,6 +39,7 @@ __all__ = [
     "MemoryAdded",
     "MemoryConsolidated",
     "TaskEventData",
+    "TaskResumed",
     "ToolCalled",
     "ToolReturned",
     "event_data",
@@ -417,6 +420,73 @@ class TaskEventData(EventPayload):
     reason: str | None = None
 
 
+class TaskResumed(EventPayload):
+    """``task.resumed``: an attempt restored what earlier attempts of its task recorded.
+
+    Restored steps are not emitted again: their ``llm.*`` and ``tool.*`` events are those of the
+    attempt that ran them.
+
+    Attributes:
+        attempt: The resuming attempt.
+        restored_steps: Step outcomes restored (LLM responses + tool results + child tasks).
+        llm_steps: LLM responses restored (not asked again).
+        tool_steps: Tool results restored (not run again).
+        child_steps: Child tasks awaited instead of submitted again.
+    """
+
+    TYPE: ClassVar[str] = EventType.TASK_RESUMED
+
+    attempt: int = Field(default=1, ge=0)
+    restored_steps: int = Field(default=0, ge=0)
+    llm_steps: int = Field(default=0, ge=0)
+    tool_steps: int = Field(default=0, ge=0)
+    child_steps: int = Field(default=0, ge=0)
+
+
+class ApprovalRequested(EventPayload):
+    """``approval.requested``: a tool call waits for a person (the task is ``input_required``).
+
+    Attributes:
+        key: The call within its task (``"<step>.<index>"``).
+        tool: The tool.
+        arguments: The arguments the agent gave (None without content capture).
+        reasoning: What the agent said before the call (None without content capture).
+        call_id: The LLM's id of the call.
+        step: The LLM step.
+    """
+
+    TYPE: ClassVar[str] = EventType.APPROVAL_REQUESTED
+
+    key: str
+    tool: str
+    arguments: dict[str, Any] | None = None
+    reasoning: str | None = None
+    call_id: str | None = None
+    step: int | None = Field(default=None, ge=1)
+
+
+class ApprovalDecided(EventPayload):
+    """``approval.granted`` / ``approval.denied``: the decision on a waiting tool call.
+
+    Attributes:
+        key: The call within its task.
+        tool: The tool.
+        approved: The decision.
+        by: Who decided (``"timeout"`` when the wait ran out).
+        reason: Why.
+        edited: Whether the call runs with other arguments than the agent's.
+    """
+
+    TYPE: ClassVar[str] = EventType.APPROVAL_GRANTED
+
+    key: str
+    tool: str
+    approved: bool
+    by: str | None = None
+    reason: str | None = None
+    edited: bool = False
+
+
 EVENT_PAYLOADS: Mapping[str, type[LoomModel]] = {
     **{
         model.TYPE: model
@@ -434,6 +504,10 @@ EVENT_PAYLOADS: Mapping[str, type[LoomModel]] = {
         )
     },
     **{kind.value: TaskEventData for kind in EventType if kind.value.startswith("task.")},
+    EventType.TASK_RESUMED.value: TaskResumed,
+    EventType.APPROVAL_REQUESTED.value: ApprovalRequested,
+    EventType.APPROVAL_GRANTED.value: ApprovalDecided,
+    EventType.APPROVAL_DENIED.value: ApprovalDecided,
     EventType.REGISTRY_MEMBER_UP.value: MemberChanged,
     EventType.REGISTRY_MEMBER_DOWN.value: MemberChanged,
     BUS_MEMBER_UP: MemberChanged,

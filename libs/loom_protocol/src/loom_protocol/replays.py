@@ -130,6 +130,8 @@ class Recording(LoomModel):
     Attributes:
         version: Format version.
         agent: The agent that ran it.
+        system_prompt: The system message of its first LLM call as sent (the agent's prompt and
+            the session facts it was given), when content was captured.
         llm: The LLM calls, by step.
         tools: The tool calls, in order.
         children: The delegations, in plan order.
@@ -138,6 +140,7 @@ class Recording(LoomModel):
 
     version: int = 1
     agent: str | None = None
+    system_prompt: str | None = None
     llm: list[RecordedLlmStep] = Field(default_factory=list)
     tools: list[RecordedToolStep] = Field(default_factory=list)
     children: list[RecordedChild] = Field(default_factory=list)

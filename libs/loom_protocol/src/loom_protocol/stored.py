@@ -3,9 +3,10 @@
 Ingest turns every bus message it stores into a CloudEvent-shaped row of the ``events``
 table. Agent events keep their own ``type`` (kind :data:`KIND_EVENT`); task messages become
 rows of kind :data:`KIND_TASK` typed ``loom.task.submitted``, ``loom.task.assigned``,
-``loom.task.cancel``, ``loom.task.dead`` or ``loom.task.status.<status>`` (their ``data`` is
-the message as published); membership changes rows of kind :data:`KIND_MEMBER` typed
-``loom.registry.member.<up|down>``. Readers (query, replay) match on these names.
+``loom.task.cancel``, ``loom.task.cancelrequest``, ``loom.task.dead`` or
+``loom.task.status.<status>`` (their ``data`` is the message as published); membership changes
+rows of kind :data:`KIND_MEMBER` typed ``loom.registry.member.<up|down>``. Readers (query,
+replay) match on these names.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "BUS_MEMBER_UP",
     "BUS_TASK_ASSIGNED",
     "BUS_TASK_CANCEL",
+    "BUS_TASK_CANCEL_REQUEST",
     "BUS_TASK_DEAD",
     "BUS_TASK_PREFIX",
     "BUS_TASK_STATUS_PREFIX",
@@ -47,6 +49,10 @@ BUS_TASK_ASSIGNED = "loom.task.assigned"
 """Row type of an assigned :class:`~loom_protocol.tasks.Task`."""
 BUS_TASK_CANCEL = "loom.task.cancel"
 """Row type of a :class:`~loom_protocol.tasks.TaskCancelRequested`."""
+BUS_TASK_CANCEL_REQUEST = "loom.task.cancelrequest"
+"""Row type of a :class:`~loom_protocol.tasks.TaskCancelRequested` asking the dispatcher to cancel
+(a parent giving up on a child); it changes no task row (the dispatcher's decision does)."""
+
 BUS_TASK_DEAD = "loom.task.dead"
 """Row type of a :class:`~loom_protocol.tasks.TaskDeadLettered`."""
 BUS_TASK_STATUS_PREFIX = "loom.task.status."

@@ -41,6 +41,7 @@ __all__ = [
     "TASK_ALL",
     "TASK_ASSIGNED_ALL",
     "TASK_CANCEL_ALL",
+    "TASK_CANCEL_REQUEST_ALL",
     "TASK_DEAD_ALL",
     "TASK_STATUS_ALL",
     "TASK_STREAM_ALL",
@@ -51,6 +52,7 @@ __all__ = [
     "rejected",
     "task_assigned",
     "task_cancel",
+    "task_cancel_request",
     "task_dead",
     "task_status",
     "task_stream",
@@ -68,7 +70,9 @@ TASK_ASSIGNED_ALL = "loom.task.assigned.*"
 TASK_STATUS_ALL = "loom.task.status.*"
 """Task status changes, one subject per task."""
 TASK_CANCEL_ALL = "loom.task.cancel.*"
-"""Cancel requests, one subject per task."""
+"""The dispatcher telling the instance that runs a task to stop it, one subject per task."""
+TASK_CANCEL_REQUEST_ALL = "loom.task.cancelrequest.*"
+"""Requests to the dispatcher to cancel a task (a parent giving up on a child), one per task."""
 TASK_DEAD_ALL = "loom.task.dead.*"
 """Dead-lettered tasks, one subject per target agent."""
 TASK_STREAM_ALL = "loom.stream.*"
@@ -164,6 +168,22 @@ def task_cancel(task_id: str) -> str:
         ValueError: If ``task_id`` is not a valid subject token.
     """
     return f"loom.task.cancel.{_token(task_id, 'task id')}"
+
+
+def task_cancel_request(task_id: str) -> str:
+    """Subject on which anyone asks the dispatcher to cancel ``task_id`` (a
+    :class:`~loom_protocol.tasks.TaskCancelRequested`; the dispatcher cancels it and its children).
+
+    Args:
+        task_id: The task.
+
+    Returns:
+        ``loom.task.cancelrequest.<task_id>``.
+
+    Raises:
+        ValueError: If ``task_id`` is not a valid subject token.
+    """
+    return f"loom.task.cancelrequest.{_token(task_id, 'task id')}"
 
 
 def task_stream(task_id: str) -> str:

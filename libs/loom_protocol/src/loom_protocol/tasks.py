@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
 
+from loom_protocol.approvals import ApprovalDecision, ApprovalRequest
 from loom_protocol.base import (
     AgentId,
     InstanceId,
@@ -55,6 +56,8 @@ class TaskStatus(StrEnum):
         PENDING: Accepted, waiting for an instance.
         DISPATCHED: Assigned to an instance, not started yet.
         RUNNING: Being executed by an instance.
+        INPUT_REQUIRED: Stopped until a person approves or rejects a tool call
+            (``Task.pending_approval``); no instance holds it meanwhile.
         COMPLETED: Finished with a result (terminal).
         FAILED: Finished with an error (terminal).
         CANCELLED: Cancelled on request (terminal).
@@ -64,6 +67,7 @@ class TaskStatus(StrEnum):
     PENDING = "pending"
     DISPATCHED = "dispatched"
     RUNNING = "running"
+    INPUT_REQUIRED = "input_required"
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -82,6 +86,7 @@ ALLOWED_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = MappingProxyTy
         _S.DISPATCHED: frozenset(
             {
                 _S.RUNNING,
+                _S.INPUT_REQUIRED,  # stopped on a call needing approval (no running report seen)
                 _S.PENDING,  # the instance went away before starting: back to the queue
                 _S.DISPATCHED,  # re-dispatched straight to another instance
                 _S.COMPLETED,
@@ -90,7 +95,11 @@ ALLOWED_TRANSITIONS: Mapping[TaskStatus, frozenset[TaskStatus]] = MappingProxyTy
                 _S.DEAD,
             }
         ),
-        _S.RUNNING: frozenset({_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.PENDING, _S.DISPATCHED, _S.DEAD}),
+        _S.RUNNING: frozenset(
+            {_S.COMPLETED, _S.FAILED, _S.CANCELLED, _S.PENDING, _S.DISPATCHED, _S.DEAD, _S.INPUT_REQUIRED}
+        ),
+        # decided (approved or rejected, resumed on any instance), cancelled, or timed out
+        _S.INPUT_REQUIRED: frozenset({_S.PENDING, _S.CANCELLED, _S.DEAD, _S.FAILED}),
         _S.COMPLETED: frozenset(),
         _S.FAILED: frozenset(),
         _S.CANCELLED: frozenset(),
@@ -207,6 +216,9 @@ class Task(LoomModel):
         created_at: When it was created (tz-aware).
         updated_at: When it last changed (tz-aware).
         trace: W3C trace context.
+        pending_approval: The tool call it waits on, in status ``input_required``.
+        approvals: The decisions taken on its tool calls, oldest first (a resumed attempt
+            reads them).
     """
 
     model_config = ConfigDict(frozen=False, validate_assignment=True)
@@ -227,11 +239,17 @@ class Task(LoomModel):
     created_at: AwareDatetime = Field(default_factory=utc_now)
     updated_at: AwareDatetime = Field(default_factory=utc_now)
     trace: TraceContext = Field(default_factory=TraceContext)
+    pending_approval: ApprovalRequest | None = None
+    approvals: list[ApprovalDecision] = Field(default_factory=list)
 
     @property
     def is_terminal(self) -> bool:
         """True when the task is in a terminal status."""
         return is_terminal(self.status)
+
+    def decision_for(self, key: str) -> ApprovalDecision | None:
+        """The latest decision taken on the call ``key``, if any."""
+        return next((d for d in reversed(self.approvals) if d.key == key), None)
 
     def with_status(self, status: TaskStatus, **changes: Any) -> Task:
         """Return a copy of this task moved to ``status``, with ``updated_at`` set to now.
@@ -315,6 +333,7 @@ class TaskStatusChanged(LoomModel):
         trace: W3C trace context.
         final: Set only by the dispatcher when it records the task's one terminal state;
             workers report outcomes with ``final`` unset, and waiters wait for ``final``.
+        approval: The call waited on, with status ``input_required``.
     """
 
     task_id: TaskId
@@ -329,6 +348,7 @@ class TaskStatusChanged(LoomModel):
     at: AwareDatetime = Field(default_factory=utc_now)
     trace: TraceContext = Field(default_factory=TraceContext)
     final: bool = False
+    approval: ApprovalRequest | None = None
 
     @classmethod
     def from_task(cls, task: Task, *, at: datetime | None = None, **changes: Any) -> TaskStatusChanged:
@@ -355,12 +375,15 @@ class TaskStatusChanged(LoomModel):
             "session_id": task.session_id,
             "at": at or task.updated_at,
             "trace": task.trace,
+            "approval": task.pending_approval,
         }
         return cls.model_validate({**fields, **changes})
 
 
 class TaskCancelRequested(LoomModel):
-    """Someone asked to cancel a task; published on ``loom.task.cancel.<task_id>``.
+    """Cancellation of a task: the dispatcher tells the instance running it on
+    ``loom.task.cancel.<task_id>``; anyone (a parent giving up on a child) asks the dispatcher
+    for it on ``loom.task.cancelrequest.<task_id>``.
 
     Attributes:
         task_id: The task to cancel.

@@ -20,10 +20,12 @@ from .config import Settings
 from .emitter import EventEmitter
 from .execution import Executor
 from .heartbeat import Heartbeater
+from .journal import KvJournal
 from .loading import load_agents
 from .outbox import Outbox
 from .reporting import StatusReporter
 from .runtime import LoggingInterceptor, MemoryStore, make_provider
+from .runtime.durable import StepJournal
 from .runtime.providers import OpenAICompatibleProvider, load_prices
 from .sessions import KvSessionStore
 from .state import State
@@ -51,13 +53,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         timeout_s=settings.llm_timeout_s,
         max_retries=settings.llm_max_retries,
         prices=load_prices(settings.llm_prices),
+        temperature=settings.llm_temperature,
+        tool_choice=settings.llm_tool_choice,
     )
     agents = load_agents(settings.agent_ids, provider)  # AgentLoadError: one line, see __main__
     reporter = StatusReporter(broker, settings.instance_id)
     emitter = EventEmitter(broker, f"/workers/{settings.instance_id}", settings.event_buffer)
 
-    def children(task: Task, agent_id: str) -> NatsChildTasks:
-        return NatsChildTasks(broker, task, agent_id)
+    def children(task: Task, agent_id: str, journal: StepJournal) -> NatsChildTasks:
+        return NatsChildTasks(broker, task, agent_id, journal)
 
     answers = Outbox(broker)  # answer chunks of streaming tasks, core NATS
     executor = Executor(
@@ -71,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         capture_content=settings.capture_content,
         memory=MemoryStore(),  # replaced by the shared KV store at start-up (memory_store=kv)
         answer_stream=lambda task: NatsAnswerStream(answers, task),
+        approval_tools=settings.approval_tool_names,
     )
     heart = Heartbeater(broker, executor, settings.heartbeat_interval_s, VERSION)
     broker.include_router(build_router(executor, reporter))
@@ -89,6 +94,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ttl_s=settings.memory_ttl_s,
                 timeout_s=settings.memory_timeout_s,
                 max_retries=settings.memory_max_retries,
+            )
+        if settings.durable:
+            executor.journal = await KvJournal.open(
+                nc.jetstream(),
+                settings.journal_bucket,
+                ttl_s=settings.journal_ttl_s,
+                timeout_s=settings.journal_timeout_s,
             )
         emitter.start()
         await broker.start()

@@ -36,6 +36,9 @@ class Settings(BaseSettings, ServiceSettings):
     llm_timeout_s: float = Field(default=60.0, gt=0)  # per attempt
     llm_max_retries: int = Field(default=3, ge=0, le=20)  # 429/5xx/timeouts, backoff + jitter
     llm_prices: str = ""  # JSON object or JSON file path; see runtime/providers/pricing.py
+    llm_temperature: float | None = Field(default=None, ge=0, le=2)  # unset: the server's default
+    # unset: not sent; "auto" for servers that need it (llama.cpp), which vLLM refuses unless enabled
+    llm_tool_choice: Literal["", "auto", "none", "required"] = ""
     capture_content: bool = True  # prompt and completion text in the LLM events
 
     # session memory (sessions.py): "kv" = the JetStream KV bucket every instance shares,
@@ -46,11 +49,24 @@ class Settings(BaseSettings, ServiceSettings):
     memory_max_retries: int = Field(default=5, ge=0, le=100)  # save conflicts re-applied
     memory_timeout_s: float = Field(default=5.0, gt=0)  # per KV read or write
 
+    # durable execution (journal.py): each step's outcome in a JetStream KV bucket, so that a later
+    # attempt of a task resumes from the last recorded step; false: every attempt starts over
+    durable: bool = True
+    journal_bucket: str = Field(default="LOOM_JOURNAL", pattern=r"^[A-Za-z0-9_-]+$")
+    journal_ttl_s: float = Field(default=7 * 86_400.0, ge=0)  # an entry kept after it was written
+    journal_timeout_s: float = Field(default=5.0, gt=0)  # per KV read or write
+    # comma-separated tool names whose calls need a person's approval on this worker
+    approval_tools: str = ""
+
     @field_validator("llm_prices")
     @classmethod
     def _prices_load(cls, value: str) -> str:
         load_prices(value)  # refuse a bad price table at start-up, with the reason
         return value
+
+    @property
+    def approval_tool_names(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.approval_tools.split(",") if name.strip())
 
     @property
     def agent_ids(self) -> list[str]:

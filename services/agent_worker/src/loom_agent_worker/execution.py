@@ -9,12 +9,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from loom_protocol import InstanceLoad, Task, TaskAction, TaskStatus
+from loom_protocol import (
+    APPROVAL_TOOLS_KEY,
+    RESUME_KEY,
+    InstanceLoad,
+    Task,
+    TaskAction,
+    TaskResumed,
+    TaskStatus,
+)
 from opentelemetry import trace
 from prometheus_client import Counter, Gauge, Histogram
 
 from . import replay_agents
 from .emitter import EventEmitter
+from .journal import ENTRIES_RESTORED, JournalUnavailable, KvJournal
 from .reporting import StatusReporter
 from .runtime import (
     Agent,
@@ -25,6 +34,7 @@ from .runtime import (
     TaskContext,
     run_with_interceptors,
 )
+from .runtime.durable import AwaitingApproval, StepJournal
 from .runtime.memory import SessionMemory, SessionStore
 from .telemetry import context_of, tracer
 
@@ -33,6 +43,7 @@ log = logging.getLogger(__name__)
 TASKS = Counter("loom_worker_tasks_total", "Tasks finished by this worker", ["agent", "status"])
 IN_FLIGHT = Gauge("loom_worker_in_flight", "Tasks accepted and not yet finished")
 DURATION = Histogram("loom_worker_task_seconds", "Task execution time", ["agent"])
+RESUMED = Counter("loom_worker_tasks_resumed_total", "Attempts that restored steps of earlier attempts")
 
 
 @dataclass(frozen=True)
@@ -47,12 +58,14 @@ class Executor:
     agents: dict[str, Agent]
     reporter: StatusReporter
     emitter: EventEmitter
-    children: Callable[[Task, str], ChildTasks]
+    children: Callable[[Task, str, StepJournal], ChildTasks]
     interceptors: Sequence[Interceptor]
     concurrency: int
     capture_content: bool = True
     memory: SessionStore = field(default_factory=MemoryStore)  # the app passes the shared KV store
     answer_stream: Callable[[Task], AnswerStream] | None = None  # chunks of action "stream" tasks
+    journal: KvJournal | None = None  # None: no attempt restores another's steps
+    approval_tools: frozenset[str] = frozenset()  # tools that need approval on this worker
     draining: bool = field(default=False, init=False)
     _slots: asyncio.Semaphore = field(init=False)
     _running: dict[str, Running] = field(default_factory=dict, init=False)
@@ -118,56 +131,7 @@ class Executor:
             status = TaskStatus.FAILED
             try:
                 await self.reporter.report_running(task)
-                events = self.emitter.for_task(task, agent.node_id, self.instance_id)
-                try:
-                    # a task without a session has a memory of its own, not stored
-                    memory = (
-                        await self.memory.load(task.session_id)
-                        if task.session_id
-                        else SessionMemory(task.task_id)
-                    )
-                except Exception as exc:
-                    events.close()
-                    log.warning("session memory unavailable: %s", exc, extra={"task_id": task.task_id})
-                    await self.reporter.report(
-                        task, TaskStatus.FAILED, error=f"session memory unavailable: {exc}"
-                    )
-                    return
-                stream = self._answer_stream(task)
-                try:
-                    ctx = TaskContext(
-                        task=task,
-                        events=events,
-                        children=self.children(task, agent.node_id),
-                        memory=memory,
-                        instance_id=self.instance_id,
-                        capture_content=self.capture_content,
-                        stream=stream,
-                    )
-                    try:
-                        done = await run_with_interceptors(agent, task, ctx, self.interceptors)
-                        if stream is not None:  # whatever the outcome: the answer ends
-                            await stream.done()
-                    except asyncio.CancelledError:
-                        events.close()
-                        status = TaskStatus.PENDING if self.draining else TaskStatus.CANCELLED
-                        reason = (
-                            "handed back: worker shutting down" if self.draining else "cancelled by request"
-                        )
-                        with contextlib.suppress(Exception):
-                            await asyncio.shield(self.reporter.report(task, status, error=reason))
-                        raise
-                    try:  # before the terminal status: the session's next task reads these writes
-                        if task.session_id:
-                            await self.memory.save(memory)
-                    except Exception:
-                        log.exception("session memory not saved", extra={"task_id": task.task_id})
-                finally:
-                    if task.session_id:
-                        self.memory.release(memory)
-                events.close()
-                status = done.status
-                await self.reporter.report(task, done.status, result=done.result, error=done.error)
+                status = await self._execute(agent, task)
             except asyncio.CancelledError:
                 pass
             except Exception:
@@ -179,6 +143,97 @@ class Executor:
             finally:
                 TASKS.labels(agent.node_id, status.value).inc()
                 DURATION.labels(agent.node_id).observe(time.perf_counter() - started)
+
+    async def _execute(self, agent: Agent, task: Task) -> TaskStatus:
+        """Run ``task`` on ``agent`` and report how it ended; returns the status reported."""
+        events = self.emitter.for_task(task, agent.node_id, self.instance_id)
+        try:
+            journal = await self._journal_for(task)
+        except JournalUnavailable as exc:
+            events.close()
+            log.warning("%s", exc, extra={"task_id": task.task_id})
+            await self.reporter.report(task, TaskStatus.FAILED, error=str(exc))
+            return TaskStatus.FAILED
+        if task.attempt > 1 and journal.recorded_before:
+            counts = journal.counts()
+            RESUMED.inc()
+            events.emit(
+                TaskResumed(
+                    attempt=task.attempt,
+                    restored_steps=counts.total,
+                    llm_steps=counts.llm,
+                    tool_steps=counts.tools,
+                    child_steps=counts.children,
+                )
+            )
+        try:
+            # a task without a session has a memory of its own, not stored
+            memory = (
+                await self.memory.load(task.session_id) if task.session_id else SessionMemory(task.task_id)
+            )
+        except Exception as exc:
+            events.close()
+            log.warning("session memory unavailable: %s", exc, extra={"task_id": task.task_id})
+            await self.reporter.report(task, TaskStatus.FAILED, error=f"session memory unavailable: {exc}")
+            return TaskStatus.FAILED
+        stream = self._answer_stream(task)
+        try:
+            ctx = TaskContext(
+                task=task,
+                events=events,
+                children=self.children(task, agent.node_id, journal),
+                memory=memory,
+                instance_id=self.instance_id,
+                capture_content=self.capture_content,
+                stream=stream,
+                journal=journal,
+                approval_tools=self._approval_tools(task),
+            )
+            try:
+                done = await run_with_interceptors(agent, task, ctx, self.interceptors)
+                if stream is not None:  # whatever the outcome: the answer ends
+                    await stream.done()
+            except AwaitingApproval as stop:
+                # nothing of this attempt is saved: the next one restores its steps from the journal
+                events.close()
+                await self.reporter.report(task, TaskStatus.INPUT_REQUIRED, approval=stop.request)
+                return TaskStatus.INPUT_REQUIRED
+            except asyncio.CancelledError:
+                events.close()
+                status = TaskStatus.PENDING if self.draining else TaskStatus.CANCELLED
+                reason = "handed back: worker shutting down" if self.draining else "cancelled by request"
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.reporter.report(task, status, error=reason))
+                raise
+            try:  # before the terminal status: the session's next task reads these writes
+                if task.session_id:
+                    await self.memory.save(memory)
+            except Exception:
+                log.exception("session memory not saved", extra={"task_id": task.task_id})
+        finally:
+            if task.session_id:
+                self.memory.release(memory)
+        events.close()
+        ENTRIES_RESTORED.inc(journal.restored.total)
+        await self.reporter.report(task, done.status, result=done.result, error=done.error)
+        return done.status
+
+    async def _journal_for(self, task: Task) -> StepJournal:
+        """The task's journal: restored from earlier attempts (attempt > 1) unless the task opts
+        out (``metadata.resume: false``); replays never touch it (they answer from a recording)."""
+        if self.journal is None or replay_agents.is_replay(task) or task.metadata.get(RESUME_KEY) is False:
+            return StepJournal(attempt=task.attempt, instance_id=self.instance_id)  # this attempt only
+        return await self.journal.for_task(
+            task.task_id, attempt=task.attempt, instance_id=self.instance_id, restore=task.attempt > 1
+        )
+
+    def _approval_tools(self, task: Task) -> frozenset[str]:
+        """Tool names that need approval in ``task``: the worker's and the task's own."""
+        if replay_agents.is_replay(task):
+            return frozenset()
+        named = task.metadata.get(APPROVAL_TOOLS_KEY)
+        extra = {name for name in named if isinstance(name, str)} if isinstance(named, list) else set()
+        return self.approval_tools | extra
 
     async def drain(self, timeout_s: float) -> None:
         """Stop taking work, wait for in-flight tasks, then hand back what is left."""

@@ -62,6 +62,11 @@ from .runtime.agent import completed, failed
 from .runtime.tools import ToolExecutor
 
 
+def is_replay(task: Task) -> bool:
+    """Whether ``task`` is a replay or a fork (``metadata.replay`` set)."""
+    return task.metadata.get(REPLAY_METADATA_KEY) is not None
+
+
 def agent_for(task: Task, agents: Mapping[str, Agent]) -> Agent | None:
     """The agent that runs ``task`` when it is a replay or a fork, else None (run it as usual)."""
     raw = task.metadata.get(REPLAY_METADATA_KEY)

@@ -8,6 +8,7 @@ from typing import Any
 
 from faststream.nats import NatsBroker
 from loom_protocol import (
+    ApprovalRequest,
     RejectedMessage,
     Task,
     TaskStatus,
@@ -36,7 +37,14 @@ class StatusReporter:
     def broker(self) -> NatsBroker:
         return self.outbox.broker
 
-    def _change(self, task: Task, status: TaskStatus, result: Any, error: str | None) -> tuple[bytes, str]:
+    def _change(
+        self,
+        task: Task,
+        status: TaskStatus,
+        result: Any,
+        error: str | None,
+        approval: ApprovalRequest | None = None,
+    ) -> tuple[bytes, str]:
         change = TaskStatusChanged.from_task(
             task,
             at=datetime.now(UTC),
@@ -44,14 +52,21 @@ class StatusReporter:
             instance_id=self._instance_id,
             result=result,
             error=error,
+            approval=approval,
         )
         return change.to_json(), status_msg_id(task.task_id, task.attempt, status)
 
     async def report(
-        self, task: Task, status: TaskStatus, *, result: Any = None, error: str | None = None
+        self,
+        task: Task,
+        status: TaskStatus,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        approval: ApprovalRequest | None = None,
     ) -> None:
         """Publish a status change and wait for JetStream's ack (raises when it is not stored)."""
-        body, msg_id = self._change(task, status, result, error)
+        body, msg_id = self._change(task, status, result, error, approval)
         await self.outbox.stored(subjects.task_status(task.task_id), body, msg_id)
 
     async def report_running(self, task: Task) -> None:

@@ -172,7 +172,7 @@ async def test_openai_request_and_response_mapping() -> None:
         {"role": "user", "content": "what is 2+2"},
         {
             "role": "assistant",
-            "content": None,
+            "content": "",
             "tool_calls": [
                 {
                     "id": "call_1",
@@ -183,6 +183,7 @@ async def test_openai_request_and_response_mapping() -> None:
         },
         {"role": "tool", "tool_call_id": "call_1", "content": "4"},
     ]
+    assert "tool_choice" not in body and "temperature" not in body  # not sent unless set
     assert body["tools"] == [
         {
             "type": "function",
@@ -214,6 +215,18 @@ async def test_openai_plain_answer_without_tools_and_an_unpriced_model() -> None
     assert "tools" not in server.seen[0].body
     assert server.seen[0].headers["authorization"] == "Bearer none"
     assert (response.content, response.tool_calls, response.usage.cost_usd) == ("hi", [], None)
+
+
+async def test_openai_sends_temperature_and_tool_choice_when_set() -> None:
+    replies = [completion("a", model="m"), completion("b", model="m")]
+    async with FakeOpenAI(replies).serving() as server:
+        provider = OpenAICompatibleProvider(server.base_url, "m", temperature=0.0, tool_choice="auto")
+        await provider.complete(user("with tools"), TOOLS[:1])
+        await provider.complete(user("without tools"), [])
+        await provider.aclose()
+    with_tools, without = (seen.body for seen in server.seen)
+    assert (with_tools["temperature"], with_tools["tool_choice"]) == (0.0, "auto")
+    assert without["temperature"] == 0.0 and "tool_choice" not in without  # no tools: no choice
 
 
 async def test_openai_retries_429_honouring_retry_after_then_completes() -> None:

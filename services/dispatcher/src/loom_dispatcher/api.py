@@ -1,5 +1,5 @@
 """REST API: POST /api/tasks, GET /api/tasks/{task_id} (and its /stream, SSE),
-POST /api/tasks/{task_id}/cancel."""
+POST /api/tasks/{task_id}/cancel, POST /api/tasks/{task_id}/approve and /reject."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, Body, Header, HTTPException, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from loom_protocol import (
+    ApprovalInput,
     ErrorBody,
     Task,
+    TaskStatus,
     TaskStatusChanged,
     TaskSubmission,
     TraceContext,
@@ -258,3 +260,67 @@ async def cancel_task(task_id: str, state: StateDep) -> JSONResponse:
         raise HTTPException(409, f"task {task_id!r} already ended with status {task.status.value}")
     task = await state.dispatcher.cancel(task_id) or task
     return JSONResponse(_task_body(task), status_code=200 if is_terminal(task.status) else 202)
+
+
+_DECIDED: dict[int | str, dict[str, Any]] = {
+    202: {"model": Task, "description": "the decision is recorded and the task dispatched again"},
+    409: {"model": ErrorBody, "description": "the task waits for no decision (not_waiting_for_approval)"},
+}
+_DECISION_BODY = Body(description="optional; an empty body decides with nothing more said (by, reason unset)")
+
+
+async def _decide(state: State, task_id: str, approved: bool, given: ApprovalInput | None) -> JSONResponse:
+    """Record the decision on the call ``task_id`` waits on: 202 with the task, else 404 / 409."""
+    if await state.store.get(task_id) is None:
+        raise HTTPException(404, f"no task with id {task_id!r}")
+    task = await state.dispatcher.decide(task_id, approved, given or ApprovalInput())
+    if task is None:  # not waiting, or another decision got there first
+        current = await state.store.get(task_id)
+        status = current.status.value if current is not None else "unknown"
+        message = (
+            f"task {task_id!r} is not waiting for approval (status {status}); "
+            f"only a task in status {TaskStatus.INPUT_REQUIRED.value} can be approved or rejected"
+        )
+        body = ErrorBody.of(409, message, code="not_waiting_for_approval", taskId=task_id, taskStatus=status)
+        return JSONResponse(body.to_wire(), 409)
+    return JSONResponse(_task_body(task), status_code=202)
+
+
+@router.post(
+    "/api/tasks/{task_id}/approve",
+    status_code=202,
+    response_model=Task,
+    responses={**_ERRORS, **_DECIDED},
+    description=(
+        "Approve the tool call the task waits on (status input_required, its pendingApproval): the "
+        "task is dispatched again and runs the call, with `arguments` instead of the agent's when "
+        "given. 409 (code not_waiting_for_approval) when the task waits for no decision, including "
+        "one already decided."
+    ),
+)
+async def approve_task(
+    task_id: str, state: StateDep, decision: Annotated[ApprovalInput | None, _DECISION_BODY] = None
+) -> JSONResponse:
+    return await _decide(state, task_id, True, decision)
+
+
+@router.post(
+    "/api/tasks/{task_id}/reject",
+    status_code=202,
+    response_model=Task,
+    responses={**_ERRORS, **_DECIDED},
+    description=(
+        "Reject the tool call the task waits on: the task is dispatched again, the call is never run "
+        "and the agent is told the rejection (`reason`). A rejection takes no `arguments` (422). "
+        "409 (code not_waiting_for_approval) when the task waits for no decision."
+    ),
+)
+async def reject_task(
+    task_id: str, state: StateDep, decision: Annotated[ApprovalInput | None, _DECISION_BODY] = None
+) -> JSONResponse:
+    if decision is not None and decision.arguments is not None:
+        body = ErrorBody.invalid(
+            [{"loc": ("body", "arguments"), "msg": "a rejection takes no arguments (only approve does)"}]
+        )
+        return JSONResponse(body.to_wire(), 422)
+    return await _decide(state, task_id, False, decision)

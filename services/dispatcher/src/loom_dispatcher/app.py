@@ -54,6 +54,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         task_timeout_s=settings.task_timeout_s,
         no_instance_timeout_s=settings.no_instance_timeout_s,
         retry_backoff_s=settings.retry_backoff_s,
+        approval_timeout_s=settings.approval_timeout_s,
+        approval_timeout_action=settings.approval_timeout_action,
+        max_cascade=settings.max_cascade,
     )
     picker = RegistryPicker(broker, settings.pick_timeout_s)
     # which agents exist: asked of the registry (it owns its Redis keys), cached here

@@ -1,6 +1,8 @@
 """Dispatcher settings, from LOOM_* environment variables (and the repo's .env)."""
 
+from loom_protocol import ApprovalTimeoutAction
 from loom_protocol.settings import NATS_URL, REDIS_URL, ServiceSettings
+from pydantic import Field
 from pydantic_settings import BaseSettings
 
 
@@ -20,3 +22,9 @@ class Settings(BaseSettings, ServiceSettings):
     sweep_interval_s: float = 0.2
     max_parameters_bytes: int = 1_048_576
     max_wait_s: float = 300.0
+    # how long a task may wait in input_required for a person's decision (task metadata
+    # approvalTimeoutS overrides it), and what then happens (metadata approvalTimeoutAction)
+    approval_timeout_s: float = Field(default=86_400.0, gt=0)
+    approval_timeout_action: ApprovalTimeoutAction = ApprovalTimeoutAction.REJECT
+    # at most this many tasks visited when a cancellation cascades down a task's children
+    max_cascade: int = Field(default=1000, ge=1)

@@ -1,4 +1,5 @@
-"""Task routing: pending → dispatched → terminal, with retries, deadlines and dead letters.
+"""Task routing: pending → dispatched → terminal, with retries, deadlines and dead letters;
+approvals (``input_required`` → decided → pending again) and cancellation down a task's children.
 
 Everything here works on the shared :class:`TaskStore`, so any dispatcher replica can carry on
 where another stopped. Nothing reads settings: :class:`Policy` carries the numbers.
@@ -10,12 +11,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from loom_protocol import (
     UNKNOWN_AGENT_LABEL,
+    ApprovalDecision,
+    ApprovalInput,
+    ApprovalRequest,
+    ApprovalTimeoutAction,
     EventType,
     PickReply,
     Task,
@@ -33,6 +39,16 @@ from .admission import (
     unknown_agent_reason,
     wants_to_wait,
 )
+from .approvals import (
+    TIMEOUT_BY,
+    approval_timeout_of,
+    decided_event,
+    decision_on,
+    failed_attempts,
+    resumed,
+    timed_out_reason,
+    timeout_action_of,
+)
 from .errors import RegistryUnavailable
 from .store import Change, Scores, Snapshot, TaskStore
 from .telemetry import context_of, current_trace, tracer
@@ -48,6 +64,9 @@ class Policy:
     retry_backoff_s: float
     no_instance_retry_s: float = 0.25
     sweep_grace_s: float = 5.0
+    approval_timeout_s: float = 86_400.0
+    approval_timeout_action: ApprovalTimeoutAction = ApprovalTimeoutAction.REJECT
+    max_cascade: int = 1000  # tasks visited at most when a cancellation goes down the children
 
 
 class Picker(Protocol):
@@ -62,6 +81,14 @@ class Outbox(Protocol):
     async def dead(self, task: Task, reason: str) -> None: ...
     async def cancel(self, task: Task) -> None: ...
     async def event(self, event_type: str, task: Task, data: dict[str, object] | None = None) -> None: ...
+
+
+_CASCADING: dict[TaskStatus, str] = {
+    TaskStatus.CANCELLED: "was cancelled",
+    TaskStatus.FAILED: "failed",
+    TaskStatus.DEAD: "ended dead",
+}
+"""The terminal states that cancel a task's children, and how a child's reason words them."""
 
 
 def _terminal_event(status: TaskStatus) -> str:
@@ -112,6 +139,8 @@ class Dispatcher:
         if created:
             metrics.TASKS_SUBMITTED.labels(await self._label(task.target_agent)).inc()
             await self._outbox.event(EventType.TASK_SUBMITTED, task)
+            if (orphaned := await self._gone_parent(task)) is not None:
+                await self._cancel_one(task.task_id, orphaned, again=True)
         return created
 
     # -- submission ---------------------------------------------------------------------------
@@ -152,7 +181,9 @@ class Dispatcher:
         if not wants_to_wait(task) and await self.is_known(task.target_agent) is False:
             return await self._refuse(task)
         reply: PickReply | None = None
-        if not task.metadata.get("cancelRequested"):
+        # a child whose parent is gone is created (listed under it) and cancelled, not picked for
+        orphaned = await self._gone_parent(task)
+        if not task.metadata.get("cancelRequested") and orphaned is None:
             try:
                 reply = await self._picker.pick(task.target_agent, task.task_id)
             except RegistryUnavailable as exc:
@@ -172,7 +203,13 @@ class Dispatcher:
         await self._outbox.event(EventType.TASK_SUBMITTED, task)
         if first is not None:
             await self._assigned(first)
-        elif reply is not None or task.metadata.get("cancelRequested"):
+        if task.parent_task_id is not None and orphaned is None:
+            # asked again now that it is listed: a cascade that read the children before that
+            # has not seen it, but then this sees its parent cancelled
+            orphaned = await self._gone_parent(task)
+        if orphaned is not None:
+            await self._cancel_one(task.task_id, orphaned, again=True)
+        elif first is None and (reply is not None or task.metadata.get("cancelRequested")):
             # no instance (or cancelled already): what a later dispatch would do, decided now
             snap = self._store.hint(task.task_id) or await self._store.read(task.task_id)
             if snap is not None:
@@ -280,11 +317,13 @@ class Dispatcher:
             if is_terminal(cur.status) or cur.attempt != change.attempt:
                 return None  # a superseded attempt, or already decided
             if cur.instance_id != change.instance_id:
-                return None
+                return None  # (input_required: no instance holds it, so no report applies)
             if change.status is TaskStatus.RUNNING:
                 if cur.status is not TaskStatus.DISPATCHED:
                     return None
                 return Change(cur.with_status(TaskStatus.RUNNING), deadline=scores.deadline)
+            if change.status is TaskStatus.INPUT_REQUIRED:
+                return self._waits_for_approval(cur, change.approval)
             if change.status is TaskStatus.PENDING:  # handed back by a draining worker
                 return Change(
                     cur.with_status(TaskStatus.PENDING, instance_id=None),
@@ -299,10 +338,89 @@ class Dispatcher:
             return
         if is_terminal(new.status):
             await self._announce(new)
+        elif new.status is TaskStatus.INPUT_REQUIRED:
+            # nothing to publish: the worker's own report is on loom.task.status.<id>, and it
+            # emits approval.requested
+            log.info("task waits for approval", extra={"task_id": new.task_id})
         elif new.status is TaskStatus.PENDING:
             metrics.TASKS_RETRIED.labels(await self._label(new.target_agent)).inc()
             await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": "handed back by its worker"})
             await self.try_dispatch(new.task_id)
+
+    # -- approvals ----------------------------------------------------------------------------
+    def _waits_for_approval(self, cur: Task, request: ApprovalRequest | None) -> Change | None:
+        """The worker stopped ``cur`` on a call needing approval: no instance holds it until a
+        decision (or the timeout, its score in ``inflight``)."""
+        if cur.status not in (TaskStatus.DISPATCHED, TaskStatus.RUNNING) or request is None:
+            return None
+        if cur.metadata.get("cancelRequested"):  # cancelled while it ran: it ends here
+            reason = "cancelled (it stopped for approval after a cancel request)"
+            return Change(cur.with_status(TaskStatus.CANCELLED, error=reason))
+        new = cur.with_status(TaskStatus.INPUT_REQUIRED, instance_id=None, pending_approval=request)
+        return Change(new, deadline=time.time() + approval_timeout_of(cur, self._policy.approval_timeout_s))
+
+    async def decide(self, task_id: str, approved: bool, given: ApprovalInput) -> Task | None:
+        """Approve or reject the call ``task_id`` waits on, and dispatch the task again.
+
+        A compare-and-set: of two concurrent decisions exactly one is recorded. Returns the task
+        as the decision left it (pending, or already dispatched again), or None when the task
+        does not wait for a decision (unknown, another status, or decided already).
+        """
+        asked: list[tuple[ApprovalRequest, ApprovalDecision]] = []
+
+        def record(cur: Task, _: Scores) -> Change | None:
+            if cur.status is not TaskStatus.INPUT_REQUIRED or cur.pending_approval is None:
+                return None
+            decision = decision_on(cur.pending_approval, approved, given)
+            asked[:] = [(cur.pending_approval, decision)]
+            return Change(resumed(cur, decision), retry_at=time.time())
+
+        new = await self._store.update(task_id, record)
+        if new is None:
+            return None
+        request, decision = asked[0]
+        return await self._resume(new, request, decision)
+
+    async def _resume(self, task: Task, request: ApprovalRequest, decision: ApprovalDecision) -> Task:
+        """Tell the world about a decision and dispatch the task it resumed at once."""
+        extra = {"task_id": task.task_id, "approved": decision.approved, "decided_by": decision.by}
+        log.info("approval decided", extra=extra)
+        kind, data = decided_event(request, decision)
+        await self._outbox.event(kind, task, data)
+        await self.try_dispatch(task.task_id)
+        return await self._store.get(task.task_id) or task
+
+    async def _approval_timed_out(self, task_id: str, due_before: float) -> int:
+        """A task whose wait for approval ran out: rejected by the timeout, or dead (its
+        ``approvalTimeoutAction``, else the policy's). 1 when it moved, else 0."""
+        asked: list[tuple[ApprovalRequest, ApprovalDecision]] = []
+        policy = self._policy
+
+        def expire(cur: Task, scores: Scores) -> Change | None:
+            if cur.status is not TaskStatus.INPUT_REQUIRED or cur.pending_approval is None:
+                return None
+            if scores.deadline is None or scores.deadline > due_before:
+                return None
+            reason = timed_out_reason(cur, policy.approval_timeout_s)
+            if timeout_action_of(cur, policy.approval_timeout_action) is ApprovalTimeoutAction.DEAD:
+                asked.clear()
+                return Change(cur.with_status(TaskStatus.DEAD, error=reason, pending_approval=None))
+            given = ApprovalInput(by=TIMEOUT_BY, reason=reason)
+            decision = decision_on(cur.pending_approval, False, given)
+            asked[:] = [(cur.pending_approval, decision)]
+            return Change(resumed(cur, decision), retry_at=time.time())
+
+        new = await self._store.update(task_id, expire)
+        if new is None:
+            return 0
+        if new.status is TaskStatus.DEAD:
+            log.info("approval timed out: task dead", extra={"task_id": task_id})
+            await self._outbox.dead(new, new.error or "approval timed out")
+            await self._announce(new)
+        else:
+            request, decision = asked[0]
+            await self._resume(new, request, decision)
+        return 1
 
     # -- failures -----------------------------------------------------------------------------
     async def on_member_down(self, instance_id: str) -> None:
@@ -314,7 +432,9 @@ class Dispatcher:
         now = time.time()
         moved = 0
         for task_id in await self._store.due_inflight(now):
-            moved += await self._redispatch(task_id, "deadline exceeded", due_before=now)
+            redispatched = await self._redispatch(task_id, "deadline exceeded", due_before=now)
+            # not at a worker: it may be a wait for approval that ran out
+            moved += redispatched or await self._approval_timed_out(task_id, now)
         for task_id in await self._store.due_waiting(now):
             await self.try_dispatch(task_id)
             moved += 1
@@ -335,11 +455,12 @@ class Dispatcher:
                 return None
             if cur.metadata.get("cancelRequested"):
                 return Change(cur.with_status(TaskStatus.CANCELLED, error=f"cancelled ({reason})"))
-            if cur.attempt >= self._policy.max_attempts:
-                text = f"{reason}; gave up after {cur.attempt} attempts"
+            failed = failed_attempts(cur)  # resumes after a decision are not failures
+            if failed >= self._policy.max_attempts:
+                text = f"{reason}; gave up after {failed} attempts"
                 dead_reason.append(text)
                 return Change(cur.with_status(TaskStatus.DEAD, error=text))
-            backoff = self._policy.retry_backoff_s * (2 ** (cur.attempt - 1))
+            backoff = self._policy.retry_backoff_s * (2 ** max(0, failed - 1))
             new = cur.with_status(TaskStatus.PENDING, error=reason)
             return Change(new, retry_at=now + backoff)
 
@@ -377,33 +498,101 @@ class Dispatcher:
         if new is not None:
             await self._announce(new)
 
-    async def _announce(self, task: Task) -> None:
+    async def _announce(self, task: Task, *, cascade: bool = True) -> None:
+        """Publish a task's terminal state; one that did not complete takes its children along
+        (unless ``cascade`` is False: the cascade that ended it goes on by itself)."""
         metrics.observe_terminal(task, await self._label(task.target_agent))
         await self._outbox.final(task)
         await self._outbox.event(
             _terminal_event(task.status), task, {"error": task.error} if task.error else None
         )
+        if cascade and task.status in _CASCADING:
+            await self._cascade(task.task_id, _CASCADING[task.status])
 
     # -- cancellation -------------------------------------------------------------------------
-    async def cancel(self, task_id: str) -> Task | None:
-        """Request cancellation; returns the task as it stands, None if unknown."""
+    async def cancel(self, task_id: str, reason: str = "cancelled by user") -> Task | None:
+        """Cancel a task and its non-terminal descendants; returns the task as it stands, None
+        if unknown.
+
+        A pending or input_required task ends cancelled at once; one at a worker is marked and its
+        worker told (it ends when the worker reports, or at its deadline). Its children are
+        cancelled the same way straight away (:meth:`_cascade`), not when it ends.
+        """
+        new = await self._cancel_one(task_id, reason, again=True)
+        if new is None:
+            return await self._store.get(task_id)
+        await self._cascade(task_id, _CASCADING[TaskStatus.CANCELLED])
+        return new
+
+    async def _cancel_one(self, task_id: str, reason: str, *, again: bool) -> Task | None:
+        """Cancel one task (no cascade). With ``again`` False, a task already asked to cancel is
+        left as it is (its worker was told); otherwise its worker is told again. None when
+        nothing changed."""
 
         def request(cur: Task, _: Scores) -> Change | None:
-            if is_terminal(cur.status):
+            if is_terminal(cur.status) or (not again and cur.metadata.get("cancelRequested")):
                 return None
             meta = {**cur.metadata, "cancelRequested": True}
-            if cur.status is TaskStatus.PENDING:
-                return Change(cur.with_status(TaskStatus.CANCELLED, metadata=meta, error="cancelled by user"))
+            if cur.status in (TaskStatus.PENDING, TaskStatus.INPUT_REQUIRED):  # no worker holds it
+                return Change(
+                    cur.with_status(TaskStatus.CANCELLED, metadata=meta, error=reason, pending_approval=None)
+                )
             return Change(cur.model_copy(update={"metadata": meta}))
 
         new = await self._store.update(task_id, request)
         if new is None:
-            return await self._store.get(task_id)
+            return None
         if new.status is TaskStatus.CANCELLED:
-            await self._announce(new)
+            await self._announce(new, cascade=False)
         else:
             await self._outbox.cancel(new)
         return new
+
+    async def _cascade(self, root_id: str, ended: str) -> None:
+        """Cancel what runs under ``root_id``: its children, breadth first, and theirs.
+
+        Every child not completed is cancelled (if not terminal yet) with the reason ``parent
+        task <its parent> <ended>`` and gone down into; a completed child's own children are its
+        business and left alone. Bounded: each task is visited once (so parent ids that form a
+        cycle end too), and at most ``Policy.max_cascade`` of them; the rest is logged.
+        """
+        seen = {root_id}
+        parents: deque[tuple[str, str]] = deque([(root_id, ended)])
+        while parents:
+            parent_id, how = parents.popleft()
+            for child_id in sorted(await self._store.children(parent_id)):
+                if child_id in seen:
+                    continue
+                if len(seen) > self._policy.max_cascade:
+                    log.warning(
+                        "cancellation stopped after %d tasks under %s", self._policy.max_cascade, root_id
+                    )
+                    return
+                seen.add(child_id)
+                if await self._cancel_child(child_id, f"parent task {parent_id} {how}"):
+                    parents.append((child_id, _CASCADING[TaskStatus.CANCELLED]))
+
+    async def _cancel_child(self, task_id: str, reason: str) -> bool:
+        """Cancel one child of a cascade; True unless it had completed (its children stay)."""
+        if await self._cancel_one(task_id, reason, again=False) is not None:
+            return True
+        child = await self._store.get(task_id)  # terminal already, or asked to cancel before
+        return child is not None and child.status is not TaskStatus.COMPLETED
+
+    async def _gone_parent(self, task: Task) -> str | None:
+        """Why ``task`` must not run because of its parent (asked to cancel, or ended without
+        completing), or None. Asked of a child as it is created, so a child created while its
+        parent's cascade runs is cancelled all the same."""
+        if task.parent_task_id is None:
+            return None
+        parent = await self._store.get(task.parent_task_id)
+        if parent is None:
+            return None
+        if parent.status in _CASCADING:
+            return f"parent task {parent.task_id} {_CASCADING[parent.status]}"
+        if parent.metadata.get("cancelRequested") and not is_terminal(parent.status):
+            return f"parent task {parent.task_id} {_CASCADING[TaskStatus.CANCELLED]}"
+        return None
 
 
 async def sweep_forever(

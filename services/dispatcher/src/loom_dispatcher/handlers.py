@@ -1,9 +1,10 @@
-"""NATS handlers: submissions, worker status reports and membership changes.
+"""NATS handlers: submissions, worker status reports, membership changes and cancel requests.
 
 Submissions and status reports are the task path: each runs on a :class:`PullConsumer` (a
 plain nats-py pull loop, see consumer.py and docs/adr/0001-nats-consumers.md). Membership
-changes are rare: a typed FastStream subscriber, with an exception middleware that dead-letters
-what its model refuses.
+changes and requests to cancel a task (``loom.task.cancelrequest.<task_id>``: a parent giving
+up on a child) are rare: typed FastStream subscribers, with an exception middleware that
+dead-letters what their model refuses.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from loom_protocol import (
     MemberChanged,
     MembershipChange,
     Task,
+    TaskCancelRequested,
     TaskStatusChanged,
     subjects,
     validation_reason,
@@ -36,9 +38,14 @@ from .metrics import CONFLICTS
 from .state import State
 
 log = logging.getLogger(__name__)
-# a dispatcher killed mid-message has its messages redelivered to a live replica after this long
-_CONSUMER = ConsumerConfig(ack_wait=10)
 M = TypeVar("M", bound=LoomModel)
+
+
+def _consumer() -> ConsumerConfig:
+    """A durable consumer's configuration: a dispatcher killed mid-message has its messages
+    redelivered to a live replica after ``ack_wait``. A new object for each consumer: FastStream
+    and nats-py write the consumer's name and filter into the one they are given."""
+    return ConsumerConfig(ack_wait=10)
 
 
 def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[PullConsumer]:
@@ -78,7 +85,7 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
             stream=TASKS_STREAM.name,
             subject=subject,
             durable=f"{durable_prefix}-{name}",
-            config=_CONSUMER,
+            config=_consumer(),
             handler=handler,
             traced=traced,
         )
@@ -106,11 +113,28 @@ def build_router(state: State, durable_prefix: str) -> NatsRouter:
         durable=f"{durable_prefix}-members",
         pull_sub=PullSub(batch_size=16, timeout=0.5),
         ack_policy=AckPolicy.NACK_ON_ERROR,
-        config=_CONSUMER,
+        config=_consumer(),
     )
     async def on_member_down(change: MemberChanged) -> None:
         if change.change is MembershipChange.DOWN:
             log.info("instance down, re-dispatching its tasks", extra={"instance_id": change.instance_id})
             await state.dispatcher.on_member_down(change.instance_id)
+
+    @router.subscriber(
+        subjects.TASK_CANCEL_REQUEST_ALL,
+        stream=JStream(TASKS_STREAM.name, declare=False),
+        durable=f"{durable_prefix}-cancelrequests",
+        pull_sub=PullSub(batch_size=16, timeout=0.5),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        config=_consumer(),
+    )
+    async def on_cancel_request(request: TaskCancelRequested) -> None:
+        # the task named in the body (the subject's token is the same by the protocol); an
+        # unknown or ended task: nothing to do, the request is acknowledged
+        task = await state.dispatcher.cancel(request.task_id, request.reason)
+        log.info(
+            "cancel requested over NATS",
+            extra={"task_id": request.task_id, "status": task.status.value if task else "unknown"},
+        )
 
     return router

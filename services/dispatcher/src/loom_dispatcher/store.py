@@ -1,11 +1,15 @@
 """Task state in Redis, shared by every dispatcher replica.
 
-One JSON document per task plus three indexes that always change in the same atomic step as
+One JSON document per task plus the indexes that always change in the same atomic step as
 the task itself (so a crash can never leave a dispatched task untracked):
 
-- ``inflight``  (zset, score = deadline): tasks at a worker; the sweeper re-dispatches late ones.
+- ``inflight``  (zset, score = deadline): tasks at a worker, and tasks waiting for a person's
+  approval (``input_required``, score = when the wait runs out); the sweeper acts on late ones.
 - ``waiting``   (zset, score = next try): tasks waiting for an instance or a retry backoff.
 - ``instance:<id>:tasks`` (set): what an instance holds, for re-dispatch on ``member.down``.
+- ``children:<parent id>`` (set): the tasks created with that ``parentTaskId``, written when the
+  child is created, so that cancelling a task reaches its children. Never shrinks (nothing
+  deletes tasks either).
 
 Replicas race on the same task only through :meth:`TaskStore.update`, an optimistic
 compare-and-set: the transition (plain Python, see dispatching.py) is computed from a snapshot
@@ -52,7 +56,7 @@ class Change:
     """The new state of a task and, for non-terminal states, its index score."""
 
     task: Task
-    deadline: float | None = None  # DISPATCHED / RUNNING
+    deadline: float | None = None  # DISPATCHED / RUNNING; INPUT_REQUIRED: when the wait runs out
     retry_at: float | None = None  # PENDING, waiting for an instance or a backoff
 
 
@@ -99,10 +103,12 @@ end
 return {raw, deadline, retry}
 """
 
-# KEYS: task, inflight, waiting, the instance's set.
-# ARGV: raw, task id, deadline ('' = not in flight), retry score ('' = not waiting either).
+# KEYS: task, inflight, waiting, the instance's set, the parent's children set.
+# ARGV: raw, task id, deadline ('' = not in flight), retry score ('' = not waiting either),
+#   '1' when the task has a parent ('' = none: KEYS[5] is a placeholder, untouched).
 # A new task goes straight to its first place: waiting (pending), in flight at an instance
-# (dispatched with its first pick), or nowhere (terminal from the start: refused).
+# (dispatched with its first pick), or nowhere (terminal from the start: refused); a child is
+# listed under its parent in the same step.
 # 1 when created, 0 when the id is known (nothing written).
 _CREATE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -113,6 +119,7 @@ if ARGV[3] ~= '' then
 elseif ARGV[4] ~= '' then
   redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 end
+if ARGV[5] == '1' then redis.call('SADD', KEYS[5], ARGV[2]) end
 return 1
 """
 
@@ -158,6 +165,9 @@ class TaskStore:
     def _instance(self, instance_id: str) -> str:
         return f"{self._p}:instance:{instance_id}:tasks"
 
+    def _children(self, parent_task_id: str) -> str:
+        return f"{self._p}:children:{parent_task_id}"
+
     # -- hints: this replica's last known snapshot of a task (never trusted without a compare) --
     def _remember(self, task_id: str, snap: Snapshot) -> None:
         if is_terminal(snap.task.status):
@@ -183,7 +193,7 @@ class TaskStore:
 
         A pending task waits (score ``retry_at``); a task created already dispatched (with
         ``deadline``) is in flight at its instance from the start; a terminal one (both None)
-        is in no index.
+        is in no index. A task with a ``parent_task_id`` joins its parent's children.
         """
         if retry_at is None and deadline is None and not is_terminal(task.status):
             raise ValueError(f"task {task.task_id}: a non-terminal task needs a place (retry_at or deadline)")
@@ -192,9 +202,17 @@ class TaskStore:
         member_key = self._key(task.task_id)  # a placeholder, untouched, unless in flight
         if in_flight and task.instance_id:
             member_key = self._instance(task.instance_id)
+        parent = task.parent_task_id
+        children_key = self._children(parent) if parent else self._key(task.task_id)  # or a placeholder
         created = await self._create(
-            keys=[self._key(task.task_id), self._inflight, self._waiting, member_key],
-            args=[raw, task.task_id, _score_arg(deadline if in_flight else None), _score_arg(retry_at)],
+            keys=[self._key(task.task_id), self._inflight, self._waiting, member_key, children_key],
+            args=[
+                raw,
+                task.task_id,
+                _score_arg(deadline if in_flight else None),
+                _score_arg(retry_at),
+                "1" if parent else "",
+            ],
         )
         if created:
             scores = Scores(deadline=deadline, retry_at=None) if in_flight else Scores(None, retry_at)
@@ -256,6 +274,10 @@ class TaskStore:
             return Scores(deadline=None, retry_at=None)
         if status in (TaskStatus.DISPATCHED, TaskStatus.RUNNING):
             return Scores(deadline=change.deadline or expected.scores.deadline or 0.0, retry_at=None)
+        if status is TaskStatus.INPUT_REQUIRED:  # in flight with no instance: until the wait runs out
+            if change.deadline is None:
+                raise ValueError(f"task {change.task.task_id}: waiting for approval needs a deadline")
+            return Scores(deadline=change.deadline, retry_at=None)
         return Scores(deadline=None, retry_at=change.retry_at or time.time())
 
     async def update(
@@ -303,3 +325,7 @@ class TaskStore:
 
     async def tasks_of_instance(self, instance_id: str) -> list[str]:
         return _text(await self._redis.smembers(self._instance(instance_id)))
+
+    async def children(self, parent_task_id: str) -> list[str]:
+        """The ids of the tasks created with ``parent_task_id`` as their parent."""
+        return _text(await self._redis.smembers(self._children(parent_task_id)))

@@ -2,8 +2,9 @@
 
 Workers publish ``TaskStreamChunk`` messages on ``loom.stream.<task_id>`` (core NATS, not
 stored). Every dispatcher replica subscribes to all of them (no queue group: an SSE reader may
-be on any replica) and keeps the chunks of the latest ``max_tasks`` tasks in memory, so a
-reader that connects right after its ``202`` still gets the answer from its first chunk.
+be on any replica) and keeps the chunks of the latest tasks in memory — at most ``max_tasks``
+tasks and ``max_bytes`` of chunk text in all, the oldest task dropped first — so a reader that
+connects right after its ``202`` still gets the answer from its first chunk.
 A reader that comes after the chunks were evicted gets the final result in the ``done`` event.
 """
 
@@ -34,6 +35,7 @@ CHUNKS_BAD = Counter(
 
 MAX_TASKS = 1000  # tasks whose chunks are kept
 MAX_CHUNKS = 20_000  # chunks kept per task; past it the rest is only forwarded live
+MAX_BYTES = 32 * 1024 * 1024  # chunk text kept over all tasks (UTF-8 bytes of the deltas)
 DONE_GRACE_S = 2.0  # after the final status: how long to wait for chunks still on their way
 PING_S = 15.0  # an SSE comment line this often, so idle connections stay open through proxies
 
@@ -53,10 +55,15 @@ class Reader:
 class AnswerTail:
     """The chunks of recent streaming tasks, kept per task and fanned out to readers."""
 
-    def __init__(self, max_tasks: int = MAX_TASKS, max_chunks: int = MAX_CHUNKS) -> None:
+    def __init__(
+        self, max_tasks: int = MAX_TASKS, max_chunks: int = MAX_CHUNKS, max_bytes: int = MAX_BYTES
+    ) -> None:
         self._max_tasks = max_tasks
         self._max_chunks = max_chunks
+        self._max_bytes = max_bytes
         self._chunks: OrderedDict[str, list[TaskStreamChunk]] = OrderedDict()
+        self._bytes: dict[str, int] = {}
+        self.kept_bytes = 0
         self._readers: dict[str, set[Reader]] = {}
         self._sub: Subscription | None = None
         self._reject: Rejecter | None = None
@@ -105,12 +112,22 @@ class AnswerTail:
         kept = self._chunks.get(chunk.task_id)
         if kept is None:
             kept = self._chunks[chunk.task_id] = []
-            while len(self._chunks) > self._max_tasks:
-                self._chunks.popitem(last=False)
-        if len(kept) < self._max_chunks:
+            self._bytes[chunk.task_id] = 0
+        size = len(chunk.delta.encode())
+        if len(kept) < self._max_chunks and size <= self._max_bytes:
             kept.append(chunk)
+            self._bytes[chunk.task_id] += size
+            self.kept_bytes += size
+        while len(self._chunks) > 1 and (
+            len(self._chunks) > self._max_tasks or self.kept_bytes > self._max_bytes
+        ):
+            self._drop_oldest()
         for reader in self._readers.get(chunk.task_id, ()):
             reader.queue.put_nowait(chunk)
+
+    def _drop_oldest(self) -> None:
+        task_id, _ = self._chunks.popitem(last=False)
+        self.kept_bytes -= self._bytes.pop(task_id, 0)
 
 
 def sse(data: dict[str, Any], event: str | None = None) -> bytes:

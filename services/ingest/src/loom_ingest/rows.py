@@ -25,12 +25,14 @@ from typing import Any
 from loom_protocol import (
     BUS_TASK_ASSIGNED,
     BUS_TASK_CANCEL,
+    BUS_TASK_CANCEL_REQUEST,
     BUS_TASK_DEAD,
     BUS_TASK_SUBMITTED,
     KIND_EVENT,
     KIND_MEMBER,
     KIND_TASK,
     MSG_ID_HEADER,
+    ApprovalRequest,
     CloudEvent,
     EventType,
     MemberChanged,
@@ -101,6 +103,8 @@ TASK_COLUMNS = (
     "created_at",
     "updated_at",
     "cancel_requested_at",
+    "pending_approval",
+    "approvals",
 )
 
 # Attributes that are indexed (a btree entry has a size limit) or that the API groups by.
@@ -270,7 +274,7 @@ def _duration(value: Any) -> float | None:
 
 # -- task and membership messages -------------------------------------------------------------
 
-_TASK_KINDS = ("submitted", "assigned", "status", "cancel", "dead")
+_TASK_KINDS = ("submitted", "assigned", "status", "cancel", "cancelrequest", "dead")
 
 
 def _bus_event(
@@ -344,7 +348,16 @@ def _task_row(
         task.created_at,
         updated_at,
         None,
+        _pending_approval(status, task.pending_approval),
+        _JSON.encode([d.to_wire() for d in task.approvals]),
     )
+
+
+def _pending_approval(status: str | None, request: ApprovalRequest | None) -> str | None:
+    """The stored ``pending_approval``: the call waited on, only while the status says so."""
+    if status != TaskStatus.INPUT_REQUIRED.value or request is None:
+        return None
+    return _JSON.encode(request.to_wire())
 
 
 def _decode_task(inc: Incoming) -> Decoded:
@@ -388,8 +401,10 @@ def _decode_task(inc: Incoming) -> Decoded:
                 None if change.result is None else _JSON.encode(change.result),
                 change.error,
                 None,
-                None,
+                change.at,  # the task's creation, if its submission is not stored (the earliest wins)
                 change.at,
+                None,
+                _pending_approval(change.status.value, change.approval),
                 None,
             )
         elif kind == "dead":
@@ -399,10 +414,15 @@ def _decode_task(inc: Incoming) -> Decoded:
             row = _task_row(
                 task, status=TaskStatus.DEAD.value, final=True, updated_at=record.at, error=record.reason
             )
+        elif kind == "cancelrequest":  # a request to the dispatcher: its decision changes the task
+            request = TaskCancelRequested.model_validate(raw)
+            event = _bus_event(inc, BUS_TASK_CANCEL_REQUEST, request.at, raw, task_id=request.task_id)
+            row = None
         else:
             cancel = TaskCancelRequested.model_validate(raw)
             event = _bus_event(inc, BUS_TASK_CANCEL, cancel.at, raw, task_id=cancel.task_id)
-            row = (cancel.task_id, *([None] * 4), False, *([None] * 10), cancel.at, cancel.at)
+            # created_at, updated_at, cancel_requested_at: the request's time
+            row = (cancel.task_id, *([None] * 4), False, *([None] * 9), *([cancel.at] * 3), None, None)
     except ValidationError as exc:
         return Decoded(dead=dead_letter(inc, _invalid(exc, f"task {kind} message")))
     return Decoded(

@@ -132,10 +132,25 @@ ON CONFLICT (task_id) DO UPDATE SET
     instance_id = CASE WHEN {_WINS} THEN coalesce(EXCLUDED.instance_id, t.instance_id) ELSE t.instance_id END,
     result = CASE WHEN {_WINS} THEN EXCLUDED.result ELSE t.result END,
     error = CASE WHEN {_WINS} THEN EXCLUDED.error ELSE t.error END,
+    pending_approval = CASE WHEN {_WINS} THEN EXCLUDED.pending_approval ELSE t.pending_approval END,
+    approvals = CASE WHEN t.approvals IS NULL
+                       OR jsonb_array_length(EXCLUDED.approvals) >= jsonb_array_length(t.approvals)
+                     THEN coalesce(EXCLUDED.approvals, t.approvals) ELSE t.approvals END,
     finished_at = CASE WHEN {_WINS} AND loom_is_terminal(EXCLUDED.status) THEN EXCLUDED.updated_at
                        ELSE t.finished_at END,
     updated_at = CASE WHEN {_WINS} THEN EXCLUDED.updated_at ELSE t.updated_at END
 """  # noqa: S608 (built from constants only)
+
+# The text task search looks in, rewritten for the tasks whose message carried some (parameters,
+# a result, an error) and only when it changed, so that the trigram index is not touched by
+# status changes that carry no text.
+_UPSERT_TASK_TEXT = """
+INSERT INTO task_text AS x (task_id, search_text)
+SELECT task_id, loom_task_text(parameters, result, error) FROM tasks WHERE task_id = ANY($1::text[])
+ON CONFLICT (task_id) DO UPDATE SET search_text = EXCLUDED.search_text
+WHERE x.search_text IS DISTINCT FROM EXCLUDED.search_text
+"""
+_TEXT_COLUMNS = [TASK_COLUMNS.index(c) for c in ("parameters", "result", "error")]
 
 _INSERT_DEAD = f"""
 INSERT INTO dead_letters ({", ".join(DEAD_LETTER_COLUMNS)})
@@ -213,6 +228,9 @@ class EventWriter:
             if tasks:
                 await conn.executemany(_UPSERT_TASK, tasks)
                 result.tasks = len(tasks)
+                with_text = sorted({r[0] for r in tasks if any(r[i] is not None for i in _TEXT_COLUMNS)})
+                if with_text:
+                    await conn.execute(_UPSERT_TASK_TEXT, with_text)
             for row in dead:
                 status = await conn.execute(_INSERT_DEAD, *row)
                 if status.endswith(" 1"):

@@ -11,14 +11,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Path, Query, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from loom_protocol import LoomModel
+from loom_protocol import LoomModel, TaskStatus
 from loom_protocol.http import ErrorBody
 from pydantic import AfterValidator, Field
 
-from . import store
+from . import store, task_search
 from .cursor import CursorError, Order, decode_cursor, encode_cursor
 from .memory import MemoryEvent, node_memory, replay
 from .state import StateDep
+from .task_models import CostFigures, SessionDetail, SessionTask, SessionTotals, TaskPage, TaskSummary
 
 router = APIRouter(tags=["studio"], responses={code: {"model": ErrorBody} for code in (404, 422, 500, 503)})
 
@@ -91,6 +92,12 @@ class TaskRecord(LoomModel):
     finished_at: datetime | None = None
     cancel_requested_at: datetime | None = None
     duration_s: float | None = None
+    pending_approval: dict[str, Any] | None = Field(
+        default=None, description="the tool call an input_required task waits on"
+    )
+    approvals: list[dict[str, Any]] | None = Field(
+        default=None, description="the decisions taken on its tool calls, oldest first"
+    )
 
 
 class TracePage(EventsPage):
@@ -135,16 +142,6 @@ class Topology(LoomModel):
     trace_id: str | None
     start_time: datetime | None
     end_time: datetime | None
-
-
-class CostFigures(LoomModel):
-    """LLM calls, tokens and cost (USD) of a set of ``llm.usage`` events."""
-
-    llm_calls: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    unpriced_calls: int = Field(description="calls whose model had no price (counted as 0 in costUsd)")
 
 
 class CostRow(CostFigures):
@@ -344,6 +341,134 @@ async def get_metrics(
         **body,
         "cost": cost,
     }
+
+
+_STATUSES = tuple(s.value for s in TaskStatus)
+
+
+def _statuses(values: list[str] | None) -> tuple[str, ...]:
+    """The statuses asked for: repeated ``status`` parameters and comma lists, each known."""
+    chosen: list[str] = []
+    for value in values or ():
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            if part not in _STATUSES:
+                raise _unprocessable(f"unknown status {part[:64]!r}; known: {', '.join(_STATUSES)}", "status")
+            if part not in chosen:
+                chosen.append(part)
+    return tuple(chosen)
+
+
+def _no_nul(**values: str | None) -> None:
+    """PostgreSQL text holds no NUL character: such a value can match nothing, so it is refused."""
+    for name, value in values.items():
+        if value is not None and "\x00" in value:
+            raise _unprocessable("must not contain a NUL character", name)
+
+
+@router.get("/api/tasks", response_model=TaskPage, summary="List and search tasks, newest first")
+async def list_tasks(
+    state: StateDep,
+    status: Annotated[
+        list[str] | None,
+        Query(description=f"repeatable, or a comma list: {', '.join(_STATUSES)}"),
+    ] = None,
+    agent: Annotated[str | None, Query(max_length=1024, description="target agent (or agent:<id>)")] = None,
+    session: Annotated[str | None, Query(max_length=1024, description="session id")] = None,
+    parent: Annotated[str | None, Query(max_length=128, description="parent task id")] = None,
+    since: Annotated[Time, Query(description="created at or after: " + _TIME_DOC)] = None,
+    until: Annotated[Time, Query(description="created at or before: " + _TIME_DOC)] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=3,
+            max_length=256,
+            description="free text, case-insensitive, anywhere in the parameters or result (their "
+            "JSON text) or the error; at least 3 characters (the trigram index's unit)",
+        ),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=2048, description="nextCursor of the previous page")
+    ] = None,
+) -> Response:
+    """Tasks newest first (createdAt, then taskId, descending), as summaries: errors, parameters
+    and results are previews (their first LOOM_TASK_PREVIEW_CHARS characters, "…" when cut),
+    the full values are in ``GET /api/tasks/{taskId}``. ``counts`` are per status under every
+    filter but ``status`` (tabs), ``total`` the tasks under every filter."""
+    _no_nul(agent=agent, session=session, parent=parent, q=q)
+    if since is not None and until is not None and since > until:
+        raise _unprocessable("since is after until", "since")
+    after = None
+    if cursor is not None:
+        try:
+            after = decode_cursor(cursor, "desc")
+        except CursorError as exc:
+            raise _unprocessable(str(exc), "cursor") from None
+    statuses = _statuses(status)
+    f = task_search.TaskQuery(
+        statuses=statuses,
+        agent=agent,
+        session_id=session,
+        parent_task_id=parent,
+        since=since,
+        until=until,
+        text=q,
+    )
+    preview = state.settings.task_preview_chars
+    # one snapshot for the page and its counts, so that they agree
+    async with state.connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        await task_search.plan_per_request(conn)
+        found = await task_search.search_tasks(conn, f, limit=limit, after=after, preview=preview)
+    tasks = [TaskSummary.model_validate(r) for r in found.tasks]
+    page = TaskPage(
+        tasks=tasks,
+        next_cursor=encode_cursor(tasks[-1].created_at, tasks[-1].task_id, "desc") if found.more else None,
+        counts=found.counts,
+        total=task_search.total_of(found.counts, statuses),
+    )
+    return Response(page.model_dump_json(by_alias=True), media_type="application/json")
+
+
+@router.get(
+    "/api/sessions/{session_id}",
+    response_model=SessionDetail,
+    summary="A session's tasks, oldest first, with their LLM usage and the session's totals",
+)
+async def get_session(
+    state: StateDep, session_id: Annotated[str, Path(min_length=1, max_length=1024)]
+) -> Response:
+    """Tasks in creation order (at most LOOM_SESSION_TASKS_LIMIT; ``truncated`` says there are
+    more), each with the calls, tokens and cost of its ``llm.usage`` events (as /api/metrics
+    counts them) and its duration (finishedAt - createdAt). Totals: tasks per status, usage over
+    every ``llm.usage`` event of the session, and its span (first createdAt to last
+    finishedAt, once every task has finished). 404 when no task has this session id."""
+    _no_nul(session_id=session_id)
+    settings = state.settings
+    async with state.connection() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        span = await task_search.session_span(conn, session_id)
+        if span is None:
+            raise HTTPException(404, f"no session {session_id!r}: no task has this session id")
+        rows, truncated = await task_search.session_tasks(
+            conn, session_id, limit=settings.session_tasks_limit, preview=settings.task_preview_chars
+        )
+        cost = await store.cost_breakdown(conn, start=None, end=None, session_id=session_id, limit=None)
+    by_task = {row["key"]: row for row in cost["byTask"]}
+    zero = CostFigures(llm_calls=0, input_tokens=0, output_tokens=0, cost_usd=0.0, unpriced_calls=0)
+    tasks = [SessionTask.model_validate({**r, "usage": by_task.get(r["task_id"]) or zero}) for r in rows]
+    totals = SessionTotals.model_validate(
+        {
+            **cost["total"],
+            "tasks": span.tasks,
+            "counts": span.counts,
+            "started_at": span.started_at,
+            "ended_at": span.ended_at,
+            "duration_s": span.duration_s,
+        }
+    )
+    body = SessionDetail(session_id=session_id, tasks=tasks, truncated=truncated, totals=totals)
+    return Response(body.model_dump_json(by_alias=True), media_type="application/json")
 
 
 @router.get(

@@ -23,3 +23,7 @@ class Settings(BaseSettings, ServiceSettings):
     task_events_limit: int = Field(default=10_000, ge=1)
     # most memory events replayed by /api/memory/{node_id}
     memory_events_limit: int = Field(default=50_000, ge=1)
+    # characters of parameters / result (JSON text) and error a task summary shows (/api/tasks)
+    task_preview_chars: int = Field(default=200, ge=1)
+    # most tasks listed by /api/sessions/{session_id}
+    session_tasks_limit: int = Field(default=1000, ge=1)

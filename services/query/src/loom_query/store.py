@@ -19,8 +19,8 @@ from pydantic.alias_generators import to_camel
 
 from .cursor import Order
 
-REQUIRED_SCHEMA_VERSION = 4
-"""The ingest migration this code reads (0004_metrics.sql)."""
+REQUIRED_SCHEMA_VERSION = 5
+"""The ingest migration this code reads (0005_task_search.sql)."""
 
 EVENT_JSON = "CASE WHEN data IS NULL THEN attributes ELSE attributes || jsonb_build_object('data', data) END"
 KINDS = ("event", "task", "member")
@@ -145,15 +145,16 @@ async def ordered_events(conn: Connection, where_sql: str, args: list[Any], limi
 _TASK_COLUMNS = (
     "task_id, target_agent, source_agent, action, status, final, attempt, instance_id, parent_task_id, "
     "session_id, trace_id, parameters::text, result::text, error, metadata::text, created_at, updated_at, "
-    "finished_at, cancel_requested_at"
+    "finished_at, cancel_requested_at, pending_approval::text, approvals::text"
 )
+_JSON_COLUMNS = ("parameters", "result", "metadata", "pending_approval", "approvals")
 
 
 def task_json(row: asyncpg.Record) -> dict[str, Any]:
     """A ``tasks`` row as camelCase JSON (``durationS`` added)."""
     out: dict[str, Any] = {}
     for key, value in row.items():
-        if key in ("parameters", "result", "metadata"):
+        if key in _JSON_COLUMNS:
             value = None if value is None else json.loads(value)
         elif isinstance(value, datetime):
             value = value.isoformat()
@@ -385,20 +386,23 @@ COST_GROUPS = ("agent", "model", "session", "task")
 async def cost_breakdown(
     conn: Connection,
     *,
-    start: datetime,
-    end: datetime,
-    agent: str | None,
-    session_id: str | None,
-    task_id: str | None,
-    limit: int,
+    start: datetime | None,
+    end: datetime | None,
+    agent: str | None = None,
+    session_id: str | None = None,
+    task_id: str | None = None,
+    limit: int | None,
 ) -> dict[str, Any]:
-    """LLM calls, tokens and cost of the ``llm.usage`` events in [start, end], in total and per
-    agent, model, session and task (each list by cost, highest first, at most ``limit`` rows)."""
+    """LLM calls, tokens and cost of the ``llm.usage`` events in [start, end] (None: unbounded),
+    in total and per agent, model, session and task (each list by cost, highest first, at most
+    ``limit`` rows; None: all)."""
     w = Where()
     w.add("kind = 'event'")
     w.add("type = 'llm.usage'")
-    w.add(f"time >= {w.arg(start)}")
-    w.add(f"time <= {w.arg(end)}")
+    if start is not None:
+        w.add(f"time >= {w.arg(start)}")
+    if end is not None:
+        w.add(f"time <= {w.arg(end)}")
     if agent is not None:
         w.add(f"node_id = {w.arg(node_id_of(agent))}")
     if session_id is not None:

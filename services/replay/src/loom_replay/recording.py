@@ -198,14 +198,20 @@ def build_recording(record: TaskHistory, child_records: Iterable[TaskHistory] = 
     calls: dict[str, McpToolCall] = {}
     step_of_call: dict[str, int] = {}
     delegations: list[_Delegation] = []
+    system_prompt: str | None = None
     step = 0
     for event in record.events:
         data = payload_of(event)
         if isinstance(data, LlmRequest):
-            if data.step == 1 and (llm or tools):  # a new attempt starts over
+            # a new attempt that starts over asks step 1 again (a resumed one goes on from its
+            # first unrecorded step, after a task.resumed event, and emits nothing it restored)
+            if data.step == 1 and (llm or tools):
                 llm, digests, tools, calls, step_of_call = {}, {}, [], {}, {}
             step = data.step
             digests[step] = data.message_digests
+            if data.step == 1 and data.messages and data.messages[0].get("role") == "system":
+                content = data.messages[0].get("content")
+                system_prompt = content if isinstance(content, str) else None
         elif isinstance(data, LlmUsage) and data.step is not None:
             llm[data.step] = {
                 "step": data.step,
@@ -224,7 +230,9 @@ def build_recording(record: TaskHistory, child_records: Iterable[TaskHistory] = 
         elif isinstance(data, AgentAction) and data.tool is not None:
             if data.step in llm:
                 call = _call(data.call_id, data.tool, data.arguments)
-                llm[data.step]["tool_calls"].append(call)
+                known_ids = {c.call_id for c in llm[data.step]["tool_calls"]}
+                if data.call_id is None or call.call_id not in known_ids:  # a resumed attempt ran it again
+                    llm[data.step]["tool_calls"].append(call)
                 step_of_call[call.call_id] = data.step
         elif isinstance(data, AgentAction) and data.agent is not None:
             if data.index == 0:  # a new attempt plans again
@@ -276,6 +284,7 @@ def build_recording(record: TaskHistory, child_records: Iterable[TaskHistory] = 
             last["content"] = answer
     return Recording(
         agent=record.agent,
+        system_prompt=system_prompt,
         llm=[RecordedLlmStep.model_validate(llm[k]) for k in sorted(llm) if k >= 1],
         tools=tools,
         children=_children(delegations, list(child_records), result.get("children")),

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import celery_bench, procstat
+from . import celery_bench, procstat, search
 from .ceilings import copy_ceiling, nats_ceilings
 from .ingest import LagTracker, ingest_burst, probe_events_table
 from .live import LiveFeed
@@ -49,6 +49,7 @@ STEPS = (
     "ingest",
     "live",
     "celery",
+    "search",
 )
 
 
@@ -272,6 +273,9 @@ async def run(
             if "ceilings" in steps:
                 results["ceilings"] = await _ceilings(js, targets, profile)
 
+            if "search" in steps:
+                results["search"] = await _search(targets, profile, out_dir)
+
             if loom_steps:
                 await _loom(
                     results,
@@ -329,6 +333,26 @@ def phase_line(summary: dict[str, Any]) -> str:
         f"{acc.get('completed', 0)}/{acc.get('total', 0)} completed"
         + (f", [red]{lost} not completed[/red]" if lost else "")
     )
+
+
+async def _search(targets: Targets, profile: Profile, out_dir: Path) -> dict[str, Any]:
+    """GET /api/tasks and /api/sessions/{id} on a scratch database (no running stack needed but
+    TimescaleDB and NATS); its own time budget."""
+    size = search.SIZES.get(profile.name, search.SIZES["short"])
+    with console.status(f"task search: {size.tasks:,} tasks in a scratch database, then the scenarios"):
+        try:
+            return await search.run_search_bench(
+                targets.database_url,
+                targets.nats_url,
+                search.repo_root(),
+                n_tasks=size.tasks,
+                requests=size.requests,
+                max_seconds=size.max_seconds,
+                log=out_dir / "search-query.log",
+            )
+        except Exception as exc:  # noqa: BLE001 -- a failed benchmark must not lose the run
+            log.exception("task search benchmark failed")
+            return {"na": f"task search benchmark failed: {type(exc).__name__}: {exc}"}
 
 
 async def _ceilings(js: Any, targets: Targets, profile: Profile) -> dict[str, Any]:
@@ -538,6 +562,10 @@ def main(
     json_path, html_path = write_reports(results, folder)
     console.print(rich_table(results))
     console.print(accounting_table(results))
+    if results.get("search", {}).get("scenarios"):
+        console.print(search.search_table(results["search"]))
+    elif "na" in results.get("search", {}):
+        console.print(f"[red]{results['search']['na']}[/red]")
     if results.get("py_spy", {}).get("top_self"):
         console.print(f"[bold]py-spy {py_spy}: top frames by self time[/bold]")
         for frame, pct in results["py_spy"]["top_self"][:10]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from loom_protocol import EventPayload, MemoryTier, Task
+from loom_protocol import ApprovalDecision, ApprovalRequest, ApprovalRequested, EventPayload, MemoryTier, Task
+
+from loom_agent_worker.runtime.durable import AwaitingApproval, StepJournal
 
 if TYPE_CHECKING:
     from loom_protocol import MemoryEntry
@@ -63,6 +65,30 @@ class TaskContext:
     instance_id: str
     capture_content: bool = True  # False: no prompt or completion text in events
     stream: AnswerStream | None = None  # set for tasks with action "stream"
+    journal: StepJournal = field(default_factory=StepJournal)  # steps recorded by earlier attempts
+    approval_tools: frozenset[str] = frozenset()  # tool names that need approval in this task
+
+    def decision(self, key: str) -> ApprovalDecision | None:
+        """The decision a person took on the call ``key`` (see ``loom_protocol.approval_key``)."""
+        return self.task.decision_for(key)
+
+    def await_approval(self, request: ApprovalRequest) -> AwaitingApproval:
+        """Emit ``approval.requested`` for ``request`` and return the exception that stops the
+        task until a person decides: ``raise ctx.await_approval(...)``. The next attempt finds
+        the decision with :meth:`decision` under the same key."""
+        request = request.model_copy(update={"attempt": self.task.attempt})
+        self.events.emit(
+            ApprovalRequested(
+                key=request.key,
+                tool=request.tool,
+                arguments=request.arguments,
+                reasoning=request.reasoning if self.capture_content else None,
+                call_id=request.call_id,
+                step=request.step,
+            ),
+            subject=f"tool:{request.tool}",
+        )
+        return AwaitingApproval(request)
 
     def note(
         self,

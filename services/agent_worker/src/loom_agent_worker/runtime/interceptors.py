@@ -3,8 +3,9 @@
 ``run_with_interceptors`` runs the ``before`` hooks in order, the agent, then the
 ``after`` hooks in reverse order (like nested context managers: only interceptors whose
 ``before`` completed get an ``after``). An exception from the agent or from a ``before``
-hook becomes a failed task and an ``error`` event; ``asyncio.CancelledError`` is
-re-raised once the ``after`` hooks have run. An ``after`` hook that raises is logged and
+hook becomes a failed task and an ``error`` event; ``asyncio.CancelledError`` and
+:class:`~loom_agent_worker.runtime.durable.AwaitingApproval` (the task stops until a person
+decides) are re-raised once the ``after`` hooks have run. An ``after`` hook that raises is logged and
 ignored: observation never changes a task's outcome.
 """
 
@@ -21,6 +22,7 @@ from loom_protocol import ErrorReported, Task, TaskStatus
 
 from loom_agent_worker.runtime.agent import Agent, failed
 from loom_agent_worker.runtime.context import TaskContext
+from loom_agent_worker.runtime.durable import AwaitingApproval
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +33,8 @@ class Ended:
 
     ``result`` is the task the agent returned (or the failed task an exception was turned
     into), ``error`` the exception if there was one, ``duration_s`` the wall time. On
-    cancellation ``result`` is None and ``error`` the ``CancelledError``.
+    cancellation ``result`` is None and ``error`` the ``CancelledError``; on a stop for approval
+    ``result`` is None and ``error`` the ``AwaitingApproval``.
     """
 
     result: Task | None
@@ -45,6 +48,8 @@ class Ended:
             return self.result.status.value
         if isinstance(self.error, asyncio.CancelledError):
             return TaskStatus.CANCELLED.value
+        if isinstance(self.error, AwaitingApproval):
+            return TaskStatus.INPUT_REQUIRED.value
         return TaskStatus.FAILED.value
 
 
@@ -73,7 +78,7 @@ async def run_with_interceptors(
             raise RuntimeError(
                 f"agent {agent.node_id!r} returned task {result.task_id} in status {result.status.value!r}"
             )
-    except asyncio.CancelledError as exc:
+    except (asyncio.CancelledError, AwaitingApproval) as exc:
         error = exc
         await _run_after(entered, task, ctx, Ended(None, exc, time.perf_counter() - started))
         raise

@@ -11,18 +11,25 @@ from loom_protocol import (
     AgentAnswer,
     AgentCard,
     AgentThought,
+    ApprovalRequest,
     ErrorReported,
     LlmRequest,
     LlmUsage,
+    McpToolCall,
     McpToolDefinition,
+    McpToolResult,
     MemoryTier,
+    RecordedLlmStep,
+    RecordedToolStep,
     Task,
     ToolCalled,
     ToolReturned,
+    approval_key,
 )
 
 from loom_agent_worker.runtime.agent import Agent, completed, failed
-from loom_agent_worker.runtime.context import AnswerStream, TaskContext
+from loom_agent_worker.runtime.context import AnswerStream, NullEventSink, TaskContext
+from loom_agent_worker.runtime.durable import ToolCallInfo, enter_tool_call, leave_tool_call
 from loom_agent_worker.runtime.providers.base import (
     ChatMessage,
     LLMProvider,
@@ -30,6 +37,7 @@ from loom_agent_worker.runtime.providers.base import (
     ProviderError,
     StreamingProvider,
     TaskAwareProvider,
+    TokenUsage,
     conversation_digests,
     message_digest,
 )
@@ -126,40 +134,49 @@ class ReActAgent(Agent):
         system_digest = message_digest(ChatMessage(role="system", content=self.system_prompt))
 
         for step in range(1, self.max_steps + 1):
-            ctx.events.emit(
-                LlmRequest(
-                    step=step,
-                    message_count=len(messages),
-                    provider=provider.name,
-                    model=provider.model,
-                    tools=[definition.name for definition in definitions],
-                    message_digests=conversation_digests(messages),
-                    system_digest=system_digest,
-                    messages=captured_messages(messages) if capture else None,
-                ),
-                subject=llm,
-            )
-            try:
-                response = await self._ask(provider, messages, definitions, ctx.stream, step)
-            except ProviderError as exc:
-                return self._fail(task, ctx, f"LLM provider error at step {step}: {exc}")
+            recorded = ctx.journal.llm(step)  # an earlier attempt's response: not asked again
+            if recorded is not None:
+                response = restored_response(recorded)
+            else:
+                ctx.events.emit(
+                    LlmRequest(
+                        step=step,
+                        message_count=len(messages),
+                        provider=provider.name,
+                        model=provider.model,
+                        tools=[definition.name for definition in definitions],
+                        message_digests=conversation_digests(messages),
+                        system_digest=system_digest,
+                        messages=captured_messages(messages) if capture else None,
+                    ),
+                    subject=llm,
+                )
+                try:
+                    response = await self._ask(provider, messages, definitions, ctx.stream, step)
+                except ProviderError as exc:
+                    return self._fail(task, ctx, f"LLM provider error at step {step}: {exc}")
+                await ctx.journal.record_llm(journal_step(step, response, provider.model, messages))
+                ctx.events.emit(
+                    LlmUsage(
+                        step=step,
+                        input_tokens=response.usage.input_tokens,
+                        output_tokens=response.usage.output_tokens,
+                        cost_usd=response.usage.cost_usd,
+                        latency_s=response.latency_s,
+                        model=response.model or provider.model,
+                        provider=provider.name,
+                        retries=response.retries,
+                        completion=clip(response.content)
+                        if capture and response.content is not None
+                        else None,
+                        tool_calls=response.tool_calls,
+                        content_captured=capture,
+                    ),
+                    subject=llm,
+                )
+            live = recorded is None
+            events = ctx.events if live else NullEventSink()  # restored steps are not emitted again
             usage.add(response)
-            ctx.events.emit(
-                LlmUsage(
-                    step=step,
-                    input_tokens=response.usage.input_tokens,
-                    output_tokens=response.usage.output_tokens,
-                    cost_usd=response.usage.cost_usd,
-                    latency_s=response.latency_s,
-                    model=response.model or provider.model,
-                    provider=provider.name,
-                    retries=response.retries,
-                    completion=clip(response.content) if capture and response.content is not None else None,
-                    tool_calls=response.tool_calls,
-                    content_captured=capture,
-                ),
-                subject=llm,
-            )
             assistant = ChatMessage(
                 role="assistant", content=response.content or "", tool_calls=response.tool_calls
             )
@@ -168,23 +185,18 @@ class ReActAgent(Agent):
 
             if not response.tool_calls:
                 answer = response.content or ""
-                ctx.events.emit(AgentAnswer(answer=answer if capture else None, steps=step))
-                ctx.consolidate()
+                events.emit(AgentAnswer(answer=answer if capture else None, steps=step))
+                ctx.memory.consolidate(events=events)
                 if ctx.stream is not None:
+                    if not live:
+                        await ctx.stream.delta(answer, step=step)
                     await ctx.stream.done()
                 return completed(task, {"answer": answer, "steps": step, "usage": usage.as_dict()})
 
             if response.content and capture:
-                ctx.events.emit(AgentThought(step=step, content=response.content))
-            for call in response.tool_calls:
-                subject = f"tool:{call.name}"
-                ctx.events.emit(
-                    AgentAction(step=step, tool=call.name, arguments=call.arguments, call_id=call.call_id),
-                    subject=subject,
-                )
-                ctx.events.emit(ToolCalled.from_call(call), subject=subject)
-                result = await self.tools.call(call)
-                ctx.events.emit(ToolReturned.from_result(result), subject=subject)
+                events.emit(AgentThought(step=step, content=response.content))
+            for index, call in enumerate(response.tool_calls):
+                result, ran_live = await self._tool_step(ctx, step, index, call, response, capture)
                 content = render_content(result.content)
                 observation = ChatMessage(
                     role="tool", content=content, tool_call_id=call.call_id, name=call.name
@@ -192,14 +204,79 @@ class ReActAgent(Agent):
                 messages.append(observation)
                 ctx.memory.add_message(observation)
                 outcome = f"error: {content}" if result.is_error else content
-                ctx.note(
+                ctx.memory.add_note(
                     f"{call.name}({_brief(call.arguments)}) -> {outcome}",
+                    node_id=task.target_agent,
                     tier=MemoryTier.WORKING,
                     importance=ERROR_OBSERVATION_IMPORTANCE if result.is_error else OBSERVATION_IMPORTANCE,
                     role="observation",
+                    events=ctx.events if ran_live else NullEventSink(),
                 )
 
         return self._fail(task, ctx, f"no answer after max_steps={self.max_steps} LLM calls")
+
+    async def _tool_step(
+        self,
+        ctx: TaskContext,
+        step: int,
+        index: int,
+        call: McpToolCall,
+        response: LLMResponse,
+        capture: bool,
+    ) -> tuple[McpToolResult, bool]:
+        """The result of the ``index``-th tool call of ``step``, and whether it happened now (False:
+        restored from the journal): the call run (after a person approved it, when it needs
+        approval), or a rejection."""
+        recorded = ctx.journal.tool(step, index)
+        if recorded is not None:
+            return recorded.result.model_copy(update={"call_id": call.call_id}), False
+        key = approval_key(step, index)
+        subject = f"tool:{call.name}"
+        if call.name in ctx.approval_tools or self.tools_require_approval(call.name):
+            decision = ctx.decision(key)
+            if decision is None:
+                raise ctx.await_approval(
+                    ApprovalRequest(
+                        key=key,
+                        tool=call.name,
+                        arguments=call.arguments,
+                        reasoning=response.content if capture else None,
+                        call_id=call.call_id,
+                        step=step,
+                    )
+                )
+            if not decision.approved:
+                who = f" by {decision.by}" if decision.by else ""
+                why = f": {decision.reason}" if decision.reason else ""
+                rejected = McpToolResult(
+                    call_id=call.call_id,
+                    name=call.name,
+                    content=f"The call was rejected{who}{why}. It was not run.",
+                    is_error=True,
+                )
+                ctx.events.emit(ToolReturned.from_result(rejected), subject=subject)
+                await ctx.journal.record_tool(index, RecordedToolStep(step=step, call=call, result=rejected))
+                return rejected, True
+            if decision.arguments is not None:
+                call = call.model_copy(update={"arguments": decision.arguments})
+        ctx.events.emit(
+            AgentAction(step=step, tool=call.name, arguments=call.arguments, call_id=call.call_id),
+            subject=subject,
+        )
+        ctx.events.emit(ToolCalled.from_call(call), subject=subject)
+        token = enter_tool_call(ToolCallInfo(ctx.task.task_id, step, index))
+        try:
+            result = await self.tools.call(call)
+        finally:
+            leave_tool_call(token)
+        ctx.events.emit(ToolReturned.from_result(result), subject=subject)
+        await ctx.journal.record_tool(index, RecordedToolStep(step=step, call=call, result=result))
+        return result, True
+
+    def tools_require_approval(self, name: str) -> bool:
+        """Whether this agent's tool ``name`` is marked ``requires_approval``."""
+        check = getattr(self.tools, "requires_approval", None)
+        return bool(check(name)) if callable(check) else False
 
     def with_runtime(
         self,
@@ -273,6 +350,36 @@ class ReActAgent(Agent):
 
 MAX_CAPTURED_CHARS = 32_000  # of one message or completion
 MAX_CAPTURED_TOTAL = 256_000  # of one request's messages: an event stays far below NATS' 1 MB
+
+
+def restored_response(step: RecordedLlmStep) -> LLMResponse:
+    """The response a journal's LLM step stands for (its usage counts in the task's totals)."""
+    return LLMResponse(
+        content=step.content,
+        tool_calls=step.tool_calls,
+        usage=TokenUsage(
+            input_tokens=step.input_tokens, output_tokens=step.output_tokens, cost_usd=step.cost_usd
+        ),
+        latency_s=step.latency_s,
+        model=step.model,
+    )
+
+
+def journal_step(
+    step: int, response: LLMResponse, model: str, messages: list[ChatMessage]
+) -> RecordedLlmStep:
+    """An LLM step as the journal records it, with the digests of the conversation it was sent."""
+    return RecordedLlmStep(
+        step=step,
+        content=response.content,
+        tool_calls=response.tool_calls,
+        input_tokens=response.usage.input_tokens,
+        output_tokens=response.usage.output_tokens,
+        cost_usd=response.usage.cost_usd,
+        latency_s=response.latency_s,
+        model=response.model or model,
+        request_digests=conversation_digests(messages),
+    )
 
 
 def clip(text: str, limit: int = MAX_CAPTURED_CHARS) -> str:

@@ -40,9 +40,8 @@ class ToolExecutor(Protocol):
 class Tool:
     """A callable tool: its MCP definition, the function and its argument model.
 
-    ``requires_approval`` marks a tool whose calls a human must approve before they run; the
-    flag is carried for the durable-execution work (issue 12 names it), the registry does not
-    act on it yet.
+    ``requires_approval`` marks a tool whose calls a person must approve before they run: the
+    agent stops the task (``input_required``) until the call is approved or rejected.
     """
 
     definition: McpToolDefinition
@@ -89,7 +88,7 @@ def tool(
     of the arguments the LLM sends both come from them. Parameters may carry constraints and
     descriptions with ``Annotated[int, Field(ge=0, description=...)]``. A call that outlasts
     ``timeout_s`` seconds becomes an error result. ``requires_approval`` marks the tool as one
-    whose calls need a human's approval (stored on the tool, for the durable-execution work).
+    whose calls need a person's approval before they run (see docs/durable.md).
     """
 
     if callable(name):
@@ -172,6 +171,11 @@ class ToolRegistry:
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
+
+    def requires_approval(self, name: str) -> bool:
+        """Whether the tool ``name`` is marked ``requires_approval``."""
+        item = self._tools.get(name)
+        return item is not None and item.requires_approval
 
     def names(self) -> list[str]:
         return list(self._tools)

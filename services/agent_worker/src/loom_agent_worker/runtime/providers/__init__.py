@@ -46,16 +46,25 @@ def make_provider(
     timeout_s: float = 60.0,
     max_retries: int = 3,
     prices: PriceTable | None = None,
+    temperature: float | None = None,
+    tool_choice: str | None = None,
 ) -> LLMProvider:
     """Build a provider by name: ``"scripted"`` (offline default, cost 0) or ``"openai"``
     (any OpenAI-compatible endpoint; ``timeout_s`` per attempt, ``max_retries`` retries,
-    cost from ``prices``)."""
+    cost from ``prices``, ``temperature`` and ``tool_choice`` sent when set)."""
     if name == "scripted":
         return ScriptedProvider(model or "scripted-v1")
     if name == "openai":
         if not base_url or not model:
             raise ValueError("the openai provider needs base_url and model")
         return OpenAICompatibleProvider(
-            base_url, model, api_key, timeout_s, max_retries=max_retries, prices=prices
+            base_url,
+            model,
+            api_key,
+            timeout_s,
+            max_retries=max_retries,
+            prices=prices,
+            temperature=temperature,
+            tool_choice=tool_choice,
         )
     raise ValueError(f"unknown LLM provider {name!r} (known: scripted, openai)")

@@ -38,7 +38,7 @@ def message_to_openai(message: ChatMessage) -> dict[str, Any]:
         return {"role": "tool", "tool_call_id": message.tool_call_id or "", "content": message.content}
     payload: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.role == "assistant" and message.tool_calls:
-        payload["content"] = message.content or None
+        # "" rather than null: OpenAI takes both, llama.cpp's server refuses null
         payload["tool_calls"] = [
             {
                 "id": call.call_id,
@@ -104,12 +104,16 @@ class OpenAICompatibleProvider:
         *,
         max_retries: int = DEFAULT_MAX_RETRIES,
         prices: PriceTable | None = None,
+        temperature: float | None = None,
+        tool_choice: str | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         self.model = model
+        self.temperature = temperature  # None: the server's default
+        self.tool_choice = tool_choice or None  # None: not sent (some servers refuse "auto")
         self.base_url = base_url.rstrip("/")
         self._where = f"{self.base_url}/chat/completions (model {model!r})"
         self._prices = prices or PriceTable()
@@ -129,6 +133,10 @@ class OpenAICompatibleProvider:
         body: dict[str, Any] = {"model": self.model, "messages": [message_to_openai(m) for m in messages]}
         if tools:
             body["tools"] = [tool_to_openai(definition) for definition in tools]
+            if self.tool_choice is not None:
+                body["tool_choice"] = self.tool_choice
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
         return body
 
     async def complete(self, messages: list[ChatMessage], tools: list[McpToolDefinition]) -> LLMResponse:

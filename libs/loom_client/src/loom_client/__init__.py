@@ -1,0 +1,1 @@
+"""Loom's Python client SDK and the `loom` command line."""

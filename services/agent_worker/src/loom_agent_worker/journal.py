@@ -1,0 +1,128 @@
+"""The task journal on a JetStream key-value bucket, shared by every worker instance.
+
+One key per step outcome (``loom_protocol.journal_key``), written with ``create``: the write
+returns once the server stored it (the broker's acknowledgement), and a key that exists already
+(another attempt recorded that step first) is left as it is. A task's entries are read with one
+watch on its key prefix (every current value, then the end marker), bounded by ``timeout_s``.
+
+Keys expire ``ttl_s`` after they were written (0 keeps them): a task resumed later than that
+starts from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from loom_protocol import JournalEntry, JournalKind, journal_key, journal_task_filter
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError, KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+from prometheus_client import Counter
+
+from .runtime.durable import StepJournal
+
+log = logging.getLogger(__name__)
+
+ENTRIES_WRITTEN = Counter("loom_worker_journal_writes_total", "Journal entries stored", ["kind"])
+WRITE_FAILURES = Counter(
+    "loom_worker_journal_write_failures_total", "Journal entries not stored (the step runs again on resume)"
+)
+ENTRIES_RESTORED = Counter("loom_worker_journal_restored_total", "Step outcomes restored from the journal")
+
+MAX_VALUE_BYTES = 1024 * 1024
+
+
+class JournalUnavailable(Exception):
+    """The journal could not be read (the reason is in the message)."""
+
+
+class KvJournal:
+    """Reads and writes task journals in one KV bucket."""
+
+    def __init__(self, kv: KeyValue, *, timeout_s: float = 5.0) -> None:
+        self.kv = kv
+        self.timeout_s = timeout_s
+
+    @classmethod
+    async def open(
+        cls, js: JetStreamContext, bucket: str, *, ttl_s: float, timeout_s: float = 5.0
+    ) -> KvJournal:
+        """Create the bucket where missing, or bind to one that exists with another configuration."""
+        config = KeyValueConfig(
+            bucket=bucket,
+            description="Loom task journals: one key per recorded step outcome",
+            history=1,
+            ttl=ttl_s or None,
+            storage=StorageType.FILE,
+            max_value_size=MAX_VALUE_BYTES,
+        )
+        try:
+            kv = await asyncio.wait_for(js.create_key_value(config), timeout_s)
+        except BadRequestError as exc:
+            log.warning("journal bucket %s left as it is: %s", bucket, exc)
+            kv = await asyncio.wait_for(js.key_value(bucket), timeout_s)
+        return cls(kv, timeout_s=timeout_s)
+
+    async def for_task(
+        self, task_id: str, *, attempt: int, instance_id: str, restore: bool = True
+    ) -> StepJournal:
+        """The journal of ``task_id`` for this attempt: with the entries earlier attempts recorded
+        when ``restore`` (raises :class:`JournalUnavailable` when they cannot be read)."""
+        entries = await self.read(task_id) if restore else []
+        return StepJournal(entries, _TaskWriter(self, task_id), attempt=attempt, instance_id=instance_id)
+
+    async def read(self, task_id: str) -> list[tuple[str, JournalEntry]]:
+        """Every entry of ``task_id`` as ``(entry id, entry)``; unreadable entries are skipped."""
+        try:
+            return await asyncio.wait_for(self._read(task_id), self.timeout_s)
+        except Exception as exc:
+            raise JournalUnavailable(f"journal of task {task_id!r} not readable: {exc!r}") from exc
+
+    async def _read(self, task_id: str) -> list[tuple[str, JournalEntry]]:
+        watcher = await self.kv.watch(journal_task_filter(task_id), ignore_deletes=True)
+        entries: list[tuple[str, JournalEntry]] = []
+        try:
+            while True:
+                update = await watcher.updates(timeout=self.timeout_s)  # type: ignore[no-untyped-call]
+                if update is None:
+                    break
+                if not update.value:
+                    continue
+                entry_id = update.key.rsplit(".", 1)[-1]
+                try:
+                    entries.append((entry_id, JournalEntry.model_validate_json(update.value)))
+                except ValueError:
+                    log.warning("journal entry %s unreadable; that step runs again", update.key)
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        return entries
+
+    async def write(self, task_id: str, kind: JournalKind, entry_id: str, entry: JournalEntry) -> bool:
+        key = journal_key(task_id, kind, entry_id)
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.kv.create(key, entry.to_json()), self.timeout_s)
+        except KeyWrongLastSequenceError:
+            log.warning("journal entry %s was recorded by another attempt; kept as it is", key)
+            return False
+        except Exception as exc:
+            WRITE_FAILURES.inc()
+            log.warning("journal entry %s not stored (%r); that step runs again on resume", key, exc)
+            return False
+        ENTRIES_WRITTEN.labels(kind.value).inc()
+        log.debug("journal entry %s stored in %.1f ms", key, (time.perf_counter() - started) * 1000)
+        return True
+
+
+class _TaskWriter:
+    """The :class:`~loom_agent_worker.runtime.durable.JournalWriter` of one task."""
+
+    def __init__(self, journal: KvJournal, task_id: str) -> None:
+        self._journal = journal
+        self._task_id = task_id
+
+    async def write(self, kind: JournalKind, entry_id: str, entry: JournalEntry) -> bool:
+        return await self._journal.write(self._task_id, kind, entry_id, entry)
