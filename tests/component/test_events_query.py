@@ -320,7 +320,7 @@ async def test_memory_is_rebuilt_by_tier(api: AnyService, http: httpx.AsyncClien
     }
     assert body["tiers"]["long_term"][0]["importance"] == 0.9
     assert body["sessions"] == [
-        {"instance_id": "w3", "session_id": "s3", "entries": 4, "consolidations": 1, "consistent": True}
+        {"session_id": "s3", "instances": ["w3"], "entries": 4, "consolidations": 1, "consistent": True}
     ]
     assert (await http.get(f"{api.url}/api/memory/agent:gamma")).json()["tiers"] == body["tiers"]
     nobody = (await http.get(f"{api.url}/api/memory/nobody")).json()

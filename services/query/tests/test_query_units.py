@@ -98,6 +98,27 @@ async def test_topology_makes_no_node_of_an_agent_that_never_ran() -> None:
     assert empty.asked == []  # no agent names: nothing to ask
 
 
+def test_one_session_written_by_two_instances_is_one_consistent_memory() -> None:
+    # the memory is shared: a consolidation on w2 moves notes w1 added
+    events = [
+        note(1, "working", 0.3, instance="w1"),
+        note(2, "session", 0.9, instance="w1"),
+        mem(
+            3,
+            "memory.consolidate",
+            {"promoted_ids": ["m2"], "dropped_ids": [], "session": 0, "working": 1, "long_term": 1},
+            instance="w2",
+        ),
+    ]
+    (memory,) = replay(events)
+    assert memory.instances == ["w1", "w2"] and memory.consistent
+    body = node_memory("n", [memory])
+    assert body["counts"] == {"session": 0, "working": 1, "long_term": 1}
+    assert body["sessions"] == [
+        {"session_id": "s", "instances": ["w1", "w2"], "entries": 2, "consolidations": 1, "consistent": True}
+    ]
+
+
 def test_count_only_consolidation_promotes_the_most_important_and_drops_old_working_notes() -> None:
     # memory.consolidate events stored before they carried ids
     events = [

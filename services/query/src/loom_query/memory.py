@@ -1,10 +1,12 @@
 """Rebuild a node's memory from ``memory.add`` / ``memory.consolidate`` events (pure, no I/O).
 
-The worker keeps one memory per session (``sessionid``, else the task id) per worker instance,
-in three tiers. ``memory.add`` carries the entry (:class:`loom_protocol.MemoryAdded`);
-``memory.consolidate`` (:class:`loom_protocol.MemoryConsolidated`) carries the ids the worker
-promoted to ``long_term`` and dropped from ``working``, and the tier sizes after the step.
-Replaying them per (instance, session), in event order, applies exactly what the worker did;
+The workers keep one memory per session (``sessionid``, else the task id), in three tiers,
+shared by every instance (a JetStream key-value bucket): tasks of one session on different
+instances read and extend the same memory. ``memory.add`` carries the entry
+(:class:`loom_protocol.MemoryAdded`); ``memory.consolidate``
+(:class:`loom_protocol.MemoryConsolidated`) carries the ids the worker promoted to ``long_term``
+and dropped from ``working``, and the tier sizes after the step.
+Replaying them per session, in event order, applies exactly what the workers did;
 the consolidation rule itself lives in the worker alone. The sizes the event reports are
 checked against the replay (``consistent``); a mismatch means events are missing (retention,
 a full event buffer in the worker).
@@ -34,27 +36,29 @@ class MemoryEvent:
     data: Mapping[str, Any]
 
     @property
-    def memory_key(self) -> tuple[str, str]:
-        return (self.instance_id or "", self.session_id or self.task_id or "")
+    def memory_key(self) -> str:
+        return self.session_id or self.task_id or ""
 
 
 @dataclass
 class MemoryView:
-    instance_id: str
     session_key: str
+    instances: list[str] = field(default_factory=list)  # the instances that wrote to it
     tiers: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {t: [] for t in TIERS})
     consolidations: int = 0
     consistent: bool = True
 
 
 def replay(events: Iterable[MemoryEvent]) -> list[MemoryView]:
-    """Replay memory events (in order) into one :class:`MemoryView` per (instance, session)."""
-    memories: dict[tuple[str, str], MemoryView] = {}
+    """Replay memory events (in order) into one :class:`MemoryView` per session."""
+    memories: dict[str, MemoryView] = {}
     for event in events:
         key = event.memory_key
         memory = memories.get(key)
         if memory is None:
-            memory = memories[key] = MemoryView(instance_id=key[0], session_key=key[1])
+            memory = memories[key] = MemoryView(session_key=key)
+        if event.instance_id and event.instance_id not in memory.instances:
+            memory.instances.append(event.instance_id)
         try:
             if event.type == MemoryAdded.TYPE:
                 _add(memory, event, MemoryAdded.model_validate(event.data))
@@ -109,8 +113,8 @@ def node_memory(node_id: str, memories: list[MemoryView]) -> dict[str, Any]:
                     mine += 1
         sessions.append(
             {
-                "instance_id": memory.instance_id or None,
                 "session_id": memory.session_key or None,
+                "instances": memory.instances,
                 "entries": mine,
                 "consolidations": memory.consolidations,
                 "consistent": memory.consistent,
