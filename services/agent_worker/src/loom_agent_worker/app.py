@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol import Task
@@ -118,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if isinstance(provider, OpenAICompatibleProvider):
                 await provider.aclose()  # its HTTP connection pool
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs from the package's own Swagger UI files: no CDN
         title="Loom agent-worker",
         version=VERSION,
         lifespan=lifespan,

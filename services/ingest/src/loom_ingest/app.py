@@ -14,6 +14,7 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await asyncio.wait_for(state.pool.close(), timeout=5)
             await broker.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs from the package's own Swagger UI files: no CDN
         title="Loom ingest", version="0.1.0", lifespan=lifespan, exception_handlers=HTTP_ERROR_HANDLERS
     )
     app.state.loom = state

@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol.logconfig import broker_logging, tracing_enabled
@@ -54,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await asyncio.wait_for(state.pool.close(), timeout=5)
             await broker.stop()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs from the package's own Swagger UI files: no CDN
         title="Loom query",
         version="0.1.0",
         description="Read API of Loom Studio: stored events, topology, memory, metrics, tasks, traces; "

@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await broker.stop()
             await redis.aclose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs from the package's own Swagger UI files: no CDN
         title="Loom registry", version="0.1.0", lifespan=lifespan, exception_handlers=HTTP_ERROR_HANDLERS
     )
     app.state.loom = State(broker, membership, picks)

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from redis.asyncio import Redis
 
 from . import api, ops
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await pool.close()
             await redis.aclose()
 
-    app = FastAPI(
+    app = FastAPIOffline(  # /docs from the package's own Swagger UI files: no CDN
         title="Loom replay",
         version=VERSION,
         lifespan=lifespan,
