@@ -16,7 +16,7 @@ from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_cre
 from loom_protocol.logconfig import broker_logging, tracing_enabled
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from . import api, ops
+from . import a2a, api, ops
 from .admission import AgentDirectory
 from .bus import NatsOutbox, RegistryPicker
 from .config import Settings
@@ -99,4 +99,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.loom = state
     app.include_router(ops.router)
     app.include_router(api.router)
+    app.include_router(a2a.router)  # A2A: every agent at /a2a/<agentId> (docs/adr/0003-a2a.md)
     return app
