@@ -90,6 +90,8 @@ EXPECTED_ALL = [
     "ReplayMode",
     "ReplayReport",
     "ReplaySpec",
+    "SUPERSEDED_ATTEMPT_HEADER",
+    "SUPERSEDED_INSTANCE_HEADER",
     "ServiceSettings",
     "StreamSpec",
     "TASKS_STREAM",

@@ -37,6 +37,9 @@ class Outbox:
     async def cancel(self, task: Task) -> None:
         self.sent.append(("cancel", task, None))
 
+    async def superseded(self, task: Task) -> None:
+        self.sent.append(("superseded", task, None))
+
     async def event(self, event_type: str, task: Task, data: dict[str, object] | None = None) -> None:
         self.sent.append((f"event:{event_type}", task, data))
 

@@ -46,6 +46,9 @@ class Outbox:
     async def cancel(self, task: Task) -> None:
         self.sent.append(("cancel", task.task_id))
 
+    async def superseded(self, task: Task) -> None:
+        self.sent.append(("superseded", (task.instance_id, task.attempt)))
+
     async def event(self, event_type: str, task: Task, data: dict[str, object] | None = None) -> None:
         self.sent.append(("event", str(event_type)))
 

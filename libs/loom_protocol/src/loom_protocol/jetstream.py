@@ -41,6 +41,8 @@ __all__ = [
     "MSG_ID_HEADER",
     "REGISTRY_STREAM",
     "REJECTED_STREAM",
+    "SUPERSEDED_ATTEMPT_HEADER",
+    "SUPERSEDED_INSTANCE_HEADER",
     "TASKS_STREAM",
     "StreamSpec",
     "assigned_msg_id",
@@ -58,6 +60,14 @@ __all__ = [
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 """The header JetStream deduplicates on."""
+
+SUPERSEDED_ATTEMPT_HEADER = "Loom-Superseded-Attempt"
+"""On a message on ``loom.task.cancel.<task_id>``: the attempt that is no longer the task's
+current one; its instance stops it and reports nothing. A cancel without it stops whatever
+attempt runs and reports ``cancelled``."""
+
+SUPERSEDED_INSTANCE_HEADER = "Loom-Superseded-Instance"
+"""With :data:`SUPERSEDED_ATTEMPT_HEADER`: the instance that ran the superseded attempt."""
 
 _DAY_S = 86_400.0
 

@@ -40,10 +40,15 @@ VERSION = "0.1.0"
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     traced = tracing_enabled(os.environ)
+
+    async def on_reconnected() -> None:
+        await heart.announce()  # at once: the registry must not take the gap for a death
+
     broker = NatsBroker(
         settings.nats_url,
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
         graceful_timeout=settings.graceful_timeout_s,
+        reconnected_cb=on_reconnected,
         **broker_logging(),
     )
     provider = make_provider(
@@ -58,8 +63,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tool_choice=settings.llm_tool_choice,
     )
     agents = load_agents(settings.agent_ids, provider)  # AgentLoadError: one line, see __main__
-    reporter = StatusReporter(broker, settings.instance_id)
-    emitter = EventEmitter(broker, f"/workers/{settings.instance_id}", settings.event_buffer)
+    reporter = StatusReporter(
+        broker,
+        settings.instance_id,
+        retries=settings.report_retries,
+        retry_backoff_s=settings.report_backoff_s,
+        outbox=Outbox(broker, ack_timeout_s=settings.publish_timeout_s),
+    )
+    emitter = EventEmitter(
+        broker,
+        f"/workers/{settings.instance_id}",
+        settings.event_buffer,
+        retries=settings.event_retries,
+        retry_backoff_s=settings.event_backoff_s,
+        outbox=Outbox(broker, ack_timeout_s=settings.publish_timeout_s),
+    )
 
     def children(task: Task, agent_id: str, journal: StepJournal) -> NatsChildTasks:
         return NatsChildTasks(broker, task, agent_id, journal)

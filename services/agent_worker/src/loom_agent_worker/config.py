@@ -28,6 +28,14 @@ class Settings(BaseSettings, ServiceSettings):
     drain_timeout_s: float = Field(default=20.0, ge=0)
     child_timeout_s: float = Field(default=120.0, gt=0)
     event_buffer: int = Field(default=10_000, ge=1)
+    # publishing (outbox.py): every JetStream publish waits at most publish_timeout_s for its ack;
+    # a status report without one is published again (same Nats-Msg-Id) report_retries times,
+    # the backoff doubling from report_backoff_s; an event batch event_retries times
+    publish_timeout_s: float = Field(default=5.0, gt=0)
+    report_retries: int = Field(default=5, ge=0, le=50)
+    report_backoff_s: float = Field(default=0.5, ge=0)
+    event_retries: int = Field(default=3, ge=0, le=50)
+    event_backoff_s: float = Field(default=0.2, ge=0)
 
     llm_provider: str = "scripted"
     llm_base_url: str = "http://127.0.0.1:11434/v1"

@@ -1,8 +1,12 @@
 """CloudEvents out of the worker without ever blocking or failing a task.
 
 ``emit`` puts the event in a bounded queue and returns; one flusher task drains the queue with
-JetStream ``publish_async`` (pipelined, acks awaited in bulk). A full queue drops the event,
-counts it, and reports the drops once per flush as an ``error`` event.
+JetStream ``publish_async`` (pipelined, acks awaited in bulk, every wait bounded: outbox.py).
+An event not stored is published again, with its own id as ``Nats-Msg-Id`` (the stream keeps
+one copy), up to ``retries`` more times with a doubling backoff; then it is given up: counted,
+logged, and reported. A full queue drops the event and counts it the same way. What was lost
+is reported once per flush as an ``error`` event (``reason``, ``dropped``), so the loss is seen
+in the event store too, not only in the metric.
 """
 
 from __future__ import annotations
@@ -50,12 +54,25 @@ def _headers(event: CloudEvent) -> dict[str, str]:
 
 
 class EventEmitter:
-    def __init__(self, broker: NatsBroker, source: str, capacity: int, batch: int = 256) -> None:
-        self._outbox = Outbox(broker)
+    def __init__(
+        self,
+        broker: NatsBroker,
+        source: str,
+        capacity: int,
+        batch: int = 256,
+        *,
+        retries: int = 3,
+        retry_backoff_s: float = 0.2,
+        outbox: Outbox | None = None,
+    ) -> None:
+        self._outbox = outbox or Outbox(broker)
         self._source = source
         self._queue: asyncio.Queue[CloudEvent] = asyncio.Queue(maxsize=capacity)
         self._batch = batch
-        self._dropped = 0
+        self._retries = retries
+        self._retry_backoff_s = retry_backoff_s
+        self._dropped = 0  # the buffer was full
+        self._unpublished = 0  # not stored after every retry
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -93,34 +110,52 @@ class EventEmitter:
             events = list(taken)
             if self._dropped:
                 dropped, self._dropped = self._dropped, 0
-                events.append(
-                    new_event(
-                        ErrorReported.TYPE,
-                        self._source,
-                        data=ErrorReported(reason="event buffer full", dropped=dropped).to_data(),
-                    )
-                )
+                events.append(self._lost("event buffer full", dropped))
+            if self._unpublished:
+                unpublished, self._unpublished = self._unpublished, 0
+                events.append(self._lost("events not published", unpublished))
             try:
                 await self._publish(events)
             finally:
                 for _ in taken:
                     self._queue.task_done()
 
+    def _lost(self, reason: str, count: int) -> CloudEvent:
+        return new_event(
+            ErrorReported.TYPE, self._source, data=ErrorReported(reason=reason, dropped=count).to_data()
+        )
+
     async def _publish(self, events: list[CloudEvent]) -> None:
-        try:
-            results = await self._outbox.pipelined(
-                [(subjects.event(e.type), e.to_json(), _headers(e)) for e in events]
-            )
-        except Exception:
-            EVENTS_DROPPED.inc(len(events))
-            log.exception("event batch lost")
-            return
-        for event, result in zip(events, results, strict=True):
-            if result is not None:
-                EVENTS_DROPPED.inc()
-                log.warning("event publish failed: %r", result, extra={"event_id": event.id})
-            else:
-                EVENTS_EMITTED.labels(event.type).inc()
+        """Publish ``events``, again for those not stored (bounded); count and report the rest."""
+        left = events
+        last: BaseException | None = None
+        for attempt in range(self._retries + 1):
+            if attempt:
+                await asyncio.sleep(self._retry_backoff_s * 2 ** (attempt - 1))
+            try:
+                results: list[BaseException | None] = await self._outbox.pipelined(
+                    [(subjects.event(e.type), e.to_json(), _headers(e)) for e in left]
+                )
+            except Exception as exc:
+                results = [exc] * len(left)
+            failed: list[CloudEvent] = []
+            for event, result in zip(left, results, strict=True):
+                if result is None:
+                    EVENTS_EMITTED.labels(event.type).inc()
+                else:
+                    failed.append(event)
+                    last = result
+            if not failed:
+                return
+            left = failed
+        EVENTS_DROPPED.inc(len(left))
+        self._unpublished += len(left)
+        log.error(
+            "%d events not published after %d tries (last error: %r); reported as an error event",
+            len(left),
+            self._retries + 1,
+            last,
+        )
 
 
 @dataclass(eq=False)

@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from . import replay_agents
 from .emitter import EventEmitter
 from .journal import ENTRIES_RESTORED, JournalUnavailable, KvJournal
-from .reporting import StatusReporter
+from .reporting import ReportNotSent, StatusReporter
 from .runtime import (
     Agent,
     AnswerStream,
@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 TASKS = Counter("loom_worker_tasks_total", "Tasks finished by this worker", ["agent", "status"])
 IN_FLIGHT = Gauge("loom_worker_in_flight", "Tasks accepted and not yet finished")
 DURATION = Histogram("loom_worker_task_seconds", "Task execution time", ["agent"])
+SUPERSEDED = Counter(
+    "loom_worker_superseded_total", "Attempts stopped because the dispatcher superseded them"
+)
 RESUMED = Counter("loom_worker_tasks_resumed_total", "Attempts that restored steps of earlier attempts")
 
 
@@ -69,6 +72,7 @@ class Executor:
     draining: bool = field(default=False, init=False)
     _slots: asyncio.Semaphore = field(init=False)
     _running: dict[str, Running] = field(default_factory=dict, init=False)
+    _superseded: set[tuple[str, int]] = field(default_factory=set, init=False)  # (task id, attempt)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.concurrency)
@@ -108,6 +112,7 @@ class Executor:
         current = self._running.get(task.task_id)
         if current is not None and current.task.attempt == task.attempt:
             del self._running[task.task_id]
+        self._superseded.discard((task.task_id, task.attempt))
         IN_FLIGHT.set(len(self._running))
 
     def cancel(self, task_id: str) -> bool:
@@ -116,6 +121,21 @@ class Executor:
             return False
         running.job.cancel()
         return True
+
+    def supersede(self, task_id: str, attempt: int) -> bool:
+        """Stop this instance's copy of ``task_id`` if it runs ``attempt`` or an earlier one: the
+        dispatcher gave the task up or to another attempt. Nothing is reported for it (no report of
+        a superseded attempt counts); its recorded steps stay in the journal for the next one."""
+        running = self._running.get(task_id)
+        if running is None or running.task.attempt > attempt:
+            return False
+        self._superseded.add((task_id, running.task.attempt))
+        SUPERSEDED.inc()
+        running.job.cancel()
+        return True
+
+    def _is_superseded(self, task: Task) -> bool:
+        return (task.task_id, task.attempt) in self._superseded
 
     async def _run(self, agent: Agent, task: Task) -> None:
         # parent: the span of the assigned message when traced, else the task's recorded trace
@@ -134,6 +154,10 @@ class Executor:
                 status = await self._execute(agent, task)
             except asyncio.CancelledError:
                 pass
+            except ReportNotSent as exc:
+                # the task ran (or stopped) and only its report is missing: never a second,
+                # contradicting report; the deadline re-dispatches it, resuming from its journal
+                status = exc.status
             except Exception:
                 log.exception("task execution failed", extra={"task_id": task.task_id})
                 with contextlib.suppress(Exception):
@@ -200,6 +224,9 @@ class Executor:
                 return TaskStatus.INPUT_REQUIRED
             except asyncio.CancelledError:
                 events.close()
+                if self._is_superseded(task):
+                    log.info("superseded attempt stopped, not reported", extra={"task_id": task.task_id})
+                    raise
                 status = TaskStatus.PENDING if self.draining else TaskStatus.CANCELLED
                 reason = "handed back: worker shutting down" if self.draining else "cancelled by request"
                 with contextlib.suppress(Exception):

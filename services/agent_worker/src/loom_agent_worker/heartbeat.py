@@ -9,11 +9,13 @@ import socket
 
 from faststream.nats import NatsBroker
 from loom_protocol import Heartbeat, subjects
+from prometheus_client import Counter
 
 from .execution import Executor
 from .outbox import JSON, Outbox
 
 log = logging.getLogger(__name__)
+ANNOUNCED = Counter("loom_worker_reconnect_heartbeats_total", "Heartbeats sent at once on a broker reconnect")
 
 
 class Heartbeater:
@@ -41,6 +43,14 @@ class Heartbeater:
         await self._outbox.core(
             subjects.registry_heartbeat(self._executor.instance_id), self.heartbeat().to_json(), JSON
         )
+
+    async def announce(self) -> None:
+        """A heartbeat now, off the timer (on reconnect); a failure is logged, never raised."""
+        try:
+            await self.beat()
+            ANNOUNCED.inc()
+        except Exception as exc:
+            log.warning("heartbeat on reconnect not sent: %r", exc)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._forever(), name="heartbeat")

@@ -5,7 +5,9 @@
 - ``unacked``: a plain publish on a stream's subject: JetStream stores it all the same, without
   an ack to wait for (the ``running`` report, which decides nothing);
 - ``pipelined``: ``publish_async`` for a batch, the acks awaited together, at most
-  ``ack_timeout_s`` (observation events: measured useful, ``tests/load`` ceilings);
+  ``ack_timeout_s`` after the last publish (observation events: measured useful, ``tests/load``
+  ceilings); an ack not in by then is given up (its future cancelled, so the client's
+  pending-ack slot is freed) and reported as a timeout, so a lost ack never blocks the sender;
 - ``core``: core NATS, nothing stored (heartbeats, dead-letter records).
 
 Every JetStream publish carries ``Nats-Msg-Id`` so the stream deduplicates retries.
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from faststream.nats import NatsBroker
 from loom_protocol import MSG_ID_HEADER, TASKS_STREAM
 from nats.js import JetStreamContext
+from nats.js.api import PubAck
 
 JSON = {"content-type": "application/json"}
 
@@ -58,17 +61,35 @@ class Outbox:
     async def pipelined(
         self, messages: Sequence[tuple[str, bytes, dict[str, str]]]
     ) -> list[BaseException | None]:
-        """Publish ``(subject, body, headers)`` messages; per message, None or why it was not stored."""
-        acks = [
-            await self.js.publish_async(subject, body, headers=headers) for subject, body, headers in messages
-        ]
-        _, late = await asyncio.wait(acks, timeout=self._ack_timeout_s) if acks else (set(), set())
-        for fut in late:
-            fut.cancel()
-        return [
-            TimeoutError(f"no ack within {self._ack_timeout_s:g} s") if fut in late else fut.exception()
-            for fut in acks
-        ]
+        """Publish ``(subject, body, headers)`` messages; per message, None or why it was not stored.
+
+        Bounded: each publish waits at most ``ack_timeout_s`` for a free pending-ack slot, and the
+        acks at most ``ack_timeout_s`` after the last publish. Every future still open then is
+        cancelled (the client frees its slot), whatever happened before, so none leaks.
+        """
+        results: list[BaseException | None] = [None] * len(messages)
+        acks: dict[int, asyncio.Future[PubAck]] = {}
+        try:
+            for i, (subject, body, headers) in enumerate(messages):
+                try:
+                    acks[i] = await asyncio.wait_for(
+                        self.js.publish_async(subject, body, headers=headers, wait_stall=self._ack_timeout_s),
+                        self._ack_timeout_s * 2,
+                    )
+                except Exception as exc:  # not sent (stalled, disconnected, buffer full): that one only
+                    results[i] = exc
+            if acks:
+                await asyncio.wait(acks.values(), timeout=self._ack_timeout_s)
+        finally:
+            for fut in acks.values():
+                if not fut.done():
+                    fut.cancel()
+        for i, fut in acks.items():
+            if fut.cancelled():
+                results[i] = TimeoutError(f"no ack within {self._ack_timeout_s:g} s")
+            else:
+                results[i] = fut.exception()
+        return results
 
     async def core(self, subject: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         await self.broker.publish(body, subject, headers=headers)

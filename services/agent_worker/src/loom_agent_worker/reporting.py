@@ -1,7 +1,16 @@
-"""Status reports to the dispatcher (JetStream, deduplicated by the Nats-Msg-Id rule)."""
+"""Status reports to the dispatcher (JetStream, deduplicated by the Nats-Msg-Id rule).
+
+A report that decides a task's outcome waits for the stream's ack; one not acknowledged (a
+timeout, no stream, no connection) is published again with the same ``Nats-Msg-Id`` -- the
+stream keeps one copy if the first did arrive -- up to ``retries`` more times with a doubling
+backoff. Then :class:`ReportNotSent` is raised: the caller must not turn it into another
+report (a completed task is never reported ``failed`` because its report was slow); the
+dispatcher's deadline re-dispatches the task, and the next attempt restores its recorded steps.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +37,35 @@ REPORTS_UNSENT = Counter(
 )
 
 
+REPORTS_RETRIED = Counter(
+    "loom_worker_reports_retried_total", "Status reports published again after no ack", ["status"]
+)
+
+
+class ReportNotSent(Exception):
+    """A status report was not acknowledged after every retry (the reason is in the message)."""
+
+    def __init__(self, task: Task, status: TaskStatus, cause: BaseException) -> None:
+        super().__init__(f"{status.value} report of task {task.task_id} not stored: {cause!r}")
+        self.status = status
+
+
 class StatusReporter:
-    def __init__(self, broker: NatsBroker, instance_id: str) -> None:
-        self.outbox = Outbox(broker)
+    def __init__(
+        self,
+        broker: NatsBroker,
+        instance_id: str,
+        *,
+        retries: int = 5,
+        retry_backoff_s: float = 0.5,
+        max_backoff_s: float = 5.0,
+        outbox: Outbox | None = None,
+    ) -> None:
+        self.outbox = outbox or Outbox(broker)
         self._instance_id = instance_id
+        self._retries = retries
+        self._retry_backoff_s = retry_backoff_s
+        self._max_backoff_s = max_backoff_s
 
     @property
     def broker(self) -> NatsBroker:
@@ -65,9 +99,33 @@ class StatusReporter:
         error: str | None = None,
         approval: ApprovalRequest | None = None,
     ) -> None:
-        """Publish a status change and wait for JetStream's ack (raises when it is not stored)."""
+        """Publish a status change and wait for JetStream's ack, again with the same message id
+        when there is none (bounded); raises :class:`ReportNotSent` when it was never stored."""
         body, msg_id = self._change(task, status, result, error, approval)
-        await self.outbox.stored(subjects.task_status(task.task_id), body, msg_id)
+        subject = subjects.task_status(task.task_id)
+        for attempt in range(self._retries + 1):
+            try:
+                await self.outbox.stored(subject, body, msg_id)
+                return
+            except Exception as exc:
+                if attempt == self._retries:
+                    REPORTS_UNSENT.labels(status.value).inc()
+                    log.error(
+                        "%s report not stored after %d tries: %r; the dispatcher's deadline re-dispatches it",
+                        status.value,
+                        attempt + 1,
+                        exc,
+                        extra={"task_id": task.task_id, "attempt": task.attempt},
+                    )
+                    raise ReportNotSent(task, status, exc) from exc
+                REPORTS_RETRIED.labels(status.value).inc()
+                log.warning(
+                    "%s report not acknowledged (%r); publishing it again",
+                    status.value,
+                    exc,
+                    extra={"task_id": task.task_id, "attempt": task.attempt},
+                )
+            await asyncio.sleep(min(self._max_backoff_s, self._retry_backoff_s * 2**attempt))
 
     async def report_running(self, task: Task) -> None:
         """Publish ``running`` without asking for an ack: the task starts at once.

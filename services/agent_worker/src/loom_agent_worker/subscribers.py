@@ -8,17 +8,33 @@ middleware turns a message the model refuses into a dead-letter record on
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from faststream import ExceptionMiddleware
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
-from loom_protocol import Task, TaskCancelRequested, subjects, validation_reason
+from loom_protocol import (
+    SUPERSEDED_ATTEMPT_HEADER,
+    SUPERSEDED_INSTANCE_HEADER,
+    Task,
+    TaskCancelRequested,
+    subjects,
+    validation_reason,
+)
 from pydantic import ValidationError
 
 from .execution import Executor
 from .reporting import StatusReporter
 
 log = logging.getLogger(__name__)
+
+
+def superseded_attempt(headers: Mapping[str, str] | None) -> tuple[int, str] | None:
+    """``(attempt, instance id)`` of a superseded notice, None for a plain cancel."""
+    value = (headers or {}).get(SUPERSEDED_ATTEMPT_HEADER)
+    if value is None or not value.isdigit():
+        return None
+    return int(value), (headers or {}).get(SUPERSEDED_INSTANCE_HEADER, "")
 
 
 def build_router(executor: Executor, reporter: StatusReporter) -> NatsRouter:
@@ -38,7 +54,15 @@ def build_router(executor: Executor, reporter: StatusReporter) -> NatsRouter:
         await executor.accept(task)
 
     @router.subscriber(subjects.TASK_CANCEL_ALL, no_reply=True)
-    async def on_cancel(request: TaskCancelRequested) -> None:
+    async def on_cancel(request: TaskCancelRequested, message: NatsMessage) -> None:
+        superseded = superseded_attempt(message.headers)
+        if superseded is not None:
+            attempt, instance_id = superseded
+            if instance_id in ("", executor.instance_id) and executor.supersede(request.task_id, attempt):
+                log.info(
+                    "stopping a superseded attempt", extra={"task_id": request.task_id, "attempt": attempt}
+                )
+            return
         if executor.cancel(request.task_id):
             log.info("cancelling task", extra={"task_id": request.task_id})
 

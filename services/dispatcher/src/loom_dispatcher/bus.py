@@ -11,6 +11,8 @@ from typing import Any
 from faststream.nats import NatsBroker
 from loom_protocol import (
     MSG_ID_HEADER,
+    SUPERSEDED_ATTEMPT_HEADER,
+    SUPERSEDED_INSTANCE_HEADER,
     TASKS_STREAM,
     KnownAgents,
     PickReply,
@@ -198,6 +200,25 @@ class NatsOutbox:
             subjects.task_cancel(task.task_id),
             headers=_JSON,
         )
+
+    async def superseded(self, task: Task) -> None:
+        """Tell the instance that ran ``task``'s current attempt to stop it and report nothing.
+
+        Core NATS on the task's cancel subject, the attempt and instance in headers: best
+        effort (an instance cut off from NATS cannot hear it; the dispatcher refuses its report).
+        """
+        request = TaskCancelRequested(
+            task_id=task.task_id, reason=f"attempt {task.attempt} superseded ({task.status.value})"
+        )
+        headers = {
+            **_JSON,
+            SUPERSEDED_ATTEMPT_HEADER: str(task.attempt),
+            SUPERSEDED_INSTANCE_HEADER: task.instance_id or "",
+        }
+        try:
+            await self._broker.publish(request.to_json(), subjects.task_cancel(task.task_id), headers=headers)
+        except Exception as exc:  # the fence holds without it
+            log.warning("superseded notice not sent: %r", exc, extra={"task_id": task.task_id})
 
     async def event(self, event_type: str, task: Task, data: dict[str, Any] | None = None) -> None:
         trace = current_trace() or task.trace

@@ -80,6 +80,7 @@ class Outbox(Protocol):
     async def final(self, task: Task) -> None: ...
     async def dead(self, task: Task, reason: str) -> None: ...
     async def cancel(self, task: Task) -> None: ...
+    async def superseded(self, task: Task) -> None: ...
     async def event(self, event_type: str, task: Task, data: dict[str, object] | None = None) -> None: ...
 
 
@@ -310,16 +311,36 @@ class Dispatcher:
 
     # -- reports from workers -----------------------------------------------------------------
     async def on_status(self, change: TaskStatusChanged) -> None:
+        """Apply a worker's report if it comes from the task's current attempt (the fence).
+
+        The current attempt is the task's ``attempt`` at its ``instance_id``, the pair every
+        report carries; a task put back to pending (deadline, instance down) keeps the pair
+        until it is given out again, so the put-back attempt may still deliver its result: a
+        ``completed`` of it ends the task (a result is never thrown away while no other attempt
+        runs); its other reports no longer apply. A report that does not apply is acknowledged
+        (never raised on, so never redelivered) and recorded as superseded (:meth:`_superseded`);
+        a repeat of the report that decided the task is just acknowledged.
+        """
         if change.final:
             return  # our own announcement of a terminal state
+        refused: list[Task] = []  # the task as the refusing transition saw it
 
         def apply(cur: Task, scores: Scores) -> Change | None:
-            if is_terminal(cur.status) or cur.attempt != change.attempt:
-                return None  # a superseded attempt, or already decided
-            if cur.instance_id != change.instance_id:
-                return None  # (input_required: no instance holds it, so no report applies)
+            refused[:] = [cur]
+            if cur.attempt != change.attempt or cur.instance_id != change.instance_id:
+                return None  # another attempt, or no instance holds it (input_required, handed back)
+            if is_terminal(cur.status):
+                return None  # decided already (a repeat of that report, or a late contradiction)
+            if cur.status is TaskStatus.PENDING:
+                if change.status is not TaskStatus.COMPLETED:
+                    return None  # put back: only its result still counts
+                done = cur.with_status(TaskStatus.DISPATCHED).with_status(
+                    TaskStatus.COMPLETED, result=change.result, error=change.error
+                )
+                return Change(done)
             if change.status is TaskStatus.RUNNING:
                 if cur.status is not TaskStatus.DISPATCHED:
+                    refused.clear()  # a late "running" of a task that runs: nothing to record
                     return None
                 return Change(cur.with_status(TaskStatus.RUNNING), deadline=scores.deadline)
             if change.status is TaskStatus.INPUT_REQUIRED:
@@ -335,6 +356,8 @@ class Dispatcher:
 
         new = await self._store.update(change.task_id, apply)
         if new is None:
+            if refused:
+                await self._superseded(change, refused[0])
             return
         if is_terminal(new.status):
             await self._announce(new)
@@ -346,6 +369,37 @@ class Dispatcher:
             metrics.TASKS_RETRIED.labels(await self._label(new.target_agent)).inc()
             await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": "handed back by its worker"})
             await self.try_dispatch(new.task_id)
+
+    async def _superseded(self, change: TaskStatusChanged, cur: Task) -> None:
+        """Record a report that did not apply to ``cur``: a counter, a log line and an ``error``
+        event (``reason: "superseded report"``) on the task; nothing else happens to the task.
+
+        The repeat of the report that decided the task (same attempt, same status: a redelivery)
+        is not recorded.
+        """
+        same_attempt = cur.attempt == change.attempt and cur.instance_id == change.instance_id
+        if same_attempt and is_terminal(cur.status) and cur.status is change.status:
+            return
+        status = change.status.value
+        metrics.REPORTS_SUPERSEDED.labels(status).inc()
+        text = (
+            f"{status} report of attempt {change.attempt} from {change.instance_id} ignored: "
+            f"the task is {cur.status.value} at attempt {cur.attempt}"
+            + (f" on {cur.instance_id}" if cur.instance_id else "")
+        )
+        extra = {"task_id": cur.task_id, "attempt": change.attempt, "instance_id": change.instance_id}
+        log.info("superseded report acknowledged: %s", text, extra=extra)
+        await self._outbox.event(
+            EventType.ERROR,
+            cur,
+            {
+                "reason": "superseded report",
+                "error": text,
+                "reported_status": status,
+                "reported_attempt": change.attempt,
+                "reported_instance_id": change.instance_id,
+            },
+        )
 
     # -- approvals ----------------------------------------------------------------------------
     def _waits_for_approval(self, cur: Task, request: ApprovalRequest | None) -> Change | None:
@@ -467,6 +521,10 @@ class Dispatcher:
         new = await self._store.update(task_id, back_to_pending)
         if new is None:
             return 0
+        if new.instance_id is not None and new.status is not TaskStatus.CANCELLED:
+            # its instance may still run it (a partition, a false eviction, a late task): told
+            # to stop without a report; if it cannot be told, its report is refused (on_status)
+            await self._outbox.superseded(new)
         if new.status is TaskStatus.PENDING:
             log.info("re-dispatching task", extra={"task_id": task_id, "reason": reason})
             metrics.TASKS_RETRIED.labels(await self._label(new.target_agent)).inc()

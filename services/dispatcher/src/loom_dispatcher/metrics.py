@@ -20,6 +20,11 @@ TASKS_ENDED = Counter(
 TASKS_COMPLETED = Counter("loom_tasks_completed_total", "Tasks completed", ["agent"])
 TASKS_FAILED = Counter("loom_tasks_failed_total", "Tasks failed", ["agent"])
 TASKS_DEAD = Counter("loom_tasks_dead_total", "Tasks dead-lettered", ["agent"])
+REPORTS_SUPERSEDED = Counter(
+    "loom_dispatcher_reports_superseded_total",
+    "Worker reports acknowledged without effect: from an attempt no longer current, or after the end",
+    ["status"],
+)
 SUBMISSIONS_REJECTED = Counter("loom_dispatcher_rejected_total", "Malformed submissions dead-lettered")
 # never labelled by the agent: the names counted here are the ones nobody ever ran
 UNKNOWN_AGENT = Counter(

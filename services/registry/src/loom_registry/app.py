@@ -20,7 +20,7 @@ from . import api, ops
 from .config import Settings
 from .consul_mirror import ConsulMirror
 from .errors import HTTP_ERROR_HANDLERS
-from .eviction import evict_forever
+from .eviction import EvictionHold, evict_forever, is_connected
 from .handlers import build_router, count_pick, reject
 from .membership import Membership
 from .picks import PickServer
@@ -32,10 +32,24 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     traced = tracing_enabled(os.environ)
+    hold = EvictionHold(
+        settings.reconnect_grace_s,
+        lambda: is_connected(broker),
+        startup_grace_s=settings.startup_grace_s,
+    )
+
+    async def on_disconnected() -> None:
+        hold.lost()
+
+    async def on_reconnected() -> None:
+        hold.back()
+
     broker = NatsBroker(
         settings.nats_url,
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
         graceful_timeout=settings.graceful_timeout_s,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
         **broker_logging(),
     )
     redis = Redis.from_url(settings.redis_url, decode_responses=True)  # connects on first use
@@ -71,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stop = asyncio.Event()
         sweeper = asyncio.create_task(
             evict_forever(
-                broker, membership, settings.sweep_interval_s, settings.startup_grace_s, mirror, stop
+                broker, membership, settings.sweep_interval_s, settings.startup_grace_s, mirror, stop, hold
             )
         )
         try:

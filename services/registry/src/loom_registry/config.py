@@ -15,6 +15,9 @@ class Settings(BaseSettings, ServiceSettings):
     missed_heartbeats: int = 3
     sweep_interval_s: float = 0.25
     startup_grace_s: float = 3.0
+    # evictions are held while the registry's broker connection is down and this long after it
+    # is back: heartbeats sent meanwhile had nowhere to go (eviction.py)
+    reconnect_grace_s: float = 3.0
     consul_url: str = ""  # e.g. http://127.0.0.1:8500 to mirror instances into Consul; empty: off
     consul_token: str | None = None
     pick_strategy: Literal["round_robin", "least_loaded"] = "round_robin"

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 from faststream.nats import NatsBroker
 from loom_protocol import MemberChanged, MembershipChange
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
 from .consul_mirror import ConsulMirror
 from .handlers import announce
@@ -17,9 +18,63 @@ from .membership import Membership
 
 log = logging.getLogger(__name__)
 INSTANCES = Gauge("loom_registry_instances", "Live instances known to the registry")
+HOLDS = Counter(
+    "loom_registry_eviction_holds_total", "Times evictions were held: the registry lost its broker connection"
+)
 HEARTBEAT_AGE = Gauge(
     "loom_registry_heartbeat_age_seconds", "Age of each instance's last heartbeat", ["instance"]
 )
+
+
+class EvictionHold:
+    """When evictions are held: while the registry's own broker connection is down, and for
+    ``grace_s`` after it comes back (and after start-up).
+
+    A heartbeat gap that coincides with the registry's loss of the broker says nothing about the
+    instance: its heartbeats had nowhere to go. The keys in Redis expire all the same, so
+    without the hold every live instance would be declared down at the reconnect. Fed by the
+    broker's connection callbacks (:meth:`lost`, :meth:`back`) and by :meth:`check`, which
+    polls the connection on every sweep (a drop too short for the callbacks is still seen).
+    """
+
+    def __init__(
+        self, grace_s: float, connected: Callable[[], bool], *, startup_grace_s: float | None = None
+    ) -> None:
+        self._grace_s = grace_s
+        self._connected = connected
+        self._down = False
+        # a registry that was down saw no heartbeats
+        self._until = time.monotonic() + (grace_s if startup_grace_s is None else startup_grace_s)
+
+    def lost(self) -> None:
+        if not self._down:
+            HOLDS.inc()
+            log.warning(
+                "broker connection lost: evictions held until it is back and %g s more", self._grace_s
+            )
+        self._down = True
+
+    def back(self) -> None:
+        self._down = False
+        self._until = max(self._until, time.monotonic() + self._grace_s)
+        log.info("broker connection back: evictions held %g s more", self._grace_s)
+
+    def check(self) -> bool:
+        """True when an eviction may happen now."""
+        connected = self._connected()
+        if not connected:
+            self.lost()
+        elif self._down:
+            self.back()
+        return connected and not self._down and time.monotonic() >= self._until
+
+
+def is_connected(broker: NatsBroker) -> bool:
+    """Whether ``broker`` holds a live connection to a NATS server now."""
+    try:
+        return bool(broker.connection.is_connected)
+    except Exception:  # not connected yet (no connection object)
+        return False
 
 
 async def evict_forever(
@@ -29,15 +84,15 @@ async def evict_forever(
     grace_s: float,
     mirror: ConsulMirror | None,
     stop: asyncio.Event,
+    hold: EvictionHold | None = None,
 ) -> None:
     """Evict instances whose heartbeats expired every ``interval_s`` until ``stop`` is set (an event,
-    not cancellation, which a library may swallow)."""
-    # A registry that was down saw no heartbeats: give instances one grace period to send
-    # theirs before declaring anyone down, so a registry restart does not evict the fleet.
-    evict_after = time.monotonic() + grace_s
+    not cancellation, which a library may swallow); never while ``hold`` holds evictions (by
+    default: for ``grace_s`` after start-up and after every reconnect, and while disconnected)."""
+    hold = hold or EvictionHold(grace_s, lambda: is_connected(broker))
     while not stop.is_set():
         try:
-            evicted = await membership.evict_expired() if time.monotonic() >= evict_after else []
+            evicted = await membership.evict_expired() if hold.check() else []
             for instance_id in evicted:
                 log.warning("instance down: missed heartbeats", extra={"instance_id": instance_id})
                 if mirror is not None:
