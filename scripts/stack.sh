@@ -68,6 +68,13 @@ ensure_prometheus() {
   "$VENV/bin/python" "$ROOT/scripts/prometheus_local.py" "$STATE/prometheus/prometheus.yml"
 }
 
+ensure_chromium() {
+  # Debian's chromium: the Studio's browser tests (tests/studio) drive it with Playwright
+  command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || {
+    log "Chromium: installing Debian's chromium package (for the Studio's browser tests)"; apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+}
+
 write_env() {
   # local connection settings for services, tests and tools (pydantic-settings env_file)
   cat > "$ROOT/.env" <<ENV
@@ -84,6 +91,7 @@ infra() {
   ensure_redis
   ensure_timescaledb
   ensure_prometheus
+  ensure_chromium
   write_env
 }
 
@@ -98,6 +106,7 @@ up() {
     "$VENV/bin/supervisord" -c "$ROOT/deploy/local/supervisord.conf"
   fi
   "$VENV/bin/python" "$ROOT/scripts/stack_status.py" --wait 60
+  echo "Studio: http://127.0.0.1:8004/"
 }
 
 down() {

@@ -3,6 +3,8 @@
 HTTP is served at once; the database pool opens in the background (retrying while TimescaleDB
 is down) and /readyz answers 503 until it is open and the schema ingest migrates is in place.
 The live feed is one core-NATS subscription on ``loom.event.>``, fanned out in-process.
+Loom Studio (the debugger's UI) is served at ``/`` below every API route, with its proxy to the
+dispatcher and the replay service under ``/studio-api``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ from .config import Settings
 from .errors import HTTP_ERROR_HANDLERS
 from .live import LiveFeed, count_nats_error
 from .state import State
+from .studio import export as studio_export
+from .studio.files import mount_studio
+from .studio.proxy import Proxy
+from .studio.proxy import router as studio_proxy_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -35,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         **broker_logging(),
     )
     state = State(settings, broker, LiveFeed(settings.ws_queue_size))
+    proxy = Proxy(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -54,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(state.pool.close(), timeout=5)
             await broker.stop()
+            await proxy.aclose()
 
     app = FastAPIOffline(  # /docs from the package's own Swagger UI files: no CDN
         title="Loom query",
@@ -64,6 +72,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exception_handlers=HTTP_ERROR_HANDLERS,
     )
     app.state.loom = state
+    app.state.studio_proxy = proxy
     app.include_router(ops.router)
+    app.include_router(studio_export.router)
     app.include_router(api.router)
+    app.include_router(studio_proxy_router)
+    mount_studio(app)  # last: it answers only the paths no route took
     return app

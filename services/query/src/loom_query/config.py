@@ -9,6 +9,13 @@ class Settings(BaseSettings, ServiceSettings):
     nats_url: str = NATS_URL
     database_url: str = DATABASE_URL
     http_port: int = 8004
+    # Studio's proxy (/studio-api/dispatcher/..., /studio-api/replay/...): the only two upstreams
+    dispatcher_url: str = "http://127.0.0.1:8001"
+    replay_url: str = "http://127.0.0.1:8005"
+    # the longest a proxied request may take (connect, send, wait for and read the answer)
+    proxy_timeout_s: float = Field(default=30.0, gt=0)
+    # pages of events one export (GET /api/tasks/{task_id}/events.jsonl) reads at a time
+    export_page_size: int = Field(default=1000, ge=1, le=10_000)
 
     db_pool_size: int = Field(default=8, ge=1)
     db_retry_max_s: float = Field(default=5.0, gt=0)
