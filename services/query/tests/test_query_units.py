@@ -119,6 +119,21 @@ def test_one_session_written_by_two_instances_is_one_consistent_memory() -> None
     ]
 
 
+def test_concurrent_tasks_of_a_session_report_their_own_sizes_and_stay_consistent() -> None:
+    # two tasks loaded the same (empty) memory, each added and promoted its own note; the
+    # merged memory holds both, while each consolidation reports the sizes of its own view
+    own_view = {"dropped_ids": [], "session": 0, "working": 0, "long_term": 1}
+    events = [
+        note(1, "session", 0.9, instance="w1"),
+        note(2, "session", 0.9, instance="w2"),
+        mem(3, "memory.consolidate", {"promoted_ids": ["m1"], **own_view}, instance="w1"),
+        mem(4, "memory.consolidate", {"promoted_ids": ["m2"], **own_view}, instance="w2"),
+    ]
+    (memory,) = replay(events)
+    assert memory.consistent
+    assert [e["content"] for e in memory.tiers["long_term"]] == ["c1", "c2"]
+
+
 def test_count_only_consolidation_promotes_the_most_important_and_drops_old_working_notes() -> None:
     # memory.consolidate events stored before they carried ids
     events = [

@@ -7,9 +7,12 @@ instances read and extend the same memory. ``memory.add`` carries the entry
 (:class:`loom_protocol.MemoryConsolidated`) carries the ids the worker promoted to ``long_term``
 and dropped from ``working``, and the tier sizes after the step.
 Replaying them per session, in event order, applies exactly what the workers did;
-the consolidation rule itself lives in the worker alone. The sizes the event reports are
-checked against the replay (``consistent``); a mismatch means events are missing (retention,
-a full event buffer in the worker).
+the consolidation rule itself lives in the worker alone. ``consistent`` says whether the replay
+had every event it needed: each note a consolidation names must have been added before (a
+missing ``memory.add`` means events were lost: retention, a full event buffer in the worker).
+The tier sizes a consolidation reports are the consolidating task's own view; tasks of one
+session that run at the same time merge their writes afterwards, so the sizes are compared only
+for consolidations stored without ids (which are replayed by their counts).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class MemoryView:
     tiers: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: {t: [] for t in TIERS})
     consolidations: int = 0
     consistent: bool = True
+    known: set[str] = field(default_factory=set)  # every entry id added so far
 
 
 def replay(events: Iterable[MemoryEvent]) -> list[MemoryView]:
@@ -86,17 +90,21 @@ def _add(memory: MemoryView, event: MemoryEvent, data: MemoryAdded) -> None:
         "event_id": event.event_id,
     }
     memory.tiers.setdefault(tier, []).append(entry)
+    memory.known.add(str(entry["entry_id"]))
 
 
 def _consolidate(memory: MemoryView, data: MemoryConsolidated) -> None:
     memory.consolidations += 1
+    named = [*(data.promoted_ids or ()), *(data.dropped_ids or ())]
+    if any(entry_id not in memory.known for entry_id in named):
+        memory.consistent = False  # a note it moved was never added here: events are missing
     tiers = data.apply(
         memory.tiers, lambda entry: entry["entry_id"], lambda entry: float(entry["importance"])
     )
     long_term = MemoryTier.LONG_TERM.value
     tiers[long_term] = [{**entry, "tier": long_term} for entry in tiers[long_term]]
     memory.tiers = tiers
-    if not data.sizes_match(tiers):
+    if not data.has_ids and not data.sizes_match(tiers):
         memory.consistent = False
 
 
