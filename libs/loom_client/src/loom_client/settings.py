@@ -1,0 +1,65 @@
+"""Where the client finds Loom: service URLs, the NATS URL, the API key and the timeout.
+
+Values come from the arguments a client is built with, else from ``LOOM_*`` environment
+variables, else from a ``.env`` file in the working directory (``make up`` writes one), else the
+defaults below, which are the ports ``make up`` serves on.
+"""
+
+from __future__ import annotations
+
+from loom_protocol.settings import ENV_PREFIX, NATS_URL
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DISPATCHER_URL",
+    "QUERY_URL",
+    "REGISTRY_URL",
+    "REPLAY_URL",
+    "ClientSettings",
+]
+
+DISPATCHER_URL = "http://127.0.0.1:8001"
+"""Default of ``LOOM_DISPATCHER_URL``: submit, get, cancel, approve, reject, answer streams."""
+
+REGISTRY_URL = "http://127.0.0.1:8002"
+"""Default of ``LOOM_REGISTRY_URL``: the agents and their live instances."""
+
+QUERY_URL = "http://127.0.0.1:8004"
+"""Default of ``LOOM_QUERY_URL``: stored tasks and events, sessions, the live feed."""
+
+REPLAY_URL = "http://127.0.0.1:8005"
+"""Default of ``LOOM_REPLAY_URL``: replay sessions over recorded events."""
+
+
+class ClientSettings(BaseSettings):
+    """The settings of :class:`~loom_client.LoomClient` and the ``loom`` command.
+
+    Attributes:
+        dispatcher_url: The dispatcher (``LOOM_DISPATCHER_URL``).
+        registry_url: The registry (``LOOM_REGISTRY_URL``).
+        query_url: The query service (``LOOM_QUERY_URL``).
+        replay_url: The replay service (``LOOM_REPLAY_URL``).
+        nats_url: NATS, for submitting over JetStream (``LOOM_NATS_URL``).
+        api_key: Sent as ``Authorization: Bearer <key>`` when set (``LOOM_API_KEY``).
+        client_timeout_s: The longest one HTTP call may take, connecting included
+            (``LOOM_CLIENT_TIMEOUT_S``); waits add their own duration to it.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    dispatcher_url: str = DISPATCHER_URL
+    registry_url: str = REGISTRY_URL
+    query_url: str = QUERY_URL
+    replay_url: str = REPLAY_URL
+    nats_url: str = NATS_URL
+    api_key: SecretStr | None = None
+    client_timeout_s: float = Field(default=10.0, gt=0)
+
+    def headers(self) -> dict[str, str]:
+        """The headers every request carries: the bearer token when an API key is set."""
+        if self.api_key is None or not self.api_key.get_secret_value():
+            return {}
+        return {"Authorization": f"Bearer {self.api_key.get_secret_value()}"}
