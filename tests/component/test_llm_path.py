@@ -7,17 +7,14 @@ agent, session and model. With ``LOOM_CAPTURE_CONTENT=false`` no event carries e
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -28,7 +25,7 @@ from tests.integration.events_support import (
     start_pipeline,
     wait_count,
 )
-from tests.integration.harness import Stack, wait_for
+from tests.integration.harness import Stack, serve_asgi
 
 pytestmark = pytest.mark.component
 
@@ -91,21 +88,9 @@ class FakeModel:
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[FakeModel]:
         app = Starlette(routes=[Route("/v1/chat/completions", self.complete, methods=["POST"])])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            await wait_for(lambda: server.started or task.done(), 10, "the fake model server to start")
-            if task.done():
-                task.result()
-            self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        async with serve_asgi(app, "the fake model server") as url:
+            self.base_url = f"{url}/v1"
             yield self
-        finally:
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 10)
-            sock.close()
 
 
 def expected_cost() -> float:

@@ -3,23 +3,20 @@ published, and a fake OpenAI-compatible model that plays a plan and counts reque
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import uvicorn
 from loom_protocol import CloudEvent, subjects
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from .harness import wait_for
+from .harness import serve_asgi
 
 
 class Published:
@@ -91,21 +88,9 @@ class PlanModel:
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[PlanModel]:
         app = Starlette(routes=[Route("/v1/chat/completions", self.complete, methods=["POST"])])
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        try:
-            await wait_for(lambda: server.started or task.done(), 10, "the fake model server to start")
-            if task.done():
-                task.result()
-            self.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        async with serve_asgi(app, "the fake model server") as url:
+            self.base_url = f"{url}/v1"
             yield self
-        finally:
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 10)
-            sock.close()
 
     def worker_env(self) -> dict[str, str]:
         """The settings that point a worker at this model."""

@@ -37,10 +37,10 @@ from loom_agent_worker.runtime.providers.base import (
     ProviderError,
     StreamingProvider,
     TaskAwareProvider,
-    TokenUsage,
     conversation_digests,
     message_digest,
 )
+from loom_agent_worker.runtime.recorded import recorded_response
 from loom_agent_worker.runtime.tools import ToolExecutor, render_content
 
 logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class ReActAgent(Agent):
         for step in range(1, self.max_steps + 1):
             recorded = ctx.journal.llm(step)  # an earlier attempt's response: not asked again
             if recorded is not None:
-                response = restored_response(recorded)
+                response = recorded_response(recorded, errors=False)
             else:
                 ctx.events.emit(
                     LlmRequest(
@@ -350,19 +350,6 @@ class ReActAgent(Agent):
 
 MAX_CAPTURED_CHARS = 32_000  # of one message or completion
 MAX_CAPTURED_TOTAL = 256_000  # of one request's messages: an event stays far below NATS' 1 MB
-
-
-def restored_response(step: RecordedLlmStep) -> LLMResponse:
-    """The response a journal's LLM step stands for (its usage counts in the task's totals)."""
-    return LLMResponse(
-        content=step.content,
-        tool_calls=step.tool_calls,
-        usage=TokenUsage(
-            input_tokens=step.input_tokens, output_tokens=step.output_tokens, cost_usd=step.cost_usd
-        ),
-        latency_s=step.latency_s,
-        model=step.model,
-    )
 
 
 def journal_step(

@@ -20,6 +20,7 @@ for tool calls), and ``loom_protocol.Recording`` is the form the replay service 
 from __future__ import annotations
 
 import json
+import typing
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -369,9 +370,19 @@ def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
 # -- the recording (loom_protocol.Recording, as the replay service sends it) --------------------
 
 
-def recorded_response(step: RecordedLlmStep) -> LLMResponse | ProviderError:
-    """The response a recorded LLM step gives a replay (the provider's error when it failed)."""
-    if step.error is not None:
+@typing.overload
+def recorded_response(step: RecordedLlmStep, *, errors: typing.Literal[False]) -> LLMResponse: ...
+
+
+@typing.overload
+def recorded_response(step: RecordedLlmStep, *, errors: bool = True) -> LLMResponse | ProviderError: ...
+
+
+def recorded_response(step: RecordedLlmStep, *, errors: bool = True) -> LLMResponse | ProviderError:
+    """The response a recorded LLM step stands for: what a replay or a resumed attempt gets
+    instead of calling the provider (with ``errors``, the provider's error when it failed; the
+    task journal records only answered calls)."""
+    if errors and step.error is not None:
         return ProviderError(step.error)
     return LLMResponse(
         content=step.content,
