@@ -110,6 +110,7 @@ up() {
 }
 
 down() {
+  bash "$ROOT/scripts/dockerd.sh" down  # the project's own Docker daemon, if a run left it
   if supervisor_running; then
     log "stopping the services"
     "$VENV/bin/supervisorctl" -c "$ROOT/deploy/local/supervisord.conf" shutdown >/dev/null || true

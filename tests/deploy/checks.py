@@ -331,9 +331,15 @@ def compose_schema(compose_file: Path) -> None:
         )
 
 
-def compose_config(compose_file: Path, *, profiles: Sequence[str] = ("consul",)) -> dict[str, Any]:
-    """`docker compose config -q` (Compose's own loader and validation), then the resolved model."""
-    base = [compose_binary(), "-f", compose_file]
+def compose_config(
+    compose_file: Path, *, profiles: Sequence[str] = ("consul",), overrides: Sequence[Path] = ()
+) -> dict[str, Any]:
+    """`docker compose config -q` (Compose's own loader and validation), then the resolved model.
+
+    overrides are further `-f` files merged over compose_file, in order."""
+    base: list[str | Path] = [compose_binary(), "-f", compose_file]
+    for o in overrides:
+        base += ["-f", o]
     for p in profiles:
         base += ["--profile", p]
     env_free = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
@@ -461,6 +467,49 @@ def compose_matches_services(
     if consul is not None and consul.get("profiles") != ["consul"]:
         problems.append("consul: must be optional (profiles: [consul])")
     _fail("compose does not match deploy/services.toml", problems)
+
+
+COMPOSE_HOST_FILE = REPO / "deploy" / "compose" / "compose.host.yaml"
+COMPOSE_HOST_PORTS = range(18000, 18200)
+
+
+def compose_host_matches(model: Mapping[str, Any], services: Sequence[Mapping[str, Any]]) -> None:
+    """compose.yaml + compose.host.yaml: the Loom services alone, on the host's network, on
+    127.0.0.1 ports of their own (clear of `make up`'s), each healthcheck on its port."""
+    problems: list[str] = []
+    got = model.get("services", {})
+    want = {s["name"] for s in services}
+    if set(got) != want:
+        problems.append(f"host stack runs {sorted(got)}, not exactly the Loom services {sorted(want)}")
+    usual = {int(s["port"]) for s in services}
+    ports: dict[int, str] = {}
+    for n, c in sorted(got.items()):
+        if c.get("network_mode") != "host":
+            problems.append(f"{n}: network_mode {c.get('network_mode')!r} is not host")
+        if c.get("ports"):
+            problems.append(f"{n}: publishes ports {c['ports']} (nothing to publish on the host network)")
+        if c.get("depends_on"):
+            problems.append(f"{n}: depends_on {sorted(c['depends_on'])} (infrastructure is the machine's)")
+        if (c.get("deploy") or {}).get("replicas", 1) != 1:
+            problems.append(f"{n}: replicas on the host network would share one port")
+        env = c.get("environment") or {}
+        port = int(env.get("LOOM_HTTP_PORT", 0))
+        if port in usual or port not in COMPOSE_HOST_PORTS:
+            problems.append(f"{n}: LOOM_HTTP_PORT {port} is not a port of its own in {COMPOSE_HOST_PORTS}")
+        if port in ports:
+            problems.append(f"{n}: LOOM_HTTP_PORT {port} is also {ports[port]}'s")
+        ports[port] = n
+        if env.get("LOOM_HTTP_HOST") != "127.0.0.1":
+            problems.append(f"{n}: LOOM_HTTP_HOST {env.get('LOOM_HTTP_HOST')!r} is not 127.0.0.1")
+        for key in ("LOOM_NATS_URL", "LOOM_REDIS_URL", "LOOM_DATABASE_URL", "LOOM_DISPATCHER_URL"):
+            if "127.0.0.1" not in str(env.get(key, "")):
+                problems.append(f"{n}: {key} {env.get(key)!r} does not point at this machine")
+        test = " ".join((c.get("healthcheck") or {}).get("test") or [])
+        if f"127.0.0.1:{port}/" not in test:
+            problems.append(f"{n}: healthcheck {test!r} does not check port {port}")
+        if c.get("restart") not in ("unless-stopped", "always", "on-failure") or not c.get("read_only"):
+            problems.append(f"{n}: lost restart policy or read-only root filesystem of compose.yaml")
+    _fail("compose.host.yaml does not run the services on the host network as it must", problems)
 
 
 # -------------------------------------------------------------------------------- Helm chart

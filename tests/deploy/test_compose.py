@@ -43,6 +43,22 @@ def test_env_comes_from_one_file(compose_model: dict, services: list[dict]) -> N
         )
 
 
+def test_compose_host_override(services: list[dict]) -> None:
+    # Compose's own loader only: check-jsonschema cannot read the override's !reset tags.
+    model = checks.compose_config(checks.COMPOSE_FILE, overrides=[checks.COMPOSE_HOST_FILE], profiles=())
+    checks.compose_host_matches(model, services)
+    query = model["services"]["query"]["environment"]
+    assert query["LOOM_DISPATCHER_URL"] == "http://127.0.0.1:18001"
+    assert query["LOOM_REPLAY_URL"] == "http://127.0.0.1:18005"
+
+
+def test_compose_host_takes_infrastructure_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOM_COMPOSE_NATS_URL", "nats://127.0.0.1:14222")
+    model = checks.compose_config(checks.COMPOSE_FILE, overrides=[checks.COMPOSE_HOST_FILE], profiles=())
+    for name, svc in model["services"].items():
+        assert svc["environment"]["LOOM_NATS_URL"] == "nats://127.0.0.1:14222", name
+
+
 # ------------------------------------------------------------------ the checks bite
 
 
@@ -100,3 +116,18 @@ def test_consistency_bites_on_drift(stack: Path, services: list[dict], infra: li
         match=r"(?s)agent-worker: replicas 1 != 2.*registry: build args.*ingest: depends_on.*query: port",
     ):
         checks.compose_matches_services(model, services, infra, root=stack)
+
+
+def test_compose_host_check_bites(stack: Path, services: list[dict]) -> None:
+    host = stack / "deploy/compose/compose.host.yaml"
+    edit(host, 'LOOM_HTTP_PORT: "18004"', 'LOOM_HTTP_PORT: "8004"')
+    edit(host, "  prometheus: {profiles: [bundled-infra]}\n", "")
+    text = host.read_text()
+    at = text.index("  registry:")
+    host.write_text(text[:at] + text[at:].replace("    network_mode: host\n", "", 1))
+    model = checks.compose_config(stack / "deploy/compose/compose.yaml", overrides=[host], profiles=())
+    with pytest.raises(
+        checks.CheckFailed,
+        match=r"(?s)not exactly the Loom services.*query: LOOM_HTTP_PORT 8004.*registry: network_mode",
+    ):
+        checks.compose_host_matches(model, services)

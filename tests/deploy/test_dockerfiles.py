@@ -3,6 +3,7 @@ broken copies. compose and the Tiltfile pass its build args; their tests check t
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import checks
@@ -115,3 +116,19 @@ def test_dockerignore_check_bites(tmp_path: Path) -> None:
     path.write_text((checks.REPO / ".dockerignore").read_text().replace("**/.venv\n", "") + "uv.lock\n")
     with pytest.raises(checks.CheckFailed, match=r"(?s)'\*\*/\.venv' is not ignored.*'uv.lock' is ignored"):
         checks.dockerignore(path)
+
+
+def test_package_index_is_a_build_arg_defaulting_to_pypi() -> None:
+    text = checks.DOCKERFILE.read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "ARG PIP_INDEX_URL=https://pypi.org/simple" in code
+    assert "ARG UV_INDEX_URL=https://pypi.org/simple" in code
+    urls = {u for u in re.findall(r"https?://[^\s\"']+", code) if not u.startswith("http://127.0.0.1:")}
+    assert urls == {"https://pypi.org/simple"}, f"an index or URL written into the Dockerfile: {urls}"
+
+
+def test_service_args_come_after_the_shared_layers() -> None:
+    # The legacy builder keys a RUN's cache on the build args declared before it: the steps all
+    # services share (installing uv) must come before ARG SERVICE/PACKAGE to be built once.
+    text = checks.DOCKERFILE.read_text()
+    assert text.index("RUN pip install") < text.index("ARG SERVICE") < text.index("RUN test -n")

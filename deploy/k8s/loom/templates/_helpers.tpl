@@ -108,6 +108,29 @@ loom image; the tag from worker.image.tag, else image.tag, else appVersion. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret holding the clients' API keys (LOOM_API_KEYS), or "" when none is configured. */}}
+{{- define "loom.apiKeysSecretName" -}}
+{{- $keys := .Values.apiKeys -}}
+{{- if and $keys.existingSecret $keys.value -}}
+{{- fail "apiKeys: set existingSecret or value, not both" -}}
+{{- else if $keys.existingSecret -}}
+{{- $keys.existingSecret -}}
+{{- else if $keys.value -}}
+{{- include "loom.name" (list . "loom-api-keys") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* LOOM_API_KEYS from its Secret, for every service and the test pod; nothing when unset. */}}
+{{- define "loom.apiKeysEnv" -}}
+{{- with include "loom.apiKeysSecretName" . }}
+- name: LOOM_API_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.apiKeys.secretKey }}
+{{- end }}
+{{- end -}}
+
 {{/* The Secret holding LOOM_LLM_API_KEY, or "" when none is configured. */}}
 {{- define "loom.llmSecretName" -}}
 {{- $key := .Values.worker.llm.apiKey -}}
