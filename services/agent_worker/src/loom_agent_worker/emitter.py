@@ -31,11 +31,19 @@ from loom_protocol import (
     new_event,
     subjects,
 )
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, StatusCode
 from prometheus_client import Counter
 
 from .outbox import Outbox
-from .telemetry import current_trace, tracer
+from .telemetry import (
+    agent_attributes,
+    current_trace,
+    llm_request_attributes,
+    llm_usage_attributes,
+    tool_attributes,
+    tracer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,10 @@ class EventEmitter:
             EVENTS_DROPPED.inc()
 
     def for_task(self, task: Task, agent_id: str, instance_id: str) -> TaskEvents:
+        """The task's event sink; the active span (the task's) gets the GenAI agent attributes."""
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attributes(agent_attributes(agent_id, task.session_id))
         return TaskEvents(self, task, f"{self._source}/agents/{agent_id}", agent_id, instance_id)
 
     async def _flush_forever(self) -> None:
@@ -204,13 +216,21 @@ class TaskEvents:
 
     def _span_for(self, payload: EventPayload, subject: str | None) -> Span | None:
         if isinstance(payload, LlmRequest):
-            self._llm_span = tracer.start_span(f"llm {subject or ''}".strip(), kind=SpanKind.CLIENT)
+            self._llm_span = tracer.start_span(
+                f"llm {subject or ''}".strip(),
+                kind=SpanKind.CLIENT,
+                attributes=llm_request_attributes(payload, self.agent_id, self.task.session_id),
+            )
             self._llm_span.set_attribute("loom.task_id", self.task.task_id)
             return self._llm_span
         if isinstance(payload, LlmUsage):
             return self._llm_span
         if isinstance(payload, ToolCalled):
-            span = tracer.start_span(f"tool {payload.name or ''}", kind=SpanKind.INTERNAL)
+            span = tracer.start_span(
+                f"tool {payload.name or ''}",
+                kind=SpanKind.INTERNAL,
+                attributes=tool_attributes(payload, self.agent_id),
+            )
             span.set_attribute("loom.task_id", self.task.task_id)
             self._tool_spans[payload.call_id or ""] = span
             return span
@@ -220,13 +240,14 @@ class TaskEvents:
 
     def _end_span(self, payload: EventPayload) -> None:
         if isinstance(payload, LlmUsage) and self._llm_span is not None:
-            self._llm_span.set_attribute("gen_ai.usage.input_tokens", payload.input_tokens)
-            self._llm_span.set_attribute("gen_ai.usage.output_tokens", payload.output_tokens)
+            self._llm_span.set_attributes(llm_usage_attributes(payload))
             self._llm_span.end()
             self._llm_span = None
         elif isinstance(payload, ToolReturned):
             span = self._tool_spans.pop(payload.call_id or "", None)
             if span is not None:
+                if payload.is_error:
+                    span.set_status(StatusCode.ERROR, "the tool returned an error")
                 span.end()
 
     def close(self) -> None:

@@ -1,4 +1,5 @@
-"""The ingest app: JetStream → TimescaleDB, plus ``WS /ws/ingest`` for producers outside NATS.
+"""The ingest app: JetStream → TimescaleDB, plus ``WS /ws/ingest``, ``POST /v1/traces`` (OTLP/HTTP)
+and ``POST /api/events`` (CloudEvents over HTTP) for producers outside NATS.
 
 Start-up: connect to NATS, declare the streams, serve HTTP at once; the database side runs in
 the background (pipeline.py). /readyz answers 503 until the schema is in place and whenever
@@ -19,11 +20,14 @@ from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.logconfig import broker_logging, tracing_enabled
+from loom_protocol.settings import nats_servers
 
-from . import api, ops
+from . import api, ce_http, ops, otlp_http
 from .config import Settings
 from .errors import HTTP_ERROR_HANDLERS
+from .normalise import Normaliser
 from .pipeline import run_pipeline
+from .publish import Admission
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -33,18 +37,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     traced = tracing_enabled(os.environ)
     broker = NatsBroker(
-        settings.nats_url,
+        nats_servers(settings.nats_url),
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
         graceful_timeout=settings.graceful_timeout_s,
         **broker_logging(),
     )
-    state = State(settings, broker)
+    state = State(
+        settings,
+        broker,
+        admission=Admission(settings.http_max_inflight),
+        normaliser=Normaliser(price=settings.price_table.cost),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nc = await broker.connect()
         for spec in ALL_STREAMS:  # create where missing; one configured otherwise stays as it is
-            reply = await nc.request(*stream_create_request(spec), timeout=5)
+            reply = await nc.request(*stream_create_request(spec, settings.nats_replicas), timeout=5)
             if error := stream_create_error(reply.data):
                 log.warning("stream %s left as it is: %s", spec.name, error)
         js = nc.jetstream()
@@ -70,4 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.loom = state
     app.include_router(ops.router)
     app.include_router(api.router)
+    app.include_router(otlp_http.router)
+    app.include_router(ce_http.router)
     return app

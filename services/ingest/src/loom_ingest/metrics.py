@@ -30,3 +30,8 @@ PENDING = Gauge(
 DB_ERRORS = Counter("loom_ingest_db_errors_total", "Failed batch writes that will be retried", ["stream"])
 WS_FRAMES = Counter("loom_ingest_ws_frames_total", "Frames received on /ws/ingest", ["outcome"])
 WS_EVENTS = Counter("loom_ingest_ws_events_total", "Events received on /ws/ingest", ["outcome"])
+HTTP_REQUESTS = Counter(
+    "loom_ingest_http_requests_total", "Requests to the HTTP ingest endpoints", ["endpoint", "code"]
+)
+OTLP_SPANS = Counter("loom_ingest_otlp_spans_total", "Spans received on /v1/traces", ["outcome"])
+HTTP_EVENTS = Counter("loom_ingest_http_events_total", "CloudEvents received on /api/events", ["outcome"])

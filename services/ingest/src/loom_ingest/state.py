@@ -13,17 +13,23 @@ from starlette.requests import HTTPConnection
 
 from .config import Settings
 from .health import DatabaseHealth
+from .normalise import Normaliser
+from .publish import Admission
 
 
 @dataclass
 class State:
-    """``js`` is set once NATS is connected, ``pool`` once the database is open and migrated."""
+    """``js`` is set once NATS is connected, ``pool`` once the database is open and migrated;
+    ``admission`` bounds the HTTP ingest requests publishing at once; ``normaliser`` turns OTLP
+    spans into events (pricing LLM calls with the price table)."""
 
     settings: Settings
     broker: NatsBroker
     health: DatabaseHealth = field(default_factory=DatabaseHealth)
     js: JetStreamContext | None = None
     pool: asyncpg.Pool | None = None
+    admission: Admission = field(default_factory=lambda: Admission(32))
+    normaliser: Normaliser = field(default_factory=Normaliser)
 
 
 def get_state(conn: HTTPConnection) -> State:
