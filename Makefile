@@ -3,7 +3,8 @@ SHELL := /bin/bash
 UV ?= uv
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: up down ps infra sync test lint typecheck unit component integration deploy-check bench schema test-real-model
+.PHONY: up down ps infra sync test lint typecheck unit component integration deploy-check bench schema test-real-model chaos \
+	images compose-smoke
 
 up:            ## install what is missing, start infrastructure and every service, wait for /healthz
 	@bash scripts/stack.sh up
@@ -28,9 +29,16 @@ typecheck:      ## mypy --strict over every package: the workspace, then the loa
 deploy-check:  ## offline checks of Dockerfiles, compose, Helm chart, rendered manifests, Tiltfile
 	@bash scripts/deploy_check.sh
 
-test: infra lint typecheck deploy-check  ## everything CI runs
+images:        ## every service image from deploy/Dockerfile, on the project's own Docker daemon; prints sizes
+	@bash scripts/images.sh
+
+compose-smoke: infra  ## the images under Docker Compose: healthy, a task and its events, SIGKILL + restart, teardown
+	@bash scripts/compose_smoke.sh
+
+test: infra lint typecheck deploy-check compose-smoke  ## everything CI runs
 	$(UV) run --frozen --project tests/load pytest -q tests/load/tests
 	$(UV) run --frozen pytest
+	$(UV) run --frozen pytest -m chaos tests/chaos -p no:cacheprovider
 
 unit:          ## unit tests of the protocol and the services (some against a nats-server of their own and Redis)
 	$(UV) run --frozen pytest libs services
@@ -40,6 +48,9 @@ component:     ## services in process on one nats-server (an account per test), 
 
 integration:   ## services as processes: kill, crash, drain, multi-replica, tracing and metrics
 	$(UV) run --frozen pytest tests/integration
+
+chaos:         ## fault injection: 7 faults x 80 tasks on a stack of its own; prints the figures per fault
+	$(UV) run --frozen pytest -m chaos tests/chaos -p no:cacheprovider
 
 test-real-model: ## opt-in: a calculator task on a real small model (SmolLM2-135M on llama-cpp-python); the first run builds .realmodel-venv (~4 min)
 	@bash scripts/realmodel_env.sh

@@ -176,3 +176,31 @@ def test_stream_create_error_reads_the_servers_reply(reply: bytes, error: str | 
     from loom_protocol import stream_create_error
 
     assert stream_create_error(reply) == error
+
+
+def test_streams_get_the_replica_count_and_refuse_an_impossible_one() -> None:
+    import json
+
+    import pytest
+    from loom_protocol.jetstream import stream_config, stream_create_request
+
+    assert stream_config(TASKS_STREAM)["num_replicas"] == 1
+    _, body = stream_create_request(TASKS_STREAM, 3)
+    assert json.loads(body)["num_replicas"] == 3
+    for bad in (0, 6, True):
+        with pytest.raises(ValueError):
+            stream_config(TASKS_STREAM, bad)
+
+
+def test_the_nats_url_setting_names_one_server_or_several() -> None:
+    import pytest
+    from loom_protocol.settings import nats_servers
+
+    assert nats_servers("nats://a:4222") == ["nats://a:4222"]
+    assert nats_servers(" nats://u:p@a:1, nats://u:p@b:2 ,nats://u:p@c:3") == [
+        "nats://u:p@a:1",
+        "nats://u:p@b:2",
+        "nats://u:p@c:3",
+    ]
+    with pytest.raises(ValueError):
+        nats_servers(" , ")

@@ -107,7 +107,9 @@ def test_stream_config_is_the_jetstream_api_body() -> None:
         "max_age": 7 * 86_400 * 10**9,
         "duplicate_window": 120 * 10**9,
         "max_msg_size": TASKS_STREAM.max_msg_size,
+        "num_replicas": 1,
     }
+    assert stream_config(TASKS_STREAM, replicas=3)["num_replicas"] == 3
     for spec in ALL_STREAMS:
         assert json.loads(json.dumps(stream_config(spec)))["name"] == spec.name
 

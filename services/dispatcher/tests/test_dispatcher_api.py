@@ -41,3 +41,25 @@ def test_a_decision_body_is_checked_before_anything_is_read() -> None:
     approve = spec["paths"]["/api/tasks/{task_id}/approve"]["post"]
     assert approve["requestBody"].get("required") is not True  # an empty body is fine
     assert "409" in approve["responses"]
+
+
+def test_a_store_or_broker_that_is_down_answers_503_with_retry_after() -> None:
+    from loom_dispatcher.config import Settings
+
+    closed = Settings(redis_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    client = TestClient(create_app(closed), raise_server_exceptions=False)
+    down = client.get("/api/tasks/t1")
+    assert down.status_code == 503, down.text
+    assert down.headers["retry-after"] == "1"
+    assert down.json()["error"]["code"] == "unavailable"
+    assert "Redis" in down.json()["error"]["message"]
+
+
+async def test_a_stream_without_a_leader_is_503_not_500() -> None:
+    from loom_dispatcher.errors import HTTP_ERROR_HANDLERS
+    from nats.errors import Error as NatsError
+    from nats.js.errors import NoStreamResponseError
+
+    assert issubclass(NoStreamResponseError, NatsError)  # Starlette picks the handler by the MRO
+    answer = await HTTP_ERROR_HANDLERS[NatsError](None, NoStreamResponseError())
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"

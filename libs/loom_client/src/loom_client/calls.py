@@ -25,6 +25,7 @@ from .models import AgentInfo, ReplayFrame, ReplaySession, SessionDetail, TaskDe
 __all__ = [
     "MAX_SERVER_WAIT_S",
     "Call",
+    "RetryPolicy",
     "Service",
     "agents",
     "approve",
@@ -66,6 +67,10 @@ class Call(Generic[T]):
         params: Query parameters (None values are left out).
         json: The JSON body, if any.
         extra_s: Seconds the call may take beyond the client's timeout (a server-side wait).
+        idempotent: Sending it twice has the effect of sending it once (every GET; a submission,
+            which carries its task id). Only such a call is sent again after an answer that may
+            have been lost; any call is sent again when it surely did not reach the service
+            (connection refused) or the service refused it unprocessed (502/503/504).
     """
 
     service: Service
@@ -75,6 +80,12 @@ class Call(Generic[T]):
     params: Mapping[str, Any] | None = None
     json: Any = None
     extra_s: float = 0.0
+    idempotent: bool | None = None
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether sending it again after a lost answer is safe (GETs unless told otherwise)."""
+        return self.method == "GET" if self.idempotent is None else self.idempotent
 
     def query(self) -> httpx.QueryParams:
         """The query parameters: None left out, lists repeated, booleans lower case."""
@@ -110,6 +121,42 @@ def finish(call: Call[T], response: httpx.Response) -> T:
             code="bad_answer",
             status=response.status_code,
         ) from exc
+
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+"""Answers that mean the service did not process the call (a proxy without a backend, not
+ready, a gateway timeout): the call is sent again, to the next dispatcher if several."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how often a call is sent again: bounded, with a doubling backoff.
+
+    Attributes:
+        retries: How many times a call is sent again at most (0: never).
+        backoff_s: The wait before the first retry.
+        max_backoff_s: The longest wait between two tries.
+    """
+
+    retries: int = 5
+    backoff_s: float = 0.2
+    max_backoff_s: float = 2.0
+
+    def delay(self, retry: int) -> float:
+        """The wait before retry number ``retry`` (1 for the first)."""
+        return float(min(self.max_backoff_s, self.backoff_s * 2 ** max(0, retry - 1)))
+
+    def after_error(self, call: Call[Any], exc: httpx.TransportError) -> bool:
+        """Whether ``call`` may be sent again after it got no answer: always when it never
+        reached the service (no connection), else only when it is idempotent."""
+        return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout) or call.repeatable
+
+    @staticmethod
+    def after_answer(call: Call[Any], response: httpx.Response) -> bool:
+        """Whether ``call`` may be sent again after ``response``: a 502/503/504 (not processed),
+        or a 500 of an idempotent call (whatever it did, doing it again changes nothing)."""
+        status = response.status_code
+        return status in RETRY_STATUSES or (status == 500 and call.repeatable)
 
 
 def _model(cls: type[M]) -> Callable[[httpx.Response], M]:
@@ -176,7 +223,16 @@ def submit(body: Mapping[str, Any], *, wait_s: float = 0.0, wait_for_agent: bool
     """``POST /api/tasks``: 200 with the ended task, 202 with one still running."""
     wait_s = max(0.0, min(wait_s, MAX_SERVER_WAIT_S))
     params = {"wait": wait_s or None, "waitForAgent": True if wait_for_agent else None}
-    return Call("dispatcher", "POST", "/api/tasks", _task, params=params, json=dict(body), extra_s=wait_s)
+    return Call(
+        "dispatcher",
+        "POST",
+        "/api/tasks",
+        _task,
+        params=params,
+        json=dict(body),
+        extra_s=wait_s,
+        idempotent="taskId" in body,  # the same task id twice is one task
+    )
 
 
 def get_task(task_id: str) -> Call[Task]:

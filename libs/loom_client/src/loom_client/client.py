@@ -113,6 +113,12 @@ class LoomClient:
             client_timeout_s=timeout,
         )
         self.timeout = self.settings.client_timeout_s
+        self._retry = calls.RetryPolicy(
+            self.settings.client_retries,
+            self.settings.client_retry_backoff_s,
+            self.settings.client_retry_max_backoff_s,
+        )
+        self._dispatcher = 0  # index of the dispatcher replica in use
         self._http = httpx.Client(headers=self.settings.headers(), timeout=self.timeout, transport=transport)
         self._loop: BackgroundLoop | None = None
         self._publisher: TaskPublisher | None = None
@@ -120,27 +126,46 @@ class LoomClient:
     # -- plumbing -------------------------------------------------------------------------------
 
     def _base(self, service: Service) -> str:
-        urls = {
-            "dispatcher": self.settings.dispatcher_url,
+        """The service's URL: for the dispatcher, the replica that answered last."""
+        if service == "dispatcher":
+            urls = self.settings.dispatcher_urls
+            return urls[self._dispatcher % len(urls)]
+        urls_of = {
             "query": self.settings.query_url,
             "registry": self.settings.registry_url,
             "replay": self.settings.replay_url,
         }
-        return urls[service].rstrip("/")
+        return urls_of[service].rstrip("/")
+
+    def _next_base(self, service: Service) -> None:
+        """After a failed try: the next dispatcher replica, if several."""
+        if service == "dispatcher":
+            self._dispatcher += 1
 
     def _send(self, call: Call[T]) -> T:
-        url = self._base(call.service) + call.path
-        try:
-            response = self._http.request(
-                call.method,
-                url,
-                params=call.query(),
-                json=call.json,
-                timeout=self.timeout + call.extra_s,
-            )
-        except httpx.TransportError as exc:
-            raise unavailable(exc, url) from exc
-        return calls.finish(call, response)
+        """Send ``call``; sent again (bounded, with backoff, to the next dispatcher replica if
+        several) while it gets no answer or an answer that says so, as :class:`~loom_client.calls.RetryPolicy`
+        allows."""
+        retry = 0
+        while True:
+            url = self._base(call.service) + call.path
+            try:
+                response = self._http.request(
+                    call.method,
+                    url,
+                    params=call.query(),
+                    json=call.json,
+                    timeout=self.timeout + call.extra_s,
+                )
+            except httpx.TransportError as exc:
+                if retry >= self._retry.retries or not self._retry.after_error(call, exc):
+                    raise unavailable(exc, url) from exc
+            else:
+                if retry >= self._retry.retries or not self._retry.after_answer(call, response):
+                    return calls.finish(call, response)
+            retry += 1
+            self._next_base(call.service)
+            time.sleep(self._retry.delay(retry))
 
     def close(self) -> None:
         """Close the HTTP connections and the NATS connection, if any (safe to call twice)."""

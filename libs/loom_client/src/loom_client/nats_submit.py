@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import nats
 from loom_protocol import MSG_ID_HEADER, Task, subjects, submitted_msg_id
+from loom_protocol.settings import nats_servers
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import NoStreamResponseError
@@ -38,7 +39,7 @@ class TaskPublisher:
     """Publishes tasks on JetStream from one connection, opened on first use.
 
     Args:
-        url: The NATS URL (credentials included, if any).
+        url: The NATS URL, or several separated by commas (credentials included, if any).
         timeout_s: How long connecting, and JetStream's acknowledgement, may take.
     """
 
@@ -54,7 +55,7 @@ class TaskPublisher:
                 try:
                     self._nc = await asyncio.wait_for(
                         nats.connect(
-                            self.url,
+                            nats_servers(self.url),
                             connect_timeout=self.timeout_s,
                             max_reconnect_attempts=1,
                             reconnect_time_wait=0.1,

@@ -36,7 +36,8 @@ class ClientSettings(BaseSettings):
     """The settings of :class:`~loom_client.LoomClient` and the ``loom`` command.
 
     Attributes:
-        dispatcher_url: The dispatcher (``LOOM_DISPATCHER_URL``).
+        dispatcher_url: The dispatcher (``LOOM_DISPATCHER_URL``); several replicas as a
+            comma-separated list, tried in turn when one cannot answer.
         registry_url: The registry (``LOOM_REGISTRY_URL``).
         query_url: The query service (``LOOM_QUERY_URL``).
         replay_url: The replay service (``LOOM_REPLAY_URL``).
@@ -44,6 +45,12 @@ class ClientSettings(BaseSettings):
         api_key: Sent as ``Authorization: Bearer <key>`` when set (``LOOM_API_KEY``).
         client_timeout_s: The longest one HTTP call may take, connecting included
             (``LOOM_CLIENT_TIMEOUT_S``); waits add their own duration to it.
+        client_retries: How many times a call that got no answer, or a 502/503/504, is sent
+            again (``LOOM_CLIENT_RETRIES``; 0: never), to the next dispatcher URL if several.
+        client_retry_backoff_s: The wait before the first retry, doubled for each next one up
+            to ``client_retry_max_backoff_s`` (``LOOM_CLIENT_RETRY_BACKOFF_S``).
+        client_retry_max_backoff_s: The longest wait between two tries
+            (``LOOM_CLIENT_RETRY_MAX_BACKOFF_S``).
     """
 
     model_config = SettingsConfigDict(
@@ -57,6 +64,15 @@ class ClientSettings(BaseSettings):
     nats_url: str = NATS_URL
     api_key: SecretStr | None = None
     client_timeout_s: float = Field(default=10.0, gt=0)
+    client_retries: int = Field(default=6, ge=0, le=100)
+    client_retry_backoff_s: float = Field(default=0.2, ge=0)
+    client_retry_max_backoff_s: float = Field(default=2.0, ge=0)
+
+    @property
+    def dispatcher_urls(self) -> list[str]:
+        """Every dispatcher URL ``dispatcher_url`` lists, without trailing slashes."""
+        urls = [url.strip().rstrip("/") for url in self.dispatcher_url.split(",") if url.strip()]
+        return urls or [DISPATCHER_URL]
 
     def headers(self) -> dict[str, str]:
         """The headers every request carries: the bearer token when an API key is set."""

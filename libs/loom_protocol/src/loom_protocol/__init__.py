@@ -11,6 +11,7 @@ alone. Every public name is re-exported here; modules:
 * :mod:`loom_protocol.replays` -- the replay recording, ``metadata.replay`` and the replay report.
 * :mod:`loom_protocol.journal` -- the task journal a resumed attempt restores its steps from.
 * :mod:`loom_protocol.approvals` -- human approval of tool calls (``input_required``).
+* :mod:`loom_protocol.pricing` -- the LLM price table (USD per million tokens) and a call's cost.
 * :mod:`loom_protocol.stored` -- the stored row type names and terminal event types.
 * :mod:`loom_protocol.errors` -- :func:`validation_reason`.
 * :mod:`loom_protocol.subjects` -- every NATS subject (import the module: ``subjects.task_status(...)``).
@@ -119,6 +120,7 @@ from loom_protocol.payloads import (
     ToolReturned,
     event_data,
 )
+from loom_protocol.pricing import DEFAULT_PRICES, Price, PriceTable, prices_from_json
 from loom_protocol.replays import (
     REPLAY_METADATA_KEY,
     ForkChanges,
@@ -195,6 +197,7 @@ __all__ = [
     "BrokerLogging",
     "CloudEvent",
     "DATABASE_URL",
+    "DEFAULT_PRICES",
     "ENV_PREFIX",
     "EVENTS_STREAM",
     "EVENT_PAYLOADS",
@@ -237,6 +240,8 @@ __all__ = [
     "NATS_URL",
     "PickReply",
     "PickRequest",
+    "Price",
+    "PriceTable",
     "REDIS_URL",
     "REGISTRY_STREAM",
     "REJECTED_STREAM",
@@ -295,6 +300,7 @@ __all__ = [
     "member_msg_id",
     "new_event",
     "otel_environment",
+    "prices_from_json",
     "status_msg_id",
     "status_of_bus_type",
     "stream_config",

@@ -147,7 +147,7 @@ ALL_STREAMS: tuple[StreamSpec, ...] = (TASKS_STREAM, EVENTS_STREAM, REGISTRY_STR
 _NS_PER_S = 1_000_000_000
 
 
-def stream_config(spec: StreamSpec) -> dict[str, Any]:
+def stream_config(spec: StreamSpec, replicas: int = 1) -> dict[str, Any]:
     """The JetStream API stream configuration of a spec (the body of ``$JS.API.STREAM.CREATE``).
 
     Plain JSON data, durations in nanoseconds as the server wants them; a client turns it into
@@ -157,7 +157,11 @@ def stream_config(spec: StreamSpec) -> dict[str, Any]:
 
     Args:
         spec: The stream to create.
+        replicas: How many servers of a cluster keep a copy (``LOOM_NATS_REPLICAS``; 1 on a
+            single server).
     """
+    if isinstance(replicas, bool) or not isinstance(replicas, int) or not 1 <= replicas <= 5:
+        raise ValueError(f"replicas must be an integer from 1 to 5, got {replicas!r}")
     return {
         "name": spec.name,
         "subjects": list(spec.subjects),
@@ -166,10 +170,11 @@ def stream_config(spec: StreamSpec) -> dict[str, Any]:
         "max_age": round(spec.max_age_s * _NS_PER_S),
         "duplicate_window": round(spec.duplicate_window_s * _NS_PER_S),
         "max_msg_size": spec.max_msg_size,
+        "num_replicas": replicas,
     }
 
 
-def stream_create_request(spec: StreamSpec) -> tuple[str, bytes]:
+def stream_create_request(spec: StreamSpec, replicas: int = 1) -> tuple[str, bytes]:
     """The JetStream API request that creates a stream: its subject and JSON body.
 
     Send it as a core NATS request (``await nc.request(*stream_create_request(spec))``) and
@@ -178,11 +183,12 @@ def stream_create_request(spec: StreamSpec) -> tuple[str, bytes]:
 
     Args:
         spec: The stream to create.
+        replicas: How many servers of a cluster keep a copy.
 
     Returns:
         (``$JS.API.STREAM.CREATE.<name>``, the body of :func:`stream_config`).
     """
-    return f"$JS.API.STREAM.CREATE.{spec.name}", json.dumps(stream_config(spec)).encode()
+    return f"$JS.API.STREAM.CREATE.{spec.name}", json.dumps(stream_config(spec, replicas)).encode()
 
 
 def stream_create_error(reply: bytes) -> str | None:

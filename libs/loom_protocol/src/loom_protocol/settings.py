@@ -16,15 +16,16 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-__all__ = ["DATABASE_URL", "ENV_PREFIX", "NATS_URL", "REDIS_URL", "ServiceSettings"]
+__all__ = ["DATABASE_URL", "ENV_PREFIX", "NATS_URL", "REDIS_URL", "ServiceSettings", "nats_servers"]
 
 ENV_PREFIX = "LOOM_"
 """The prefix of every setting's environment variable: ``http_host`` is ``LOOM_HTTP_HOST``."""
 
 NATS_URL = "nats://127.0.0.1:4222"
-"""Default of ``LOOM_NATS_URL``."""
+"""Default of ``LOOM_NATS_URL``: one server, or the servers of a cluster separated by commas
+(``nats://n1:4222,nats://n2:4222,nats://n3:4222``); see :func:`nats_servers`."""
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 """Default of ``LOOM_REDIS_URL``."""
@@ -48,6 +49,10 @@ class ServiceSettings(BaseModel):
         log_level: Root log level (``LOOM_LOG_LEVEL``): ``DEBUG``, ``INFO``, ...
         graceful_timeout_s: At shutdown, how long a NATS subscriber waits for the messages it
             is handling before it stops anyway (``LOOM_GRACEFUL_TIMEOUT_S``).
+        nats_replicas: How many servers of a NATS cluster keep a copy of each stream and KV
+            bucket a service creates (``LOOM_NATS_REPLICAS``; 1 on a single server, 3 on a
+            3-node cluster). Applies when the stream or bucket is created: one that exists keeps
+            its own.
     """
 
     model_config: ClassVar[Any] = {
@@ -60,3 +65,23 @@ class ServiceSettings(BaseModel):
     http_host: str = "127.0.0.1"
     log_level: str = "INFO"
     graceful_timeout_s: float = 10.0
+    nats_replicas: int = Field(default=1, ge=1, le=5)
+
+
+def nats_servers(url: str) -> list[str]:
+    """The servers ``LOOM_NATS_URL`` names: one URL, or several separated by commas (the nodes
+    of a cluster; a client connects to one and fails over to the others).
+
+    Args:
+        url: The setting's value.
+
+    Returns:
+        Each URL, stripped, in the order given; at least one.
+
+    Raises:
+        ValueError: If no URL is given.
+    """
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if not servers:
+        raise ValueError(f"no NATS server URL in {url!r}")
+    return servers

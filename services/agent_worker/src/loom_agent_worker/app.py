@@ -14,6 +14,7 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol import Task
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.logconfig import broker_logging, tracing_enabled
+from loom_protocol.settings import nats_servers
 
 from . import ops
 from .children import NatsChildTasks
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await heart.announce()  # at once: the registry must not take the gap for a death
 
     broker = NatsBroker(
-        settings.nats_url,
+        nats_servers(settings.nats_url),
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
         graceful_timeout=settings.graceful_timeout_s,
         reconnected_cb=on_reconnected,
@@ -103,7 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nc = await broker.connect()
         for spec in ALL_STREAMS:  # create where missing; one configured otherwise stays as it is
-            reply = await nc.request(*stream_create_request(spec), timeout=5)
+            reply = await nc.request(*stream_create_request(spec, settings.nats_replicas), timeout=5)
             if error := stream_create_error(reply.data):
                 log.warning("stream %s left as it is: %s", spec.name, error)
         if settings.memory_store == "kv":
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.memory_bucket,
                 ttl_s=settings.memory_ttl_s,
                 timeout_s=settings.memory_timeout_s,
+                replicas=settings.nats_replicas,
                 max_retries=settings.memory_max_retries,
             )
         if settings.durable:
@@ -120,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 settings.journal_bucket,
                 ttl_s=settings.journal_ttl_s,
                 timeout_s=settings.journal_timeout_s,
+                replicas=settings.nats_replicas,
             )
         emitter.start()
         await broker.start()

@@ -48,9 +48,10 @@ class KvJournal:
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, bucket: str, *, ttl_s: float, timeout_s: float = 5.0
+        cls, js: JetStreamContext, bucket: str, *, ttl_s: float, timeout_s: float = 5.0, replicas: int = 1
     ) -> KvJournal:
-        """Create the bucket where missing, or bind to one that exists with another configuration."""
+        """Create the bucket where missing (``replicas`` copies on a cluster), or bind to one that
+        exists with another configuration."""
         config = KeyValueConfig(
             bucket=bucket,
             description="Loom task journals: one key per recorded step outcome",
@@ -58,6 +59,7 @@ class KvJournal:
             ttl=ttl_s or None,
             storage=StorageType.FILE,
             max_value_size=MAX_VALUE_BYTES,
+            replicas=replicas,
         )
         try:
             kv = await asyncio.wait_for(js.create_key_value(config), timeout_s)
@@ -74,12 +76,26 @@ class KvJournal:
         entries = await self.read(task_id) if restore else []
         return StepJournal(entries, _TaskWriter(self, task_id), attempt=attempt, instance_id=instance_id)
 
-    async def read(self, task_id: str) -> list[tuple[str, JournalEntry]]:
-        """Every entry of ``task_id`` as ``(entry id, entry)``; unreadable entries are skipped."""
-        try:
-            return await asyncio.wait_for(self._read(task_id), self.timeout_s)
-        except Exception as exc:
-            raise JournalUnavailable(f"journal of task {task_id!r} not readable: {exc!r}") from exc
+    async def read(
+        self, task_id: str, *, tries: int = 3, backoff_s: float = 1.0
+    ) -> list[tuple[str, JournalEntry]]:
+        """Every entry of ``task_id`` as ``(entry id, entry)``; unreadable entries are skipped.
+
+        A read that fails (no answer within ``timeout_s``: the bucket's stream may be electing a
+        leader after a server went away) is tried again ``tries`` times in all, ``backoff_s``
+        apart, doubling; then :class:`JournalUnavailable`.
+        """
+        for attempt in range(1, tries + 1):
+            try:
+                return await asyncio.wait_for(self._read(task_id), self.timeout_s)
+            except Exception as exc:
+                if attempt == tries:
+                    raise JournalUnavailable(
+                        f"journal of task {task_id!r} not readable after {tries} tries: {exc!r}"
+                    ) from exc
+                log.warning("journal of task %s not readable (%r); trying again", task_id, exc)
+                await asyncio.sleep(backoff_s * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")
 
     async def _read(self, task_id: str) -> list[tuple[str, JournalEntry]]:
         watcher = await self.kv.watch(journal_task_filter(task_id), ignore_deletes=True)

@@ -79,10 +79,18 @@ class KvSessionStore:
 
     @classmethod
     async def open(
-        cls, js: JetStreamContext, bucket: str, *, ttl_s: float, timeout_s: float = 5.0, **options: Any
+        cls,
+        js: JetStreamContext,
+        bucket: str,
+        *,
+        ttl_s: float,
+        timeout_s: float = 5.0,
+        replicas: int = 1,
+        **options: Any,
     ) -> KvSessionStore:
         """Create the bucket where missing (history 1, file storage, keys expire ``ttl_s`` after
-        their last write; 0 keeps them), or bind to one that exists with another configuration."""
+        their last write; 0 keeps them; ``replicas`` copies on a cluster), or bind to one that
+        exists with another configuration."""
         config = KeyValueConfig(
             bucket=bucket,
             description="Loom session memory, one key per session",
@@ -90,6 +98,7 @@ class KvSessionStore:
             ttl=ttl_s or None,
             storage=StorageType.FILE,
             max_value_size=MAX_VALUE_BYTES,
+            replicas=replicas,
         )
         try:
             kv = await asyncio.wait_for(js.create_key_value(config), timeout_s)

@@ -14,6 +14,7 @@ from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.logconfig import broker_logging, tracing_enabled
+from loom_protocol.settings import nats_servers
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from . import a2a, api, ops
@@ -33,7 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     traced = tracing_enabled(os.environ)
     broker = NatsBroker(
-        settings.nats_url,
+        nats_servers(settings.nats_url),
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
         graceful_timeout=settings.graceful_timeout_s,
         **broker_logging(),
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         nc = await broker.connect()
         for spec in ALL_STREAMS:  # create where missing; one configured otherwise stays as it is
-            reply = await nc.request(*stream_create_request(spec), timeout=5)
+            reply = await nc.request(*stream_create_request(spec, settings.nats_replicas), timeout=5)
             if error := stream_create_error(reply.data):
                 log.warning("stream %s left as it is: %s", spec.name, error)
         await broker.start()

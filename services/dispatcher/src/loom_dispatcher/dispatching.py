@@ -375,10 +375,13 @@ class Dispatcher:
         event (``reason: "superseded report"``) on the task; nothing else happens to the task.
 
         The repeat of the report that decided the task (same attempt, same status: a redelivery)
-        is not recorded.
+        is not recorded; its final status is published again (the same ``Nats-Msg-Id``: the
+        stream keeps one), since a dispatcher that stopped between storing the outcome and
+        announcing it is redelivered exactly this report.
         """
         same_attempt = cur.attempt == change.attempt and cur.instance_id == change.instance_id
         if same_attempt and is_terminal(cur.status) and cur.status is change.status:
+            await self._outbox.final(cur)
             return
         status = change.status.value
         metrics.REPORTS_SUPERSEDED.labels(status).inc()

@@ -10,6 +10,8 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from loom_protocol.http import ErrorBody
+from nats.errors import Error as NatsError
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 
@@ -34,7 +36,21 @@ async def error_answer(_: Request, exc: Exception) -> Response:
     return JSONResponse(body.to_wire(), status, headers=getattr(exc, "headers", None))
 
 
+RETRY_AFTER_S = 1
+
+
+async def unavailable_answer(_: Request, exc: Exception) -> Response:
+    """503 with ``Retry-After`` when NATS/JetStream (no connection, no stream leader, no ack)
+    or Redis fails a request: the state is unknown to the client, and retrying with the same
+    ``taskId`` is safe."""
+    what = "the task store (Redis)" if isinstance(exc, RedisError) else "the broker (NATS JetStream)"
+    message = f"{what} is not available ({type(exc).__name__}); retry (the same taskId is idempotent)"
+    body = ErrorBody.of(503, message, code="unavailable")
+    return JSONResponse(body.to_wire(), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
 # every error the HTTP API answers, in the one error body of every Loom API
-HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = (
-    dict.fromkeys((HTTPException, RequestValidationError, Exception), error_answer)
-)
+HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
+    **dict.fromkeys((HTTPException, RequestValidationError, Exception), error_answer),
+    **dict.fromkeys((NatsError, RedisError), unavailable_answer),
+}

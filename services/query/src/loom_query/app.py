@@ -19,6 +19,7 @@ from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol.logconfig import broker_logging, tracing_enabled
+from loom_protocol.settings import nats_servers
 
 from . import api, ops
 from .config import Settings
@@ -34,7 +35,7 @@ from .studio.proxy import router as studio_proxy_router
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     broker = NatsBroker(
-        settings.nats_url,
+        nats_servers(settings.nats_url),
         error_cb=count_nats_error,
         middlewares=[NatsTelemetryMiddleware()] if tracing_enabled(os.environ) else [],
         graceful_timeout=settings.graceful_timeout_s,
