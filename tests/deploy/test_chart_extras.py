@@ -86,10 +86,7 @@ def test_single_nats_by_default(rendered: dict) -> None:
     sts = checks.objects(rendered["default"], "StatefulSet")["nats"]
     assert sts["spec"]["replicas"] == 1
     assert "nats-cluster" not in checks.objects(rendered["default"], "Service")
-    assert (
-        "LOOM_NATS_REPLICAS"
-        not in checks.objects(rendered["default"], "ConfigMap")["loom-config"]["data"]
-    )
+    assert "LOOM_NATS_REPLICAS" not in checks.objects(rendered["default"], "ConfigMap")["loom-config"]["data"]
 
 
 def test_new_settings_bite() -> None:
