@@ -16,12 +16,12 @@ import logging
 import time
 
 from loom_protocol import JournalEntry, JournalKind, journal_key, journal_task_filter
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
+from .buckets import open_bucket
 from .runtime.durable import StepJournal
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,6 @@ WRITE_FAILURES = Counter(
     "loom_worker_journal_write_failures_total", "Journal entries not stored (the step runs again on resume)"
 )
 ENTRIES_RESTORED = Counter("loom_worker_journal_restored_total", "Step outcomes restored from the journal")
-
-MAX_VALUE_BYTES = 1024 * 1024
 
 
 class JournalUnavailable(Exception):
@@ -52,20 +50,14 @@ class KvJournal:
     ) -> KvJournal:
         """Create the bucket where missing (``replicas`` copies on a cluster), or bind to one that
         exists with another configuration."""
-        config = KeyValueConfig(
-            bucket=bucket,
+        kv = await open_bucket(
+            js,
+            bucket,
             description="Loom task journals: one key per recorded step outcome",
-            history=1,
-            ttl=ttl_s or None,
-            storage=StorageType.FILE,
-            max_value_size=MAX_VALUE_BYTES,
+            ttl_s=ttl_s,
+            timeout_s=timeout_s,
             replicas=replicas,
         )
-        try:
-            kv = await asyncio.wait_for(js.create_key_value(config), timeout_s)
-        except BadRequestError as exc:
-            log.warning("journal bucket %s left as it is: %s", bucket, exc)
-            kv = await asyncio.wait_for(js.key_value(bucket), timeout_s)
         return cls(kv, timeout_s=timeout_s)
 
     async def for_task(

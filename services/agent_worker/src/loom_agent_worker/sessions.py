@@ -25,20 +25,18 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.client import JetStreamContext
-from nats.js.errors import BadRequestError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from prometheus_client import Counter
 
+from .buckets import MAX_VALUE_BYTES, open_bucket  # a larger value is trimmed (oldest messages)
 from .runtime.memory import SessionMemory, SessionSnapshot
 
 log = logging.getLogger(__name__)
 
 CONFLICTS = Counter("loom_worker_memory_conflicts_total", "Session memory saves that met a newer revision")
 SAVE_FAILURES = Counter("loom_worker_memory_save_failures_total", "Session memory saves given up")
-
-MAX_VALUE_BYTES = 1024 * 1024  # NATS' default max_payload: a larger value is trimmed (oldest messages)
 
 
 class SessionStoreError(Exception):
@@ -91,20 +89,14 @@ class KvSessionStore:
         """Create the bucket where missing (history 1, file storage, keys expire ``ttl_s`` after
         their last write; 0 keeps them; ``replicas`` copies on a cluster), or bind to one that
         exists with another configuration."""
-        config = KeyValueConfig(
-            bucket=bucket,
+        kv = await open_bucket(
+            js,
+            bucket,
             description="Loom session memory, one key per session",
-            history=1,
-            ttl=ttl_s or None,
-            storage=StorageType.FILE,
-            max_value_size=MAX_VALUE_BYTES,
+            ttl_s=ttl_s,
+            timeout_s=timeout_s,
             replicas=replicas,
         )
-        try:
-            kv = await asyncio.wait_for(js.create_key_value(config), timeout_s)
-        except BadRequestError as exc:  # exists with another configuration: use it as it is
-            log.warning("session bucket %s left as it is: %s", bucket, exc)
-            kv = await asyncio.wait_for(js.key_value(bucket), timeout_s)
         return cls(kv, timeout_s=timeout_s, **options)
 
     async def load(self, session_id: str) -> SessionMemory:
