@@ -40,15 +40,23 @@ ensure_nats() {
 }
 
 ensure_redis() {
+  # A Redis that already listens on REDIS_PORT is reused as it is: task state then survives a
+  # restart only if that server persists it. Our own one keeps an append-only file (fsync every
+  # second) under .loom/redis. LOOM_REDIS_PORT=6380 make up starts our own next to the machine's.
   if listening "$REDIS_PORT"; then
-    log "Redis: reusing the server on 127.0.0.1:$REDIS_PORT"
+    local aof
+    aof="$(redis-cli -p "$REDIS_PORT" config get appendonly 2>/dev/null | sed -n 2p || true)"
+    log "Redis: reusing the server on 127.0.0.1:$REDIS_PORT (appendonly=${aof:-unknown}); task state persists" \
+      "only as that server persists it - LOOM_REDIS_PORT=6380 make up starts one of our own with AOF"
   else
     command -v redis-server >/dev/null || {
       log "Redis: installing redis-server"; apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-    log "Redis: starting redis-server on 127.0.0.1:$REDIS_PORT"
-    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-      --dir "$STATE" --pidfile "$RUN/redis.pid" --logfile "$LOGS/redis.log"
+    log "Redis: starting redis-server on 127.0.0.1:$REDIS_PORT (AOF, appendfsync everysec, in $STATE/redis)"
+    mkdir -p "$STATE/redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" \
+      --appendonly yes --appendfsync everysec \
+      --dir "$STATE/redis" --pidfile "$RUN/redis.pid" --logfile "$LOGS/redis.log"
     wait_port "$REDIS_PORT"
   fi
 }

@@ -5,8 +5,23 @@ result of the attempt that counts."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from loom_protocol import MSG_ID_HEADER, Task, TaskStatus, TaskStatusChanged, status_msg_id, subjects
+from loom_protocol import (
+    MSG_ID_HEADER,
+    SUPERSEDED_ATTEMPT_HEADER,
+    SUPERSEDED_INSTANCE_HEADER,
+    CloudEvent,
+    MemberChanged,
+    MembershipChange,
+    Task,
+    TaskStatus,
+    TaskStatusChanged,
+    member_msg_id,
+    status_msg_id,
+    subjects,
+)
 
 from tests.integration.durable_support import Published
 from tests.integration.events_support import metric_value
@@ -57,3 +72,94 @@ async def test_a_late_completed_of_a_superseded_attempt_is_recorded_and_not_appl
     assert final.status is TaskStatus.COMPLETED and final.instance_id == "f0" and final.attempt == 1
     assert final.result is not None and final.result["answer"] == "slept"
     assert len(published.of(task.task_id, "agent.answer")) == 1
+
+
+async def test_a_superseded_worker_stops_its_copy(stack: Stack) -> None:
+    """An instance declared down while it runs a slow tool is alive all the same: the task goes to
+    a new attempt, and the old instance, told it was superseded, stops its copy - it calls no
+    further tool and reports nothing - so the task ends once."""
+    await stack.registry()
+    await stack.dispatcher(LOOM_RETRY_BACKOFF_S="0.05")
+    for instance_id in ("s0", "s1"):
+        await stack.worker(instance_id, agents="calculator")
+    await stack.wait_instances("calculator", 2)
+    nc = await stack.nats()
+    finals = Finals()
+    await finals.attach(nc)
+    # one subscriber on one connection for events, status reports and the notice: their order here
+    # is the order the server delivered them in
+    seen: list[tuple[str, Any]] = []
+
+    async def on_event(msg: Any) -> None:
+        seen.append(("event", CloudEvent.from_json(msg.data)))
+
+    async def on_status(msg: Any) -> None:
+        seen.append(("status", TaskStatusChanged.from_json(msg.data)))
+
+    task = Task(
+        target_agent="calculator",
+        parameters={
+            "script": [
+                {"thought": "wait long", "tool": "sleep", "arguments": {"seconds": 3.0}},
+                {"thought": "wait a bit", "tool": "sleep", "arguments": {"seconds": 0.1}},
+                {"thought": "done", "answer": "slept"},
+            ]
+        },
+    )
+
+    async def on_cancel(msg: Any) -> None:
+        seen.append(("notice", dict(msg.headers or {})))
+
+    await nc.subscribe(subjects.EVENT_ALL, cb=on_event)
+    await nc.subscribe(subjects.TASK_STATUS_ALL, cb=on_status)
+    await nc.subscribe(subjects.task_cancel(task.task_id), cb=on_cancel)
+    await nc.flush()
+
+    def tool_calls() -> list[CloudEvent]:
+        return [
+            e for kind, e in seen if kind == "event" and e.taskid == task.task_id and e.type == "tool.call"
+        ]
+
+    await submit_nats(nc, task)
+    (first,) = await wait_for(tool_calls, 30, "the slow tool to start")
+    old = first.instanceid
+    assert old in ("s0", "s1")
+
+    down = MemberChanged(instance_id=old, change=MembershipChange.DOWN, reason="test: declared down")
+    await nc.jetstream().publish(
+        subjects.REGISTRY_MEMBER_DOWN,
+        down.to_json(),
+        headers={MSG_ID_HEADER: member_msg_id(down.instance_id, down.change, down.at)},
+    )
+
+    def notice_at() -> int | None:
+        return next((i for i, (kind, _) in enumerate(seen) if kind == "notice"), None)
+
+    at = await wait_for(notice_at, 15, "the superseded notice")
+    notice = seen[at][1]
+    assert notice[SUPERSEDED_ATTEMPT_HEADER] == "1" and notice[SUPERSEDED_INSTANCE_HEADER] == old
+
+    await wait_for(lambda: finals.done([task.task_id]), 40, "the task to end")
+    (final,) = finals.by_task[task.task_id]
+    assert final.status is TaskStatus.COMPLETED and final.attempt == 2
+    assert final.result is not None and final.result["answer"] == "slept"
+
+    # the old attempt reported nothing after its start: no completion, no failure
+    reports = [c for kind, c in seen if kind == "status" and c.task_id == task.task_id and not c.final]
+    assert {r.status for r in reports if r.attempt == 1} <= {TaskStatus.RUNNING}
+    assert {r.status for r in reports if r.attempt == 2} >= {TaskStatus.RUNNING, TaskStatus.COMPLETED}
+
+    # after the notice the old instance called no tool of its copy: the tool calls seen after it
+    # are the new attempt's two (on whichever instance the new attempt ran)
+    after = [
+        e for kind, e in seen[at:] if kind == "event" and e.taskid == task.task_id and e.type == "tool.call"
+    ]
+    assert len(after) == 2 and {e.instanceid for e in after} == {final.instance_id}, [
+        (e.instanceid, e.data) for e in after
+    ]
+    if final.instance_id != old:
+        assert all(e.instanceid != old for e in after)
+    answers = [
+        e for kind, e in seen if kind == "event" and e.taskid == task.task_id and e.type == "agent.answer"
+    ]
+    assert len(answers) == 1 and answers[0].instanceid == final.instance_id

@@ -289,3 +289,17 @@ def test_worker_settings_bite() -> None:
         checks.chart_schema(checks.CHART_DIR, {"worker": {"agents": ""}})
     with pytest.raises(checks.CheckFailed, match="baseUrl"):
         checks.chart_schema(checks.CHART_DIR, {"worker": {"llm": {"baseUrl": "vllm:8000"}}})
+
+
+@pytest.mark.parametrize("which", ["default", "dev"])
+def test_in_chart_redis_keeps_an_append_only_file(which: str, rendered: dict) -> None:
+    docs = rendered[which]
+    spec = checks.pod_spec(checks.workloads(docs)["redis"])
+    args = spec["containers"][0]["args"]
+    flags = dict(zip(args[1::2], args[2::2], strict=True))
+    assert flags == {"--dir": "/data", "--save": "", "--appendonly": "yes", "--appendfsync": "everysec"}, args
+    (data,) = [v for v in spec["volumes"] if v["name"] == "data"]
+    if which == "default":  # a claim of its own; dev keeps the AOF on an emptyDir
+        assert data["persistentVolumeClaim"]["claimName"] in checks.objects(docs, "PersistentVolumeClaim")
+    else:
+        assert "emptyDir" in data

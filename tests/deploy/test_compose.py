@@ -131,3 +131,11 @@ def test_compose_host_check_bites(stack: Path, services: list[dict]) -> None:
         match=r"(?s)not exactly the Loom services.*query: LOOM_HTTP_PORT 8004.*registry: network_mode",
     ):
         checks.compose_host_matches(model, services)
+
+
+def test_bundled_redis_keeps_an_append_only_file_on_its_volume(compose_model: dict) -> None:
+    redis = compose_model["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    assert any(v.get("source") == "redis-data" and v["target"] == "/data" for v in redis["volumes"])
