@@ -333,7 +333,8 @@ async def test_worker_spans_carry_genai_attributes_and_read_back(monkeypatch: py
         events.emit(ToolCalled.from_call(call), subject="tool:calculator")
         events.emit(ToolReturned(call_id="c1", name="calculator", content="42"), subject="tool:calculator")
     spans = {s.name: s for s in captured.get_finished_spans()}
-    agent, llm, tool = spans["agent calculator"], spans["llm llm:x"], spans["tool calculator"]
+    names = ("invoke_agent calculator", "chat gpt-4o-mini", "execute_tool calculator")
+    agent, llm, tool = (spans[name] for name in names)
     assert agent.attributes["gen_ai.operation.name"] == "invoke_agent"
     assert agent.attributes["gen_ai.agent.name"] == "calculator"
     assert agent.attributes["gen_ai.conversation.id"] == "sess-1"

@@ -56,7 +56,7 @@ async def test_one_trace_spans_dispatcher_registry_worker_and_ingest_with_parent
             "spans of dispatcher, registry, worker and ingest in the caller's trace",
         )
         await wait_for(
-            lambda: any(s.name.startswith("tool ") for s in receiver.by_trace(caller_trace)),
+            lambda: any(s.name.startswith("execute_tool ") for s in receiver.by_trace(caller_trace)),
             10,
             "the tool span",
         )
@@ -81,12 +81,16 @@ async def test_one_trace_spans_dispatcher_registry_worker_and_ingest_with_parent
                 chain.append(span.service)
             return chain
 
-        assert "loom-agent-worker" in ancestors("tool ")
-        assert "loom-dispatcher" in ancestors("tool ")
-        assert "loom-dispatcher" in ancestors("agent calculator")
+        assert "loom-agent-worker" in ancestors("execute_tool ")
+        assert "loom-dispatcher" in ancestors("execute_tool ")
+        assert "loom-dispatcher" in ancestors("invoke_agent calculator")
+        # named as the GenAI conventions name them: the LLM call's span inside the agent's
+        chat = next(s for s in spans if s.name.startswith("chat "))
+        agent = next(s for s in spans if s.name == "invoke_agent calculator")
+        assert chat.service == "loom-agent-worker" and chat.parent_span_id == agent.span_id
         assert any(s.service == "loom-registry" for s in spans)
         # ingest's spans of the tool's events are children of the tool span that emitted them
-        tool_span = next(s for s in spans if s.name.startswith("tool "))
+        tool_span = next(s for s in spans if s.name.startswith("execute_tool "))
 
         def ingested_under_tool() -> list[str]:
             return sorted(

@@ -38,10 +38,13 @@ from prometheus_client import Counter
 from .outbox import Outbox
 from .telemetry import (
     agent_attributes,
+    agent_span_name,
     current_trace,
     llm_request_attributes,
+    llm_span_name,
     llm_usage_attributes,
     tool_attributes,
+    tool_span_name,
     tracer,
 )
 
@@ -108,9 +111,10 @@ class EventEmitter:
             EVENTS_DROPPED.inc()
 
     def for_task(self, task: Task, agent_id: str, instance_id: str) -> TaskEvents:
-        """The task's event sink; the active span (the task's) gets the GenAI agent attributes."""
+        """The task's event sink; the active span (the task's) gets the GenAI agent name and attributes."""
         span = trace.get_current_span()
         if span.is_recording():
+            span.update_name(agent_span_name(agent_id))
             span.set_attributes(agent_attributes(agent_id, task.session_id))
         return TaskEvents(self, task, f"{self._source}/agents/{agent_id}", agent_id, instance_id)
 
@@ -217,7 +221,7 @@ class TaskEvents:
     def _span_for(self, payload: EventPayload, subject: str | None) -> Span | None:
         if isinstance(payload, LlmRequest):
             self._llm_span = tracer.start_span(
-                f"llm {subject or ''}".strip(),
+                llm_span_name(payload),
                 kind=SpanKind.CLIENT,
                 attributes=llm_request_attributes(payload, self.agent_id, self.task.session_id),
             )
@@ -227,7 +231,7 @@ class TaskEvents:
             return self._llm_span
         if isinstance(payload, ToolCalled):
             span = tracer.start_span(
-                f"tool {payload.name or ''}",
+                tool_span_name(payload),
                 kind=SpanKind.INTERNAL,
                 attributes=tool_attributes(payload, self.agent_id),
             )

@@ -42,6 +42,21 @@ def inject_headers(headers: dict[str, str]) -> dict[str, str]:
 # content is set only when the worker captures content (the events then carry it too).
 
 
+def agent_span_name(agent_id: str) -> str:
+    """The name of a task's span: ``invoke_agent <agent>``."""
+    return f"invoke_agent {agent_id}"
+
+
+def llm_span_name(request: LlmRequest) -> str:
+    """The name of an LLM call's span: ``chat <model>`` (``chat`` when the model is not known)."""
+    return f"chat {request.model}".strip()
+
+
+def tool_span_name(call: ToolCalled) -> str:
+    """The name of a tool call's span: ``execute_tool <tool>``."""
+    return f"execute_tool {call.name or ''}".strip()
+
+
 def agent_attributes(agent_id: str, session_id: str | None) -> dict[str, Any]:
     """The attributes of the span of a task run by an agent (an ``invoke_agent`` span)."""
     attributes: dict[str, Any] = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent_id}

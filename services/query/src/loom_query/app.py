@@ -21,7 +21,7 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol.logconfig import broker_logging, tracing_enabled
 from loom_protocol.settings import nats_servers
 
-from . import api, ops
+from . import api, export, ops
 from .config import Settings
 from .errors import HTTP_ERROR_HANDLERS
 from .live import LiveFeed, count_nats_error
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(studio_export.router)
     app.include_router(api.router)
+    app.include_router(export.router)
     app.include_router(studio_proxy_router)
     mount_studio(app)  # last: it answers only the paths no route took
     return app
