@@ -21,6 +21,7 @@ from loom_protocol.tasks import can_transition
 from pydantic import ValidationError
 
 TEXT = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=20)
+LABEL = st.from_regex(r"[A-Za-z0-9_.:@/+=-]{1,64}", fullmatch=True)
 JSON_SCALARS = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | TEXT
 )
@@ -55,7 +56,7 @@ TRACES = st.fixed_dictionaries({"traceparent": st.none() | TRACEPARENTS, "traces
 TASKS = st.fixed_dictionaries(
     dict(
         task_id=TASK_IDS,
-        source_agent=st.none() | TEXT,
+        source_agent=st.none() | LABEL,
         target_agent=AGENT_IDS,
         action=st.sampled_from(TaskAction),
         parameters=JSON_OBJECTS,
@@ -64,7 +65,7 @@ TASKS = st.fixed_dictionaries(
         error=st.none() | TEXT,
         metadata=JSON_OBJECTS,
         parent_task_id=st.none() | TASK_IDS,
-        session_id=st.none() | TEXT,
+        session_id=st.none() | LABEL,
         attempt=st.integers(min_value=0, max_value=2**40),
         instance_id=st.none() | AGENT_IDS,
         created_at=AWARE_TIMES,

@@ -4,6 +4,7 @@ ack, redelivery on error, nak on stop, a consumer deleted under it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -107,3 +108,75 @@ async def test_a_deleted_consumer_is_created_again(nc: Client, wait_for: WaitFor
         await wait_for(lambda: b"two" in seen)
     finally:
         await c.stop()
+
+
+async def test_a_message_too_large_to_forward_is_dead_lettered_not_handled(
+    nc: Client, wait_for: WaitFor
+) -> None:
+    from loom_protocol import RejectedMessage, subjects
+    from loom_protocol.limits import MAX_TASK_BYTES
+
+    rejected: list[RejectedMessage] = []
+
+    async def on_rejected(msg: object) -> None:
+        rejected.append(RejectedMessage.from_json(msg.data))  # type: ignore[attr-defined]
+
+    await nc.subscribe(subjects.rejected("dispatcher"), cb=on_rejected)
+    c, seen = collecting(nc)
+    await c.start()
+    try:
+        js = nc.jetstream()
+        await js.publish(SUBJECT, b"x" * (MAX_TASK_BYTES + 1))
+        await js.publish(SUBJECT, b"after")
+        await wait_for(lambda: seen == [b"after"] and len(rejected) == 1)
+        assert f"at most {MAX_TASK_BYTES} bytes" in rejected[0].reason
+        assert rejected[0].truncated and rejected[0].subject == SUBJECT
+        for _ in range(50):
+            if await pending(nc) == (0, 0):
+                break
+            await asyncio.sleep(0.05)
+        assert await pending(nc) == (0, 0)
+    finally:
+        await c.stop()
+
+
+async def test_a_connection_closed_for_good_by_the_server_ends_the_loop_instead_of_spinning(
+    nc: Client, nats_url: str, wait_for: WaitFor
+) -> None:
+    import nats
+
+    # no reconnection: whether nats-py reads the server's -ERR (then it closes for good) or only
+    # sees the socket closed (then it would reconnect), the connection ends closed
+    own = await nats.connect(nats_url, allow_reconnect=False, error_cb=_quiet)
+    closed: list[str] = []
+
+    async def handler(subject: str, body: bytes) -> None:
+        pass
+
+    c = PullConsumer(
+        lambda: own,
+        stream=STREAM,
+        subject=SUBJECT,
+        durable="closing",
+        config=ConsumerConfig(ack_wait=30),
+        handler=handler,
+        fetch_timeout_s=0.2,
+        on_closed=lambda durable, error: closed.append(durable),
+    )
+    await c.start()
+    try:
+        # a body under max_payload whose headers take it over: the server closes the connection
+        # (nats-py checks the body alone), and nats-py gives up on it for good
+        body = b"y" * (own.max_payload - 10)
+        with contextlib.suppress(Exception):
+            await own.publish("test.other", body, headers={"k": "v" * 64})
+            await own.flush(timeout=2)
+        await wait_for(lambda: own.is_closed)
+        await wait_for(lambda: len(closed) >= 1)
+        assert closed[0] == "closing"
+    finally:
+        await c.stop(timeout_s=2)
+
+
+async def _quiet(_: Exception) -> None:
+    return None

@@ -91,6 +91,10 @@ class InstanceLoad(LoomModel):
         return max(self.capacity - self.in_flight, 0)
 
 
+MAX_HEARTBEAT_INTERVAL_S = 3600.0
+"""The longest heartbeat interval accepted, in seconds."""
+
+
 class Heartbeat(LoomModel):
     """An instance's periodic liveness report; core NATS ``loom.registry.heartbeat.<instance>``.
 
@@ -105,7 +109,8 @@ class Heartbeat(LoomModel):
         load: Current load.
         version: The worker's version.
         draining: True when shutting down: keep it alive but send it no new work.
-        interval_s: The sender's heartbeat interval in seconds (> 0).
+        interval_s: The sender's heartbeat interval in seconds (> 0, at most
+            :data:`MAX_HEARTBEAT_INTERVAL_S`: a registration cannot outlive its sender by much).
         sent_at: When it was sent.
     """
 
@@ -116,7 +121,7 @@ class Heartbeat(LoomModel):
     load: InstanceLoad
     version: str = "0.1.0"
     draining: bool = False
-    interval_s: float = Field(default=1.0, gt=0)
+    interval_s: float = Field(default=1.0, gt=0, le=MAX_HEARTBEAT_INTERVAL_S, allow_inf_nan=False)
     sent_at: AwareDatetime = Field(default_factory=utc_now)
 
     @property

@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 __all__ = [
     "AgentId",
     "InstanceId",
+    "Label",
     "LoomModel",
     "TaskId",
     "check_traceparent",
@@ -40,6 +41,10 @@ InstanceId = Annotated[str, StringConstraints(min_length=1, max_length=128, patt
 
 TaskId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_:-]+$")]
 """A task id: 1..128 characters of ``[A-Za-z0-9_:-]`` (no dot, it is a subject token)."""
+
+Label = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.:@/+=-]+$")]
+"""A free-form name that is not a subject token (``Task.source_agent``, ``Task.session_id``): 1..256
+characters of ``[A-Za-z0-9_.:@/+=-]`` (no whitespace, no NATS wildcards, nothing a store cannot hold)."""
 
 _TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 _ZERO_TRACE_ID = "0" * 32

@@ -113,6 +113,12 @@ class LlmRequest(EventPayload):
     messages: list[dict[str, Any]] | None = None
 
 
+MAX_TOKENS = 10**12
+"""The most tokens one LLM call may report (sums over a window stay exact in a bigint)."""
+MAX_COST_USD = 1e9
+"""The highest cost one LLM call may report (sums over a window stay finite)."""
+
+
 class LlmUsage(EventPayload):
     """``llm.usage``: tokens, cost and latency of one LLM call.
 
@@ -134,10 +140,10 @@ class LlmUsage(EventPayload):
     TYPE: ClassVar[str] = EventType.LLM_USAGE
 
     step: int | None = Field(default=None, ge=1)
-    input_tokens: int = Field(default=0, ge=0)
-    output_tokens: int = Field(default=0, ge=0)
-    cost_usd: float | None = None
-    latency_s: float = 0.0
+    input_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    output_tokens: int = Field(default=0, ge=0, le=MAX_TOKENS)
+    cost_usd: float | None = Field(default=None, ge=0, le=MAX_COST_USD, allow_inf_nan=False)
+    latency_s: float = Field(default=0.0, allow_inf_nan=False)
     model: str = ""
     provider: str = ""
     retries: int = Field(default=0, ge=0)

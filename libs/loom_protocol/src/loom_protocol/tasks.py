@@ -18,17 +18,20 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 from pydantic import AwareDatetime, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from loom_protocol.approvals import ApprovalDecision, ApprovalRequest
 from loom_protocol.base import (
     AgentId,
     InstanceId,
+    Label,
     LoomModel,
     TaskId,
     check_traceparent,
     trace_id_of,
     utc_now,
 )
+from loom_protocol.limits import check_json_value
 
 __all__ = [
     "ALLOWED_TRANSITIONS",
@@ -224,7 +227,7 @@ class Task(LoomModel):
     model_config = ConfigDict(frozen=False, validate_assignment=True)
 
     task_id: TaskId = Field(default_factory=lambda: uuid.uuid4().hex)
-    source_agent: str | None = None
+    source_agent: Label | None = None
     target_agent: AgentId
     action: TaskAction = TaskAction.EXECUTE
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -233,7 +236,7 @@ class Task(LoomModel):
     error: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     parent_task_id: TaskId | None = None
-    session_id: str | None = None
+    session_id: Label | None = None
     attempt: int = Field(default=0, ge=0)
     instance_id: InstanceId | None = None
     created_at: AwareDatetime = Field(default_factory=utc_now)
@@ -306,14 +309,22 @@ class TaskSubmission(LoomModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_:-]+$")
-    source_agent: str | None = None
-    target_agent: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    task_id: TaskId | None = None
+    source_agent: Label | None = None
+    target_agent: AgentId
     action: TaskAction = TaskAction.EXECUTE
     parameters: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    parent_task_id: str | None = None
-    session_id: str | None = None
+    parent_task_id: TaskId | None = None
+    session_id: Label | None = None
+
+    @field_validator("parameters", "metadata")
+    @classmethod
+    def _storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # what JSON and PostgreSQL can hold: no NUL or lone surrogate, finite numbers, bounded depth
+        if (reason := check_json_value(value)) is not None:
+            raise PydanticCustomError("unstorable_value", "{reason}", {"reason": reason})
+        return value
 
 
 class TaskStatusChanged(LoomModel):
@@ -344,7 +355,7 @@ class TaskStatusChanged(LoomModel):
     result: Any = None
     error: str | None = None
     parent_task_id: TaskId | None = None
-    session_id: str | None = None
+    session_id: Label | None = None
     at: AwareDatetime = Field(default_factory=utc_now)
     trace: TraceContext = Field(default_factory=TraceContext)
     final: bool = False

@@ -12,19 +12,25 @@ conflicting resubmissions. Pure decisions plus one small cache; the I/O is injec
   are the same: ``sourceAgent``, ``targetAgent``, ``action``, ``parameters``, ``metadata``
   (without the keys Loom itself writes there: ``waitForAgent``, ``cancelRequested``),
   ``parentTaskId`` and ``sessionId``, compared as JSON values. Anything else conflicts.
+- **What can be carried.** A task message larger than a task may be, or a submission whose
+  task would grow past that once re-serialised (``1e5`` is written ``100000.0``), or one with
+  a NUL, NaN or Infinity in its parameters or metadata, is refused before it is handled
+  (:func:`screen_message`), so nothing accepted can later be too large or unstorable to forward.
 """
 
 from __future__ import annotations
 
 import asyncio
 import difflib
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
-from loom_protocol import Task
+from loom_protocol import Task, subjects
+from loom_protocol.limits import MAX_TASK_BYTES, check_json_value
 
 from .errors import RegistryUnavailable
 
@@ -40,6 +46,52 @@ class Admission(StrEnum):
     DUPLICATE = "duplicate"  # the task id is known with the same submission: nothing to do
     CONFLICT = "conflict"  # the task id is known with a different submission
     UNKNOWN_AGENT = "unknown_agent"  # dead-lettered: no such agent, and no wish to wait
+
+
+_SUBMITTED_PREFIX = subjects.TASK_SUBMITTED_ALL.removesuffix("*")
+_LOOK_CLOSER_BYTES = MAX_TASK_BYTES // 4  # past this, a body could grow past the limit when re-serialised
+_SUSPECT = (b"\\u0000", b"NaN", b"Infinity")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (numbers must be finite)")
+
+
+def screen_message(subject: str, body: bytes) -> str | None:
+    """Why a message on the task path must be dead-lettered unhandled, or None to handle it.
+
+    Every message: at most :data:`~loom_protocol.limits.MAX_TASK_BYTES`. A submission also:
+    at most that once re-serialised, and no NUL, NaN or Infinity anywhere in it. Cheap for the
+    common case: a submission is only parsed here when it is large or holds a suspect token.
+
+    Args:
+        subject: The subject the message came on.
+        body: Its payload.
+
+    Returns:
+        The reason, or None.
+    """
+    if len(body) > MAX_TASK_BYTES:
+        return (
+            f"message is {len(body)} bytes; a task message may be at most {MAX_TASK_BYTES} bytes "
+            "(NATS max_payload less room for the headers and fields added when it is forwarded)"
+        )
+    if not subject.startswith(_SUBMITTED_PREFIX):
+        return None
+    if len(body) <= _LOOK_CLOSER_BYTES and not any(token in body for token in _SUSPECT):
+        return None
+    try:
+        value = json.loads(body, parse_constant=_refuse_constant)
+    except ValueError as exc:  # not JSON at all: the handler's model says why
+        return str(exc) if "JSON number" in str(exc) else None
+    if isinstance(value, dict):
+        for key in ("parameters", "metadata"):
+            if (reason := check_json_value(value.get(key))) is not None:
+                return f"{key} {reason}"
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_TASK_BYTES:
+        return f"the task is {size} bytes as JSON; a task may be at most {MAX_TASK_BYTES} bytes"
+    return None
 
 
 def wants_to_wait(task: Task) -> bool:

@@ -24,12 +24,14 @@ from loom_protocol import (
     is_terminal,
     subjects,
 )
+from loom_protocol.limits import MAX_TASK_BYTES, NATS_MAX_PAYLOAD
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from .admission import WAIT_FOR_AGENT, differing_fields, wants_to_wait
+from .body_limit import LimitedBodyRoute
 from .metrics import CONFLICTS, UNKNOWN_AGENT
 from .state import State, StateDep
 from .streaming import answer_events
@@ -37,7 +39,7 @@ from .telemetry import current_trace
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["tasks"])
+router = APIRouter(tags=["tasks"], route_class=LimitedBodyRoute)
 
 _DONE_OR_NOT: dict[int | str, dict[str, Any]] = {
     200: {"model": Task, "description": "the task has ended (its terminal status)"},
@@ -97,7 +99,7 @@ async def submit_task(
     ] = False,
     traceparent: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
-    size = len(json.dumps(submission.parameters, separators=(",", ":")).encode())
+    size = len(json.dumps(submission.parameters, separators=(",", ":"), ensure_ascii=False).encode())
     if size > state.settings.max_parameters_bytes:
         raise HTTPException(
             413, f"parameters are {size} bytes; the limit is {state.settings.max_parameters_bytes} bytes"
@@ -110,6 +112,14 @@ async def submit_task(
         TraceContext(traceparent=traceparent) if _valid_traceparent(traceparent) else TraceContext.new()
     )
     task = Task(**fields, trace=trace)
+    if (task_size := len(task.to_json())) > MAX_TASK_BYTES:
+        # its assignment (this plus the dispatcher's fields and headers) must fit NATS's max_payload
+        message = (
+            f"the task is {task_size} bytes as JSON; the limit is {MAX_TASK_BYTES} bytes "
+            f"(NATS max_payload {NATS_MAX_PAYLOAD} less room for headers and the dispatcher's fields)"
+        )
+        body = ErrorBody.of(413, message, code="too_large", limit=MAX_TASK_BYTES, size=task_size)
+        return JSONResponse(body.to_wire(), 413)
     wait = min(wait, state.settings.max_wait_s)
 
     existing = await state.store.get(task.task_id)

@@ -30,6 +30,7 @@ from loom_protocol import (
     subjects,
     submitted_msg_id,
 )
+from loom_protocol.limits import MAX_TASK_BYTES, wire_size
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
@@ -39,7 +40,7 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 
-from .errors import RegistryUnavailable
+from .errors import MessageTooLarge, RegistryUnavailable
 from .metrics import SUBMISSIONS_REJECTED
 from .telemetry import current_trace, inject_headers, tracer
 
@@ -60,6 +61,17 @@ def _event_headers(event_id: str, trace: TraceContext) -> dict[str, str]:
     if trace.traceparent:  # so a consumer's span continues the trace the event belongs to
         headers["traceparent"] = trace.traceparent
     return headers
+
+
+_MAX_RECORD_BYTES = MAX_TASK_BYTES
+"""A final status or dead-letter record larger than this is sent without the task's bulk."""
+
+
+_LIBRARY_HEADERS_BYTES = 256
+
+
+def _omitted(what: str, size: int) -> dict[str, Any]:
+    return {"omitted": f"{what} left out: the record was {size} bytes, over {_MAX_RECORD_BYTES}"}
 
 
 class PendingAcks:
@@ -131,11 +143,22 @@ class NatsOutbox:
             self._js = self._broker.connection.jetstream()
         return self._js
 
+    def _check_size(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+        """Raise :class:`MessageTooLarge` rather than publish what the server would refuse.
+
+        nats-py compares the body alone with ``max_payload``; the server adds the headers, and
+        closes the connection for good on a message over it.
+        """
+        limit = self._broker.connection.max_payload
+        # + what the client library may add to the headers (FastStream's correlation id)
+        if (size := wire_size(body, headers) + _LIBRARY_HEADERS_BYTES) > limit:
+            raise MessageTooLarge(f"a message on {subject} is {size} bytes with headers, over {limit}")
+
     async def _js_publish(self, subject: str, body: bytes, msg_id: str) -> bool:
         """Publish and wait for JetStream's ack; False when it was a duplicate (not stored again)."""
-        ack = await self._broker.publish(
-            body, subject, headers={**_JSON, MSG_ID_HEADER: msg_id}, stream=TASKS_STREAM.name
-        )
+        headers = {**_JSON, MSG_ID_HEADER: msg_id}
+        self._check_size(subject, body, headers)
+        ack = await self._broker.publish(body, subject, headers=headers, stream=TASKS_STREAM.name)
         return not bool(getattr(ack, "duplicate", False))
 
     async def _js_publish_async(self, kind: str, subject: str, body: bytes, msg_id: str) -> None:
@@ -147,6 +170,7 @@ class NatsOutbox:
         duplicate by then). Back-pressure: at most the client's pending-ack limit in flight.
         """
         headers = inject_headers({**_JSON, MSG_ID_HEADER: msg_id})
+        self._check_size(subject, body, headers)
         fut = await self.js.publish_async(
             subject, body, wait_stall=self._max_stall_s, stream=TASKS_STREAM.name, headers=headers
         )
@@ -180,18 +204,23 @@ class NatsOutbox:
 
     async def final(self, task: Task) -> None:
         change = TaskStatusChanged.from_task(task, at=datetime.now(UTC), final=True)
+        body = change.to_json()
+        if len(body) > _MAX_RECORD_BYTES:  # the result is in the task record; waiters learn the end
+            change = change.model_copy(update={"result": _omitted("result", len(body))})
+            body = change.to_json()
         await self._js_publish_async(
             "final",
             subjects.task_status(task.task_id),
-            change.to_json(),
+            body,
             status_msg_id(task.task_id, task.attempt, task.status) + ":final",
         )
 
     async def dead(self, task: Task, reason: str) -> None:
-        record = TaskDeadLettered(task=task, reason=reason)
-        await self._js_publish(
-            subjects.task_dead(task.target_agent), record.to_json(), dead_msg_id(task.task_id)
-        )
+        body = TaskDeadLettered(task=task, reason=reason).to_json()
+        if len(body) > _MAX_RECORD_BYTES:  # dead-lettered all the same, without its bulk
+            update = {"parameters": _omitted("parameters", len(body)), "result": None}
+            body = TaskDeadLettered(task=task.model_copy(update=update), reason=reason).to_json()
+        await self._js_publish(subjects.task_dead(task.target_agent), body, dead_msg_id(task.task_id))
 
     async def cancel(self, task: Task) -> None:
         # core NATS: the worker holding the task listens; the request itself is kept in the task record

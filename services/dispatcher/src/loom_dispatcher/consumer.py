@@ -10,7 +10,13 @@ CPU after Redis. This loop keeps what the handlers need from it:
 - ack after the handler returns, nak (redelivery) when it raises, as ``AckPolicy.NACK_ON_ERROR``,
   and nak what is still in hand when :meth:`PullConsumer.stop` gives up waiting for it;
 - a consumer deleted under it (the server answers 409, then 503) is created again;
-- a consumer span per message continuing the trace in its headers, when tracing is on.
+- a consumer span per message continuing the trace in its headers, when tracing is on;
+- a message larger than a task may be (:data:`~loom_protocol.limits.MAX_TASK_BYTES`: forwarding
+  it could exceed NATS's ``max_payload``), or one the ``screen`` refuses, is dead-lettered on
+  ``loom.rejected.dispatcher`` with the reason and acknowledged, never handed to the handler;
+- a connection closed for good (nats-py gives up on it, e.g. after a protocol error) ends the
+  process with a non-zero status so that its supervisor starts it again: nothing can fetch on
+  it any more, and a loop retrying on it would only spin.
 
 The consumers are the same durable consumers FastStream declared (same names and config), so
 replicas share them and unacknowledged messages go to a live replica after ``ack_wait``.
@@ -22,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
+from loom_protocol import RejectedMessage, subjects
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
@@ -35,11 +43,30 @@ from nats.js.errors import NotFoundError, ServiceUnavailableError
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
+from .admission import screen_message
 from .telemetry import tracer
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], Awaitable[None]]
+Screen = Callable[[str, bytes], str | None]
+"""Looks at a message before its handler: the reason to dead-letter it, or None to handle it."""
+
+EXIT_CONNECTION_CLOSED = 75
+"""The exit status when the broker connection is closed for good (EX_TEMPFAIL: start me again)."""
+
+
+def exit_on_closed(durable: str, error: BaseException | None) -> None:
+    """End the process: its NATS connection is closed for good and nothing here reopens it."""
+    log.critical(
+        "the NATS connection is closed for good (%r); consumer %s exits the process with status %d "
+        "so that its supervisor restarts it",
+        error,
+        durable,
+        EXIT_CONNECTION_CLOSED,
+    )
+    logging.shutdown()
+    os._exit(EXIT_CONNECTION_CLOSED)
 
 
 @dataclass(eq=False)
@@ -54,6 +81,8 @@ class PullConsumer:
     max_in_flight: int = 64
     fetch_timeout_s: float = 0.5
     traced: bool = False
+    screen: Screen = screen_message
+    on_closed: Callable[[str, BaseException | None], None] = exit_on_closed
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _loop_task: asyncio.Task[None] | None = field(default=None, init=False)
@@ -91,6 +120,11 @@ class PullConsumer:
 
     async def _fetch_forever(self) -> None:
         while not self._stopping:
+            nc = self.connection()
+            if nc.is_closed:
+                self.on_closed(self.durable, nc.last_error)
+                await asyncio.sleep(0.5)  # on_closed returned (a test's): wait, do not spin
+                continue
             free = self.max_in_flight - len(self._in_flight)
             if free <= 0:
                 self._slot_free.clear()
@@ -104,7 +138,7 @@ class PullConsumer:
                 await self._resubscribe()
                 continue
             except ConnectionClosedError:
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # closed for good: the loop's next turn ends the process
                 continue
             except Exception:
                 log.exception("fetch from %s failed; trying again", self.durable)
@@ -132,7 +166,24 @@ class PullConsumer:
         self._in_flight.discard(task)
         self._slot_free.set()
 
+    async def _refuse(self, msg: Msg, reason: str) -> None:
+        """Dead-letter a message with ``reason`` (its first 64 KiB kept) and acknowledge it."""
+        log.warning("message on %s refused: %s", msg.subject, reason)
+        record = RejectedMessage(subject=msg.subject, reason=reason, raw=msg.data)
+        headers = {"content-type": "application/json"}
+        await self.connection().publish(subjects.rejected("dispatcher"), record.to_json(), headers=headers)
+        with contextlib.suppress(Exception):
+            await msg.ack()
+
     async def _one(self, msg: Msg) -> None:
+        if (reason := self.screen(msg.subject, msg.data)) is not None:
+            try:
+                await self._refuse(msg, reason)
+            except Exception:
+                log.exception("dead-lettering a refused message from %s failed", self.durable)
+                with contextlib.suppress(Exception):
+                    await msg.nak()
+            return
         try:
             if self.traced:
                 parent = propagate.extract(msg.headers or {})

@@ -25,6 +25,11 @@ class BadSubmission(DispatcherError):
     """A submitted message that can never become a task (dead-lettered with the reason)."""
 
 
+class MessageTooLarge(DispatcherError):
+    """A message that would exceed the broker's ``max_payload`` (headers included) was not sent:
+    sending it would make the server close the connection."""
+
+
 class RegistryUnavailable(DispatcherError):
     """The registry did not answer a pick in time; the submission is redelivered."""
 

@@ -5,7 +5,10 @@ A frame ``{"type": "event_batch", "events": [...]}`` is answered with an
 published to JetStream (``loom.event.<type>``, ``Nats-Msg-Id`` = the event id) and counted as
 accepted once JetStream acknowledged them; the others are listed with their index and reason.
 A frame that is not such a batch gets ``{"type": "error", "reason": ...}``; the socket stays
-open either way.
+open either way. An event with a NUL character or a lone surrogate in any string, a number that
+is not finite, or nesting deeper than :data:`~loom_protocol.limits.MAX_JSON_DEPTH` is refused
+with the reason (nothing downstream could store it); a frame nested too deep to parse is an
+error frame.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Protocol
 
 from fastapi import WebSocket, WebSocketDisconnect
 from loom_protocol import MSG_ID_HEADER, BatchError, CloudEvent, EventBatchAck, subjects, validation_reason
+from loom_protocol.limits import check_json_value
 from pydantic import ValidationError
 
 from . import metrics
@@ -45,6 +49,8 @@ def check_event(raw: Any, max_bytes: int) -> tuple[CloudEvent, str, bytes] | str
     """A valid event with its subject and wire form, or the reason it is refused."""
     if not isinstance(raw, dict):
         return f"an event must be a JSON object, got {_kind(raw)}"
+    if (problem := check_json_value(raw)) is not None:
+        return f"not storable: {problem}"
     try:
         event = CloudEvent.model_validate(raw)
     except ValidationError as exc:
@@ -74,6 +80,8 @@ async def handle_frame(
         frame = json.loads(text)
     except ValueError as exc:
         return error_frame(f"frame is not valid JSON: {exc}")
+    except RecursionError:
+        return error_frame("frame is nested too deep to parse")
     if not isinstance(frame, dict):
         return error_frame(f"frame must be a JSON object, got {_kind(frame)}")
     if frame.get("type") != "event_batch":
@@ -135,9 +143,13 @@ async def serve(
                     metrics.WS_FRAMES.labels("error").inc()
                     await ws.send_text(json.dumps(error_frame("binary frame is not UTF-8 JSON")))
                     continue
-            answer = await handle_frame(
-                text, js, max_event_bytes=max_event_bytes, max_events=max_events, timeout_s=timeout_s
-            )
+            try:
+                answer = await handle_frame(
+                    text, js, max_event_bytes=max_event_bytes, max_events=max_events, timeout_s=timeout_s
+                )
+            except Exception:  # one bad frame never closes the socket
+                log.exception("a /ws/ingest frame could not be handled")
+                answer = error_frame("the frame could not be handled; the service logged why")
             metrics.WS_FRAMES.labels("error" if answer["type"] == "error" else "batch").inc()
             await ws.send_text(json.dumps(answer))
     except WebSocketDisconnect:

@@ -8,12 +8,14 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from loom_protocol import LoomModel, TaskStatus
 from loom_protocol.http import ErrorBody
+from loom_protocol.limits import bad_text
 from pydantic import AfterValidator, Field
+from starlette.requests import HTTPConnection
 
 from . import store, task_search
 from .cursor import CursorError, Order, decode_cursor, encode_cursor
@@ -21,13 +23,35 @@ from .memory import MemoryEvent, node_memory, replay
 from .state import StateDep
 from .task_models import CostFigures, SessionDetail, SessionTask, SessionTotals, TaskPage, TaskSummary
 
-router = APIRouter(tags=["studio"], responses={code: {"model": ErrorBody} for code in (404, 422, 500, 503)})
+
+def _storable_request(request: HTTPConnection) -> None:
+    """Refuse (422) a path or query value PostgreSQL cannot hold: a NUL or a lone surrogate."""
+    places = [("path", k, v) for k, v in request.path_params.items() if isinstance(v, str)]
+    places += [("query", k, v) for k, v in request.query_params.multi_items()]
+    for where, name, value in places:
+        if (what := bad_text(value)) is not None or (what := bad_text(name)) is not None:
+            raise RequestValidationError(
+                [{"loc": (where, name if bad_text(name) is None else "?"), "msg": f"contains {what}"}]
+            )
+
+
+router = APIRouter(
+    tags=["studio"],
+    responses={code: {"model": ErrorBody} for code in (404, 422, 500, 503)},
+    dependencies=[Depends(_storable_request)],
+)
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+_MAX_BUCKET_S = 366 * 86_400
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    """Query times: RFC 3339 or Unix seconds; a time without a zone is taken as UTC."""
+    """Query times: RFC 3339 or Unix seconds; a time without a zone is taken as UTC; 1970 to 9000."""
     if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
+        value = value.replace(tzinfo=UTC)
+    if value is not None and not _EARLIEST <= value <= _LATEST:
+        raise ValueError(f"times must be from {_EARLIEST.isoformat()} to {_LATEST.isoformat()}")
     return value
 
 
@@ -295,7 +319,11 @@ async def get_metrics(
     start_time: Annotated[Time, Query(description=_TIME_DOC + "; default: an hour before end_time")] = None,
     end_time: Annotated[Time, Query(description=_TIME_DOC + "; default: now")] = None,
     bucket: Annotated[
-        str, Query(description="bucket width: 1m, 5m, 15m, 1h, 6h, 1d, or seconds (a multiple of 60)")
+        str,
+        Query(
+            max_length=16,
+            description="bucket width: 1m, 5m, 15m, 1h, 6h, 1d, or seconds (a multiple of 60)",
+        ),
     ] = "1m",
     group_by: Annotated[
         GroupBy, Query(description="action = the events' subject (llm:<model>, tool:<name>)")
@@ -315,13 +343,14 @@ async def get_metrics(
     ``agent``, ``session_id`` and ``task_id``."""
     bucket_s = _BUCKETS.get(bucket)
     if bucket_s is None:
-        if not bucket.isdigit() or int(bucket) < 60 or int(bucket) % 60:
+        if not bucket.isdigit() or int(bucket) < 60 or int(bucket) % 60 or int(bucket) > _MAX_BUCKET_S:
             raise _unprocessable(
-                "bucket must be 1m, 5m, 15m, 1h, 6h, 1d or a multiple of 60 seconds", "bucket"
+                f"bucket must be 1m, 5m, 15m, 1h, 6h, 1d or a multiple of 60 seconds up to {_MAX_BUCKET_S}",
+                "bucket",
             )
         bucket_s = int(bucket)
     end = end_time or datetime.now(UTC)
-    start = start_time or end - timedelta(hours=1)
+    start = start_time or max(end - timedelta(hours=1), _EARLIEST)
     _check_range(start, end)
     if (end - start).total_seconds() / bucket_s > 10_000:
         raise _unprocessable("more than 10000 buckets: use a wider bucket or a shorter range", "bucket")

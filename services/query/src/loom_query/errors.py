@@ -1,7 +1,8 @@
 """How the query API answers errors: the one error body of every Loom API.
 
 A database error is told apart: unavailable (503), a query cancelled by the statement timeout
-(503) or a failed query (500).
+(503), a data exception caused by the request's values (a NUL character, a time or number out of
+range, SQLSTATE class 22: 422) or a failed query (500).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from starlette.exceptions import HTTPException
 # 08 connection exception, 53 insufficient resources, 55 object not in prerequisite state
 # (e.g. the database does not allow connections), 57 operator intervention (shutdown, cancel)
 _UNAVAILABLE = ("08", "53", "55", "57")
+# 22 data exception: a value (from the request, or summed over stored rows) out of range
+_DATA_EXCEPTION = "22"
 
 
 def database_error(exc: Exception) -> tuple[int, ErrorBody]:
@@ -28,6 +31,9 @@ def database_error(exc: Exception) -> tuple[int, ErrorBody]:
             503, "the query took too long and was cancelled; narrow it", code="query_timeout"
         )
     state = getattr(exc, "sqlstate", None) or ""
+    if isinstance(exc, asyncpg.PostgresError) and state[:2] == _DATA_EXCEPTION:
+        message = f"a value is out of what the database can hold or compute: {exc}; narrow the request"
+        return 422, ErrorBody.of(422, message, code="out_of_range")
     if isinstance(exc, asyncpg.PostgresError) and state[:2] not in _UNAVAILABLE:
         return 500, ErrorBody.of(500, f"query failed: {type(exc).__name__}: {exc}", code="query_failed")
     return 503, ErrorBody.of(

@@ -66,7 +66,9 @@ def build_router(
 
     @dead_letters.add_handler(ValidationError)
     async def dead_letter(exc: ValidationError, message: NatsMessage) -> None:
-        await reject(broker, message.raw_message.subject, message.body, validation_reason(exc))
+        reason = validation_reason(exc)
+        log.warning("message on %s refused: %s", message.raw_message.subject, reason)
+        await reject(broker, message.raw_message.subject, message.body, reason)
 
     router = NatsRouter(middlewares=[dead_letters])
 

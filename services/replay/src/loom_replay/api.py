@@ -22,25 +22,55 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Query, WebSocket
+from fastapi import APIRouter, Body, Depends, Query, WebSocket, WebSocketException
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from loom_protocol import ForkChanges, LoomModel
 from loom_protocol.http import ErrorBody
-from pydantic import BaseModel, ConfigDict, Field
+from loom_protocol.limits import bad_text, check_json_value
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+from starlette.requests import HTTPConnection
 
 from .errors import Invalid
 from .play import play
 from .recording import Overrides
 from .state import StateDep
 
+
+def _storable_request(connection: HTTPConnection) -> None:
+    """Refuse a path or query value nothing downstream can hold (a NUL or a lone surrogate):
+    422 over HTTP, a policy-violation close over WebSocket."""
+    places = [("path", k, v) for k, v in connection.path_params.items() if isinstance(v, str)]
+    places += [("query", k, v) for k, v in connection.query_params.multi_items()]
+    for where, name, value in places:
+        what = bad_text(name) or bad_text(value)
+        if what is None:
+            continue
+        field = name if bad_text(name) is None else "?"
+        if connection.scope["type"] == "websocket":
+            raise WebSocketException(code=1008, reason=f"{where} {field} contains {what}")
+        raise RequestValidationError([{"loc": (where, field), "msg": f"contains {what}"}])
+
+
 router = APIRouter(
-    tags=["replay"], responses={code: {"model": ErrorBody} for code in (404, 409, 410, 422, 502, 503)}
+    tags=["replay"],
+    responses={code: {"model": ErrorBody} for code in (404, 409, 410, 422, 502, 503)},
+    dependencies=[Depends(_storable_request)],
 )
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        # strings a database and JSON can hold, finite numbers, bounded nesting
+        if (reason := check_json_value(data)) is not None:
+            raise PydanticCustomError("unstorable_value", "{reason}", {"reason": reason})
+        return data
 
 
 class CreateReplay(_Model):

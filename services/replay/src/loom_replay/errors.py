@@ -62,6 +62,17 @@ class Upstream(ReplayError):
     code = "upstream_error"
 
 
+class Refused(ReplayError):
+    """The dispatcher refused the task a replay submits (a 4xx: e.g. its agent is unknown now);
+    the replay answers the same status with the dispatcher's reason."""
+
+    code = "refused_by_dispatcher"
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
 class Unavailable(ReplayError):
     status = 503
 

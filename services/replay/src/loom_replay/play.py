@@ -39,6 +39,7 @@ import asyncpg
 import orjson
 from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
+from loom_protocol.limits import bad_text
 from prometheus_client import Counter, Gauge
 
 from . import fold
@@ -82,6 +83,8 @@ def parse_breakpoint(type_: Any = None, node: Any = None, error: Any = None) -> 
     for name, value in (("type", type_), ("node", node)):
         if value is not None and (not isinstance(value, str) or not value.strip() or len(value) > 256):
             raise Invalid(f"breakpoint {name} must be a non-empty string of at most 256 characters")
+        if isinstance(value, str) and (what := bad_text(value)) is not None:
+            raise Invalid(f"breakpoint {name} must not contain {what}")
     flag: bool | None
     if error is None or isinstance(error, bool):
         flag = error

@@ -30,7 +30,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from .config import Settings
-from .errors import Conflict, Invalid, NotFound, Upstream
+from .errors import Conflict, Invalid, NotFound, Refused, Upstream
 from .recording import (
     Overrides,
     TaskHistory,
@@ -227,6 +227,11 @@ class Runs:
             )
         except httpx.HTTPError as exc:
             raise Upstream(f"the dispatcher at {self.dispatcher.base_url} is unreachable: {exc!r}") from None
+        if 400 <= response.status_code < 500:
+            raise Refused(
+                response.status_code,
+                f"the dispatcher refused the task: HTTP {response.status_code}: {response.text[:500]}",
+            )
         if response.status_code >= 400:
             raise Upstream(
                 f"the dispatcher refused the task: HTTP {response.status_code}: {response.text[:500]}"

@@ -16,6 +16,7 @@ Every key expires after ``ttl_s`` without use.
 from __future__ import annotations
 
 import json
+import re
 import time
 import zlib
 from dataclasses import dataclass
@@ -63,6 +64,10 @@ def unpack(raw: bytes) -> Any:
     return orjson.loads(zlib.decompress(raw))
 
 
+_SESSION_ID = re.compile(r"[0-9a-f]{32}")
+"""What a session id is (a uuid4 in hex, engine.py): anything else names no session."""
+
+
 class SessionStore:
     def __init__(self, redis: Redis, prefix: str, ttl_s: float) -> None:
         self.redis = redis
@@ -96,6 +101,8 @@ class SessionStore:
 
     async def get(self, session_id: str) -> Session:
         """The session (its keys' expiry renewed), or SessionNotFound."""
+        if _SESSION_ID.fullmatch(session_id) is None:  # e.g. "<id>:anchors" is another key's name
+            raise SessionNotFound(session_id)
         raw = await self.redis.hgetall(self.key(session_id))
         if not raw:
             raise SessionNotFound(session_id)
@@ -117,6 +124,8 @@ class SessionStore:
             await pipe.execute()
 
     async def delete(self, session_id: str) -> bool:
+        if _SESSION_ID.fullmatch(session_id) is None:
+            return False
         removed = await self.redis.delete(*self._keys(session_id))
         return bool(removed)
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from loom_protocol import ApprovalInput, Task, TaskStatus, TraceContext, is_terminal
 from loom_protocol.base import new_id
+from loom_protocol.limits import MAX_TASK_BYTES, check_json_value
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
@@ -214,6 +215,13 @@ async def _new_task(call: Call, request: SendMessageRequest) -> Start:
         )
     except ValidationError as exc:
         raise errors.invalid_fields(exc) from exc
+    for name, value in (("parameters", parameters), ("metadata", metadata)):
+        if (problem := check_json_value(value)) is not None:  # NUL, lone surrogates, NaN, depth
+            raise errors.invalid_params(f"message {name}: {problem}", [(f"message.{name}", problem)])
+    if (task_size := len(task.to_json())) > MAX_TASK_BYTES:  # the assignment must fit NATS' payload
+        raise errors.invalid_params(
+            f"the task is {task_size} bytes as JSON; the limit is {MAX_TASK_BYTES} bytes"
+        )
     known = True if wants_to_wait(task) else await state.dispatcher.is_known(agent_id)
     refused = known is False
 
