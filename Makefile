@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 export PATH := $(HOME)/.local/bin:$(PATH)
 
-.PHONY: up down ps infra sync test lint typecheck unit component integration deploy-check bench schema test-real-model chaos \
+.PHONY: up down ps infra sync test lint typecheck unit component integration deploy-check bench schema test-real-model chaos test-cluster \
 	images compose-smoke
 
 up:            ## install what is missing, start infrastructure and every service, wait for /healthz
@@ -51,6 +51,9 @@ integration:   ## services as processes: kill, crash, drain, multi-replica, trac
 
 chaos:         ## fault injection: 7 faults x 80 tasks on a stack of its own; prints the figures per fault
 	$(UV) run --frozen pytest -m chaos tests/chaos -p no:cacheprovider
+
+test-cluster:  ## opt-in: a 3-node NATS cluster loses the node leading LOOM_TASKS and a dispatcher mid-run
+	$(UV) run --frozen pytest -m cluster tests/chaos -p no:cacheprovider
 
 test-real-model: ## opt-in: a calculator task on a real small model (SmolLM2-135M on llama-cpp-python); the first run builds .realmodel-venv (~4 min)
 	@bash scripts/realmodel_env.sh

@@ -11,6 +11,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "chaos: fault injection against a stack of processes of the test's own (tests/chaos)"
     )
+    config.addinivalue_line(
+        "markers", "cluster: a 3-node NATS cluster losing its stream leader (opt-in: make test-cluster)"
+    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

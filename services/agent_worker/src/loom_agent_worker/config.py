@@ -34,8 +34,9 @@ class Settings(BaseSettings, ServiceSettings):
     publish_timeout_s: float = Field(default=5.0, gt=0)
     report_retries: int = Field(default=5, ge=0, le=50)
     report_backoff_s: float = Field(default=0.5, ge=0)
-    event_retries: int = Field(default=3, ge=0, le=50)
-    event_backoff_s: float = Field(default=0.2, ge=0)
+    # 6 from 0.25 s: about 16 s of retries, longer than a stream's leader election on a cluster
+    event_retries: int = Field(default=6, ge=0, le=50)
+    event_backoff_s: float = Field(default=0.25, ge=0)
 
     llm_provider: str = "scripted"
     llm_base_url: str = "http://127.0.0.1:11434/v1"

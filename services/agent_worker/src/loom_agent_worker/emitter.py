@@ -72,8 +72,8 @@ class EventEmitter:
         capacity: int,
         batch: int = 256,
         *,
-        retries: int = 3,
-        retry_backoff_s: float = 0.2,
+        retries: int = 6,
+        retry_backoff_s: float = 0.25,
         outbox: Outbox | None = None,
     ) -> None:
         self._outbox = outbox or Outbox(broker)

@@ -20,11 +20,19 @@ from loom_client import AsyncLoomClient
 
 from tests.chaos.audit import audit, row_count, stream_message_count, terminal_count
 from tests.integration.events_support import FAST_INGEST, fresh_database
+from tests.integration.harness import (
+    REDIS_URL,
+    VENV_BIN,
+    Process,
+    Service,
+    delete_redis_keys,
+    free_port,
+    port_open,
+    wait_for,
+)
+from tests.integration.task_support import sleepy
 
-from .harness import REDIS_URL, VENV_BIN, Process, Service, delete_redis_keys, free_port, port_open, wait_for
-from .task_support import sleepy
-
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 TASKS = 90
 CLUSTER = "loomtest"
