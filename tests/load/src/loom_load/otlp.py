@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import socket
 import struct
@@ -39,7 +38,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .search import free_port, repo_root
+from .search import free_port, repo_root, service_process, stop_process
 from .settings import resolve_targets
 
 ROWS_PER_TRACE = 5  # agent.answer + llm.request + llm.usage + tool.call + tool.result
@@ -214,56 +213,7 @@ def nats_server(work: Path, log: Path | None) -> Iterator[str]:
             time.sleep(0.05)
         yield f"nats://127.0.0.1:{port}"
     finally:
-        _stop(proc)
-        if log_file is not None:
-            log_file.close()
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
-
-
-def ingest_command(repo: Path) -> list[str]:
-    """How to run the workspace's ingest service: its venv's python, else through uv."""
-    python = repo / ".venv" / "bin" / "python"
-    if python.exists():
-        return [str(python), "-m", "loom_ingest"]
-    uv = shutil.which("uv") or "uv"
-    return [uv, "run", "--frozen", "--project", str(repo), "python", "-m", "loom_ingest"]
-
-
-@contextlib.contextmanager
-def ingest_service(
-    repo: Path, database_url: str, nats_url: str, port: int, log: Path | None
-) -> Iterator[str]:
-    """An ingest process on 127.0.0.1:``port``; stopped (TERM, then KILL) on exit."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-    env.update(
-        {
-            "LOOM_DATABASE_URL": database_url,
-            "LOOM_NATS_URL": nats_url,
-            "LOOM_HTTP_HOST": "127.0.0.1",
-            "LOOM_HTTP_PORT": str(port),
-            "LOOM_LOG_LEVEL": "WARNING",
-        }
-    )
-    log_file = log.open("ab") if log is not None else None
-    proc = subprocess.Popen(
-        ingest_command(repo),
-        env=env,
-        cwd=repo,
-        stdout=log_file or subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        _stop(proc)
+        stop_process(proc)
         if log_file is not None:
             log_file.close()
 
@@ -399,7 +349,7 @@ async def run_otlp_bench(
     with tempfile.TemporaryDirectory(prefix="loom-otlp-bench-") as work:
         with nats_server(Path(work), log) as nats_url:
             async with empty_database(database_url) as url:
-                with ingest_service(repo, url, nats_url, free_port(), log) as base_url:
+                with service_process("loom_ingest", repo, url, nats_url, free_port(), log) as base_url:
                     async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
                         await wait_ready(client, deadline)
                         out["setup_s"] = round(time.monotonic() - started, 1)

@@ -432,18 +432,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def query_command(repo: Path) -> list[str]:
-    """How to run the workspace's query service: its venv's python, else through uv."""
+def service_command(repo: Path, module: str) -> list[str]:
+    """How to run a workspace service (``loom_query``, ``loom_ingest``): its venv's python, else
+    through uv."""
     python = repo / ".venv" / "bin" / "python"
     if python.exists():
-        return [str(python), "-m", "loom_query"]
+        return [str(python), "-m", module]
     uv = shutil.which("uv") or "uv"
-    return [uv, "run", "--frozen", "--project", str(repo), "python", "-m", "loom_query"]
+    return [uv, "run", "--frozen", "--project", str(repo), "python", "-m", module]
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """TERM, then KILL after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 @contextlib.contextmanager
-def query_service(repo: Path, database_url: str, nats_url: str, port: int, log: Path | None) -> Iterator[str]:
-    """A query service process on 127.0.0.1:``port``; stopped (TERM, then KILL) on exit."""
+def service_process(
+    module: str, repo: Path, database_url: str, nats_url: str, port: int, log: Path | None
+) -> Iterator[str]:
+    """A workspace service process on 127.0.0.1:``port``; stopped (TERM, then KILL) on exit."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(
         {
@@ -456,7 +469,7 @@ def query_service(repo: Path, database_url: str, nats_url: str, port: int, log: 
     )
     log_file = log.open("ab") if log is not None else None
     proc = subprocess.Popen(
-        query_command(repo),
+        service_command(repo, module),
         env=env,
         cwd=repo,
         stdout=log_file or subprocess.DEVNULL,
@@ -465,12 +478,7 @@ def query_service(repo: Path, database_url: str, nats_url: str, port: int, log: 
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc)
         if log_file is not None:
             log_file.close()
 
@@ -507,7 +515,7 @@ async def run_search_bench(
     out: dict[str, Any] = {"requests_per_scenario": requests, "concurrency": 1}
     async with scratch_database(database_url, repo) as url:
         out["dataset"] = await fill(url, data)
-        with query_service(repo, url, nats_url, free_port(), log) as base_url:
+        with service_process("loom_query", repo, url, nats_url, free_port(), log) as base_url:
             async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
                 await wait_ready(client, 30)
                 out["setup_s"] = round(time.perf_counter() - started, 1)
