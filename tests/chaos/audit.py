@@ -120,8 +120,10 @@ async def audit(fault: str, js: Any, database_url: str, task_ids: list[str]) -> 
     per_task = collections.Counter(r["task_id"] for r in answers)
     figures.twice = sorted(t for t, n in per_task.items() if n > 1)
     figures.executed_twice = len(figures.twice)
-    answered_by = {(r["task_id"], r["instance_id"]) for r in answers}
-    figures.without_events = sorted(t for t, inst in completed.items() if (t, inst) not in answered_by)
+    # the answer of a task's one execution, from whichever attempt ran its last step: an attempt
+    # that resumed from the journal after an earlier one answered restores that step and does
+    # not emit its answer again, so the task's final instance need not be the one that answered
+    figures.without_events = sorted(t for t in completed if t not in per_task)
     figures.executions_without_events = len(figures.without_events)
 
     in_stream = await stream_ids(js)

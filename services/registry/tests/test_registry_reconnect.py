@@ -1,15 +1,20 @@
-"""No false evictions: a registry whose NATS server goes away and comes back evicts no live
-worker, and still evicts a dead one within its heartbeat TTL. A nats-server of the test's own
-(stopped and started again on the same port and store), the real Redis (``redis`` fixture)."""
+"""No false evictions: a registry whose NATS server or Redis goes away and comes back evicts no
+live worker, and still evicts a dead one within its heartbeat TTL. A nats-server of the test's own
+(stopped and started again on the same port and store), the real Redis (``redis`` fixture), and for
+the Redis outage a redis-server of the test's own (append-only file on, so the heartbeat keys and
+their expiry times survive the restart)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import nats
@@ -22,6 +27,9 @@ from loom_registry.handlers import build_router
 from loom_registry.membership import Membership
 from nats.aio.client import Client
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 
 INTERVAL_S = 0.2  # the worker's heartbeat interval: its key expires after 3 of them (0.6 s)
 
@@ -81,8 +89,9 @@ async def until(condition: Callable[[], Awaitable[bool]], timeout_s: float = 15.
 class Worker:
     """Heartbeats like the agent-worker: on a timer, and at once on every reconnect."""
 
-    def __init__(self, instance_id: str) -> None:
+    def __init__(self, instance_id: str, interval_s: float = INTERVAL_S) -> None:
         self.instance_id = instance_id
+        self.interval_s = interval_s
         self.nc: Client | None = None
         self.beating = True
         self.last_beat = 0.0
@@ -97,7 +106,7 @@ class Worker:
             pid=1,
             load=InstanceLoad(in_flight=0, capacity=1),
             version="test",
-            interval_s=INTERVAL_S,
+            interval_s=self.interval_s,
         ).to_json()
 
     async def beat(self) -> None:
@@ -121,7 +130,7 @@ class Worker:
                 await self.beat()
             except nats.errors.Error:  # disconnected: the next beat tries again
                 pass
-            await asyncio.sleep(INTERVAL_S)
+            await asyncio.sleep(self.interval_s)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -146,11 +155,45 @@ class CountingMembership(Membership):
         return gone
 
 
-@pytest.fixture
-async def registry(
-    server: NatsServer, redis: tuple[Redis, str]
+class RedisServer:
+    """One redis-server process on a fixed port and data folder, which a test stops and starts."""
+
+    def __init__(self, data: Path) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port: int = s.getsockname()[1]
+        data.mkdir(parents=True, exist_ok=True)
+        self._data = data
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server") or "redis-server"
+        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
+        self._proc = subprocess.Popen(  # noqa: S603
+            [*argv, "--dir", str(self._data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as s:
+                s.settimeout(0.2)
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            assert self._proc.poll() is None, "redis-server exited"
+            assert time.monotonic() < deadline, "redis-server did not start in time"
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGTERM: redis-server writes its append-only file out and exits."""
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+            self._proc = None
+
+
+@asynccontextmanager
+async def running_registry(
+    server: NatsServer, client: Redis, prefix: str
 ) -> AsyncIterator[tuple[NatsBroker, CountingMembership, EvictionHold]]:
-    client, prefix = redis
     membership = CountingMembership(client, prefix)
     holder: list[EvictionHold] = []
 
@@ -182,6 +225,15 @@ async def registry(
         stop.set()
         await asyncio.wait({sweeper}, timeout=5)
         await broker.stop()
+
+
+@pytest.fixture
+async def registry(
+    server: NatsServer, redis: tuple[Redis, str]
+) -> AsyncIterator[tuple[NatsBroker, CountingMembership, EvictionHold]]:
+    client, prefix = redis
+    async with running_registry(server, client, prefix) as running:
+        yield running
 
 
 async def test_a_registry_that_loses_nats_evicts_no_live_worker_and_still_evicts_a_dead_one(
@@ -238,6 +290,52 @@ async def test_a_registry_that_loses_nats_evicts_no_live_worker_and_still_evicts
         assert at - last <= 3 * INTERVAL_S + 0.5
     finally:
         await worker.stop()
+
+
+async def test_a_registry_whose_redis_restarts_evicts_no_live_worker_and_still_evicts_a_dead_one(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    # no retries: a sweep during the outage fails at once, and the first one after the restart
+    # runs before the next heartbeat (sweeps every 0.05 s, heartbeats every second)
+    client = Redis(
+        host="127.0.0.1", port=own.port, decode_responses=True, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
+    worker = Worker("w1", interval_s=1.0)
+    try:
+        async with running_registry(server, client, "loom-test") as (_, membership, _hold):
+            await worker.start(server.url)
+
+            async def recorded() -> bool:
+                with contextlib.suppress(OSError, RedisError):
+                    return bool(await client.exists("loom-test:reg:inst:w1"))
+                return False
+
+            await until(recorded)
+            own.stop()  # heartbeats keep coming, nothing can store them; the key's expiry passes
+            await asyncio.sleep(3 * worker.interval_s + 0.5)  # the outage itself, longer than the key's TTL
+            own.start()  # the append-only file brings back reg:known with w1, its key expired
+            sweeps_at_restart = membership.sweeps
+
+            async def sweeps_after_grace() -> bool:
+                return membership.sweeps >= sweeps_at_restart + 40  # 2 s of sweeps: past the 1 s grace
+
+            await until(sweeps_after_grace)
+            assert membership.evicted == []
+            assert "w1" in await client.smembers("loom-test:reg:known")
+
+            worker.beating = False  # a real death is still seen
+
+            async def evicted() -> bool:
+                return bool(membership.evicted)
+
+            await until(evicted)
+            assert membership.evicted[0][0] == "w1"
+    finally:
+        await worker.stop()
+        await client.aclose()
+        own.stop()
 
 
 async def test_evictions_are_held_while_disconnected_and_for_the_grace_after() -> None:

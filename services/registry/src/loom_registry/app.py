@@ -53,7 +53,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reconnected_cb=on_reconnected,
         **broker_logging(),
     )
-    redis = Redis.from_url(settings.redis_url, decode_responses=True)  # connects on first use
+    # connects on first use; a Redis that stops answering fails a call in seconds, not never
+    redis = Redis.from_url(
+        settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
+    )
     membership = Membership(redis, settings.redis_prefix, settings.missed_heartbeats)
     mirror = (
         ConsulMirror(settings.consul_url, settings.missed_heartbeats, settings.consul_token)

@@ -15,8 +15,8 @@ class Settings(BaseSettings, ServiceSettings):
     missed_heartbeats: int = 3
     sweep_interval_s: float = 0.25
     startup_grace_s: float = 3.0
-    # evictions are held while the registry's broker connection is down and this long after it
-    # is back: heartbeats sent meanwhile had nowhere to go (eviction.py)
+    # evictions are held while the registry's broker connection or its Redis is down and this
+    # long after it is back: heartbeats meanwhile had nowhere to go or to be stored (eviction.py)
     reconnect_grace_s: float = 3.0
     consul_url: str = ""  # e.g. http://127.0.0.1:8500 to mirror instances into Consul; empty: off
     consul_token: str | None = None

@@ -19,7 +19,9 @@ from .membership import Membership
 log = logging.getLogger(__name__)
 INSTANCES = Gauge("loom_registry_instances", "Live instances known to the registry")
 HOLDS = Counter(
-    "loom_registry_eviction_holds_total", "Times evictions were held: the registry lost its broker connection"
+    "loom_registry_eviction_holds_total",
+    "Times evictions were held: the registry lost its broker connection or its Redis",
+    ["lost"],
 )
 HEARTBEAT_AGE = Gauge(
     "loom_registry_heartbeat_age_seconds", "Age of each instance's last heartbeat", ["instance"]
@@ -27,14 +29,16 @@ HEARTBEAT_AGE = Gauge(
 
 
 class EvictionHold:
-    """When evictions are held: while the registry's own broker connection is down, and for
-    ``grace_s`` after it comes back (and after start-up).
+    """When evictions are held: while the registry's own broker connection is down, while its
+    Redis does not answer, and for ``grace_s`` after either comes back (and after start-up).
 
-    A heartbeat gap that coincides with the registry's loss of the broker says nothing about the
-    instance: its heartbeats had nowhere to go. The keys in Redis expire all the same, so
-    without the hold every live instance would be declared down at the reconnect. Fed by the
-    broker's connection callbacks (:meth:`lost`, :meth:`back`) and by :meth:`check`, which
-    polls the connection on every sweep (a drop too short for the callbacks is still seen).
+    A heartbeat gap that coincides with the registry's loss of the broker or of Redis says
+    nothing about the instance: its heartbeats had nowhere to go, or could not be stored. The
+    keys in Redis expire all the same, so without the hold every live instance would be
+    declared down when the connection comes back. Fed by the broker's connection callbacks
+    (:meth:`lost`, :meth:`back`), by :meth:`check`, which polls the broker connection on every
+    sweep (a drop too short for the callbacks is still seen), and by :meth:`store`, which the
+    sweep calls with the outcome of its Redis ping.
     """
 
     def __init__(
@@ -42,29 +46,36 @@ class EvictionHold:
     ) -> None:
         self._grace_s = grace_s
         self._connected = connected
-        self._down = False
+        self._down: set[str] = set()  # "broker", "redis"
         # a registry that was down saw no heartbeats
         self._until = time.monotonic() + (grace_s if startup_grace_s is None else startup_grace_s)
 
-    def lost(self) -> None:
-        if not self._down:
-            HOLDS.inc()
+    def lost(self, what: str = "broker") -> None:
+        if what not in self._down:
+            HOLDS.labels(what).inc()
             log.warning(
-                "broker connection lost: evictions held until it is back and %g s more", self._grace_s
+                "%s connection lost: evictions held until it is back and %g s more", what, self._grace_s
             )
-        self._down = True
+        self._down.add(what)
 
-    def back(self) -> None:
-        self._down = False
+    def back(self, what: str = "broker") -> None:
+        self._down.discard(what)
         self._until = max(self._until, time.monotonic() + self._grace_s)
-        log.info("broker connection back: evictions held %g s more", self._grace_s)
+        log.info("%s connection back: evictions held %g s more", what, self._grace_s)
+
+    def store(self, answers: bool) -> None:
+        """The outcome of a Redis ping: holds evictions while Redis is unreachable."""
+        if not answers:
+            self.lost("redis")
+        elif "redis" in self._down:
+            self.back("redis")
 
     def check(self) -> bool:
         """True when an eviction may happen now."""
         connected = self._connected()
         if not connected:
             self.lost()
-        elif self._down:
+        elif "broker" in self._down:
             self.back()
         return connected and not self._down and time.monotonic() >= self._until
 
@@ -88,10 +99,12 @@ async def evict_forever(
 ) -> None:
     """Evict instances whose heartbeats expired every ``interval_s`` until ``stop`` is set (an event,
     not cancellation, which a library may swallow); never while ``hold`` holds evictions (by
-    default: for ``grace_s`` after start-up and after every reconnect, and while disconnected)."""
+    default: for ``grace_s`` after start-up and after every reconnect to NATS or Redis, and while
+    either is unreachable)."""
     hold = hold or EvictionHold(grace_s, lambda: is_connected(broker))
     while not stop.is_set():
         try:
+            hold.store(await membership.ping())
             evicted = await membership.evict_expired() if hold.check() else []
             for instance_id in evicted:
                 log.warning("instance down: missed heartbeats", extra={"instance_id": instance_id})
