@@ -4,8 +4,8 @@
 # project's own Docker daemon, against infrastructure on this machine: a nats-server of its own
 # (127.0.0.1:$LOOM_SMOKE_NATS_PORT, a fresh JetStream store), the machine's Redis (keys under a
 # prefix of this run) and TimescaleDB (a database of its own, recreated).
-# It waits for every container's healthcheck, submits a calculator task through the
-# containerised dispatcher, reads its events back through the containerised query service,
+# It waits for every container's healthcheck, checks that a call without the run's API key is
+# refused (401), submits a calculator task (with the key) through the containerised dispatcher, reads its events back through the containerised query service,
 # SIGKILLs one service's main process from the host (by pid) and waits for the restart policy
 # to bring it back, submits a second task, and tears everything down (containers, the
 # nats-server, the database, the keys, the daemon if it started it) even on failure.
@@ -106,6 +106,10 @@ export LOOM_COMPOSE_NATS_URL="nats://127.0.0.1:$NATS_PORT"
 export LOOM_COMPOSE_REDIS_URL="$REDIS_URL"
 export LOOM_COMPOSE_REDIS_PREFIX="$PREFIX"
 export LOOM_COMPOSE_DATABASE_URL="postgresql://postgres@127.0.0.1:$TSDB_PORT/$DB"
+# an API key of this run: every service requires it (docs/security.md)
+API_KEY="loom_smoke_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export LOOM_API_KEYS="$API_KEY"
+AUTH="Authorization: Bearer $API_KEY"
 
 # ------------------------------------------------------------------ up, healthy
 t0=$SECONDS
@@ -120,7 +124,7 @@ task() {
   # Submit a calculator task through the dispatcher, wait for its answer; print "id<TAB>result".
   local out
   out="$(curl -sS --fail-with-body --max-time 60 -X POST "$DISPATCHER/api/tasks?wait=45&waitForAgent=true" \
-    -H 'content-type: application/json' \
+    -H 'content-type: application/json' -H "$AUTH" \
     -d '{"targetAgent":"calculator","action":"execute","parameters":{"prompt":"what is (2+3)*4?"}}')" ||
     die "POST $DISPATCHER/api/tasks: $out"
   python3 - "$out" <<'PY'
@@ -139,7 +143,7 @@ events_of() {
   # Wait until query has the task's events through its end; print the event count.
   local id="$1" deadline=$((SECONDS + 60)) body count
   while :; do
-    body="$(curl -sS --max-time 10 "$QUERY/api/tasks/$id" || true)"
+    body="$(curl -sS --max-time 10 -H "$AUTH" "$QUERY/api/tasks/$id" || true)"
     count="$(python3 - "$body" <<'PY'
 import json, sys
 try:
@@ -156,6 +160,12 @@ PY
     sleep 0.5
   done
 }
+
+for url in "$DISPATCHER/api/tasks/none" "$QUERY/api/tasks"; do
+  code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 "$url")"
+  [ "$code" = 401 ] || die "GET $url without a key answered $code, not 401"
+done
+log "a call without the API key is refused (401)"
 
 IFS=$'\t' read -r task_id result < <(task) || die "the first task failed"
 [ -n "${task_id:-}" ] || die "the first task failed"

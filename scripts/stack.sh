@@ -83,13 +83,26 @@ ensure_chromium() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 }
 
+dev_api_key() {
+  # the local stack's admin API key: made once, kept in .loom/api-key (only this user reads it)
+  local file="$STATE/api-key"
+  if [ ! -s "$file" ]; then
+    (umask 077; "$VENV/bin/python" -c 'from loom_protocol.auth import new_api_key; print(new_api_key())' > "$file")
+  fi
+  cat "$file"
+}
+
 write_env() {
-  # local connection settings for services, tests and tools (pydantic-settings env_file)
+  # local connection settings for services, tests and tools (pydantic-settings env_file);
+  # LOOM_API_KEY is what the CLI, the SDK and `make bench` send (the services get it as
+  # LOOM_API_KEYS from supervisord's environment, see up)
   cat > "$ROOT/.env" <<ENV
 LOOM_NATS_URL=nats://127.0.0.1:$NATS_PORT
 LOOM_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 LOOM_DATABASE_URL=postgresql://postgres@127.0.0.1:$TSDB_PORT/loom
+LOOM_API_KEY=$(dev_api_key)
 ENV
+  chmod 600 "$ROOT/.env"
 }
 
 infra() {
@@ -107,6 +120,8 @@ supervisor_running() { [ -S "$RUN/supervisor.sock" ] && "$VENV/bin/supervisorctl
 
 up() {
   infra
+  LOOM_API_KEYS="$(dev_api_key)"  # every service requires it (docs/security.md)
+  export LOOM_API_KEYS
   if supervisor_running; then
     "$VENV/bin/supervisorctl" -c "$ROOT/deploy/local/supervisord.conf" update >/dev/null
   else
@@ -114,7 +129,7 @@ up() {
     "$VENV/bin/supervisord" -c "$ROOT/deploy/local/supervisord.conf"
   fi
   "$VENV/bin/python" "$ROOT/scripts/stack_status.py" --wait 60
-  echo "Studio: http://127.0.0.1:8004/"
+  echo "Studio: http://127.0.0.1:8004/  (API key: LOOM_API_KEY in .env; the CLI and SDK read it from there)"
 }
 
 down() {

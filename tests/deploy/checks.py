@@ -413,6 +413,9 @@ def compose_matches_services(
             problems.append(
                 f"{n}: port {svc['port']} is not published as {svc['port']}:{svc['port']} (got {published})"
             )
+        exposed = [p for p in c.get("ports") or [] if p.get("host_ip") != "127.0.0.1"]
+        if exposed:  # LOOM_BIND_ADDRESS unset: only this machine reaches the services
+            problems.append(f"{n}: ports published beyond 127.0.0.1 by default: {exposed}")
         deps = c.get("depends_on") or {}
         if set(deps) != set(svc["needs"]):
             problems.append(f"{n}: depends_on {sorted(deps)} != needs {sorted(svc['needs'])}")

@@ -124,8 +124,14 @@ def test_autoscaling_and_disruption_budgets(which: str, rendered: dict, services
         assert all(labels.get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items())
 
 
+def test_ingress_is_off_by_default_and_has_tls_in_prod(rendered: dict) -> None:
+    assert "loom" not in checks.objects(rendered["default"], "Ingress")
+    prod = checks.objects(rendered["prod"], "Ingress")["loom"]
+    assert prod["spec"]["tls"] == [{"secretName": "loom-tls", "hosts": ["loom.example.com"]}]
+
+
 def test_ingress_routes(rendered: dict) -> None:
-    ingress = checks.objects(rendered["default"], "Ingress")["loom"]
+    ingress = checks.objects(rendered["prod"], "Ingress")["loom"]
     paths = [
         (p["path"], p["pathType"], p["backend"]["service"]["name"])
         for rule in ingress["spec"]["rules"]
@@ -136,6 +142,9 @@ def test_ingress_routes(rendered: dict) -> None:
     assert route["/api/replay"] == "replay"
     assert route["/api"] == "query"
     assert route["/ws"] == "query"
+    assert route["/api/keys"] == "dispatcher"
+    assert route["/v1/traces"] == "ingest"
+    assert route["/"] == "query"
     assert all(kind == "Prefix" for _, kind, _ in paths)
     order = [p for p, _, _ in paths]
     for i, earlier in enumerate(order):
@@ -185,7 +194,7 @@ def test_render_bites_on_short_grace_period() -> None:
 
 
 def test_render_bites_on_ingress_to_unknown_service() -> None:
-    bad = {"ingress": {"paths": [{"path": "/api", "service": "querry"}]}}
+    bad = {"ingress": {"enabled": True, "paths": [{"path": "/api", "service": "querry"}]}}
     with pytest.raises(checks.CheckFailed, match="querry"):
         checks.render_chart(checks.CHART_DIR, bad)
 

@@ -82,17 +82,32 @@ class Studio:
 
 
 @pytest.fixture(scope="module")
-async def studio(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Studio]:
+def studio_env() -> dict[str, str]:
+    """Environment the query, dispatcher and replay services get on top of the stack's: none
+    here; a module overrides this fixture (e.g. with ``LOOM_API_KEYS``)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+async def studio(
+    nats_server: NatsServer, tmp_path_factory: pytest.TempPathFactory, studio_env: dict[str, str]
+) -> AsyncIterator[Studio]:
     async with (
         fresh_database() as database_url,
         stack_of(nats_server, tmp_path_factory.mktemp("studio")) as stack,
     ):
         registry = stack.registry_service()
-        dispatcher = stack.dispatcher_service(LOOM_NO_INSTANCE_TIMEOUT_S="5", LOOM_TASK_TIMEOUT_S="60")
+        dispatcher = stack.dispatcher_service(
+            LOOM_NO_INSTANCE_TIMEOUT_S="5", LOOM_TASK_TIMEOUT_S="60", **studio_env
+        )
         worker = stack.worker_service("sw0", agents="echo,calculator,orchestrator")
         ingest = stack.add("ingest-0", "loom_ingest", {"LOOM_DATABASE_URL": database_url, **FAST_INGEST})
         replay = stack.service(
-            "replay-0", "loom_replay", LOOM_DATABASE_URL=database_url, LOOM_DISPATCHER_URL=dispatcher.url
+            "replay-0",
+            "loom_replay",
+            LOOM_DATABASE_URL=database_url,
+            LOOM_DISPATCHER_URL=dispatcher.url,
+            **studio_env,
         )
         query = stack.service(
             "query-0",
@@ -100,6 +115,7 @@ async def studio(nats_server: NatsServer, tmp_path_factory: pytest.TempPathFacto
             LOOM_DATABASE_URL=database_url,
             LOOM_DISPATCHER_URL=dispatcher.url,
             LOOM_REPLAY_URL=replay.url,
+            **studio_env,
         )
         await asyncio.gather(
             *(svc.started(120) for svc in (registry, dispatcher, worker, ingest, replay, query))
@@ -145,9 +161,19 @@ async def page_problems() -> PageProblems:
 
 
 @pytest.fixture
-async def page(chromium: Browser, page_problems: PageProblems) -> AsyncIterator[Page]:
-    """A page in a new context at 1280x800; the test fails on a console error, an uncaught
-    exception or a request to any host but 127.0.0.1 (that request is also aborted)."""
+def console_expected() -> tuple[re.Pattern[str], ...]:
+    """Console errors the test expects (e.g. the browser's note of a request refused with 401):
+    none here; a module overrides this fixture. Any other console error fails the test."""
+    return ()
+
+
+@pytest.fixture
+async def page(
+    chromium: Browser, page_problems: PageProblems, console_expected: tuple[re.Pattern[str], ...]
+) -> AsyncIterator[Page]:
+    """A page in a new context at 1280x800; the test fails on a console error (but those of
+    ``console_expected``), an uncaught exception or a request to any host but 127.0.0.1 (that
+    request is also aborted)."""
     context: BrowserContext = await chromium.new_context(viewport=VIEWPORT, accept_downloads=True)
     problems = page_problems
 
@@ -159,7 +185,7 @@ async def page(chromium: Browser, page_problems: PageProblems) -> AsyncIterator[
             await route.abort()
 
     def on_console(msg: ConsoleMessage) -> None:
-        if msg.type == "error":
+        if msg.type == "error" and not any(p.search(msg.text) for p in console_expected):
             problems.console_errors.append(f"{msg.text} ({msg.location.get('url')})")
 
     def on_request(request: Request) -> None:  # WebSockets are not routed: checked here

@@ -87,6 +87,9 @@ async def test_every_view_loads_with_no_error_and_nothing_from_another_host(
     await expect(page.locator(f'#nav a[data-route="{route}"]')).to_have_count(1 if route != "trace" else 0)
     await page.wait_for_load_state("networkidle")
     await expect(page.locator(".view .empty.error")).to_have_count(0)
+    # a Loom without API keys: no key asked for, none shown
+    await expect(page.locator("#key-form")).to_have_count(0)
+    await expect(page.locator("#key-button")).to_have_count(0)
     await shot(route)
 
 

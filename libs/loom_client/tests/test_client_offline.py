@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -65,8 +66,9 @@ def test_submit_sends_the_wire_body_with_a_task_id_and_the_bearer_token() -> Non
 
 
 def test_no_api_key_no_authorization_header_and_settings_from_the_environment(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env here (the repository's holds the local stack's key)
     monkeypatch.setenv("LOOM_DISPATCHER_URL", "http://from-env:1")
     monkeypatch.setenv("LOOM_CLIENT_TIMEOUT_S", "3.5")
     for name in ("LOOM_API_KEY", "LOOM_QUERY_URL"):

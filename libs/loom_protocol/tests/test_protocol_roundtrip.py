@@ -12,6 +12,8 @@ from loom_protocol import (
     AgentCapability,
     AgentCard,
     AgentThought,
+    ApiKeyList,
+    ApiKeyRecord,
     ApprovalDecided,
     ApprovalDecision,
     ApprovalInput,
@@ -19,6 +21,7 @@ from loom_protocol import (
     ApprovalRequested,
     BatchError,
     CloudEvent,
+    CreatedApiKey,
     ErrorBody,
     ErrorDetail,
     ErrorReported,
@@ -45,6 +48,7 @@ from loom_protocol import (
     MemoryConsolidated,
     MemoryEntry,
     MemoryTier,
+    NewApiKey,
     PickReply,
     PickRequest,
     Readiness,
@@ -58,6 +62,7 @@ from loom_protocol import (
     ReplayMode,
     ReplayReport,
     ReplaySpec,
+    Scope,
     Task,
     TaskAction,
     TaskCancelRequested,
@@ -282,6 +287,12 @@ EXAMPLES: dict[str, LoomModel] = {
     "ErrorDetail": ErrorDetail(code="not_found", message="no task with id 'x'"),
     "FieldError": FieldError(field="query.limit", reason="too large"),
     "Liveness": Liveness.ok(),
+    "ApiKeyRecord": ApiKeyRecord.of("loom_example", "ci", [Scope.SUBMIT, Scope.READ]),
+    "NewApiKey": NewApiKey(name="ci", scopes=[Scope.READ]),
+    "CreatedApiKey": CreatedApiKey(
+        key="loom_example", record=ApiKeyRecord.of("loom_example", "ci", [Scope.ADMIN])
+    ),
+    "ApiKeyList": ApiKeyList(keys=[ApiKeyRecord.of("loom_example", "ci", [Scope.READ])]),
     "Readiness": Readiness.of("database down", nats=True, database=False),
 }
 

@@ -1,6 +1,7 @@
 """Loom Studio in the query service, without a broker or a database: the static files at ``/``
 (no API route shadowed), the proxy to the dispatcher and the replay service (method, query,
-body, status, content type through; 502/504 with the error body; no other host reachable), the
+body, status, content type and the API key through, no other credential; 502/504 with the error
+body; no other host reachable), the
 vendored libraries' checksums and the modules' imports resolving to files that exist."""
 
 from __future__ import annotations
@@ -117,6 +118,24 @@ def test_the_proxy_forwards_method_query_body_status_and_content_type() -> None:
     assert client.get("/studio-api/replay/api/replay/sessions/x").json() == {"ok": 1}
     assert str(seen[-1].url) == "http://127.0.0.1:18005/base/api/replay/sessions/x"
     assert seen[-1].method == "GET" and seen[-1].content == b""
+
+
+def test_the_proxy_passes_the_api_key_on_and_no_other_credential() -> None:
+    settings = Settings(dispatcher_url="http://127.0.0.1:18001")
+    app = create_app(settings)
+    seen: list[httpx.Request] = []
+    body = {"error": {"code": "forbidden", "message": "lacks the 'submit' scope", "scope": "submit"}}
+    app.state.studio_proxy = recording_proxy(settings, seen, httpx.Response(403, json=body))
+    client = TestClient(app)
+    resp = client.post(
+        "/studio-api/dispatcher/api/tasks/t1/cancel",
+        headers={"authorization": "Bearer loom_abc", "cookie": "session=1", "x-api-key": "other"},
+    )
+    assert resp.status_code == 403 and resp.json() == body  # the upstream's refusal, as it is
+    assert seen[-1].headers["authorization"] == "Bearer loom_abc"
+    assert "cookie" not in seen[-1].headers and "x-api-key" not in seen[-1].headers
+    client.get("/studio-api/dispatcher/api/tasks/t1")
+    assert "authorization" not in seen[-1].headers  # none given, none sent
 
 
 def test_the_proxy_reaches_only_its_two_upstreams() -> None:

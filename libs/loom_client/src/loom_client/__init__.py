@@ -13,11 +13,29 @@ Modules:
 * :mod:`loom_client.nats_submit` -- submitting over NATS JetStream.
 """
 
-from loom_protocol import CloudEvent, Task, TaskStatus, TaskStreamChunk, TaskSubmission
+from loom_protocol import (
+    ApiKeyRecord,
+    CloudEvent,
+    CreatedApiKey,
+    Scope,
+    Task,
+    TaskStatus,
+    TaskStreamChunk,
+    TaskSubmission,
+)
 
 from .aio import AsyncLoomClient
 from .client import LoomClient
-from .errors import Conflict, InvalidRequest, LoomError, NotFound, Timeout, Unavailable
+from .errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    LoomError,
+    NotFound,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+)
 from .live import AsyncLiveFeed, LiveFeed
 from .models import (
     AgentInfo,
@@ -40,12 +58,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentInfo",
+    "ApiKeyRecord",
     "AsyncLiveFeed",
     "AsyncLoomClient",
     "ClientSettings",
     "CloudEvent",
     "Conflict",
+    "CreatedApiKey",
     "Dropped",
+    "Forbidden",
     "InvalidRequest",
     "LiveFeed",
     "LiveMessage",
@@ -54,6 +75,7 @@ __all__ = [
     "NotFound",
     "ReplayFrame",
     "ReplaySession",
+    "Scope",
     "SessionDetail",
     "StreamEnd",
     "Task",
@@ -67,6 +89,7 @@ __all__ = [
     "Timeout",
     "TraceNode",
     "TraceStep",
+    "Unauthorized",
     "Unavailable",
     "join_answer",
 ]

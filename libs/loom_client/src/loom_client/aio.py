@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import httpx
 from httpx_sse import aconnect_sse
-from loom_protocol import Task, TaskSubmission
+from loom_protocol import ApiKeyRecord, CreatedApiKey, Scope, Task, TaskSubmission
 
 from . import calls
 from .calls import Call, Service
@@ -399,6 +399,21 @@ class AsyncLoomClient:
     async def agents(self) -> list[AgentInfo]:
         """Every agent with a live instance (see :meth:`LoomClient.agents`)."""
         return await self._send(calls.agents())
+
+    # -- API keys (dispatcher, admin scope) ------------------------------------------------------
+
+    async def create_key(self, name: str, scopes: Iterable[Scope | str]) -> CreatedApiKey:
+        """Create an API key; the answer holds the key, shown only this once (see
+        :meth:`LoomClient.create_key`)."""
+        return await self._send(calls.create_key(name, scopes))
+
+    async def list_keys(self) -> list[ApiKeyRecord]:
+        """The stored API keys' records, by name (see :meth:`LoomClient.list_keys`)."""
+        return await self._send(calls.list_keys())
+
+    async def revoke_key(self, key_id: str) -> None:
+        """Revoke the stored key with this ``id`` (see :meth:`LoomClient.revoke_key`)."""
+        await self._send(calls.revoke_key(key_id))
 
     # -- replay ----------------------------------------------------------------------------------
 

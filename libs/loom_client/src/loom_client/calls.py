@@ -8,14 +8,14 @@ asynchronous ``httpx`` client, so both speak exactly the same protocol.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
 import httpx
-from loom_protocol import LoomModel, Task, TaskSubmission
+from loom_protocol import ApiKeyList, ApiKeyRecord, CreatedApiKey, LoomModel, Scope, Task, TaskSubmission
 from loom_protocol.base import new_id
 from pydantic import TypeAdapter, ValidationError
 
@@ -30,14 +30,17 @@ __all__ = [
     "agents",
     "approve",
     "cancel",
+    "create_key",
     "create_replay",
     "delete_replay",
     "finish",
     "get_replay",
     "get_task",
     "jump_replay",
+    "list_keys",
     "list_tasks",
     "reject",
+    "revoke_key",
     "session",
     "step_replay",
     "stream_path",
@@ -367,3 +370,27 @@ def jump_replay(session_id: str, index: int, state: ReplayState = "none") -> Cal
     """``POST /api/replay/{id}/jump``: 422 for an index outside the session."""
     params = {"index": index, "state": state}
     return Call("replay", "POST", f"/api/replay/{_seg(session_id)}/jump", _model(ReplayFrame), params=params)
+
+
+def create_key(name: str, scopes: Iterable[Scope | str]) -> Call[CreatedApiKey]:
+    """``POST /api/keys`` of the dispatcher (admin scope): a new API key, shown in the answer only.
+
+    Not sent again after a lost answer (a second key would be made); the scopes are checked by
+    the dispatcher (422 for an unknown one).
+    """
+    body = {"name": name, "scopes": [str(scope) for scope in scopes]}
+    return Call("dispatcher", "POST", "/api/keys", _model(CreatedApiKey), json=body)
+
+
+def _key_records(response: httpx.Response) -> list[ApiKeyRecord]:
+    return ApiKeyList.model_validate_json(response.content).keys
+
+
+def list_keys() -> Call[list[ApiKeyRecord]]:
+    """``GET /api/keys`` of the dispatcher (admin scope): the stored keys' records, by name."""
+    return Call("dispatcher", "GET", "/api/keys", _key_records)
+
+
+def revoke_key(key_id: str) -> Call[None]:
+    """``DELETE /api/keys/{id}`` of the dispatcher (admin scope): 404 for an unknown id."""
+    return Call("dispatcher", "DELETE", f"/api/keys/{_seg(key_id)}", lambda _: None)

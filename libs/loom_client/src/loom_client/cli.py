@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import typer
 
-from . import cli_agents, cli_replay, cli_tail, cli_tasks, cli_trace
+from . import cli_agents, cli_keys, cli_replay, cli_tail, cli_tasks, cli_trace
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="loom",
-    help="Loom from the command line: submit and follow tasks, list agents, tail events, trace and replay.",
+    help="Loom from the command line: submit and follow tasks, list agents, tail events, trace and replay, "
+    "manage API keys.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
@@ -24,6 +25,7 @@ cli_agents.register(app)
 cli_tail.register(app)
 cli_trace.register(app)
 cli_replay.register(app)
+cli_keys.register(app)
 
 
 def main() -> None:

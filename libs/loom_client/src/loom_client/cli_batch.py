@@ -5,7 +5,8 @@ dispatcher's submission body (``targetAgent``, ``parameters``, ``sessionId``, ``
 ``taskId``...); the command's AGENT, ``--param``, ``--session`` and ``--metadata`` fill in what
 a line leaves out. Every line is checked before anything is sent. The tasks are submitted by
 an :class:`~loom_client.AsyncLoomClient`, ``--concurrency`` at a time (each waiting up to
-``--wait`` s for its end), then a table counts them by status.
+``--wait`` s for its end), then a table counts them by status. A submission refused for its API
+key (401, 403) stops the batch: the others would be refused alike.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from .cli_common import (
     out,
     print_json,
     read_source,
+    reporting_errors,
 )
 from .cli_render import STATUS_STYLES
-from .errors import LoomError, Unavailable
+from .errors import Forbidden, LoomError, Unauthorized, Unavailable
 
 __all__ = ["Outcome", "read_batch", "run", "summary_table"]
 
@@ -119,14 +121,19 @@ async def _submit_all(
     for index in range(len(submissions)):
         queue.put_nowait(index)
 
+    refused: list[LoomError] = []  # a 401 or 403: every other submission would be refused too
+
     async with AsyncLoomClient(url, max_connections=concurrency) as loom:
 
         async def worker() -> None:
-            while not queue.empty():
+            while not queue.empty() and not refused:
                 index = queue.get_nowait()
                 outcome: Outcome
                 try:
                     outcome = await loom.submit(submissions[index], wait=wait)
+                except (Unauthorized, Forbidden) as exc:
+                    refused.append(exc)
+                    return
                 except LoomError as exc:
                     outcome = exc
                 outcomes[index] = outcome
@@ -136,6 +143,8 @@ async def _submit_all(
                     progress.update(bar, advance=1, counts=shown)
 
         await asyncio.gather(*(worker() for _ in range(min(concurrency, len(submissions)))))
+    if refused:
+        raise refused[0]
     return [o for o in outcomes if o is not None]
 
 
@@ -176,7 +185,8 @@ def run(
     url: str | None,
 ) -> None:
     """Submit the batch in ``path`` ('-': stdin) and exit with its code: 0 when every task was
-    accepted (with ``wait``: completed), 1 otherwise, 2 for a bad file, 4 when nothing could be sent."""
+    accepted (with ``wait``: completed), 1 otherwise (also when the API key was refused), 2 for a bad
+    file, 4 when nothing could be sent."""
     text = read_source(str(path), "--batch")
     submissions, problems = read_batch(
         text, agent=agent, parameters=parameters, session=session, metadata=metadata
@@ -198,15 +208,18 @@ def run(
             transient=False,
         )
     try:
-        if progress is not None:
-            with progress:
+        with reporting_errors():  # a 401 or 403 stops the batch: one line, exit 1
+            if progress is not None:
+                with progress:
+                    outcomes = asyncio.run(
+                        _submit_all(
+                            submissions, wait=wait, concurrency=concurrency, url=url, progress=progress
+                        )
+                    )
+            else:
                 outcomes = asyncio.run(
-                    _submit_all(submissions, wait=wait, concurrency=concurrency, url=url, progress=progress)
+                    _submit_all(submissions, wait=wait, concurrency=concurrency, url=url, progress=None)
                 )
-        else:
-            outcomes = asyncio.run(
-                _submit_all(submissions, wait=wait, concurrency=concurrency, url=url, progress=None)
-            )
     except KeyboardInterrupt:
         fail("interrupted", EXIT_NOT_COMPLETED)
     if as_json:

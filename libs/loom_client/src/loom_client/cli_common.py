@@ -2,7 +2,8 @@
 on, how input is parsed, and how an error becomes an exit code.
 
 Exit codes: 0 success (a task command: the task completed), 1 the task failed, is dead, was
-cancelled or did not complete within ``--wait`` (also a conflict), 2 usage error (also a
+cancelled or did not complete within ``--wait`` (also a conflict, and an API key refused: 401
+without a valid ``LOOM_API_KEY``, 403 for a key without the scope), 2 usage error (also a
 request the service refused as invalid), 3 not found, 4 a service unavailable.
 """
 
@@ -20,7 +21,7 @@ from loom_protocol import LoomModel, Task, TaskStatus
 from rich.console import Console
 
 from .client import LoomClient
-from .errors import Conflict, InvalidRequest, LoomError, NotFound, Unavailable
+from .errors import Conflict, Forbidden, InvalidRequest, LoomError, NotFound, Unauthorized, Unavailable
 
 __all__ = [
     "EXIT_NOT_COMPLETED",
@@ -97,6 +98,8 @@ def client(
 
 def exit_for(exc: LoomError) -> int:
     """The exit code of a failed call."""
+    if isinstance(exc, Unauthorized | Forbidden):  # the message says which key to set
+        return EXIT_NOT_COMPLETED
     if isinstance(exc, NotFound):
         return EXIT_NOT_FOUND
     if isinstance(exc, Unavailable):

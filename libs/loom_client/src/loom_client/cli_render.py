@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from loom_protocol import CloudEvent, Task, TaskStreamChunk
+from loom_protocol import ApiKeyRecord, CloudEvent, Task, TaskStreamChunk
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
@@ -20,6 +20,7 @@ __all__ = [
     "agents_table",
     "event_line",
     "event_summary",
+    "keys_table",
     "session_view",
     "status_text",
     "task_view",
@@ -188,6 +189,18 @@ def agents_table(agents: list[AgentInfo]) -> RenderableType:
             names,
             f"{in_flight}/{capacity}",
             ", ".join(card.tools) if card is not None else "",
+        )
+    return table
+
+
+def keys_table(keys: list[ApiKeyRecord]) -> RenderableType:
+    """Stored API keys: id, name, scopes, when created and the key's first characters."""
+    table = Table(title="API keys", title_justify="left")
+    for name in ("id", "name", "scopes", "created", "hint"):
+        table.add_column(name, overflow="fold")
+    for key in keys:
+        table.add_row(
+            key.id, key.name, ", ".join(s.value for s in key.scopes), _time(key.created_at), key.hint
         )
     return table
 

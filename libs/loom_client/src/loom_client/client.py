@@ -8,14 +8,14 @@ timeout (a wait adds its own duration), and returns ``loom_protocol`` models or 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import httpx
 from httpx_sse import connect_sse
-from loom_protocol import Task, TaskSubmission
+from loom_protocol import ApiKeyRecord, CreatedApiKey, Scope, Task, TaskSubmission
 
 from . import calls
 from .calls import Call, Service
@@ -556,6 +556,46 @@ class LoomClient:
     def agents(self) -> list[AgentInfo]:
         """Every agent with a live instance, sorted by id, with its card and instances."""
         return self._send(calls.agents())
+
+    # -- API keys (dispatcher, admin scope) ------------------------------------------------------
+
+    def create_key(self, name: str, scopes: Iterable[Scope | str]) -> CreatedApiKey:
+        """Create an API key (this client's key needs the ``admin`` scope).
+
+        Args:
+            name: What the key is for (``ci``, ``grafana``...).
+            scopes: What it may do: ``read``, ``submit``, ``approve``, ``ingest``, ``admin``.
+
+        Returns:
+            The key itself (``key``: shown only this once, store it) and its ``record``.
+
+        Raises:
+            InvalidRequest: A bad name or an unknown scope (``fields``).
+            Unauthorized: This client has no valid key.
+            Forbidden: This client's key is not an admin key.
+        """
+        return self._send(calls.create_key(name, scopes))
+
+    def list_keys(self) -> list[ApiKeyRecord]:
+        """The stored API keys (never the keys themselves), by name; the services' fixed
+        ``LOOM_API_KEYS`` are not listed.
+
+        Raises:
+            Unauthorized: This client has no valid key.
+            Forbidden: This client's key is not an admin key.
+        """
+        return self._send(calls.list_keys())
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke the stored key with this ``id`` (as listed): every service refuses it within
+        a few seconds (``LOOM_API_KEYS_REFRESH_S``).
+
+        Raises:
+            NotFound: No stored key has this id.
+            Unauthorized: This client has no valid key.
+            Forbidden: This client's key is not an admin key.
+        """
+        self._send(calls.revoke_key(key_id))
 
     # -- replay ----------------------------------------------------------------------------------
 

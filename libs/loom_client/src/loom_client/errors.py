@@ -6,6 +6,8 @@ stable error code, e.g. ``unknown_agent``, ``task_id_conflict``, ``not_waiting_f
     LoomError
     ├── NotFound         404: no such task, agent, session, replay session
     ├── Conflict         409: a different body under a known task id, a task that already ended...
+    ├── Unauthorized     401: no API key, or one nobody issued (or revoked): set ``LOOM_API_KEY``
+    ├── Forbidden        403: the API key lacks the scope the call needs (``scope``)
     ├── InvalidRequest   any other 4xx: the request was refused (``fields`` say which inputs)
     ├── Unavailable      no answer: connection refused, timed out, or a 5xx / 503
     └── Timeout          a wait ran out before the task ended (``task``: how it was then)
@@ -21,12 +23,15 @@ from pydantic import ValidationError
 
 __all__ = [
     "Conflict",
+    "Forbidden",
     "InvalidRequest",
     "LoomError",
     "NotFound",
     "Timeout",
+    "Unauthorized",
     "Unavailable",
     "error_from_response",
+    "error_from_status",
     "unavailable",
 ]
 
@@ -81,6 +86,22 @@ class Conflict(LoomError):
     step past the first or last event)."""
 
 
+class Unauthorized(LoomError):
+    """HTTP 401: the service wants an API key and got none, or one it does not know (never
+    issued, or revoked). Set ``LOOM_API_KEY`` (environment or ``.env``), or pass ``api_key=``."""
+
+
+class Forbidden(LoomError):
+    """HTTP 403: the API key is valid but lacks the scope this call needs (``scope``: ``read``,
+    ``submit``, ``approve``, ``ingest`` or ``admin``)."""
+
+    @property
+    def scope(self) -> str | None:
+        """The scope the call needed, when the service said."""
+        value = self.details.get("scope")
+        return str(value) if value is not None else None
+
+
 class InvalidRequest(LoomError):
     """Any other HTTP 4xx (422, 413, 410...): the request itself was refused.
 
@@ -118,36 +139,54 @@ class Timeout(LoomError):
         self.task = task
 
 
-def _body(response: httpx.Response) -> tuple[str, str, dict[str, Any]]:
+def _body(status: int, content: bytes, reason: str) -> tuple[str, str, dict[str, Any]]:
     """(code, message, details) of an error answer: its ErrorBody, else the status's name."""
     try:
-        body = ErrorBody.model_validate_json(response.content)
+        body = ErrorBody.model_validate_json(content)
     except (ValidationError, ValueError):
-        text = response.text.strip()[:500]
-        return error_code(response.status_code), text or response.reason_phrase, {}
+        text = content.decode("utf-8", "replace").strip()[:500]
+        return error_code(status), text or reason, {}
     extra = dict(body.error.model_extra or {})
     return body.error.code, body.error.message, extra
 
 
-def error_from_response(response: httpx.Response) -> LoomError:
-    """The error that an HTTP error answer (status >= 400) stands for.
+def _auth_error(status: int, code: str, message: str, details: dict[str, Any]) -> LoomError:
+    """:class:`Unauthorized` (401) or :class:`Forbidden` (403), saying what to do about it."""
+    if status == 401:
+        hint = "set LOOM_API_KEY (or pass api_key=) to a valid API key"
+        return Unauthorized(f"{message.rstrip('.')}: {hint}", code=code, status=status, details=details)
+    scope = details.get("scope")
+    if scope is not None:
+        text = f"{message.rstrip('.')}: use a key with scope '{scope}' (or admin)"
+    else:
+        text = f"{message.rstrip('.')}: the API key lacks the scope this call needs"
+    return Forbidden(text, code=code, status=status, details=details)
+
+
+def error_from_status(status: int, content: bytes, *, where: str = "", reason: str = "") -> LoomError:
+    """The error that an HTTP error answer (status >= 400) with body ``content`` stands for.
 
     Args:
-        response: The answer, its body read.
+        status: The answer's status.
+        content: Its body (Loom's ``ErrorBody``, or anything else).
+        where: What was asked (``GET /api/tasks``), for the message of a 5xx.
+        reason: The status's phrase, the message when the body says nothing.
 
     Returns:
-        :class:`NotFound` (404), :class:`Conflict` (409), :class:`Unavailable` (5xx) or
-        :class:`InvalidRequest` (other 4xx), with the service's code, message and details.
+        :class:`Unauthorized` (401), :class:`Forbidden` (403), :class:`NotFound` (404),
+        :class:`Conflict` (409), :class:`Unavailable` (5xx) or :class:`InvalidRequest` (other
+        4xx), with the service's code, message and details.
     """
-    status = response.status_code
-    code, message, details = _body(response)
-    where = f"{response.request.method} {response.request.url.path}"
+    code, message, details = _body(status, content, reason)
+    if status in (401, 403):
+        return _auth_error(status, code, message, details)
     if status == 404:
         return NotFound(message, code=code, status=status, details=details)
     if status == 409:
         return Conflict(message, code=code, status=status, details=details)
     if status >= 500:
-        return Unavailable(f"{where}: {message}", code=code, status=status, details=details)
+        text = f"{where}: {message}" if where else message
+        return Unavailable(text, code=code, status=status, details=details)
     fields: list[FieldError] = []
     raw_fields = details.pop("fields", None)
     if isinstance(raw_fields, list):
@@ -157,6 +196,19 @@ def error_from_response(response: httpx.Response) -> LoomError:
             except ValidationError:
                 continue
     return InvalidRequest(message, code=code, status=status, details=details, fields=fields)
+
+
+def error_from_response(response: httpx.Response) -> LoomError:
+    """The error that an HTTP error answer (status >= 400) stands for (see
+    :func:`error_from_status`).
+
+    Args:
+        response: The answer, its body read.
+    """
+    where = f"{response.request.method} {response.request.url.path}"
+    return error_from_status(
+        response.status_code, response.content, where=where, reason=response.reason_phrase
+    )
 
 
 def unavailable(exc: Exception, url: str) -> Unavailable:

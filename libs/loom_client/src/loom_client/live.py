@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.sync.client import ClientConnection as SyncConnection
 from websockets.sync.client import connect as sync_connect
 
-from .errors import InvalidRequest, LoomError, NotFound, Timeout, Unavailable
+from .errors import InvalidRequest, LoomError, NotFound, Timeout, Unavailable, error_from_status
 from .models import Dropped, LiveMessage
 
 __all__ = ["AsyncLiveFeed", "LiveFeed", "live_filters", "live_url", "matches", "parse_message"]
@@ -153,6 +153,9 @@ def _open_error(exc: Exception, url: str) -> LoomError:
         status = exc.response.status_code
         if status == 404:
             return NotFound(f"{url}: no live feed here", code="not_found", status=404)
+        if status in (401, 403):  # no API key, or one without the read scope
+            body = bytes(exc.response.body or b"")
+            return error_from_status(status, body, where=url, reason=exc.response.reason_phrase)
         return Unavailable(f"{url}: refused with HTTP {status}", code="unavailable", status=status)
     if isinstance(exc, InvalidURI):
         return InvalidRequest(f"{url}: not a WebSocket URL", code="invalid_url")

@@ -17,6 +17,7 @@ alone. Every public name is re-exported here; modules:
 * :mod:`loom_protocol.subjects` -- every NATS subject (import the module: ``subjects.task_status(...)``).
 * :mod:`loom_protocol.jetstream` -- stream specs, the requests that create them and the ``Nats-Msg-Id`` rule.
 * :mod:`loom_protocol.http` -- the error body and the ops endpoints' answers of every HTTP API.
+* :mod:`loom_protocol.auth` -- API keys, their scopes and the middleware every HTTP API checks them with.
 * :mod:`loom_protocol.logconfig` -- the log line every service writes, and when it traces.
 * :mod:`loom_protocol.settings` -- the settings every service reads (``LOOM_*``).
 * :mod:`loom_protocol.memory` (memory entries), :mod:`loom_protocol.mcp` (tool calls).
@@ -47,6 +48,18 @@ from loom_protocol.approvals import (
     ApprovalRequest,
     ApprovalTimeoutAction,
     approval_key,
+)
+from loom_protocol.auth import (
+    API_KEYS_BUCKET,
+    AccessPolicy,
+    AccessRule,
+    ApiKeyList,
+    ApiKeyMiddleware,
+    ApiKeyRecord,
+    CreatedApiKey,
+    KeyRing,
+    NewApiKey,
+    Scope,
 )
 from loom_protocol.base import LoomModel
 from loom_protocol.errors import validation_reason
@@ -172,14 +185,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALL_STREAMS",
+    "API_KEYS_BUCKET",
     "APPROVAL_TIMEOUT_ACTION_KEY",
     "APPROVAL_TIMEOUT_KEY",
     "APPROVAL_TOOLS_KEY",
+    "AccessPolicy",
+    "AccessRule",
     "AgentAction",
     "AgentAnswer",
     "AgentCapability",
     "AgentCard",
     "AgentThought",
+    "ApiKeyList",
+    "ApiKeyMiddleware",
+    "ApiKeyRecord",
     "ApprovalDecided",
     "ApprovalDecision",
     "ApprovalInput",
@@ -196,6 +215,7 @@ __all__ = [
     "BatchError",
     "BrokerLogging",
     "CloudEvent",
+    "CreatedApiKey",
     "DATABASE_URL",
     "DEFAULT_PRICES",
     "ENV_PREFIX",
@@ -220,6 +240,7 @@ __all__ = [
     "KIND_EVENT",
     "KIND_MEMBER",
     "KIND_TASK",
+    "KeyRing",
     "KnownAgents",
     "Liveness",
     "LlmRequest",
@@ -238,6 +259,7 @@ __all__ = [
     "MemoryEntry",
     "MemoryTier",
     "NATS_URL",
+    "NewApiKey",
     "PickReply",
     "PickRequest",
     "Price",
@@ -260,6 +282,7 @@ __all__ = [
     "ReplaySpec",
     "SUPERSEDED_ATTEMPT_HEADER",
     "SUPERSEDED_INSTANCE_HEADER",
+    "Scope",
     "ServiceSettings",
     "StreamSpec",
     "TASKS_STREAM",

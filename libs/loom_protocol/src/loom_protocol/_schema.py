@@ -20,6 +20,7 @@ from loom_protocol.agents import (
     PickRequest,
 )
 from loom_protocol.approvals import ApprovalDecision, ApprovalInput, ApprovalRequest
+from loom_protocol.auth import ApiKeyList, ApiKeyRecord, CreatedApiKey, NewApiKey
 from loom_protocol.events import BatchError, CloudEvent, EventBatch, EventBatchAck
 from loom_protocol.http import ErrorBody, ErrorDetail, FieldError, Liveness, Readiness
 from loom_protocol.journal import JournalEntry
@@ -97,6 +98,10 @@ _WIRE: tuple[type[BaseModel], ...] = (
     FieldError,
     Liveness,
     Readiness,
+    ApiKeyRecord,
+    NewApiKey,
+    CreatedApiKey,
+    ApiKeyList,
 )
 WIRE_MODELS: dict[str, type[BaseModel]] = {model.__name__: model for model in _WIRE}
 """Every model that travels on the wire, by class name."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 __all__ = ["DATABASE_URL", "ENV_PREFIX", "NATS_URL", "REDIS_URL", "ServiceSettings", "nats_servers"]
 
@@ -53,6 +53,11 @@ class ServiceSettings(BaseModel):
             bucket a service creates (``LOOM_NATS_REPLICAS``; 1 on a single server, 3 on a
             3-node cluster). Applies when the stream or bucket is created: one that exists keeps
             its own.
+        api_keys: The fixed API keys this service accepts (``LOOM_API_KEYS``: comma-separated,
+            each ``key`` or ``scope+scope:key``; see :mod:`loom_protocol.auth`). With none here
+            and none stored in the ``LOOM_API_KEYS`` bucket, the service's API is open.
+        api_keys_refresh_s: How often the stored keys are re-read (``LOOM_API_KEYS_REFRESH_S``):
+            the longest a revoked key keeps working.
     """
 
     model_config: ClassVar[Any] = {
@@ -66,6 +71,8 @@ class ServiceSettings(BaseModel):
     log_level: str = "INFO"
     graceful_timeout_s: float = 10.0
     nats_replicas: int = Field(default=1, ge=1, le=5)
+    api_keys: SecretStr = SecretStr("")
+    api_keys_refresh_s: float = Field(default=2.0, gt=0, le=60)
 
 
 def nats_servers(url: str) -> list[str]:

@@ -12,12 +12,20 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from loom_protocol.auth import (
+    AccessPolicy,
+    AccessRule,
+    ApiKeyMiddleware,
+    KeyRing,
+    Scope,
+    stored_keys_followed,
+)
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.logconfig import broker_logging, tracing_enabled
 from loom_protocol.settings import nats_servers
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from . import a2a, api, ops
+from . import a2a, api, keys, ops
 from .admission import AgentDirectory
 from .bus import NatsOutbox, RegistryPicker
 from .config import Settings
@@ -28,6 +36,17 @@ from .state import State
 from .store import TaskStore
 
 log = logging.getLogger(__name__)
+
+# the API key scope each request needs (loom_protocol.auth): reads need read, anything else
+# submit, but approvals need approve and key management admin; A2A agent cards are public
+ACCESS = AccessPolicy(
+    write=Scope.SUBMIT,
+    rules=(
+        AccessRule(r"/api/keys(/[^/]*)?", Scope.ADMIN),
+        AccessRule(r"/api/tasks/[^/]+/(approve|reject)", Scope.APPROVE),
+        AccessRule(r"(/a2a(/[^/]+)?)?/\.well-known/agent-card\.json", None, frozenset({"GET", "HEAD"})),
+    ),
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -63,7 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     picker = RegistryPicker(broker, settings.pick_timeout_s)
     # which agents exist: asked of the registry (it owns its Redis keys), cached here
     dispatcher = Dispatcher(store, picker, outbox, policy, AgentDirectory(picker.known_agents))
-    state = State(settings, broker, redis, store, dispatcher, outbox)
+    state = State(
+        settings, broker, redis, store, dispatcher, outbox, keys=KeyRing(settings.api_keys.get_secret_value())
+    )
     broker.include_router(build_router(state, settings.durable_prefix))
     consumers = build_consumers(state, settings.durable_prefix, traced=traced)
 
@@ -83,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweep_forever(dispatcher, settings.sweep_interval_s, outbox.acks.expire, stop)
         )
         try:
-            yield
+            async with stored_keys_followed(state.keys, state.key_bucket, settings.api_keys_refresh_s):
+                yield
         finally:
             stop.set()
             await asyncio.wait({sweeper}, timeout=settings.graceful_timeout_s)
@@ -101,4 +123,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(api.router)
     app.include_router(a2a.router)  # A2A: every agent at /a2a/<agentId> (docs/adr/0003-a2a.md)
+    app.include_router(keys.router)
+    app.add_middleware(ApiKeyMiddleware, ring=state.keys, policy=ACCESS)  # outermost: before any body is read
     return app

@@ -7,12 +7,15 @@ from typing import Annotated, cast
 
 from fastapi import Depends
 from faststream.nats import NatsBroker
+from loom_protocol.auth import KeyRing
+from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
 
 from .bus import NatsOutbox
 from .config import Settings
 from .dispatching import Dispatcher
+from .key_bucket import open_key_bucket
 from .store import TaskStore
 from .streaming import AnswerTail
 
@@ -26,6 +29,15 @@ class State:
     dispatcher: Dispatcher
     outbox: NatsOutbox
     answers: AnswerTail = field(default_factory=AnswerTail)  # chunks of streaming tasks
+    keys: KeyRing = field(default_factory=KeyRing)  # the API keys this dispatcher accepts
+    _key_bucket: KeyValue | None = None
+
+    async def key_bucket(self) -> KeyValue:
+        """The ``LOOM_API_KEYS`` bucket, created where missing on first use."""
+        if self._key_bucket is None:
+            js = self.broker.connection.jetstream()
+            self._key_bucket = await open_key_bucket(js, self.settings.nats_replicas)
+        return self._key_bucket
 
 
 def get_state(conn: HTTPConnection) -> State:

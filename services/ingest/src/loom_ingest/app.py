@@ -18,6 +18,14 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from loom_protocol.auth import (
+    API_KEYS_BUCKET,
+    AccessPolicy,
+    ApiKeyMiddleware,
+    KeyRing,
+    Scope,
+    stored_keys_followed,
+)
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.logconfig import broker_logging, tracing_enabled
 from loom_protocol.settings import nats_servers
@@ -32,10 +40,15 @@ from .state import State
 
 log = logging.getLogger(__name__)
 
+# the API key scope each request needs (loom_protocol.auth): sending events and traces (the
+# WebSocket, OTLP, CloudEvents) needs ingest
+ACCESS = AccessPolicy(write=Scope.INGEST, websocket=Scope.INGEST)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     traced = tracing_enabled(os.environ)
+    keys = KeyRing(settings.api_keys.get_secret_value())
     broker = NatsBroker(
         nats_servers(settings.nats_url),
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
@@ -63,7 +76,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             run_pipeline(settings, state, broker.connection, js), name="ingest-pipeline"
         )
         try:
-            yield
+            async with stored_keys_followed(
+                keys, lambda: js.key_value(API_KEYS_BUCKET), settings.api_keys_refresh_s
+            ):
+                yield
         finally:
             pipeline.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -81,4 +97,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(otlp_http.router)
     app.include_router(ce_http.router)
+    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
     return app

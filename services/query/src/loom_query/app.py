@@ -18,6 +18,15 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from loom_protocol.auth import (
+    API_KEYS_BUCKET,
+    AccessPolicy,
+    AccessRule,
+    ApiKeyMiddleware,
+    KeyRing,
+    Scope,
+    stored_keys_followed,
+)
 from loom_protocol.logconfig import broker_logging, tracing_enabled
 from loom_protocol.settings import nats_servers
 
@@ -31,6 +40,18 @@ from .studio.files import mount_studio
 from .studio.proxy import Proxy
 from .studio.proxy import router as studio_proxy_router
 
+# the API key scope each request needs (loom_protocol.auth): the read API and the live feed need
+# read; the Studio's page and files are open (it asks for a key); its proxy to the dispatcher
+# and replay passes the caller's key on, and they check it
+ACCESS = AccessPolicy(
+    write=Scope.READ,
+    rules=(
+        AccessRule(r"/studio-api/.*", None),
+        AccessRule(r"/(api|ws)/.*", Scope.READ),
+        AccessRule(r"/.*", None, frozenset({"GET", "HEAD"})),
+    ),
+)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
@@ -42,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         **broker_logging(),
     )
     state = State(settings, broker, LiveFeed(settings.ws_queue_size))
+    keys = KeyRing(settings.api_keys.get_secret_value())
     proxy = Proxy(settings)
 
     @contextlib.asynccontextmanager
@@ -51,7 +73,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sub = await state.live.subscribe(broker.connection)
         opener = asyncio.create_task(state.open_pool(), name="query-db")
         try:
-            yield
+            js = broker.connection.jetstream()
+            async with stored_keys_followed(
+                keys, lambda: js.key_value(API_KEYS_BUCKET), settings.api_keys_refresh_s
+            ):
+                yield
         finally:
             opener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -80,4 +106,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(export.router)
     app.include_router(studio_proxy_router)
     mount_studio(app)  # last: it answers only the paths no route took
+    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
     return app

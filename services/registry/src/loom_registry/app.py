@@ -12,6 +12,14 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from loom_protocol.auth import (
+    API_KEYS_BUCKET,
+    AccessPolicy,
+    ApiKeyMiddleware,
+    KeyRing,
+    Scope,
+    stored_keys_followed,
+)
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.logconfig import broker_logging, tracing_enabled
 from loom_protocol.settings import nats_servers
@@ -29,10 +37,14 @@ from .state import State
 
 log = logging.getLogger(__name__)
 
+# the API key scope each request needs (loom_protocol.auth): the registry's API only reads
+ACCESS = AccessPolicy(write=Scope.ADMIN)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     traced = tracing_enabled(os.environ)
+    keys = KeyRing(settings.api_keys.get_secret_value())
     hold = EvictionHold(
         settings.reconnect_grace_s,
         lambda: is_connected(broker),
@@ -93,7 +105,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         )
         try:
-            yield
+            js = nc.jetstream()
+            async with stored_keys_followed(
+                keys, lambda: js.key_value(API_KEYS_BUCKET), settings.api_keys_refresh_s
+            ):
+                yield
         finally:
             stop.set()
             await asyncio.wait({sweeper}, timeout=settings.graceful_timeout_s)
@@ -107,4 +123,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.loom = State(broker, membership, picks)
     app.include_router(ops.router)
     app.include_router(api.router)
+    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
     return app

@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Query, WebSocket, WebSocketException
+from fastapi import APIRouter, Body, Depends, Header, Query, WebSocket, WebSocketException
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from loom_protocol import ForkChanges, LoomModel
@@ -36,6 +36,7 @@ from starlette.requests import HTTPConnection
 from .errors import Invalid
 from .play import play
 from .recording import Overrides
+from .runs import CALLER_AUTHORIZATION
 from .state import StateDep
 
 
@@ -234,13 +235,19 @@ async def replay_play(websocket: WebSocket, session_id: str, loom: StateDep) -> 
 
 
 @router.post("/api/replay/deterministic", response_model=ReplayRun)
-async def deterministic_replay(spec: DeterministicReplay, state: StateDep) -> JSONResponse:
+async def deterministic_replay(
+    spec: DeterministicReplay, state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> JSONResponse:
+    CALLER_AUTHORIZATION.set(authorization)
     status, body = await state.runs.deterministic(spec.task_id, spec.overrides, spec.wait_s)
     return JSONResponse(body, status_code=status)
 
 
 @router.post("/api/replay/fork", response_model=ReplayRun)
-async def fork_replay(spec: ForkReplay, state: StateDep) -> JSONResponse:
+async def fork_replay(
+    spec: ForkReplay, state: StateDep, authorization: Annotated[str | None, Header()] = None
+) -> JSONResponse:
+    CALLER_AUTHORIZATION.set(authorization)
     changes = spec.changes.model_dump(by_alias=True)
     if spec.changes.script is not None and spec.changes.parameters and "script" in spec.changes.parameters:
         raise Invalid("give the new plan either as changes.script or as changes.parameters.script, not both")

@@ -2,7 +2,8 @@
 
 Replay reads TimescaleDB (ingest's ``events`` table; never writes it), keeps sessions and
 fold checkpoints in Redis (so any replica serves any session) and submits deterministic
-replays and forks to the dispatcher's REST API. It does not use NATS.
+replays and forks to the dispatcher's REST API (with the caller's API key). It uses NATS only
+to read the API keys stored at run time.
 """
 
 from __future__ import annotations
@@ -14,12 +15,21 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from loom_protocol.auth import (
+    AccessPolicy,
+    AccessRule,
+    ApiKeyMiddleware,
+    KeyRing,
+    Scope,
+    stored_keys_followed,
+)
 from redis.asyncio import Redis
 
 from . import api, ops
 from .config import Settings
 from .engine import ReplayEngine
 from .errors import HTTP_ERROR_HANDLERS
+from .key_source import KeySource
 from .runs import Runs
 from .sessions import SessionStore
 from .state import State
@@ -28,9 +38,22 @@ from .store import EventReader, open_pool
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
 
+# the API key scope each request needs (loom_protocol.auth): time travel reads; a deterministic
+# replay or a fork runs the agent again (a task submitted to the dispatcher): submit
+ACCESS = AccessPolicy(
+    write=Scope.SUBMIT,
+    rules=(
+        AccessRule(r"/api/replay/create", Scope.READ),
+        AccessRule(r"/api/replay/[^/]+/(step|jump)", Scope.READ),
+        AccessRule(r"/api/replay/[^/]+", Scope.READ, frozenset({"DELETE"})),
+    ),
+)
+
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    keys = KeyRing(settings.api_keys.get_secret_value())
+    key_source = KeySource(settings.nats_url)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -43,8 +66,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.loom = State(settings, redis, reader, engine, Runs(reader, dispatcher, settings))
         log.info("replay up", extra={"dispatcher": settings.dispatcher_url})
         try:
-            yield
+            async with stored_keys_followed(keys, key_source.bucket, settings.api_keys_refresh_s):
+                yield
         finally:
+            await key_source.aclose()
             await dispatcher.aclose()
             await pool.close()
             await redis.aclose()
@@ -58,4 +83,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(ops.router)
     app.include_router(api.router)
+    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
     return app

@@ -1,6 +1,6 @@
 """Replay settings, from LOOM_* environment variables (and the repo's .env)."""
 
-from loom_protocol.settings import DATABASE_URL, REDIS_URL, ServiceSettings
+from loom_protocol.settings import DATABASE_URL, NATS_URL, REDIS_URL, ServiceSettings
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
@@ -10,6 +10,7 @@ class Settings(BaseSettings, ServiceSettings):
     redis_prefix: str = Field(default="loom", pattern=r"^[A-Za-z0-9_:-]+$")
     database_url: str = DATABASE_URL
     dispatcher_url: str = "http://127.0.0.1:8001"
+    nats_url: str = NATS_URL  # only to read the API keys stored in the LOOM_API_KEYS bucket
     http_port: int = 8005
 
     db_pool_size: int = Field(default=8, ge=1)

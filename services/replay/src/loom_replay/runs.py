@@ -11,6 +11,7 @@ outcome (fork).
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -47,6 +48,16 @@ log = logging.getLogger(__name__)
 RUNS = Counter("loom_replay_runs_total", "Deterministic replays and forks submitted", ["mode", "outcome"])
 # what a fork's script holds for the steps the recording answers (never read by the agent)
 RECORDED_STEP = {"answer": "(answered from the recording)"}
+
+
+CALLER_AUTHORIZATION: ContextVar[str | None] = ContextVar("caller_authorization", default=None)
+"""The ``Authorization`` header of the request being served: a run is submitted to the
+dispatcher on the caller's behalf, with the caller's API key (none: none is sent)."""
+
+
+def _on_behalf() -> dict[str, str]:
+    authorization = CALLER_AUTHORIZATION.get()
+    return {"authorization": authorization} if authorization else {}
 
 
 class Runs:
@@ -88,7 +99,7 @@ class Runs:
 
     async def _dispatcher_task(self, task_id: str) -> Task | None:
         try:
-            response = await self.dispatcher.get(f"/api/tasks/{task_id}", timeout=10)
+            response = await self.dispatcher.get(f"/api/tasks/{task_id}", timeout=10, headers=_on_behalf())
         except httpx.HTTPError as exc:
             log.info("dispatcher lookup of %s failed: %r", task_id, exc)
             return None
@@ -223,7 +234,11 @@ class Runs:
             ) from None
         try:
             response = await self.dispatcher.post(
-                "/api/tasks", params={"wait": wait}, json=submission.to_wire(), timeout=wait + 15
+                "/api/tasks",
+                params={"wait": wait},
+                json=submission.to_wire(),
+                timeout=wait + 15,
+                headers=_on_behalf(),
             )
         except httpx.HTTPError as exc:
             raise Upstream(f"the dispatcher at {self.dispatcher.base_url} is unreachable: {exc!r}") from None

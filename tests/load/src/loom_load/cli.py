@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import nats
@@ -23,6 +23,7 @@ from nats.errors import NoServersError
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from . import celery_bench, procstat, search
 from .ceilings import copy_ceiling, nats_ceilings
@@ -32,7 +33,7 @@ from .loom import LoomClient, PhaseSpec, run_phase
 from .observe import Observer
 from .pyspy import Sampler
 from .report import accounting_table, rich_table, write_reports
-from .settings import PROFILES, Profile, Targets, resolve_targets
+from .settings import PROFILES, Profile, Targets, auth_headers, resolve_api_key, resolve_targets
 
 log = logging.getLogger("loom_load")
 console = Console(width=None if Console().is_terminal else 130)
@@ -183,7 +184,66 @@ def progress_bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
         yield bar
 
 
-async def preflight(targets: Targets, http: httpx.AsyncClient) -> dict[str, Any]:
+class KeyRefused(Exception):
+    """A service refused the harness's API key (401), or the key lacks a scope the run needs (403)."""
+
+
+def query_http_url(query_ws_url: str) -> str:
+    """The query service's HTTP base URL, from its live feed's WebSocket URL."""
+    parts = urlsplit(query_ws_url)
+    return urlunsplit(parts._replace(scheme="https" if parts.scheme == "wss" else "http", path="", query=""))
+
+
+async def key_refusal(
+    targets: Targets,
+    api_key: str | None,
+    *,
+    live: bool,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> str | None:
+    """Why the services would refuse this run's requests for its API key, or None.
+
+    Asks, with the key, what the run needs: the dispatcher to read a task and to take a submission
+    (an empty body: 422 once the key passes, nothing is submitted), the registry its agents and,
+    for the live feed, the query service to read. A request that gets no answer is not judged here.
+    """
+    probes: list[tuple[str, str, str, str, Any]] = [
+        ("dispatcher", targets.dispatcher_url, "GET", "/api/tasks/loom-load-key-check", None),
+        ("dispatcher", targets.dispatcher_url, "POST", "/api/tasks", {}),
+        ("registry", targets.registry_url, "GET", "/api/agents", None),
+    ]
+    if live:
+        probes.append(("query", query_http_url(targets.query_ws_url), "GET", "/api/tasks?limit=1", None))
+    async with httpx.AsyncClient(headers=auth_headers(api_key), timeout=5, transport=transport) as client:
+        for service, base, method, path, body in probes:
+            try:
+                response = await client.request(method, base.rstrip("/") + path, json=body)
+            except httpx.HTTPError:
+                continue
+            if response.status_code not in (401, 403):
+                continue
+            try:
+                error = response.json().get("error", {})
+            except ValueError:
+                error = {}
+            said = error.get("message") or response.reason_phrase
+            where = f"{service} at {base} ({method} {path.split('?')[0]})"
+            if response.status_code == 403:
+                scope = error.get("scope", "?")
+                return (
+                    f"{where}: HTTP 403 {said}. The API key lacks the '{scope}' scope; the load test "
+                    "needs read and submit (LOOM_API_KEY, environment or .env)"
+                )
+            if api_key is None:
+                return (
+                    f"{where}: HTTP 401 {said}. The services require API keys: set LOOM_API_KEY "
+                    "(environment or the repository's .env) to a key with the read and submit scopes"
+                )
+            return f"{where}: HTTP 401 {said}. Set LOOM_API_KEY (environment or .env) to a valid key"
+    return None
+
+
+async def preflight(targets: Targets, http: httpx.AsyncClient, headers: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         response = await http.get("/readyz", timeout=5)
@@ -192,7 +252,7 @@ async def preflight(targets: Targets, http: httpx.AsyncClient) -> dict[str, Any]
         out["dispatcher_ready"] = False
         out["dispatcher_error"] = f"{type(exc).__name__}: {exc}"
     try:
-        async with httpx.AsyncClient(base_url=targets.registry_url, timeout=5) as registry:
+        async with httpx.AsyncClient(base_url=targets.registry_url, timeout=5, headers=headers) as registry:
             agents = (await registry.get("/api/agents")).json().get("agents", [])
         out["instances"] = {a.get("agentId"): len(a.get("instances", [])) for a in agents}
     except (httpx.HTTPError, ValueError) as exc:
@@ -208,8 +268,10 @@ async def run(
     py_spy: str | None,
     max_seconds: float,
     forced_open_rate: float | None = None,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
+    headers = auth_headers(api_key)  # on every HTTP and WebSocket call to the stack
     prefix = f"lt{run_id}-"
     burst_source = f"/tests/load/{run_id}"
     started = time.perf_counter()
@@ -226,6 +288,7 @@ async def run(
             "python": platform.python_version(),
             "platform": platform.platform(),
             "targets": targets.redacted(),
+            "api_key": "sent (LOOM_API_KEY)" if api_key else "none",
         },
         "phases": [],
         "cpu": {},
@@ -247,12 +310,13 @@ async def run(
     js = nc.jetstream(publish_async_max_pending=4000)
     http = httpx.AsyncClient(
         base_url=targets.dispatcher_url,
+        headers=headers,
         timeout=httpx.Timeout(60.0, connect=5.0),
         limits=httpx.Limits(max_connections=512, max_keepalive_connections=512),
     )
     try:
         with progress_bars() as bar:
-            results["preflight"] = pre = await preflight(targets, http)
+            results["preflight"] = pre = await preflight(targets, http, headers)
             loom_steps = steps & {
                 "sequential",
                 "closed",
@@ -269,12 +333,16 @@ async def run(
                 )
                 results["loom_skipped"] = pre.get("dispatcher_error") or "dispatcher not ready"
                 loom_steps = set()
+            if loom_steps:  # fail fast: a refused key would fail every task of every phase
+                refusal = await key_refusal(targets, api_key, live="live" in loom_steps)
+                if refusal is not None:
+                    raise KeyRefused(refusal)
 
             if "ceilings" in steps:
                 results["ceilings"] = await _ceilings(js, targets, profile)
 
             if "search" in steps:
-                results["search"] = await _search(targets, profile, out_dir)
+                results["search"] = await _search(targets, profile, out_dir, api_key)
 
             if loom_steps:
                 await _loom(
@@ -292,6 +360,7 @@ async def run(
                     forced_open_rate,
                     bar,
                     over_budget,
+                    headers,
                 )
 
             if "celery" in steps and not over_budget():
@@ -335,7 +404,7 @@ def phase_line(summary: dict[str, Any]) -> str:
     )
 
 
-async def _search(targets: Targets, profile: Profile, out_dir: Path) -> dict[str, Any]:
+async def _search(targets: Targets, profile: Profile, out_dir: Path, api_key: str | None) -> dict[str, Any]:
     """GET /api/tasks and /api/sessions/{id} on a scratch database (no running stack needed but
     TimescaleDB and NATS); its own time budget."""
     size = search.SIZES.get(profile.name, search.SIZES["short"])
@@ -349,6 +418,7 @@ async def _search(targets: Targets, profile: Profile, out_dir: Path) -> dict[str
                 requests=size.requests,
                 max_seconds=size.max_seconds,
                 log=out_dir / "search-query.log",
+                api_key=api_key,
             )
         except Exception as exc:  # noqa: BLE001 -- a failed benchmark must not lose the run
             log.exception("task search benchmark failed")
@@ -385,6 +455,7 @@ async def _loom(
     forced_open_rate: float | None,
     bar: Callable[[str, int], Callable[[int], None]],
     over_budget: Callable[[], bool],
+    headers: dict[str, str],
 ) -> None:
     observer = Observer(prefix, burst_source)
     await observer.start(nc)
@@ -392,7 +463,7 @@ async def _loom(
 
     live: LiveFeed | None = None
     if "live" in steps:
-        live = LiveFeed(targets.query_ws_url, prefix, burst_source)
+        live = LiveFeed(targets.query_ws_url, prefix, burst_source, headers)
         await live.start()
 
     columns, why_not = await probe_events_table(targets.database_url)
@@ -552,8 +623,12 @@ def main(
             f"[yellow]load average {os.getloadavg()[0]:.2f} at start: other work on this machine "
             "will show in every figure[/yellow]"
         )
+    api_key = resolve_api_key()
     try:
-        results = asyncio.run(run(targets, chosen, steps, folder, py_spy, budget, forced_rate))
+        results = asyncio.run(run(targets, chosen, steps, folder, py_spy, budget, forced_rate, api_key))
+    except KeyRefused as exc:
+        console.print(Text(f"API key refused: {exc}", style="red"))
+        raise typer.Exit(2) from None
     except (OSError, NoServersError) as exc:
         console.print(
             f"[red]cannot reach NATS at {targets.nats_url} ({exc!r}): is the stack up (make up)?[/red]"

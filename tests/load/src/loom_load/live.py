@@ -5,7 +5,8 @@ latency of one event is its receipt time minus its ``time``. The message shape i
 yet, so events are found wherever they sit: a bare event, a list, or an object holding
 ``event`` / ``events`` / ``data`` / ``batch`` (the query service sends
 ``{"type": "event", "data": <event>}``, and ``{"type": "dropped", "count": n}`` when it had to
-drop events for a slow client: counted). An absent endpoint gives ``n/a`` and why.
+drop events for a slow client: counted). An absent endpoint gives ``n/a`` and why. The API key,
+when one is set, goes in the handshake's ``Authorization`` header.
 """
 
 from __future__ import annotations
@@ -42,8 +43,11 @@ def find_events(message: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
 
 
 class LiveFeed:
-    def __init__(self, url: str, prefix: str, burst_source: str) -> None:
+    def __init__(
+        self, url: str, prefix: str, burst_source: str, headers: dict[str, str] | None = None
+    ) -> None:
         self.url = url
+        self.headers = dict(headers or {})  # the API key, if any (Authorization: Bearer)
         self.prefix = prefix
         self.burst_source = burst_source
         self.latency = Latency()  # this run's task events
@@ -70,7 +74,9 @@ class LiveFeed:
 
     async def _run(self, connect_timeout: float) -> None:
         try:
-            async with websockets.connect(self.url, open_timeout=connect_timeout, max_size=None) as ws:
+            async with websockets.connect(
+                self.url, additional_headers=self.headers, open_timeout=connect_timeout, max_size=None
+            ) as ws:
                 await ws.send(json.dumps({"filters": {}}))
                 self.connected = True
                 self._ready.set()

@@ -11,7 +11,8 @@ last 200), then the time until every row is visible in ``events`` (polled), from
 and after the last answer.
 
 The request bodies are encoded here (the protobuf wire format of the few fields used), so the
-harness needs no protobuf package.
+harness needs no protobuf package. With an API key (``LOOM_API_KEY``) ingest requires it (its
+``LOOM_API_KEYS``) and every request carries it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .search import free_port, repo_root, service_process, stop_process
-from .settings import resolve_targets
+from .settings import auth_headers, resolve_api_key, resolve_targets
 
 ROWS_PER_TRACE = 5  # agent.answer + llm.request + llm.usage + tool.call + tool.result
 SPANS_PER_TRACE = 3
@@ -326,8 +327,10 @@ async def run_otlp_bench(
     concurrency: int,
     max_seconds: float,
     log: Path | None = None,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
-    """Start nats-server, a scratch database and ingest; send; wait for the rows; the figures."""
+    """Start nats-server, a scratch database and ingest; send; wait for the rows; the figures.
+    With ``api_key``, ingest requires it and every request carries it."""
     started = time.monotonic()
     deadline = started + max_seconds
     traces = max(spans // SPANS_PER_TRACE, 1)
@@ -349,8 +352,10 @@ async def run_otlp_bench(
     with tempfile.TemporaryDirectory(prefix="loom-otlp-bench-") as work:
         with nats_server(Path(work), log) as nats_url:
             async with empty_database(database_url) as url:
-                with service_process("loom_ingest", repo, url, nats_url, free_port(), log) as base_url:
-                    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+                port = free_port()
+                with service_process("loom_ingest", repo, url, nats_url, port, log, api_key) as base_url:
+                    headers = auth_headers(api_key)
+                    async with httpx.AsyncClient(base_url=base_url, timeout=30, headers=headers) as client:
                         await wait_ready(client, deadline)
                         out["setup_s"] = round(time.monotonic() - started, 1)
                         sending = time.monotonic()
@@ -411,6 +416,7 @@ def main(
             spans_per_request=spans_per_request,
             concurrency=concurrency,
             max_seconds=max_seconds,
+            api_key=resolve_api_key(),
         )
     )
     Console().print(otlp_table(result))

@@ -8,7 +8,8 @@ the projection holds them, their ``task_text`` as ingest writes it, and ``llm.us
 a process of the workspace on a free loopback port against that database, and each scenario
 (filters, paging, counts, free text, the session view) is timed over sequential requests with
 httpx: p50 / p95 / p99 in milliseconds. Bounded in time: scenarios left when the budget is
-spent are reported skipped.
+spent are reported skipped. With an API key (``LOOM_API_KEY``) the query service requires it
+(its ``LOOM_API_KEYS``) and every request carries it, as a deployment with keys runs.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .settings import resolve_targets
+from .settings import auth_headers, resolve_api_key, resolve_targets
 from .stats import Latency
 
 STATUSES: tuple[tuple[str, float], ...] = (
@@ -454,9 +455,18 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 @contextlib.contextmanager
 def service_process(
-    module: str, repo: Path, database_url: str, nats_url: str, port: int, log: Path | None
+    module: str,
+    repo: Path,
+    database_url: str,
+    nats_url: str,
+    port: int,
+    log: Path | None,
+    api_key: str | None = None,
 ) -> Iterator[str]:
-    """A workspace service process on 127.0.0.1:``port``; stopped (TERM, then KILL) on exit."""
+    """A workspace service process on 127.0.0.1:``port``; stopped (TERM, then KILL) on exit.
+    With ``api_key``, the service requires that key (``LOOM_API_KEYS``: its one fixed key, every
+    scope), so the harness's requests, which carry it, are accepted whatever keys ``.env`` or the
+    broker hold."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(
         {
@@ -467,6 +477,8 @@ def service_process(
             "LOOM_LOG_LEVEL": "WARNING",
         }
     )
+    if api_key:
+        env["LOOM_API_KEYS"] = api_key
     log_file = log.open("ab") if log is not None else None
     proc = subprocess.Popen(
         service_command(repo, module),
@@ -507,16 +519,20 @@ async def run_search_bench(
     requests: int,
     max_seconds: float = 55.0,
     log: Path | None = None,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
-    """Fill a scratch database, serve it, time every scenario; the figures as a dict."""
+    """Fill a scratch database, serve it, time every scenario; the figures as a dict. With
+    ``api_key``, the query service requires it and every request carries it."""
     started = time.perf_counter()
     deadline = started + max_seconds
     data = generate(n_tasks)
     out: dict[str, Any] = {"requests_per_scenario": requests, "concurrency": 1}
     async with scratch_database(database_url, repo) as url:
         out["dataset"] = await fill(url, data)
-        with service_process("loom_query", repo, url, nats_url, free_port(), log) as base_url:
-            async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        with service_process("loom_query", repo, url, nats_url, free_port(), log, api_key) as base_url:
+            async with httpx.AsyncClient(
+                base_url=base_url, timeout=30, headers=auth_headers(api_key)
+            ) as client:
                 await wait_ready(client, 30)
                 out["setup_s"] = round(time.perf_counter() - started, 1)
                 out["scenarios"] = []
@@ -587,6 +603,7 @@ def main(
             n_tasks=tasks or size.tasks,
             requests=requests or size.requests,
             max_seconds=max_seconds or size.max_seconds,
+            api_key=resolve_api_key(),
         )
     )
     Console().print(search_table(result))

@@ -1,8 +1,10 @@
-"""Where the stack is, and how much load a profile puts on it.
+"""Where the stack is, the API key it wants, and how much load a profile puts on it.
 
 Targets come from (highest first) command-line options, ``LOOM_*`` environment variables,
 the repository's ``.env`` (written by ``make up``), then the defaults of the local stack. Only
-loopback targets are accepted: this harness is for the machine it runs on.
+loopback targets are accepted: this harness is for the machine it runs on. The API key
+(``LOOM_API_KEY``, from the environment or ``.env``, as the SDK reads it) is sent as
+``Authorization: Bearer <key>`` on every HTTP and WebSocket call when set.
 """
 
 from __future__ import annotations
@@ -63,13 +65,30 @@ def celery_url_from_redis(redis_url: str, db: int = 5) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
-def resolve_targets(overrides: dict[str, str | None], env: dict[str, str] | None = None) -> Targets:
-    """Targets from overrides > environment > .env > defaults."""
+def _settings(env: dict[str, str] | None) -> dict[str, str]:
+    """The ``.env`` of the repository, overridden by ``env`` (default: the environment)."""
     merged: dict[str, str] = {}
     dotenv = find_dotenv()
     if dotenv is not None:
         merged.update({k: v for k, v in dotenv_values(dotenv).items() if v})
     merged.update(env if env is not None else dict(os.environ))
+    return merged
+
+
+def resolve_api_key(env: dict[str, str] | None = None) -> str | None:
+    """``LOOM_API_KEY`` from the environment, else the repository's ``.env``; None when unset (or
+    set empty in the environment: no key is sent)."""
+    return _settings(env).get("LOOM_API_KEY") or None
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The headers that carry ``api_key`` (none without a key)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def resolve_targets(overrides: dict[str, str | None], env: dict[str, str] | None = None) -> Targets:
+    """Targets from overrides > environment > .env > defaults."""
+    merged = _settings(env)
     values: dict[str, Any] = {}
     mapping = {
         "nats_url": "LOOM_NATS_URL",

@@ -79,6 +79,21 @@ class CardBook:
         return self._cards.get(agent_id)
 
 
+SECURED: dict[str, Any] = {
+    "securitySchemes": {
+        "loomApiKey": {
+            "httpAuthSecurityScheme": {
+                "scheme": "Bearer",
+                "description": "A Loom API key (Authorization: Bearer loom_...) with the submit and read "
+                "scopes; `loom keys create NAME --scope submit --scope read` makes one.",
+            }
+        }
+    },
+    "securityRequirements": [{"schemes": {"loomApiKey": {"list": ["submit", "read"]}}}],
+}
+"""What a card adds once the deployment requires API keys: the scheme and the scopes a caller needs."""
+
+
 def _interface(url: str) -> dict[str, str]:
     return {"url": url, "protocolBinding": BINDING, "protocolVersion": SUPPORTED_VERSION}
 

@@ -24,7 +24,7 @@ from prometheus_client import Counter
 
 from ..state import State, StateDep
 from . import errors
-from .cards import CardBook, agent_card, deployment_card, unheard_card
+from .cards import SECURED, CardBook, agent_card, deployment_card, unheard_card
 from .feed import EventTail
 from .listing import TaskIndex
 from .methods import METHODS, STREAMING, Call, Runtime, Stream
@@ -79,7 +79,9 @@ def _base_url(runtime: Runtime, request: Request) -> str:
     return (runtime.settings.public_url or str(request.base_url)).rstrip("/")
 
 
-def _card_response(card: dict[str, Any], request: Request) -> Response:
+def _card_response(card: dict[str, Any], request: Request, state: State) -> Response:
+    if state.keys.required:  # the card is public; calling the agent needs a key
+        card = {**card, **SECURED}
     body = json.dumps(card, separators=(",", ":")).encode()
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
     headers = {"Cache-Control": f"public, max-age={CARD_MAX_AGE_S}", "ETag": etag}
@@ -96,7 +98,7 @@ async def deployment_card_endpoint(request: Request, state: StateDep) -> Respons
     named = {card.agent_id for card in heard}
     known = state.dispatcher.agents.known if state.dispatcher.agents is not None else []
     cards = sorted([*heard, *(unheard_card(a) for a in known if a not in named)], key=lambda c: c.agent_id)
-    return _card_response(deployment_card(cards, _base_url(runtime, request)), request)
+    return _card_response(deployment_card(cards, _base_url(runtime, request)), request, state)
 
 
 @router.get(
@@ -117,7 +119,7 @@ async def agent_card_endpoint(agent_id: str, request: Request, state: StateDep) 
             raise HTTPException(404, f"no agent {agent_id!r}: no instance of it ever registered{hint}")
         card = await runtime.cards.wait(agent_id, runtime.settings.card_wait_s) or unheard_card(agent_id)
     url = f"{_base_url(runtime, request)}/a2a/{agent_id}"
-    return _card_response(agent_card(card, url), request)
+    return _card_response(agent_card(card, url), request, state)
 
 
 # -- JSON-RPC -----------------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 dispatcher (submit, approve, reject, cancel) and the replay service through the query origin.
 
 Only those two upstreams (LOOM_DISPATCHER_URL, LOOM_REPLAY_URL): the path is always a path on
-the configured host, never a URL. Method (GET, POST), query string, body and content type go
-through; the upstream's status, content type and body come back. An upstream that cannot be
-reached answers 502, one that does not answer within LOOM_PROXY_TIMEOUT_S 504, both with the
-error body of every Loom API.
+the configured host, never a URL. Method (GET, POST), query string, body, content type and the
+caller's ``Authorization`` go through (these paths are open at query: the upstream, which has
+the same API keys, checks the key); the upstream's status, content type and body come back. An
+upstream that cannot be reached answers 502, one that does not answer within
+LOOM_PROXY_TIMEOUT_S 504, both with the error body of every Loom API.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from loom_protocol.http import ErrorBody
 from ..config import Settings
 
 PREFIX = "/studio-api"
-# request headers passed on; everything else (cookies, host, authorization) stays here
-_FORWARDED_REQUEST = ("content-type", "accept", "traceparent", "tracestate")
+# request headers passed on (the API key: the upstream checks it); all else (cookies, host) stays here
+_FORWARDED_REQUEST = ("content-type", "accept", "authorization", "traceparent", "tracestate")
 _FORWARDED_RESPONSE = ("content-type", "location", "retry-after")
 
 

@@ -1,10 +1,91 @@
 // @ts-check
 /** The Studio's access to the query service: REST helpers and the live WebSocket feed.
  * The dispatcher and the replay service are reached through the query service's proxy
- * (DISPATCHER, REPLAY prefixes), so the browser only ever talks to this origin. */
+ * (DISPATCHER, REPLAY prefixes), so the browser only ever talks to this origin.
+ *
+ * A Loom that requires API keys: the key the user gave is kept in localStorage (KEY_STORAGE)
+ * and sent as `Authorization: Bearer <key>` on every request, and as the `access_token` query
+ * parameter of the live WebSocket (a browser cannot set its headers). A 401 (no key, or one
+ * the server does not know) is told to the onAuthProblem listeners (the shell asks for a key);
+ * a 403 (the key lacks a scope) is an ApiError like any other, shown where the call was made. */
 
 export const DISPATCHER = "/studio-api/dispatcher";
 export const REPLAY = "/studio-api/replay";
+export const KEY_STORAGE = "loom.apiKey";
+/** What the key check reads: any query route needs the `read` scope. */
+const PROBE = "/api/tasks?limit=1";
+
+/** The stored API key, or null. */
+export function getKey() {
+  try {
+    return localStorage.getItem(KEY_STORAGE) || null;
+  } catch {
+    return null; // storage disabled: no key
+  }
+}
+
+/** Keep `key` for the next requests (and page loads). @param {string} key */
+export function setKey(key) {
+  localStorage.setItem(KEY_STORAGE, key);
+}
+
+/** Forget the stored key. */
+export function forgetKey() {
+  try {
+    localStorage.removeItem(KEY_STORAGE);
+  } catch {
+    /* nothing stored */
+  }
+}
+
+/** A key as shown: its first 9 characters ("loom_abcd…"). @param {string} key */
+export function keyHint(key) {
+  return key.length > 9 ? `${key.slice(0, 9)}…` : key;
+}
+
+/** Request headers with the key's Authorization when one is stored (or `key` is given).
+ * @param {Record<string, string>} headers @param {string | null} [key] */
+export function withAuth(headers, key = getKey()) {
+  return key ? { ...headers, authorization: `Bearer ${key}` } : headers;
+}
+
+/** @typedef {{kind: "unauthorized" | "forbidden", message: string}} AuthProblem */
+/** @type {Set<(p: AuthProblem) => void>} */
+const authListeners = new Set();
+/** Set by the first 401: the live feeds stop reconnecting until the page has a key. */
+let refused = false;
+
+/** Be told of a refused key: `unauthorized` (401, a key is needed) or `forbidden` (the live
+ * feed's key lacks the `read` scope). @param {(p: AuthProblem) => void} fn */
+export function onAuthProblem(fn) {
+  authListeners.add(fn);
+  return () => authListeners.delete(fn);
+}
+
+/** @param {AuthProblem} problem */
+function authProblem(problem) {
+  if (problem.kind === "unauthorized") refused = true;
+  authListeners.forEach((fn) => fn(problem));
+}
+
+/**
+ * Whether the server takes `key` (or needs none): `ok` with its status, else the refusal's message.
+ * A key that lacks `read` (403) is a key the server knows: it is taken.
+ * @param {string} key
+ * @returns {Promise<{ok: boolean, status: number, message: string}>}
+ */
+export async function checkKey(key) {
+  const resp = await fetch(PROBE, { headers: withAuth({ accept: "application/json" }, key) });
+  if (resp.status !== 401) return { ok: true, status: resp.status, message: "" };
+  let message = "the key was refused";
+  try {
+    const body = await resp.json();
+    if (body && body.error && body.error.message) message = body.error.message;
+  } catch {
+    /* not the error body */
+  }
+  return { ok: false, status: resp.status, message };
+}
 
 /** An HTTP error answer, with the Loom error body when there is one. */
 export class ApiError extends Error {
@@ -33,8 +114,8 @@ export function withQuery(path, params) {
   return s ? `${path}${path.includes("?") ? "&" : "?"}${s}` : path;
 }
 
-/** @param {Response} resp */
-async function answer(resp) {
+/** The answer's body: JSON when it parses, else its text (null when empty). @param {Response} resp */
+async function bodyOf(resp) {
   const text = await resp.text();
   /** @type {any} */
   let body = null;
@@ -45,12 +126,23 @@ async function answer(resp) {
       body = text;
     }
   }
-  if (!resp.ok) {
-    const err = body && typeof body === "object" && body.error ? body.error : null;
-    const message = err ? `${err.code}: ${err.message}` : `HTTP ${resp.status}`;
-    throw new ApiError(resp.status, message, body);
-  }
   return body;
+}
+
+/** @param {Response} resp */
+async function answer(resp) {
+  const body = await bodyOf(resp);
+  if (!resp.ok) throw refusal(resp, body);
+  return body;
+}
+
+/** The ApiError of a refused request; a 401 is also told to the auth listeners.
+ * @param {Response} resp @param {any} body */
+function refusal(resp, body) {
+  const err = body && typeof body === "object" && body.error ? body.error : null;
+  const message = err ? `${err.code}: ${err.message}` : `HTTP ${resp.status}`;
+  if (resp.status === 401) authProblem({ kind: "unauthorized", message: err ? err.message : message });
+  return new ApiError(resp.status, message, body);
 }
 
 /**
@@ -61,8 +153,20 @@ async function answer(resp) {
  * @returns {Promise<any>}
  */
 export async function getJSON(path, params, signal) {
-  const resp = await fetch(withQuery(path, params), { headers: { accept: "application/json" }, signal });
+  const resp = await fetch(withQuery(path, params), { headers: withAuth({ accept: "application/json" }), signal });
   return answer(resp);
+}
+
+/**
+ * GET a file's bytes (a download the browser could not authorize as a plain link).
+ * @param {string} path
+ * @param {Record<string, any>} [params]
+ * @returns {Promise<Blob>}
+ */
+export async function getBlob(path, params) {
+  const resp = await fetch(withQuery(path, params), { headers: withAuth({}) });
+  if (resp.ok) return resp.blob();
+  throw refusal(resp, await bodyOf(resp));
 }
 
 /**
@@ -74,7 +178,7 @@ export async function getJSON(path, params, signal) {
  */
 export async function postJSON(path, body, params) {
   /** @type {RequestInit} */
-  const init = { method: "POST", headers: { accept: "application/json" } };
+  const init = { method: "POST", headers: withAuth({ accept: "application/json" }) };
   if (body !== undefined) {
     init.headers = { ...init.headers, "content-type": "application/json" };
     init.body = JSON.stringify(body);
@@ -119,8 +223,9 @@ export function openLive(filters, onMessage) {
   let retry;
 
   const connect = () => {
-    const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/events`;
-    const sock = new WebSocket(url);
+    const key = getKey();
+    const token = key ? `?access_token=${encodeURIComponent(key)}` : "";
+    const sock = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/events${token}`);
     ws = sock;
     sock.onopen = () => {
       backoff = 250;
@@ -137,10 +242,14 @@ export function openLive(filters, onMessage) {
       }
       onMessage(msg);
     };
-    sock.onclose = () => {
+    sock.onclose = async () => {
+      const opened = wasOpen;
       if (wasOpen) liveChanged(-1);
       wasOpen = false;
-      if (closed) return;
+      if (closed || refused) return;
+      // a handshake refused for its key looks like any failed one here: ask the REST side why
+      if (!opened && (await keyRefused(onMessage))) return;
+      if (closed || refused) return;
       retry = setTimeout(connect, backoff);
       backoff = Math.min(backoff * 2, 5000);
     };
@@ -157,6 +266,28 @@ export function openLive(filters, onMessage) {
       if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ filters: current }));
     },
   };
+}
+
+/**
+ * After a live socket failed to open: true when the server refuses the key (then the feed
+ * stops: a 401 has asked for a key, a 403 is told as the feed's error); false when it takes
+ * the key or does not answer (the feed tries again).
+ * @param {(msg: LiveMessage) => void} onMessage
+ */
+async function keyRefused(onMessage) {
+  try {
+    const resp = await fetch(PROBE, { headers: withAuth({ accept: "application/json" }) });
+    if (resp.status !== 401 && resp.status !== 403) return false;
+    const err = refusal(resp, await bodyOf(resp));
+    if (resp.status === 403) {
+      const reason = `live feed: ${err.message}`;
+      onMessage({ type: "error", reason });
+      authProblem({ kind: "forbidden", message: reason });
+    }
+    return true;
+  } catch {
+    return false; // the server is away: the reconnect finds out when it is back
+  }
 }
 
 /** Filters without empty values (the feed refuses an empty list). @param {LiveFilters} f */

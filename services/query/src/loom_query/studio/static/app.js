@@ -4,6 +4,7 @@
  * may return a cleanup function, called when the route changes. */
 
 import * as api from "./api.js";
+import { setupAuth } from "./auth.js";
 import { h, clear } from "./util.js";
 
 /** @typedef {{name: string, label: string, key: string, params: string[], nav: string | null}} Route */
@@ -140,6 +141,7 @@ function setupConn() {
 }
 
 renderNav();
+setupAuth();
 setupGoto();
 setupConn();
 document.addEventListener("keydown", onKey);

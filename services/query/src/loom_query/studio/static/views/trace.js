@@ -4,7 +4,7 @@
  * clicked, live while the task runs. Events load a page at a time and only the visible rows
  * are rendered, so a trace of 100k events opens as fast as a small one. */
 
-import { h, clear, fmtDuration, fmtTime, fmtTokens, fmtCost, pretty, shortId, statusClass, hook, rafThrottle, debounce } from "../util.js";
+import { h, clear, fmtDuration, fmtTime, fmtTokens, fmtCost, pretty, shortId, statusClass, hook, rafThrottle, debounce, download, toast } from "../util.js";
 import { VirtualList } from "../virtual.js";
 
 const PAGE = 1000;
@@ -181,7 +181,9 @@ export function mount(root, ctx) {
   const title = h("h2", { class: "mono", title: taskId }, `Trace ${shortId(taskId)}`);
   const statusEl = h("span");
   const pauseBtn = h("button", { id: "pause", title: "pause live updates (p)" }, "Pause");
-  const exportLink = h("a", { id: "export", href: `/api/tasks/${encodeURIComponent(taskId)}/events.jsonl`, download: `task-${taskId}.jsonl`, title: "all of this task's events as JSON lines" }, "Export JSONL");
+  const exportLink = h("a", { id: "export", href: `/api/tasks/${encodeURIComponent(taskId)}/events.jsonl`, download: `task-${taskId}.jsonl`, title: "all of this task's events as JSON lines", onclick: exportEvents }, "Export JSONL");
+  const cancelBtn = h("button", { id: "cancel", class: "danger", type: "button", hidden: true, title: "cancel this task (and its child tasks)", onclick: cancelTask }, "Cancel");
+  const cancelResult = h("span", { id: "cancel-result" });
   const replayLink = h("a", { href: `#/replay/${encodeURIComponent(taskId)}` }, "Replay");
   const compareLink = h("a", { href: `#/compare/${encodeURIComponent(taskId)}`, title: "compare with another run" }, "Compare");
   const parentLink = h("span");
@@ -192,7 +194,7 @@ export function mount(root, ctx) {
   const scroller = h("div", { class: "vlist panel", id: "waterfall", tabindex: "0" });
   const inspector = h("aside", { class: "inspector panel", id: "inspector" }, h("div", { class: "muted" }, "Click a step to inspect it (j/k to move, Esc to close)."));
   root.append(
-    h("div", { class: "toolbar" }, title, statusEl, parentLink, h("span", { class: "grow" }), loadedEl, pauseBtn, replayLink, compareLink, exportLink),
+    h("div", { class: "toolbar" }, title, statusEl, parentLink, cancelBtn, cancelResult, h("span", { class: "grow" }), loadedEl, pauseBtn, replayLink, compareLink, exportLink),
     summary,
     h("div", { class: "split" }, h("div", { class: "main" }, head, scroller), inspector),
   );
@@ -335,6 +337,7 @@ export function mount(root, ctx) {
     const item = (/** @type {string} */ k, /** @type {any} */ v) => h("span", { class: "item" }, h("span", null, k), typeof v === "string" ? h("b", null, v) : v);
     if (task) {
       clear(statusEl).append(h("span", { class: statusClass(task.status), id: "trace-status" }, task.status));
+      cancelBtn.hidden = TERMINAL.has(task.status);
       summary.append(
         item("agent", task.targetAgent || "—"),
         item("attempt", String(task.attempt ?? "—")),
@@ -466,6 +469,37 @@ export function mount(root, ctx) {
       console.warn(err);
     }
     rerender();
+  }
+
+  // -- actions ------------------------------------------------------------------------------
+  /** The export through fetch (with the API key), saved as a file: a plain link carries no key.
+   * @param {Event} ev */
+  async function exportEvents(ev) {
+    ev.preventDefault();
+    try {
+      const blob = await api.getBlob(`/api/tasks/${encodeURIComponent(taskId)}/events.jsonl`);
+      download(`task-${taskId}.jsonl`, [blob], blob.type || "application/x-ndjson");
+    } catch (err) {
+      toast(`export failed: ${err instanceof api.ApiError ? err.message : err}`, "error");
+    }
+  }
+
+  async function cancelTask() {
+    cancelBtn.setAttribute("disabled", "");
+    clear(cancelResult);
+    try {
+      await api.postJSON(`${api.DISPATCHER}/api/tasks/${encodeURIComponent(taskId)}/cancel`);
+      cancelResult.className = "muted";
+      cancelResult.textContent = "cancel asked";
+      refreshTask();
+    } catch (err) {
+      const message = err instanceof api.ApiError ? err.message : String(err);
+      cancelResult.className = "error";
+      cancelResult.textContent = `not cancelled: ${message}`;
+      toast(`not cancelled: ${message}`, "error");
+    } finally {
+      cancelBtn.removeAttribute("disabled");
+    }
   }
 
   // -- loading ------------------------------------------------------------------------------
