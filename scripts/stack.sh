@@ -5,6 +5,8 @@
 #   scripts/stack.sh up      infra + all services under supervisord, waits for /healthz
 #   scripts/stack.sh down    stops exactly what `up`/`infra` started
 #   scripts/stack.sh ps      each process and its health
+# LOOM_NATS_NODES=3 starts a 3-node NATS cluster instead of one server (streams and KV buckets
+# with 3 replicas, every service given the three URLs); `make down` stops it.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +15,7 @@ RUN="$STATE/run"
 LOGS="$STATE/logs"
 VENV="$ROOT/.venv"
 NATS_PORT="${LOOM_NATS_PORT:-4222}"
+NATS_NODES="${LOOM_NATS_NODES:-1}"  # 3: a JetStream cluster of three servers (ports NATS_PORT..+2)
 REDIS_PORT="${LOOM_REDIS_PORT:-6379}"
 TSDB_PORT="${LOOM_TSDB_PORT:-5433}"
 export LOOM_ROOT="$ROOT"
@@ -26,7 +29,63 @@ ensure_python_env() {
   (cd "$ROOT" && uv sync --frozen --quiet)
 }
 
+nats_cluster_urls() {
+  local i urls=()
+  for i in 0 1 2; do urls+=("nats://127.0.0.1:$((NATS_PORT + i))"); done
+  (IFS=,; echo "${urls[*]}")
+}
+
+ensure_nats_cluster() {
+  # three nats-servers routed to each other, client ports NATS_PORT..NATS_PORT+2, route ports
+  # NATS_PORT+2000..+2002, stores under .loom/nats-cluster; then wait for a JetStream meta leader
+  local i port routes conf dir="$STATE/nats-cluster"
+  mkdir -p "$dir"
+  routes="$(for i in 0 1 2; do printf '"nats-route://127.0.0.1:%s", ' "$((NATS_PORT + 2000 + i))"; done)"
+  for i in 0 1 2; do
+    port=$((NATS_PORT + i))
+    if [ -f "$RUN/nats-$i.pid" ] && kill -0 "$(cat "$RUN/nats-$i.pid")" 2>/dev/null; then continue; fi
+    listening "$port" && { log "NATS cluster: 127.0.0.1:$port is taken (set LOOM_NATS_PORT)"; return 1; }
+    conf="$dir/n$i.conf"
+    cat > "$conf" <<CONF
+server_name: "n$i"
+listen: "127.0.0.1:$port"
+jetstream { store_dir: "$dir/n$i" }
+cluster { name: "loom", listen: "127.0.0.1:$((NATS_PORT + 2000 + i))", routes: [${routes%, }] }
+CONF
+    log "NATS cluster: starting node n$i on 127.0.0.1:$port"
+    nohup "$VENV/bin/nats-server" -c "$conf" >"$LOGS/nats-n$i.log" 2>&1 &
+    echo $! > "$RUN/nats-$i.pid"
+  done
+  for i in 0 1 2; do wait_port "$((NATS_PORT + i))"; done
+  "$VENV/bin/python" - "$(nats_cluster_urls)" <<'PY'
+import asyncio, json, sys, time
+import nats
+
+async def main() -> None:
+    nc = await nats.connect(sys.argv[1].split(","))
+    deadline = time.monotonic() + 60
+    try:
+        while True:
+            try:
+                reply = await nc.request("$JS.API.INFO", b"", timeout=1)
+                if "error" not in json.loads(reply.data):
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                sys.exit("the NATS cluster elected no JetStream meta leader within 60 s")
+            await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+
+asyncio.run(main())
+PY
+  log "NATS cluster: ready ($(nats_cluster_urls))"
+}
+
 ensure_nats() {
+  if [ "$NATS_NODES" = 3 ]; then ensure_nats_cluster; return; fi
+  [ "$NATS_NODES" = 1 ] || { log "LOOM_NATS_NODES is 1 or 3, not $NATS_NODES"; return 1; }
   if listening "$NATS_PORT"; then
     log "NATS: reusing the server on 127.0.0.1:$NATS_PORT"
   else
@@ -96,8 +155,11 @@ write_env() {
   # local connection settings for services, tests and tools (pydantic-settings env_file);
   # LOOM_API_KEY is what the CLI, the SDK and `make bench` send (the services get it as
   # LOOM_API_KEYS from supervisord's environment, see up)
+  local nats_url="nats://127.0.0.1:$NATS_PORT" replicas=1
+  if [ "$NATS_NODES" = 3 ]; then nats_url="$(nats_cluster_urls)"; replicas=3; fi
   cat > "$ROOT/.env" <<ENV
-LOOM_NATS_URL=nats://127.0.0.1:$NATS_PORT
+LOOM_NATS_URL=$nats_url
+LOOM_NATS_REPLICAS=$replicas
 LOOM_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 LOOM_DATABASE_URL=postgresql://postgres@127.0.0.1:$TSDB_PORT/loom
 LOOM_API_KEY=$(dev_api_key)
@@ -142,6 +204,10 @@ down() {
   if [ -f "$RUN/nats.pid" ]; then
     log "stopping nats-server"; kill "$(cat "$RUN/nats.pid")" 2>/dev/null || true; rm -f "$RUN/nats.pid"
   fi
+  for pidfile in "$RUN"/nats-[012].pid; do
+    [ -f "$pidfile" ] || continue
+    log "stopping NATS cluster node $(basename "$pidfile" .pid)"; kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"
+  done
   if [ -f "$RUN/redis.pid" ]; then
     log "stopping redis-server"; kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true; rm -f "$RUN/redis.pid"
   fi

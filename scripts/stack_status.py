@@ -6,16 +6,36 @@ import argparse
 import socket
 import sys
 import time
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
+from dotenv import dotenv_values
 from rich.console import Console
 from rich.table import Table
 
-INFRA = [
-    ("NATS JetStream", 4222, "nats://127.0.0.1:4222"),
-    ("Redis", 6379, "redis://127.0.0.1:6379/0"),
-    ("TimescaleDB", 5433, "postgresql://postgres@127.0.0.1:5433/loom"),
-]
+ENV_FILE = Path(__file__).resolve().parent.parent / ".env"
+
+
+def _infra() -> list[tuple[str, int, str]]:
+    """The infrastructure as `.env` names it (what the services connect to); a NATS cluster
+    (LOOM_NATS_NODES=3) is one row per node."""
+    env = {k: v or "" for k, v in dotenv_values(ENV_FILE).items()}
+    nats = env.get("LOOM_NATS_URL") or "nats://127.0.0.1:4222"
+    redis = env.get("LOOM_REDIS_URL") or "redis://127.0.0.1:6379/0"
+    database = env.get("LOOM_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5433/loom"
+    urls = [u.strip() for u in nats.split(",") if u.strip()]
+    rows = [
+        (f"NATS JetStream {i}" if len(urls) > 1 else "NATS JetStream", urlsplit(u).port or 4222, u)
+        for i, u in enumerate(urls)
+    ]
+    return [
+        *rows,
+        ("Redis", urlsplit(redis).port or 6379, redis),
+        ("TimescaleDB", urlsplit(database).port or 5432, database),
+    ]
+
+
 SERVICES = [
     ("dispatcher", 8001),
     ("registry", 8002),
@@ -59,7 +79,7 @@ def main() -> int:
     table = Table(title="Loom local stack")
     for col in ("component", "where", "live", "ready", "log"):
         table.add_column(col)
-    for name, port, url in INFRA:
+    for name, port, url in _infra():
         table.add_row(name, url, "yes" if _port_open(port) else "NO", "", "")
     for name, port in SERVICES:
         live, ready = health[name]

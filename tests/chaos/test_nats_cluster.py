@@ -19,7 +19,7 @@ import pytest
 from loom_client import AsyncLoomClient
 
 from tests.chaos.audit import audit, row_count, stream_message_count, terminal_count
-from tests.integration.events_support import FAST_INGEST, fresh_database
+from tests.integration.events_support import FAST_INGEST, fetch, fresh_database
 from tests.integration.harness import (
     REDIS_URL,
     VENV_BIN,
@@ -190,7 +190,19 @@ async def test_a_run_survives_the_loss_of_the_task_stream_leader_and_of_a_dispat
                 f"{figures.executions_without_events}; killed {leader}, new leader {new_leader}"
             )
             assert figures.completed == TASKS, figures.not_terminal[:5]
+            stored = {
+                task_id: [
+                    (r["type"], r["instance_id"], r["time"].isoformat())
+                    for r in await fetch(
+                        database_url,
+                        "SELECT type, instance_id, time FROM events WHERE task_id = $1 ORDER BY time",
+                        task_id,
+                    )
+                ]
+                for task_id in figures.without_events[:3]
+            }
             assert figures.clean, (
+                f"stored for the first tasks without an answer: {stored}; "
                 f"duplicated {figures.events_duplicated}, missing {figures.missing_ids[:5]}, "
                 f"twice {figures.twice[:5]}, without events {figures.without_events[:5]}"
             )

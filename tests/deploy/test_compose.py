@@ -140,3 +140,19 @@ def test_bundled_redis_keeps_an_append_only_file_on_its_volume(compose_model: di
     assert command[command.index("--appendonly") + 1] == "yes"
     assert command[command.index("--appendfsync") + 1] == "everysec"
     assert any(v.get("source") == "redis-data" and v["target"] == "/data" for v in redis["volumes"])
+
+
+def test_compose_cluster_override(services: list[dict]) -> None:
+    cluster = checks.REPO / "deploy" / "compose" / "compose.cluster.yaml"
+    model = checks.compose_config(checks.COMPOSE_FILE, overrides=[cluster], profiles=())
+    nodes = {name: model["services"][name] for name in ("nats", "nats-2", "nats-3")}
+    for name, node in nodes.items():
+        command = node["command"]
+        routes = command[command.index("--routes") + 1].split(",")
+        assert sorted(r.split("//")[1].split(":")[0] for r in routes) == sorted(set(nodes) - {name})
+        assert command[command.index("--cluster_name") + 1] == "loom"
+    urls = "nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222"
+    for svc in services:
+        env = model["services"][svc["name"]]["environment"]
+        assert env["LOOM_NATS_URL"] == urls and env["LOOM_NATS_REPLICAS"] == "3", svc["name"]
+        assert env["LOOM_HTTP_PORT"] == str(svc["port"])  # the base file's own settings stay

@@ -36,6 +36,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from nats.js.errors import NoStreamResponseError
 from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
@@ -47,6 +48,11 @@ from .telemetry import current_trace, inject_headers, tracer
 log = logging.getLogger(__name__)
 
 EVENTS_DROPPED = Counter("loom_dispatcher_events_dropped_total", "Events that could not be published")
+SUBMIT_RETRIES = Counter(
+    "loom_dispatcher_submit_retries_total",
+    "Submissions published again: JetStream did not answer (no stream leader, no ack)",
+    ["error"],
+)
 PUBLISH_FAILED = Counter(
     "loom_dispatcher_publish_failed_total",
     "JetStream publishes not acknowledged (error or timeout)",
@@ -129,11 +135,18 @@ class FinalStatus:
 
 
 class NatsOutbox:
-    def __init__(self, broker: NatsBroker, ack_timeout_s: float = 10.0, max_stall_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        broker: NatsBroker,
+        ack_timeout_s: float = 10.0,
+        max_stall_s: float = 5.0,
+        submit_retry_s: float = 8.0,
+    ) -> None:
         self._broker = broker
         self._js: JetStreamContext | None = None
         self.acks = PendingAcks(ack_timeout_s)
         self._max_stall_s = max_stall_s
+        self._submit_retry_s = submit_retry_s
 
     @property
     def js(self) -> JetStreamContext:
@@ -177,14 +190,30 @@ class NatsOutbox:
         self.acks.track(fut, kind, msg_id)
 
     async def submitted(self, task: Task) -> bool:
-        """Publish a submission and wait for JetStream's ack (raises NatsTimeoutError without one).
+        """Publish a submission and wait for JetStream's ack; published again for up to
+        ``submit_retry_s`` while JetStream does not answer, then the error is raised.
 
         Returns False when JetStream already held a submission of this task id (deduplicated:
         this body was not stored).
         """
-        return await self._js_publish(
-            subjects.task_submitted(task.target_agent), task.to_json(), submitted_msg_id(task.task_id)
+        subject, body, msg_id = (
+            subjects.task_submitted(task.target_agent),
+            task.to_json(),
+            submitted_msg_id(task.task_id),
         )
+        # a stream without a leader (an election after a node's loss) answers nothing: publish
+        # again, with the same Nats-Msg-Id (stored once however often it is sent), for a while
+        deadline = time.monotonic() + self._submit_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return await self._js_publish(subject, body, msg_id)
+            except (NoStreamResponseError, NatsTimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                SUBMIT_RETRIES.labels(type(exc).__name__).inc()
+                await asyncio.sleep(delay)  # backoff before the next try
+                delay = min(delay * 2, 1.0)
 
     async def watch_final(self, task_id: str) -> FinalStatus:
         """Start watching a task's final status; the caller unsubscribes the watch when done."""

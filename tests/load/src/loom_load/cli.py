@@ -301,7 +301,7 @@ async def run(
         log.warning("NATS: %r", exc)
 
     nc = await nats.connect(
-        targets.nats_url,
+        targets.nats_servers,
         name=f"loom-load-{run_id}",
         connect_timeout=3,
         max_reconnect_attempts=5,

@@ -29,11 +29,17 @@ class Targets:
     database_url: str = "postgresql://postgres@127.0.0.1:5433/loom"
     celery_url: str = "redis://127.0.0.1:6379/5"
 
+    @property
+    def nats_servers(self) -> list[str]:
+        """The servers of ``nats_url``: one, or a cluster's, comma-separated (LOOM_NATS_NODES=3)."""
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
+
     def check_loopback(self) -> None:
-        for name, url in asdict(self).items():
-            host = urlsplit(url).hostname
-            if host not in LOOPBACK:
-                raise ValueError(f"{name}={url!r}: only loopback targets are allowed (got host {host!r})")
+        for name, value in asdict(self).items():
+            for url in value.split(","):
+                host = urlsplit(url.strip()).hostname
+                if host not in LOOPBACK:
+                    raise ValueError(f"{name}={url!r}: only loopback targets are allowed (got host {host!r})")
 
     def redacted(self) -> dict[str, str]:
         return {name: _redact(url) for name, url in asdict(self).items()}

@@ -1,0 +1,49 @@
+"""The submission publish rides out a stream that answers nothing for a while (what a stream
+does while its replicas elect a new leader), on a real nats-server: the stream appears only
+after the first tries, the submission is stored once, and a stream that never answers gives
+the error after the retry budget."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from faststream.nats import NatsBroker
+from loom_dispatcher.bus import NatsOutbox
+from loom_protocol import TASKS_STREAM, Task, stream_create_request
+from nats.aio.client import Client
+from nats.js.errors import NoStreamResponseError
+
+
+async def test_a_submission_is_published_again_until_the_stream_answers(nats_url: str, nc: Client) -> None:
+    broker = NatsBroker(nats_url)
+    await broker.connect()
+    try:
+        outbox = NatsOutbox(broker, submit_retry_s=10)
+        task = Task(target_agent="echo", parameters={"n": 1})
+
+        async def stream_later() -> None:
+            await asyncio.sleep(0.5)  # the outage: no stream answers for half a second
+            await nc.request(*stream_create_request(TASKS_STREAM), timeout=5)
+
+        appearing = asyncio.create_task(stream_later())
+        assert await outbox.submitted(task) is True
+        await appearing
+        assert (await nc.jetstream().stream_info(TASKS_STREAM.name)).state.messages == 1
+        assert await outbox.submitted(task) is False  # the same submission again: stored once
+    finally:
+        await broker.stop()
+
+
+async def test_a_stream_that_never_answers_fails_the_submission_after_the_budget(nats_url: str) -> None:
+    broker = NatsBroker(nats_url)
+    await broker.connect()
+    try:
+        outbox = NatsOutbox(broker, submit_retry_s=0.5)
+        started = time.monotonic()
+        with pytest.raises(NoStreamResponseError):
+            await outbox.submitted(Task(target_agent="echo", parameters={}))
+        assert 0.3 <= time.monotonic() - started < 3
+    finally:
+        await broker.stop()
