@@ -29,6 +29,7 @@ from tests.integration.events_support import (
     ws_url,
 )
 from tests.integration.harness import AnyService, Stack, wait_for
+from tests.integration.replay_support import trace_of, wait_trace_stored
 
 pytestmark = pytest.mark.component
 
@@ -196,16 +197,13 @@ async def test_replay_runs_a_task_with_its_callers_key(
     s = services
     done = await submit(http, s.dispatcher, ADMIN)
     task_id = done.json()["taskId"]
-
-    async def replayed() -> httpx.Response | None:
-        resp = await http.post(
-            f"{s.replay.url}/api/replay/deterministic", json={"taskId": task_id}, headers=bearer(ADMIN)
-        )
-        return resp if resp.status_code != 409 else None  # 409: its events are not all stored yet
-
-    answer = await wait_for(replayed, 30, "the deterministic replay")
-    assert answer.status_code == 200, answer.text
+    await wait_trace_stored(database_url, trace_of(done.json()))  # the whole recording, then replay
+    answer = await http.post(
+        f"{s.replay.url}/api/replay/deterministic", json={"taskId": task_id}, headers=bearer(ADMIN)
+    )
+    assert answer.status_code == 200, answer.text  # the dispatcher took the run with the caller's key
     assert answer.json()["diverged"] is False
+    assert answer.json()["replay"]["status"] == "completed"
 
 
 def finished_spans() -> tuple[ReadableSpan, ...]:

@@ -56,6 +56,21 @@ def test_the_ring_is_open_until_a_key_exists_and_forgets_revoked_keys() -> None:
     assert not ring.required and ring.lookup(READ_KEY) is None
 
 
+def test_a_read_that_began_before_a_local_change_does_not_undo_it() -> None:
+    ring = KeyRing()
+    record = ApiKeyRecord.of(READ_KEY, "ci", [Scope.READ])
+    read_at = ring.version  # a refresh starts reading the bucket ...
+    ring.put(key_hash(READ_KEY), record)  # ... this service stores a new key meanwhile ...
+    ring.replace({}, read_at)  # ... and the refresh, without the new key, ends
+    assert ring.lookup(READ_KEY) == record
+    read_at = ring.version
+    ring.remove(key_hash(READ_KEY))  # revoked while another read runs
+    ring.replace({key_hash(READ_KEY): record}, read_at)
+    assert ring.lookup(READ_KEY) is None
+    ring.replace({key_hash(READ_KEY): record}, ring.version)  # a read that began after: taken
+    assert ring.lookup(READ_KEY) == record
+
+
 POLICY = AccessPolicy(
     write=Scope.SUBMIT,
     rules=(

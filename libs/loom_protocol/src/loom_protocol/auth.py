@@ -178,6 +178,7 @@ class KeyRing:
     def __init__(self, fixed: str = "") -> None:
         self._fixed = parse_api_keys(fixed)
         self._stored: dict[str, ApiKeyRecord] = {}
+        self._version = 0
         self.unread = False
         """True while the stored keys could not be read even once (e.g. the broker was away at
         start): a service without fixed keys then refuses requests (503) rather than run open."""
@@ -187,16 +188,29 @@ class KeyRing:
         """True once any key exists: every request then needs one."""
         return bool(self._fixed or self._stored)
 
-    def replace(self, stored: Mapping[str, ApiKeyRecord]) -> None:
-        """Take the stored keys as read now (SHA-256 hex -> record)."""
+    @property
+    def version(self) -> int:
+        """Counts this service's own changes (:meth:`put`, :meth:`remove`)."""
+        return self._version
+
+    def replace(self, stored: Mapping[str, ApiKeyRecord], read_at: int | None = None) -> None:
+        """Take the stored keys as read (SHA-256 hex -> record). ``read_at``: :attr:`version`
+        when the read began; a read that began before one of this service's own changes is
+        dropped (it may miss the change; the next read has it)."""
+        if read_at is not None and read_at != self._version:
+            return
         self._stored = dict(stored)
         self.unread = False
 
     def put(self, digest: str, record: ApiKeyRecord) -> None:
+        """A key this service just stored: accepted at once."""
         self._stored[digest] = record
+        self._version += 1
 
     def remove(self, digest: str) -> None:
+        """A key this service just revoked: refused at once."""
         self._stored.pop(digest, None)
+        self._version += 1
 
     def lookup(self, key: str) -> ApiKeyRecord | None:
         """The record of ``key``, or None for a key nobody issued (or one revoked)."""
@@ -246,14 +260,15 @@ async def refresh_stored_keys(
 ) -> bool:
     """Read the stored keys into ``ring`` once; False (``ring`` unchanged) when the bucket could
     not be read. A bucket that does not exist yet holds no keys."""
+    read_at = ring.version
     try:
         bucket = await asyncio.wait_for(open_bucket(), timeout_s)
-        ring.replace(await load_stored_keys(bucket, timeout_s))
+        ring.replace(await load_stored_keys(bucket, timeout_s), read_at)
     except Exception as exc:
         if type(exc).__name__ != "BucketNotFoundError":  # nats.js.errors, not imported here
             log.debug("stored API keys not read: %r", exc)
             return False
-        ring.replace({})
+        ring.replace({}, read_at)
     return True
 
 
