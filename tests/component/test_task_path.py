@@ -216,7 +216,9 @@ async def test_an_unknown_agent_is_404_at_once_naming_the_closest(
         )
         took.append(time.perf_counter() - start)
         assert resp.status_code == 404, resp.text
-    assert statistics.median(took) < 0.1 and max(took) < 1.0, took
+    # at once: never the 3 s the dispatcher waits for an instance of a known agent (a loaded
+    # machine may stall one request, so the bound is on that wait, not on the speed)
+    assert statistics.median(took) < 0.5 and max(took) < 2.5, took
     error = resp.json()["error"]
     assert error["code"] == "unknown_agent" and error["agent"] == "calculater"
     assert error["suggestions"] == ["calculator"]
