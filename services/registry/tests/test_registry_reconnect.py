@@ -34,39 +34,55 @@ from redis.exceptions import RedisError
 INTERVAL_S = 0.2  # the worker's heartbeat interval: its key expires after 3 of them (0.6 s)
 
 
-class NatsServer:
-    """One nats-server process on a fixed port and store, which a test stops and starts."""
+class ServerProcess:
+    """One server process on a fixed port, which a test stops and starts again (same port and
+    data): ``argv`` says how to run it."""
 
-    def __init__(self, store: Path) -> None:
+    name = "server"
+
+    def __init__(self) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port: int = s.getsockname()[1]
-        self._store = store
         self._proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+    def argv(self) -> list[str]:
+        raise NotImplementedError
 
     def start(self) -> None:
-        binary = str(Path(sys.executable).parent / "nats-server")
-        argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self._store)]
-        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+        self._proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
         deadline = time.monotonic() + 10
         while True:
             with socket.socket() as s:
                 s.settimeout(0.2)
                 if s.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
-            assert self._proc.poll() is None, "nats-server exited"
-            assert time.monotonic() < deadline, "nats-server did not start in time"
+            assert self._proc.poll() is None, f"{self.name} exited"
+            assert time.monotonic() < deadline, f"{self.name} did not start in time"
             time.sleep(0.02)
 
     def stop(self) -> None:
+        """SIGTERM (redis-server writes its append-only file out first)."""
         if self._proc is not None:
             self._proc.terminate()
             self._proc.wait(timeout=10)
             self._proc = None
+
+
+class NatsServer(ServerProcess):
+    name = "nats-server"
+
+    def __init__(self, store: Path) -> None:
+        super().__init__()
+        self._store = store
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        binary = str(Path(sys.executable).parent / "nats-server")
+        return [binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self._store)]
 
 
 @pytest.fixture
@@ -155,39 +171,31 @@ class CountingMembership(Membership):
         return gone
 
 
-class RedisServer:
-    """One redis-server process on a fixed port and data folder, which a test stops and starts."""
+class RedisServer(ServerProcess):
+    """redis-server with its append-only file on, so keys and their expiry survive a restart."""
+
+    name = "redis-server"
 
     def __init__(self, data: Path) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port: int = s.getsockname()[1]
+        super().__init__()
         data.mkdir(parents=True, exist_ok=True)
         self._data = data
-        self._proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def argv(self) -> list[str]:
         binary = shutil.which("redis-server") or "redis-server"
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"]
-        self._proc = subprocess.Popen(  # noqa: S603
-            [*argv, "--dir", str(self._data)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while True:
-            with socket.socket() as s:
-                s.settimeout(0.2)
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            assert self._proc.poll() is None, "redis-server exited"
-            assert time.monotonic() < deadline, "redis-server did not start in time"
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        """SIGTERM: redis-server writes its append-only file out and exits."""
-        if self._proc is not None:
-            self._proc.terminate()
-            self._proc.wait(timeout=10)
-            self._proc = None
+        return [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--dir",
+            str(self._data),
+        ]
 
 
 @asynccontextmanager
