@@ -100,7 +100,7 @@ class Request:
 
 
 class FailingMembership:
-    async def pick(self, request: PickRequest, strategy: str) -> PickReply:
+    async def pick(self, request: PickRequest) -> PickReply:
         raise ConnectionError("redis down")
 
 
@@ -113,7 +113,6 @@ async def _answer(data: bytes) -> tuple[list[tuple[str, bytes, dict[str, str] | 
     server = PickServer(
         lambda: cast(Client, conn),
         cast(Membership, FailingMembership()),
-        "round_robin",
         reject=reject,
         count=lambda agent, outcome: None,
     )
@@ -146,7 +145,7 @@ class KnownMembership:
     async def is_known(self, agent_id: str) -> bool:
         return agent_id in ("calculator", "echo")
 
-    async def pick(self, request: PickRequest, strategy: str) -> PickReply:
+    async def pick(self, request: PickRequest) -> PickReply:
         return PickReply(agent_id=request.agent_id, reason="none")
 
 
@@ -159,7 +158,6 @@ async def test_known_agents_are_answered_and_unknown_agents_never_become_metric_
     server = PickServer(
         lambda: cast(Client, conn),
         cast(Membership, KnownMembership()),
-        "round_robin",
         reject=reject,
         count=lambda agent, outcome: counted.append((agent, outcome)),
     )

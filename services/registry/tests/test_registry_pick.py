@@ -7,7 +7,7 @@ import asyncio
 import collections
 
 import pytest
-from loom_protocol import AgentCard, Heartbeat, InstanceLoad, PickRequest
+from loom_protocol import PICK_SCRIPT, AgentCard, Heartbeat, InstanceLoad, PickRequest, RegistryKeys
 from loom_registry.membership import Membership
 from redis.asyncio import Redis
 
@@ -17,13 +17,15 @@ def membership(redis: tuple[Redis, str]) -> Membership:
     return Membership(*redis, missed_heartbeats=3)
 
 
-def beat(instance_id: str, *agents: str, draining: bool = False, interval_s: float = 5.0) -> Heartbeat:
+def beat(
+    instance_id: str, *agents: str, draining: bool = False, interval_s: float = 5.0, in_flight: int = 0
+) -> Heartbeat:
     return Heartbeat(
         instance_id=instance_id,
         agents=[AgentCard(agent_id=a, name=a) for a in agents],
         host="127.0.0.1",
         pid=1,
-        load=InstanceLoad(in_flight=0, capacity=4),
+        load=InstanceLoad(in_flight=in_flight, capacity=4),
         draining=draining,
         interval_s=interval_s,
     )
@@ -77,6 +79,32 @@ async def test_least_loaded_still_answers(membership: Membership) -> None:
     await membership.record(beat("x", "echo"))
     reply = await membership.pick(PickRequest(agent_id="echo"), "least_loaded")
     assert reply.instance_id == "x" and reply.candidates == 1
+
+
+async def test_least_loaded_picks_among_the_least_loaded_in_turn(membership: Membership) -> None:
+    await membership.record(beat("busy", "echo", in_flight=3))
+    await membership.record(beat("idle-a", "echo", in_flight=1))
+    await membership.record(beat("idle-b", "echo", in_flight=1))
+    picks = [
+        (await membership.pick(PickRequest(agent_id="echo"), "least_loaded")).instance_id for _ in range(4)
+    ]
+    assert sorted(picks) == ["idle-a", "idle-a", "idle-b", "idle-b"]
+    excluded = PickRequest(agent_id="echo", exclude=["idle-a", "idle-b"])
+    assert (await membership.pick(excluded, "least_loaded")).instance_id == "busy"
+
+
+async def test_a_picker_naming_no_strategy_follows_the_registrys(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    registry = Membership(client, prefix, 3, strategy="least_loaded")
+    await registry.record(beat("busy", "echo", in_flight=4))
+    await registry.record(beat("idle", "echo", in_flight=0))
+    # what the dispatcher runs: the protocol's script and keys, no strategy named
+    keys = RegistryKeys(prefix)
+    script = client.register_script(PICK_SCRIPT)
+    for _ in range(3):
+        instance_id, candidates = await script(keys=keys.pick_keys("echo"), args=keys.pick_args())
+        assert (instance_id, candidates) == ("idle", 1)
+    assert await client.get(keys.strategy) == "least_loaded"
 
 
 async def test_known_agents_are_every_agent_ever_seen_even_after_its_instances_left(

@@ -15,6 +15,7 @@ alone. Every public name is re-exported here; modules:
 * :mod:`loom_protocol.stored` -- the stored row type names and terminal event types.
 * :mod:`loom_protocol.errors` -- :func:`validation_reason`.
 * :mod:`loom_protocol.subjects` -- every NATS subject (import the module: ``subjects.task_status(...)``).
+* :mod:`loom_protocol.registry_state` -- the registry's Redis key layout and the pick script.
 * :mod:`loom_protocol.jetstream` -- stream specs, the requests that create them and the ``Nats-Msg-Id`` rule.
 * :mod:`loom_protocol.http` -- the error body and the ops endpoints' answers of every HTTP API.
 * :mod:`loom_protocol.auth` -- API keys, their scopes and the middleware every HTTP API checks them with.
@@ -134,6 +135,7 @@ from loom_protocol.payloads import (
     event_data,
 )
 from loom_protocol.pricing import DEFAULT_PRICES, Price, PriceTable, prices_from_json
+from loom_protocol.registry_state import PICK_SCRIPT, PICK_STRATEGIES, PickStrategy, RegistryKeys
 from loom_protocol.replays import (
     REPLAY_METADATA_KEY,
     ForkChanges,
@@ -260,8 +262,11 @@ __all__ = [
     "MemoryTier",
     "NATS_URL",
     "NewApiKey",
+    "PICK_SCRIPT",
+    "PICK_STRATEGIES",
     "PickReply",
     "PickRequest",
+    "PickStrategy",
     "Price",
     "PriceTable",
     "REDIS_URL",
@@ -275,6 +280,7 @@ __all__ = [
     "RecordedOutcome",
     "RecordedToolStep",
     "Recording",
+    "RegistryKeys",
     "RejectedMessage",
     "ReplayCounts",
     "ReplayMode",

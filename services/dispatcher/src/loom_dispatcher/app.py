@@ -32,6 +32,7 @@ from .config import Settings
 from .dispatching import Dispatcher, Policy, sweep_forever
 from .errors import HTTP_ERROR_HANDLERS
 from .handlers import build_consumers, build_router
+from .picking import RedisPicker
 from .state import State
 from .store import TaskStore
 
@@ -79,9 +80,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         approval_timeout_action=settings.approval_timeout_action,
         max_cascade=settings.max_cascade,
     )
-    picker = RegistryPicker(broker, settings.pick_timeout_s)
-    # which agents exist: asked of the registry (it owns its Redis keys), cached here
-    dispatcher = Dispatcher(store, picker, outbox, policy, AgentDirectory(picker.known_agents))
+    registry = RegistryPicker(broker, settings.pick_timeout_s)
+    # picks: from the registry's state in Redis (picking.py), or asked of the registry over NATS
+    picker = RedisPicker(store.scripts, settings.redis_prefix) if settings.pick_from_redis else registry
+    # which agents exist: asked of the registry, cached here
+    dispatcher = Dispatcher(store, picker, outbox, policy, AgentDirectory(registry.known_agents))
     state = State(
         settings, broker, redis, store, dispatcher, outbox, keys=KeyRing(settings.api_keys.get_secret_value())
     )

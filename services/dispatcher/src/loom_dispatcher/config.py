@@ -19,6 +19,9 @@ class Settings(BaseSettings, ServiceSettings):
     no_instance_timeout_s: float = 10.0
     retry_backoff_s: float = 0.2
     pick_timeout_s: float = 1.0
+    # pick from the registry's state in the same Redis (one script call); false: ask the
+    # registry over NATS (loom.registry.pick), e.g. when the registry keeps another Redis
+    pick_from_redis: bool = True
     sweep_interval_s: float = 0.2
     max_parameters_bytes: int = 1_048_576
     max_wait_s: float = 300.0

@@ -31,7 +31,8 @@ class MessageTooLarge(DispatcherError):
 
 
 class RegistryUnavailable(DispatcherError):
-    """The registry did not answer a pick in time; the submission is redelivered."""
+    """No pick could be made (the registry's state in Redis was unreadable, or the registry did
+    not answer in time); the sweeper or a redelivery tries again."""
 
     retryable = True
 

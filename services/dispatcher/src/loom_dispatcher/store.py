@@ -141,7 +141,7 @@ class TaskStore:
     def __init__(self, redis: Redis, prefix: str, hints: int = 4096) -> None:
         self._redis = redis
         self._p = prefix
-        self._scripts = ScriptBatcher(redis)
+        self.scripts = self._scripts = ScriptBatcher(redis)  # shared with the picker (picking.py)
         self._transition = self._scripts.script(_TRANSITION_LUA)
         self._create = self._scripts.script(_CREATE_LUA)
         self._hints: OrderedDict[str, Snapshot] = OrderedDict()

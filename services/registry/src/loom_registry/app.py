@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     redis = Redis.from_url(
         settings.redis_url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
     )
-    membership = Membership(redis, settings.redis_prefix, settings.missed_heartbeats)
+    membership = Membership(redis, settings.redis_prefix, settings.missed_heartbeats, settings.pick_strategy)
     mirror = (
         ConsulMirror(settings.consul_url, settings.missed_heartbeats, settings.consul_token)
         if settings.consul_url
@@ -83,7 +83,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     picks = PickServer(
         lambda: broker.connection,
         membership,
-        settings.pick_strategy,
         reject=reject_pick,
         count=count_pick,
         traced=traced,

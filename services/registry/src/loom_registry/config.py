@@ -1,7 +1,6 @@
 """Registry settings, from LOOM_* environment variables (and the repo's .env)."""
 
-from typing import Literal
-
+from loom_protocol import PickStrategy
 from loom_protocol.settings import NATS_URL, REDIS_URL, ServiceSettings
 from pydantic_settings import BaseSettings
 
@@ -20,4 +19,4 @@ class Settings(BaseSettings, ServiceSettings):
     reconnect_grace_s: float = 3.0
     consul_url: str = ""  # e.g. http://127.0.0.1:8500 to mirror instances into Consul; empty: off
     consul_token: str | None = None
-    pick_strategy: Literal["round_robin", "least_loaded"] = "round_robin"
+    pick_strategy: PickStrategy = "round_robin"  # the dispatcher follows it (stored with heartbeats)

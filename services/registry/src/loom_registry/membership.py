@@ -1,16 +1,11 @@
 """Instances, cards and picks in Redis, shared by every registry replica.
 
-- ``reg:inst:<id>``  the instance's last heartbeat, expiring after N missed heartbeats;
-- ``reg:known``      instance ids believed alive (the sweeper compares it with the keys above);
-- ``reg:agent:<a>``  instance ids serving agent ``a``; ``reg:agents`` every agent id ever seen in
-  a heartbeat (never shrinks: it is what "a known agent" means, answered on
-  ``loom.registry.agents`` so the dispatcher can refuse tasks for agents nobody ever ran);
-- ``reg:rr:<a>``     the round-robin counter of agent ``a`` (INCR is atomic across replicas);
-- ``reg:draining``   instance ids whose last heartbeat said they are draining (never picked).
-
-A round-robin pick is one Lua script (one round trip, atomic): the live, non-draining instances
-of the agent in id order, the excluded ones left out unless nothing else is left, and the
-agent's counter INCRed to choose among them, so replicas share one rotation.
+The key layout and the pick script are the protocol's (:mod:`loom_protocol.registry_state`):
+the dispatcher picks from this state too. A pick is one Lua script (one round trip, atomic):
+the live, non-draining instances of the agent in id order, the excluded ones left out unless
+nothing else is left (and with ``least_loaded`` the least loaded of them), and the agent's
+counter INCRed to choose among them, so every picker shares one rotation. Each heartbeat also
+stores the registry's strategy, which a picker that does not name one follows.
 """
 
 from __future__ import annotations
@@ -18,34 +13,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from loom_protocol import Heartbeat, PickReply, PickRequest
+from loom_protocol import PICK_SCRIPT, Heartbeat, PickReply, PickRequest, PickStrategy, RegistryKeys
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-
-# KEYS: the agent's instance set, its round-robin counter, the draining set.
-# ARGV: the instance key prefix, then the excluded instance ids. The instance keys are built
-# here from the prefix (not declared in KEYS): fine on one Redis, not on Redis Cluster.
-# Answers {instance id or nil, number of candidates}.
-_PICK_LUA = """
-local ids = redis.call('SMEMBERS', KEYS[1])
-table.sort(ids)
-local excluded = {}
-for i = 2, #ARGV do excluded[ARGV[i]] = true end
-local live, others = {}, {}
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', ARGV[1] .. id) == 1 and redis.call('SISMEMBER', KEYS[3], id) == 0 then
-    live[#live + 1] = id
-    if not excluded[id] then others[#others + 1] = id end
-  end
-end
-local candidates = others
-if #candidates == 0 then candidates = live end
-if #candidates == 0 then return {false, 0} end
-local turn = redis.call('INCR', KEYS[2])
-return {candidates[((turn - 1) % #candidates) + 1], #candidates}
-"""
 
 
 def _text(values: Iterable[Any]) -> list[str]:
@@ -64,11 +36,15 @@ class Instance:
 
 
 class Membership:
-    def __init__(self, redis: Redis, prefix: str, missed_heartbeats: int) -> None:
+    def __init__(
+        self, redis: Redis, prefix: str, missed_heartbeats: int, strategy: PickStrategy = "round_robin"
+    ) -> None:
         self._redis = redis
-        self._p = f"{prefix}:reg"
+        self.keys = RegistryKeys(prefix)
+        self._p = self.keys.base
         self._missed = missed_heartbeats
-        self._pick = redis.register_script(_PICK_LUA)  # EVALSHA, loaded again if Redis lost it
+        self.strategy: PickStrategy = strategy
+        self._pick = redis.register_script(PICK_SCRIPT)  # EVALSHA, loaded again if Redis lost it
 
     async def ping(self) -> bool:
         """True when Redis answers (for /readyz)."""
@@ -78,10 +54,10 @@ class Membership:
             return False
 
     def _inst(self, instance_id: str) -> str:
-        return f"{self._p}:inst:{instance_id}"
+        return self.keys.instance(instance_id)
 
     def _agent(self, agent_id: str) -> str:
-        return f"{self._p}:agent:{agent_id}"
+        return self.keys.agent(agent_id)
 
     async def record(self, hb: Heartbeat) -> bool:
         """Store a heartbeat; True when the instance was not known before (it just came up)."""
@@ -96,6 +72,7 @@ class Membership:
             for agent_id in hb.agent_ids:
                 pipe.sadd(self._agent(agent_id), hb.instance_id)
                 pipe.sadd(f"{self._p}:agents", agent_id)
+            pipe.set(self.keys.strategy, self.strategy)
             results = await pipe.execute()
         return bool(results[1])
 
@@ -156,29 +133,15 @@ class Membership:
                 out.append(Instance(hb, max(0.0, now - hb.sent_at.timestamp())))
         return out
 
-    async def pick(self, request: PickRequest, strategy: Literal["round_robin", "least_loaded"]) -> PickReply:
-        if strategy == "round_robin":
-            return await self._pick_round_robin(request)
-        live = [i for i in await self.instances_of(request.agent_id) if i.pickable]
-        candidates = [i for i in live if i.heartbeat.instance_id not in request.exclude] or live
-        if not candidates:
-            return self._none(request)
-        turn = await self._redis.incr(f"{self._p}:rr:{request.agent_id}")
-        lowest = min(i.heartbeat.load.in_flight / i.heartbeat.load.capacity for i in candidates)
-        candidates = [
-            i for i in candidates if i.heartbeat.load.in_flight / i.heartbeat.load.capacity == lowest
-        ]
-        chosen = candidates[(turn - 1) % len(candidates)]
-        return PickReply(
-            agent_id=request.agent_id, instance_id=chosen.heartbeat.instance_id, candidates=len(candidates)
-        )
-
-    async def _pick_round_robin(self, request: PickRequest) -> PickReply:
-        keys = [self._agent(request.agent_id), f"{self._p}:rr:{request.agent_id}", f"{self._p}:draining"]
-        instance_id, candidates = await self._pick(keys=keys, args=[self._inst(""), *request.exclude])
+    async def pick(self, request: PickRequest, strategy: PickStrategy | None = None) -> PickReply:
+        """Pick an instance for ``request`` by ``strategy`` (default: this registry's)."""
+        keys = self.keys.pick_keys(request.agent_id)
+        args = self.keys.pick_args(strategy or self.strategy, tuple(request.exclude))
+        instance_id, candidates = await self._pick(keys=keys, args=args)
         if instance_id is None:
             return self._none(request)
-        return PickReply(agent_id=request.agent_id, instance_id=instance_id, candidates=int(candidates))
+        text = instance_id.decode() if isinstance(instance_id, bytes) else str(instance_id)
+        return PickReply(agent_id=request.agent_id, instance_id=text, candidates=int(candidates))
 
     @staticmethod
     def _none(request: PickRequest) -> PickReply:

@@ -20,7 +20,6 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Literal
 
 from loom_protocol import UNKNOWN_AGENT_LABEL, KnownAgents, PickRequest, subjects, validation_reason
 from nats.aio.client import Client
@@ -44,7 +43,6 @@ Count = Callable[[str, str], None]
 class PickServer:
     connection: Callable[[], Client]  # the broker's client, known once it has connected
     membership: Membership
-    strategy: Literal["round_robin", "least_loaded"]
     _: KW_ONLY
     reject: Reject
     count: Count
@@ -123,7 +121,7 @@ class PickServer:
             await self.reject(msg.subject, msg.data, reason)
             await self._error(msg, 400, f"invalid pick request: {reason}")
             return
-        reply = await self.membership.pick(request, self.strategy)
+        reply = await self.membership.pick(request)
         if reply.instance_id:
             self.count(request.agent_id, "picked")
         else:  # rare (a task waiting for an instance): worth one more lookup to keep labels bounded

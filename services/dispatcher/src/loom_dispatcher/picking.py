@@ -1,0 +1,39 @@
+"""Picks an instance for a task straight from the registry's state in Redis.
+
+The registry keeps its state (heartbeats, agent sets, rotation counters) in the Redis the
+dispatcher also uses; the protocol describes its keys and the pick script
+(:mod:`loom_protocol.registry_state`). Running that script here makes a pick one EVALSHA, sent
+with the task store's other scripts of the same event-loop turn, instead of a NATS request to
+the registry's process that then makes the same call. The rotation is the same counter the
+registry increments, so picks stay fair across every dispatcher and registry replica, and the
+strategy is the one the registry stores with each heartbeat. docs/adr/0006-picks.md.
+"""
+
+from __future__ import annotations
+
+from loom_protocol import PICK_SCRIPT, PickReply, RegistryKeys
+from opentelemetry.trace import SpanKind
+from redis.exceptions import RedisError
+
+from .errors import RegistryUnavailable
+from .scripts import ScriptBatcher
+from .telemetry import tracer
+
+
+class RedisPicker:
+    def __init__(self, scripts: ScriptBatcher, prefix: str) -> None:
+        self._keys = RegistryKeys(prefix)
+        self._pick = scripts.script(PICK_SCRIPT)
+
+    async def pick(self, agent_id: str, task_id: str) -> PickReply:
+        with tracer.start_as_current_span("registry.pick", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("loom.agent", agent_id)
+            try:
+                instance_id, candidates = await self._pick(
+                    keys=self._keys.pick_keys(agent_id), args=self._keys.pick_args()
+                )
+            except (RedisError, OSError) as exc:
+                raise RegistryUnavailable(f"no pick for {agent_id}: Redis failed: {exc!r}") from exc
+        if instance_id is None:
+            return PickReply(agent_id=agent_id, reason=f"no live instance of agent {agent_id}")
+        return PickReply(agent_id=agent_id, instance_id=str(instance_id), candidates=int(candidates))

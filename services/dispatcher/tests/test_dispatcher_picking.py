@@ -1,0 +1,71 @@
+"""Picks from the registry's state in Redis (a real Redis, a fresh key prefix per test): the
+state is written the way the registry writes it, by the protocol's key layout."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+
+import pytest
+from loom_dispatcher.errors import RegistryUnavailable
+from loom_dispatcher.picking import RedisPicker
+from loom_dispatcher.store import TaskStore
+from loom_protocol import RegistryKeys
+from redis.asyncio import Redis
+
+
+async def heartbeat(
+    client: Redis, keys: RegistryKeys, instance_id: str, agent_id: str, in_flight: int = 0
+) -> None:
+    body = json.dumps({"instanceId": instance_id, "load": {"inFlight": in_flight, "capacity": 4}})
+    await client.set(keys.instance(instance_id), body, px=10_000)
+    await client.sadd(keys.agent(agent_id), instance_id)
+
+
+async def test_picks_rotate_over_live_instances_and_share_the_registrys_counter(
+    redis: tuple[Redis, str],
+) -> None:
+    client, prefix = redis
+    keys = RegistryKeys(prefix)
+    for instance_id in ("w0", "w1", "w2"):
+        await heartbeat(client, keys, instance_id, "echo")
+    await client.sadd(keys.agent("echo"), "gone")  # listed, but its heartbeat expired
+    picker = RedisPicker(TaskStore(client, prefix).scripts, prefix)
+    replies = await asyncio.gather(*(picker.pick("echo", f"t{n}") for n in range(30)))
+    assert collections.Counter(r.instance_id for r in replies) == {"w0": 10, "w1": 10, "w2": 10}
+    assert {r.candidates for r in replies} == {3}
+    assert int(await client.get(keys.rotation("echo"))) == 30  # the counter the registry also turns
+
+
+async def test_draining_instances_are_skipped_and_none_live_is_a_reply_with_the_reason(
+    redis: tuple[Redis, str],
+) -> None:
+    client, prefix = redis
+    keys = RegistryKeys(prefix)
+    await heartbeat(client, keys, "w0", "echo")
+    await heartbeat(client, keys, "w1", "echo")
+    await client.sadd(keys.draining, "w0")
+    picker = RedisPicker(TaskStore(client, prefix).scripts, prefix)
+    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"w1"}
+    none = await picker.pick("calculator", "t")
+    assert none.instance_id is None and none.reason == "no live instance of agent calculator"
+
+
+async def test_the_registrys_stored_strategy_is_followed(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    keys = RegistryKeys(prefix)
+    await heartbeat(client, keys, "busy", "echo", in_flight=4)
+    await heartbeat(client, keys, "idle", "echo", in_flight=1)
+    picker = RedisPicker(TaskStore(client, prefix).scripts, prefix)
+    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"busy", "idle"}
+    await client.set(keys.strategy, "least_loaded")
+    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"idle"}
+
+
+async def test_an_unreachable_redis_is_registry_unavailable() -> None:
+    client = Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)  # nothing listens on port 1
+    picker = RedisPicker(TaskStore(client, "loom-none").scripts, "loom-none")
+    with pytest.raises(RegistryUnavailable, match="Redis failed"):
+        await picker.pick("echo", "t")
+    await client.aclose()
