@@ -192,3 +192,77 @@ async def test_a_report_retried_while_the_stream_is_missing_is_stored_once_it_is
     await asyncio.wait_for(sending, 10)
     info = await js.stream_info(TASKS_STREAM.name)
     assert info.state.messages == 1
+
+
+class RecordingOutbox(FlakyOutbox):
+    """Every status report and event in the order it was published, acked or not."""
+
+    def __init__(self, order: list[str]) -> None:
+        super().__init__(failures=0)
+        self.order = order
+
+    async def stored(
+        self, subject: str, body: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.order.append(TaskStatusChanged.from_json(body).status.value)
+        await super().stored(subject, body, msg_id, headers)
+
+    async def unacked(
+        self, subject: str, body: bytes, msg_id: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.order.append(TaskStatusChanged.from_json(body).status.value)
+
+    async def pipelined(
+        self, messages: Sequence[tuple[str, bytes, dict[str, str]]]
+    ) -> list[BaseException | None]:
+        self.order.extend(CloudEvent.model_validate_json(body).type for _, body, _ in messages)
+        return [None for _ in messages]
+
+
+async def _statuses_of(
+    parameters: dict[str, Any], running_report_after_s: float, agent: str = "echo"
+) -> list[str]:
+    """What the worker published for one task, in order: status values and event types."""
+    order: list[str] = []
+    reporter = StatusReporter(NatsBroker(), "w1", outbox=RecordingOutbox(order))
+    emitter = EventEmitter(NatsBroker(), "/workers/w1", 1000, outbox=RecordingOutbox(order))
+    emitter.start()
+    executor = Executor(
+        "w1",
+        load_agents([agent], ScriptedProvider("m")),
+        reporter,
+        emitter,
+        lambda *_: None,  # type: ignore[arg-type, return-value]
+        [],
+        1,
+        running_report_after_s=running_report_after_s,
+    )
+    task = _task().model_copy(
+        update={"status": TaskStatus.DISPATCHED, "target_agent": agent, "parameters": parameters}
+    )
+    try:
+        await executor.accept(task)
+        await asyncio.wait_for(executor._running["t1"].job, 10)
+        await asyncio.wait_for(emitter._queue.join(), 5)
+    finally:
+        await emitter.stop(timeout_s=1)
+    assert reporter._later == {}  # nothing left due
+    return order
+
+
+async def test_running_is_reported_once_a_task_runs_for_a_while_and_before_its_outcome() -> None:
+    assert await _statuses_of({"delayS": 0.3}, running_report_after_s=0.05) == ["running", "completed"]
+
+
+async def test_a_task_done_before_the_running_report_is_due_reports_only_its_outcome() -> None:
+    assert await _statuses_of({"text": "hi"}, running_report_after_s=5.0) == ["completed"]
+
+
+async def test_a_task_that_shows_progress_reports_running_before_its_first_event() -> None:
+    order = await _statuses_of({"prompt": "what is 6*7?"}, running_report_after_s=5.0, agent="calculator")
+    assert order[0] == "running" and order[-1] == "completed"
+    assert order.count("running") == 1 and len(order) > 3  # the calculator's events in between
+
+
+async def test_running_at_once_when_no_delay_is_set() -> None:
+    assert await _statuses_of({"text": "hi"}, running_report_after_s=0.0) == ["running", "completed"]

@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         memory=MemoryStore(),  # replaced by the shared KV store at start-up (memory_store=kv)
         answer_stream=lambda task: NatsAnswerStream(answers, task),
         approval_tools=settings.approval_tool_names,
+        running_report_after_s=settings.running_report_after_s,
     )
     heart = Heartbeater(broker, executor, settings.heartbeat_interval_s, VERSION)
     broker.include_router(build_router(executor, reporter))

@@ -34,6 +34,9 @@ class Settings(BaseSettings, ServiceSettings):
     publish_timeout_s: float = Field(default=5.0, gt=0)
     report_retries: int = Field(default=5, ge=0, le=50)
     report_backoff_s: float = Field(default=0.5, ge=0)
+    # `running` is reported once a task has run this long (a task done sooner goes from
+    # dispatched straight to its outcome); 0 reports it at once
+    running_report_after_s: float = Field(default=0.25, ge=0, le=60)
     # 6 from 0.25 s: about 16 s of retries, longer than a stream's leader election on a cluster
     event_retries: int = Field(default=6, ge=0, le=50)
     event_backoff_s: float = Field(default=0.25, ge=0)

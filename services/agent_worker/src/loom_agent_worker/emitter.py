@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from faststream.nats import NatsBroker
@@ -110,13 +111,16 @@ class EventEmitter:
             self._dropped += 1
             EVENTS_DROPPED.inc()
 
-    def for_task(self, task: Task, agent_id: str, instance_id: str) -> TaskEvents:
-        """The task's event sink; the active span (the task's) gets the GenAI agent name and attributes."""
+    def for_task(
+        self, task: Task, agent_id: str, instance_id: str, on_first: Callable[[], None] | None = None
+    ) -> TaskEvents:
+        """The task's event sink; the active span (the task's) gets the GenAI agent name and attributes.
+        ``on_first`` is called once, before the first event is queued."""
         span = trace.get_current_span()
         if span.is_recording():
             span.update_name(agent_span_name(agent_id))
             span.set_attributes(agent_attributes(agent_id, task.session_id))
-        return TaskEvents(self, task, f"{self._source}/agents/{agent_id}", agent_id, instance_id)
+        return TaskEvents(self, task, f"{self._source}/agents/{agent_id}", agent_id, instance_id, on_first)
 
     async def _flush_forever(self) -> None:
         while True:
@@ -188,6 +192,7 @@ class TaskEvents:
     source: str
     agent_id: str
     instance_id: str
+    on_first: Callable[[], None] | None = None
     _seq: itertools.count[int] = field(default_factory=itertools.count, init=False)
     _llm_span: Span | None = field(default=None, init=False)
     _tool_spans: dict[str, Span] = field(default_factory=dict, init=False)
@@ -216,6 +221,9 @@ class TaskEvents:
         except Exception:
             log.exception("could not build a %s event", event_type, extra={"task_id": task.task_id})
             return
+        if self.on_first is not None:
+            first, self.on_first = self.on_first, None
+            first()
         self.emitter.put(event)
 
     def _span_for(self, payload: EventPayload, subject: str | None) -> Span | None:

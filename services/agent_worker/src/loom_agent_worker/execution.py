@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -69,6 +70,7 @@ class Executor:
     answer_stream: Callable[[Task], AnswerStream] | None = None  # chunks of action "stream" tasks
     journal: KvJournal | None = None  # None: no attempt restores another's steps
     approval_tools: frozenset[str] = frozenset()  # tools that need approval on this worker
+    running_report_after_s: float = 0.0  # 0: report running at once (reporting.py: why later)
     draining: bool = field(default=False, init=False)
     _slots: asyncio.Semaphore = field(init=False)
     _running: dict[str, Running] = field(default_factory=dict, init=False)
@@ -150,7 +152,10 @@ class Executor:
             started = time.perf_counter()
             status = TaskStatus.FAILED
             try:
-                await self.reporter.report_running(task)
+                if self.running_report_after_s > 0:
+                    self.reporter.report_running_after(task, self.running_report_after_s)
+                else:
+                    await self.reporter.report_running(task)
                 status = await self._execute(agent, task)
             except asyncio.CancelledError:
                 pass
@@ -165,12 +170,15 @@ class Executor:
                         task, TaskStatus.FAILED, error="worker error while running task"
                     )
             finally:
+                self.reporter.running_ended(task)
                 TASKS.labels(agent.node_id, status.value).inc()
                 DURATION.labels(agent.node_id).observe(time.perf_counter() - started)
 
     async def _execute(self, agent: Agent, task: Task) -> TaskStatus:
         """Run ``task`` on ``agent`` and report how it ended; returns the status reported."""
-        events = self.emitter.for_task(task, agent.node_id, self.instance_id)
+        # a task that shows progress is running: its running report goes before its first event
+        running = functools.partial(self.reporter.report_running_now, task)
+        events = self.emitter.for_task(task, agent.node_id, self.instance_id, on_first=running)
         try:
             journal = await self._journal_for(task)
         except JournalUnavailable as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,6 +51,12 @@ class ReportNotSent(Exception):
         self.status = status
 
 
+@dataclass(eq=False)
+class _Later:
+    timer: asyncio.TimerHandle | None = None
+    sending: asyncio.Task[None] | None = None
+
+
 class StatusReporter:
     def __init__(
         self,
@@ -66,6 +73,8 @@ class StatusReporter:
         self._retries = retries
         self._retry_backoff_s = retry_backoff_s
         self._max_backoff_s = max_backoff_s
+        self._later: dict[tuple[str, int], _Later] = {}  # running reports not sent yet, by attempt
+        self._sending: set[asyncio.Task[None]] = set()
 
     @property
     def broker(self) -> NatsBroker:
@@ -101,6 +110,7 @@ class StatusReporter:
     ) -> None:
         """Publish a status change and wait for JetStream's ack, again with the same message id
         when there is none (bounded); raises :class:`ReportNotSent` when it was never stored."""
+        await self._running_first(task)
         body, msg_id = self._change(task, status, result, error, approval)
         subject = subjects.task_status(task.task_id)
         for attempt in range(self._retries + 1):
@@ -141,6 +151,48 @@ class StatusReporter:
         except Exception as exc:  # the task runs all the same
             REPORTS_UNSENT.labels(TaskStatus.RUNNING.value).inc()
             log.warning("running report not sent: %r", exc, extra={"task_id": task.task_id})
+
+    def report_running_after(self, task: Task, after_s: float) -> None:
+        """Report ``running`` once ``task`` has run for ``after_s`` seconds or shows progress
+        (:meth:`report_running_now`, before its first event), not at all if it ends sooner: a task
+        that ends at once goes from ``dispatched`` straight to its outcome, one status message
+        fewer through the broker, the dispatcher and the database (Celery does not track STARTED
+        by default either). A report of the outcome waits for a running report already on its
+        way, so the two arrive in order; :meth:`running_ended` drops what is still due."""
+        later = _Later()
+        later.timer = asyncio.get_running_loop().call_later(after_s, self._send_running, task, later)
+        self._later[(task.task_id, task.attempt)] = later
+
+    def _send_running(self, task: Task, later: _Later) -> None:
+        if later.sending is not None:
+            return
+        if later.timer is not None:
+            later.timer.cancel()
+        # its publish is queued on the connection before anything the caller does next (an event)
+        later.sending = asyncio.ensure_future(self.report_running(task))
+        self._sending.add(later.sending)
+        later.sending.add_done_callback(self._sending.discard)
+
+    def report_running_now(self, task: Task) -> None:
+        """Send a running report still due for ``task`` now (the task shows progress)."""
+        later = self._later.get((task.task_id, task.attempt))
+        if later is not None:
+            self._send_running(task, later)
+
+    def running_ended(self, task: Task) -> None:
+        """``task``'s attempt ended (reported or not): its running report is no longer due."""
+        later = self._later.pop((task.task_id, task.attempt), None)
+        if later is not None and later.timer is not None:
+            later.timer.cancel()
+
+    async def _running_first(self, task: Task) -> None:
+        later = self._later.pop((task.task_id, task.attempt), None)
+        if later is None:
+            return
+        if later.timer is not None:
+            later.timer.cancel()
+        if later.sending is not None:
+            await asyncio.shield(later.sending)  # never raises: report_running logs its failure
 
     async def flush(self, timeout_s: int = 5) -> None:
         """Push out what is still buffered (at shutdown)."""

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import loom_agent_worker.runtime as runtime
 from loom_agent_worker.runtime import DEMO_AGENT_IDS, EchoAgent, build_demo_agents, run_with_interceptors
 from loom_protocol import AgentCapability, TaskStatus
@@ -27,6 +29,20 @@ async def test_echo_completes_with_its_parameters_and_emits_nothing(new_task, ne
     assert done.result == {"prompt": "hi", "n": [1, 2]}
     assert ctx.events.events == []
     assert ctx.memory.messages == [] and ctx.memory.notes() == []
+
+
+async def test_echo_waits_delay_s_first_and_ignores_a_delay_it_cannot_take(new_task, new_context) -> None:
+    echo = build_demo_agents()["echo"]
+    task = new_task("echo", {"delayS": 0.2})
+    started = time.monotonic()
+    done = await echo.execute_task(task, new_context(task))
+    assert time.monotonic() - started >= 0.2
+    assert done.result == {"delayS": 0.2}
+    for ignored in ("0.2", True, -1, 1e9):
+        task = new_task("echo", {"delayS": ignored})
+        started = time.monotonic()
+        assert (await echo.execute_task(task, new_context(task))).status is TaskStatus.COMPLETED
+        assert time.monotonic() - started < 0.2
 
 
 async def test_calculator_demo_answers_20(new_task, new_context) -> None:
