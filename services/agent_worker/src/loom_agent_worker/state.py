@@ -18,7 +18,7 @@ class State:
     executor: Executor
 
 
-def get_state(conn: HTTPConnection) -> State:
+async def get_state(conn: HTTPConnection) -> State:
     return cast(State, conn.app.state.loom)
 
 

@@ -40,7 +40,7 @@ class State:
         return self._key_bucket
 
 
-def get_state(conn: HTTPConnection) -> State:
+async def get_state(conn: HTTPConnection) -> State:
     return cast(State, conn.app.state.loom)
 
 

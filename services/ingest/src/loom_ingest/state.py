@@ -32,7 +32,7 @@ class State:
     normaliser: Normaliser = field(default_factory=Normaliser)
 
 
-def get_state(conn: HTTPConnection) -> State:
+async def get_state(conn: HTTPConnection) -> State:
     return cast(State, conn.app.state.loom)
 
 

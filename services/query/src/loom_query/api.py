@@ -24,7 +24,7 @@ from .state import StateDep
 from .task_models import CostFigures, SessionDetail, SessionTask, SessionTotals, TaskPage, TaskSummary
 
 
-def _storable_request(request: HTTPConnection) -> None:
+async def _storable_request(request: HTTPConnection) -> None:
     """Refuse (422) a path or query value PostgreSQL cannot hold: a NUL or a lone surrogate."""
     places = [("path", k, v) for k, v in request.path_params.items() if isinstance(v, str)]
     places += [("query", k, v) for k, v in request.query_params.multi_items()]

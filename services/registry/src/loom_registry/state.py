@@ -20,7 +20,7 @@ class State:
     picks: PickServer
 
 
-def get_state(conn: HTTPConnection) -> State:
+async def get_state(conn: HTTPConnection) -> State:
     return cast(State, conn.app.state.loom)
 
 

@@ -40,7 +40,7 @@ from .runs import CALLER_AUTHORIZATION
 from .state import StateDep
 
 
-def _storable_request(connection: HTTPConnection) -> None:
+async def _storable_request(connection: HTTPConnection) -> None:
     """Refuse a path or query value nothing downstream can hold (a NUL or a lone surrogate):
     422 over HTTP, a policy-violation close over WebSocket."""
     places = [("path", k, v) for k, v in connection.path_params.items() if isinstance(v, str)]

@@ -24,7 +24,7 @@ class State:
     runs: Runs
 
 
-def get_state(conn: HTTPConnection) -> State:
+async def get_state(conn: HTTPConnection) -> State:
     return cast(State, conn.app.state.loom)
 
 

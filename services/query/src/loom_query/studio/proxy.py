@@ -53,7 +53,7 @@ class Proxy:
         await self.client.aclose()
 
 
-def get_proxy(request: Request) -> Proxy:
+async def get_proxy(request: Request) -> Proxy:
     proxy: Proxy = request.app.state.studio_proxy
     return proxy
 
