@@ -2,4 +2,5 @@
 
 from loom_load.cli import app
 
-app(prog_name="python -m loom_load")
+if __name__ == "__main__":  # not when a client process (multiprocessing, spawn) imports it
+    app(prog_name="python -m loom_load")

@@ -1,4 +1,4 @@
-"""The Celery baseline's app: one no-op task on a Redis broker and result backend.
+"""The Celery baseline's app: a no-op task and a sleeping (I/O) task on a Redis broker and backend.
 
 Both the worker (``celery -A loom_load.celery_app worker``, started by the harness) and the
 client import this module; the broker URL and queue come from the environment the harness sets.
@@ -7,6 +7,7 @@ client import this module; the broker URL and queue come from the environment th
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from celery import Celery
@@ -29,4 +30,11 @@ app.conf.update(
 @app.task(name="loom_load.noop")  # type: ignore[untyped-decorator]
 def noop(payload: Any) -> Any:
     """Return the payload: the same no-op as Loom's echo agent."""
+    return payload
+
+
+@app.task(name="loom_load.sleep_io")  # type: ignore[untyped-decorator]
+def sleep_io(payload: Any) -> Any:
+    """Sleep ``payload["delayS"]`` seconds, then return the payload: an I/O-bound task."""
+    time.sleep(float(payload.get("delayS", 0.1)))
     return payload

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import procstat
 from .ledger import Ledger
 from .loom import echo_params
 from .stats import Latency, Timeline, rate
@@ -25,7 +26,9 @@ from .stats import Latency, Timeline, rate
 Progress = Callable[[int], None]
 
 
-def start_worker(url: str, queue: str, concurrency: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    url: str, queue: str, concurrency: int, log_path: Path, pool: str = "prefork"
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "LOOM_LOAD_CELERY_URL": url, "LOOM_LOAD_CELERY_QUEUE": queue}
     command = [
         sys.executable,
@@ -35,7 +38,7 @@ def start_worker(url: str, queue: str, concurrency: int, log_path: Path) -> subp
         "loom_load.celery_app",
         "worker",
         f"--concurrency={concurrency}",
-        "--pool=prefork",
+        f"--pool={pool}",
         "-Q",
         queue,
         "-n",
@@ -81,7 +84,12 @@ def wait_ready(noop: Any, proc: subprocess.Popen[bytes], timeout_s: float = 60.0
 
 
 def closed_loop(
-    noop: Any, count: int, concurrency: int, timeout_s: float, progress: Progress | None
+    noop: Any,
+    count: int,
+    concurrency: int,
+    timeout_s: float,
+    progress: Progress | None,
+    params: Callable[[int], Any] = echo_params,
 ) -> dict[str, Any]:
     """``concurrency`` tasks in flight; the oldest is awaited, then replaced (FIFO window)."""
     ledger = Ledger()
@@ -100,7 +108,7 @@ def closed_loop(
         ledger.submitted(task_id)
         start = time.perf_counter()
         try:
-            window.append((task_id, start, noop.apply_async(args=[echo_params(issued)])))
+            window.append((task_id, start, noop.apply_async(args=[params(issued)])))
         except Exception as exc:  # noqa: BLE001
             ledger.submit_failed(task_id, type(exc).__name__)
         issued += 1
@@ -129,6 +137,7 @@ def closed_loop(
     span = last - t0
     return {
         "submitted": issued,
+        "concurrency": concurrency,
         "duration_s": round(span, 3),
         "throughput": round(rate(completed, span) or 0, 1) or None,
         "latency": latency.summary(),
@@ -170,6 +179,18 @@ def sequential(noop: Any, count: int, timeout_s: float, progress: Progress | Non
     }
 
 
+def configure(url: str, queue: str) -> Any:
+    """The Celery app, pointed at ``url`` with ``queue`` as its default queue."""
+    os.environ["LOOM_LOAD_CELERY_URL"] = url
+    os.environ["LOOM_LOAD_CELERY_QUEUE"] = queue
+    from . import celery_app  # reads the environment set just above
+
+    celery_app.app.conf.broker_url = url
+    celery_app.app.conf.result_backend = url
+    celery_app.app.conf.task_default_queue = queue
+    return celery_app
+
+
 def run_celery(
     url: str,
     concurrency: int,
@@ -182,13 +203,7 @@ def run_celery(
 ) -> dict[str, Any]:
     """Start a worker, run both workloads, stop the worker. Blocking: run it in a thread."""
     queue = f"loomload-{uuid.uuid4().hex[:8]}"
-    os.environ["LOOM_LOAD_CELERY_URL"] = url
-    os.environ["LOOM_LOAD_CELERY_QUEUE"] = queue
-    from . import celery_app  # reads the environment set just above
-
-    celery_app.app.conf.broker_url = url
-    celery_app.app.conf.result_backend = url
-    celery_app.app.conf.task_default_queue = queue
+    celery_app = configure(url, queue)
     import celery
 
     out: dict[str, Any] = {
@@ -196,11 +211,13 @@ def run_celery(
         "queue": queue,
         "worker_concurrency": workers,
         "celery": celery.__version__,
+        "cpu": {},
     }
     proc = start_worker(url, queue, workers, log_dir / "celery-worker.log")
     out["worker_pid"] = proc.pid
     try:
         out["ready_s"] = round(wait_ready(celery_app.noop, proc), 2)
+        window = procstat.Window()
         out["closed"] = closed_loop(
             celery_app.noop,
             count,
@@ -208,13 +225,15 @@ def run_celery(
             timeout_s,
             progress(f"Celery no-op closed loop c={concurrency}", count),
         )
-        out["closed"]["concurrency"] = concurrency
+        out["cpu"]["closed"] = window.close(out["closed"]["accounting"]["completed"])
+        window = procstat.Window()
         out["sequential"] = sequential(
             celery_app.noop,
             sequential_count,
             timeout_s,
             progress("Celery no-op sequential", sequential_count),
         )
+        out["cpu"]["sequential"] = window.close(out["sequential"]["accounting"]["completed"])
     finally:
         stop_worker(proc)
     return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -25,14 +26,16 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from . import celery_bench, procstat, search
+from . import celery_bench, faststream_peer, floor, io_bench, procstat, search, taskiq_bench
 from .ceilings import copy_ceiling, nats_ceilings
+from .client_procs import run_spread
 from .ingest import LagTracker, ingest_burst, probe_events_table
 from .live import LiveFeed
-from .loom import LoomClient, PhaseSpec, run_phase
+from .loom import LoomClient, PhaseSpec, rest_session, run_phase
 from .observe import Observer
 from .pyspy import Sampler
-from .report import accounting_table, rich_table, write_reports
+from .reply_bench import run_reply_peer
+from .report import accounting_table, cpu_table, peers_table, rich_table, write_reports
 from .settings import PROFILES, Profile, Targets, auth_headers, resolve_api_key, resolve_targets
 
 log = logging.getLogger("loom_load")
@@ -50,8 +53,14 @@ STEPS = (
     "ingest",
     "live",
     "celery",
+    "taskiq",
+    "faststream",
+    "floor",
+    "io",
     "search",
 )
+PEERS = ("taskiq", "faststream", "floor")
+SPREAD_PHASES = frozenset({"echo-rest-closed"})  # run over --client-procs client processes
 
 
 def loom_phases(profile: Profile) -> list[tuple[str, PhaseSpec]]:
@@ -118,6 +127,19 @@ def loom_phases(profile: Profile) -> list[tuple[str, PhaseSpec]]:
                 "closed",
                 p.orchestrator_count,
                 p.orchestrator_concurrency,
+            ),
+        ),
+        (
+            "io",
+            PhaseSpec(
+                "io-loom",
+                f"echo delayS={p.io_delay_s:g} NATS c={p.io_concurrency} (I/O task)",
+                "echo",
+                "nats",
+                "closed",
+                p.io_count,
+                p.io_concurrency,
+                extra_params={"delayS": p.io_delay_s},
             ),
         ),
     ]
@@ -269,6 +291,7 @@ async def run(
     max_seconds: float,
     forced_open_rate: float | None = None,
     api_key: str | None = None,
+    client_procs: int = 1,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
     headers = auth_headers(api_key)  # on every HTTP and WebSocket call to the stack
@@ -289,9 +312,12 @@ async def run(
             "platform": platform.platform(),
             "targets": targets.redacted(),
             "api_key": "sent (LOOM_API_KEY)" if api_key else "none",
+            "client_procs": client_procs,
+            "broker_pids": broker_pids(targets),
         },
         "phases": [],
         "cpu": {},
+        "cpu_s": {},
     }
 
     def over_budget() -> bool:
@@ -326,6 +352,7 @@ async def run(
                 "orchestrator",
                 "ingest",
                 "live",
+                "io",
             }
             if loom_steps and not pre.get("dispatcher_ready"):
                 console.print(
@@ -361,11 +388,10 @@ async def run(
                     bar,
                     over_budget,
                     headers,
+                    client_procs,
                 )
 
             if "celery" in steps and not over_budget():
-                before = procstat.snapshot()
-                t0 = time.perf_counter()
                 try:
                     results["celery"] = await asyncio.to_thread(
                         celery_bench.run_celery,
@@ -381,15 +407,131 @@ async def run(
                 except Exception as exc:  # noqa: BLE001 -- the baseline failing must not lose the run
                     log.exception("celery baseline failed")
                     results["celery"] = {"na": f"celery baseline failed: {type(exc).__name__}: {exc}"}
-                results["cpu"]["celery"] = procstat.cpu_percent(
-                    before, procstat.snapshot(), time.perf_counter() - t0
-                )
+                _peer_cpu(results, "celery")
+
+            for peer in PEERS:
+                if peer in steps and not over_budget():
+                    results[peer] = await _peer(peer, targets, profile, out_dir, bar)
+                    _peer_cpu(results, peer)
+                    console.print(peer_line(peer, results[peer]))
+
+            if "io" in steps and not over_budget():
+                celery_io = await _celery_io(targets, profile, out_dir, bar)
+                for window in (celery_io.pop("cpu", None) or {}).values():
+                    record_cpu(results, "io-celery", window)
+                results["io"] = {
+                    "delay_s": profile.io_delay_s,
+                    "concurrency": profile.io_concurrency,
+                    "count": profile.io_count,
+                    "loom_phase": "io-loom",
+                    "celery": celery_io,
+                }
     finally:
         await http.aclose()
         await nc.close()
     results["run"]["duration_s"] = round(time.perf_counter() - started, 1)
     results["run"]["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     return results
+
+
+def broker_pids(targets: Targets) -> dict[str, list[int]]:
+    """The pids of the stack's NATS servers and Redis (listening on the targets' ports): the
+    brokers whose CPU the figures count, not the copies tests elsewhere on the machine run."""
+    out: dict[str, list[int]] = {"nats-server": [], "redis-server": []}
+    ports = [("nats-server", urlsplit(u).port or 4222) for u in targets.nats_servers]
+    ports.append(("redis-server", urlsplit(targets.celery_url).port or 6379))
+    for name, port in ports:
+        pid = procstat.pid_listening_on(port)
+        if pid is not None and pid not in out[name]:
+            out[name].append(pid)
+    return out
+
+
+def record_cpu(results: dict[str, Any], phase: str, window: dict[str, Any]) -> None:
+    """A phase's CPU window: raw (``cpu_s``) and as percent of one core (``cpu``)."""
+    results["cpu_s"][phase] = window
+    results["cpu"][phase] = procstat.percent_of(window)
+
+
+def _peer_cpu(results: dict[str, Any], peer: str) -> None:
+    """Move a peer's CPU windows (``closed``, ``sequential``) into the run's per-phase CPU."""
+    section = results.get(peer)
+    if not isinstance(section, dict):
+        return
+    names = {"closed": f"{peer}-closed", "sequential": f"{peer}-seq"}
+    for workload, window in (section.pop("cpu", None) or {}).items():
+        if workload in names:
+            record_cpu(results, names[workload], window)
+
+
+async def _peer(
+    peer: str,
+    targets: Targets,
+    profile: Profile,
+    out_dir: Path,
+    bar: Callable[[str, int], Callable[[int], None]],
+) -> dict[str, Any]:
+    """One peer's workloads (the Celery baseline's), its failure recorded rather than raised."""
+    workers = os.cpu_count() or 1
+    common = (profile.celery_count, profile.celery_sequential_count, profile.phase_timeout_s, out_dir, bar)
+    try:
+        if peer == "taskiq":
+            return await taskiq_bench.run_taskiq(
+                targets.nats_servers, targets.celery_url, profile.echo_closed_concurrency, workers, *common
+            )
+        commands, title, packages = {
+            "faststream": (faststream_peer.worker_commands, "FastStream", ("faststream", "nats-py")),
+            "floor": (floor.worker_commands, "nats-py floor", ("nats-py",)),
+        }[peer]
+        return await run_reply_peer(
+            peer,
+            title,
+            commands,
+            targets.nats_servers,
+            profile.echo_closed_concurrency,
+            workers,
+            *common,
+            packages=packages,
+        )
+    except Exception as exc:  # noqa: BLE001 -- a peer failing must not lose the run
+        log.exception("%s peer failed", peer)
+        return {"na": f"{peer} failed: {type(exc).__name__}: {exc}"}
+
+
+async def _celery_io(
+    targets: Targets, profile: Profile, out_dir: Path, bar: Callable[[str, int], Callable[[int], None]]
+) -> dict[str, Any]:
+    try:
+        return await asyncio.to_thread(
+            io_bench.run_celery_io,
+            targets.celery_url,
+            profile.io_count,
+            profile.io_concurrency,
+            profile.io_delay_s,
+            profile.phase_timeout_s,
+            out_dir,
+            bar,
+        )
+    except Exception as exc:  # noqa: BLE001
+        log.exception("celery I/O task failed")
+        return {"na": f"celery I/O task failed: {type(exc).__name__}: {exc}"}
+
+
+def peer_line(peer: str, section: dict[str, Any]) -> str:
+    if "na" in section:
+        return f"[bold]{peer}[/bold]: [red]{section['na']}[/red]"
+    closed, seq = section.get("closed") or {}, section.get("sequential") or {}
+    acc = closed.get("accounting", {})
+    lost = acc.get("total", 0) - acc.get("completed", 0)
+    return (
+        f"[bold]{peer}[/bold]: closed loop {closed.get('throughput') or 0:,.1f} completed/s, "
+        f"p50 {_get_ms(closed, 'p50_ms')} ms; sequential p50 {_get_ms(seq, 'p50_ms')} ms, "
+        f"p99 {_get_ms(seq, 'p99_ms')} ms" + (f", [red]{lost} not completed[/red]" if lost else "")
+    )
+
+
+def _get_ms(data: dict[str, Any], key: str) -> Any:
+    return (data.get("latency") or {}).get(key)
 
 
 def phase_line(summary: dict[str, Any]) -> str:
@@ -456,10 +598,12 @@ async def _loom(
     bar: Callable[[str, int], Callable[[int], None]],
     over_budget: Callable[[], bool],
     headers: dict[str, str],
+    client_procs: int = 1,
 ) -> None:
     observer = Observer(prefix, burst_source)
     await observer.start(nc)
-    client = LoomClient(js=js, http=http, observer=observer, prefix=prefix)
+    rest = rest_session(targets.dispatcher_url, headers)
+    client = LoomClient(js=js, http=http, observer=observer, prefix=prefix, rest=rest)
 
     live: LiveFeed | None = None
     if "live" in steps:
@@ -500,22 +644,35 @@ async def _loom(
                 port = urlsplit(ports[py_spy]).port if py_spy in ports else None
                 sampler = Sampler(py_spy, out_dir, port=port)
                 sampler.start()
-            before = procstat.snapshot()
-            t0 = time.perf_counter()
             try:
-                summary = await run_phase(
-                    spec,
-                    client,
-                    phase_timeout_s=profile.phase_timeout_s,
-                    grace_s=profile.grace_s,
-                    progress=bar(spec.title, spec.count),
-                )
+                if client_procs > 1 and spec.name in SPREAD_PHASES:
+                    title, count = f"{spec.title} ({client_procs} clients)", spec.count
+                    summary, window = await run_spread(
+                        spec,
+                        client_procs,
+                        nats_servers=targets.nats_servers,
+                        dispatcher_url=targets.dispatcher_url,
+                        headers=headers,
+                        prefix=prefix,
+                        phase_timeout_s=profile.phase_timeout_s,
+                        grace_s=profile.grace_s,
+                        traces=observer.traces,
+                        progress=functools.partial(bar, title, count),
+                    )
+                else:
+                    cpu_window = procstat.Window()
+                    summary = await run_phase(
+                        spec,
+                        client,
+                        phase_timeout_s=profile.phase_timeout_s,
+                        grace_s=profile.grace_s,
+                        progress=bar(spec.title, spec.count),
+                    )
+                    window = cpu_window.close(summary["accounting"]["completed"])
             finally:
                 if sampler is not None:
                     results["py_spy"] = sampler.stop()
-            results["cpu"][spec.name] = procstat.cpu_percent(
-                before, procstat.snapshot(), time.perf_counter() - t0
-            )
+            record_cpu(results, spec.name, window)
             results["phases"].append(summary)
             console.print(phase_line(summary))
 
@@ -525,8 +682,7 @@ async def _loom(
             results["ingest"]["lag"] = tracker.summary()
             if "ingest" in steps and not over_budget():
                 with console.status(f"ingest: burst of {profile.ingest_burst_events} synthetic events"):
-                    before = procstat.snapshot()
-                    t0 = time.perf_counter()
+                    cpu_window = procstat.Window()
                     try:
                         results["ingest"]["burst"] = await ingest_burst(
                             js,
@@ -537,12 +693,12 @@ async def _loom(
                         )
                     except Exception as exc:  # noqa: BLE001
                         results["ingest"]["burst"] = {"na": f"{type(exc).__name__}: {exc}"}
-                    results["cpu"]["ingest-burst"] = procstat.cpu_percent(
-                        before, procstat.snapshot(), time.perf_counter() - t0
-                    )
+                    rows = results["ingest"]["burst"].get("events") or 0
+                    record_cpu(results, "ingest-burst", cpu_window.close(int(rows)))
                 if live is not None:
                     await asyncio.sleep(1.0)  # let the feed deliver the burst's tail
     finally:
+        await rest.close()
         if tracker is not None:
             await tracker.drain(0)
         if live is not None:
@@ -589,6 +745,14 @@ def main(
         float | None,
         typer.Option("--open-rate", help="open-loop tasks/s (default: half the closed loop's throughput)"),
     ] = None,
+    client_procs: Annotated[
+        int,
+        typer.Option(
+            "--client-procs",
+            min=1,
+            help="client processes for the REST closed loop (one asyncio client tops out below the stack)",
+        ),
+    ] = 2,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Drive the running stack (make up) and compare it with Celery and the machine's raw ceilings."""
@@ -625,7 +789,9 @@ def main(
         )
     api_key = resolve_api_key()
     try:
-        results = asyncio.run(run(targets, chosen, steps, folder, py_spy, budget, forced_rate, api_key))
+        results = asyncio.run(
+            run(targets, chosen, steps, folder, py_spy, budget, forced_rate, api_key, client_procs)
+        )
     except KeyRefused as exc:
         console.print(Text(f"API key refused: {exc}", style="red"))
         raise typer.Exit(2) from None
@@ -636,7 +802,9 @@ def main(
         raise typer.Exit(2) from exc
     json_path, html_path = write_reports(results, folder)
     console.print(rich_table(results))
+    console.print(peers_table(results))
     console.print(accounting_table(results))
+    console.print(cpu_table(results))
     if results.get("search", {}).get("scenarios"):
         console.print(search.search_table(results["search"]))
     elif "na" in results.get("search", {}):

@@ -8,6 +8,7 @@ Buckets: ``completed``, ``failed``, ``dead``, ``cancelled`` (the dispatcher's fi
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,3 +93,31 @@ class Ledger:
     @property
     def all_accounted(self) -> bool:
         return bool(sum(self.accounting()[b] for b in BUCKETS) == len(self.entries))
+
+
+def merge_accounting(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The accounting of one phase run by several client processes: counts summed, the detail of
+    the non-completed (submit errors, statuses of the missing) merged; as :meth:`Ledger.accounting`."""
+    out: dict[str, Any] = {b: 0 for b in BUCKETS}
+    out.update(total=0, lost=0, seen_only_by_lookup=0)
+    errors: Counter[str] = Counter()
+    late: Counter[str] = Counter()
+    for part in parts:
+        for key in (*BUCKETS, "total", "lost", "seen_only_by_lookup"):
+            out[key] += int(part.get(key, 0))
+        errors.update(part.get("submit_errors") or {})
+        late.update(part.get("missing_by_status") or {})
+    if errors:
+        out["submit_errors"] = dict(errors.most_common(5))
+    if late:
+        out["missing_by_status"] = dict(late)
+    return out
+
+
+def unreported(tasks: int, reason: str) -> dict[str, Any]:
+    """The accounting of ``tasks`` a client process was given and never reported on: all missing."""
+    out: dict[str, Any] = {b: 0 for b in BUCKETS}
+    out.update(missing=tasks, total=tasks, lost=tasks, seen_only_by_lookup=0)
+    if tasks:
+        out["missing_by_status"] = {reason: tasks}
+    return out

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,7 +73,7 @@ def parse_time(value: Any) -> float | None:
         return None
 
 
-def hop_latencies(traces: dict[str, Trace], task_ids: list[str]) -> dict[str, Latency]:
+def hop_latencies(traces: Mapping[str, Trace], task_ids: Sequence[str]) -> dict[str, Latency]:
     """One histogram per hop (and end to end), over the tasks that have both ends of it."""
     out: dict[str, Latency] = {name: Latency() for name, _, _ in HOPS}
     out["end to end"] = Latency()
@@ -110,10 +110,15 @@ class Observer:
         self.status_msgs = 0
         self._subs: list[Any] = []
 
-    async def start(self, nc: Any) -> None:
+    async def start(self, nc: Any, *, status_only: bool = False) -> None:
+        """Subscribe; ``status_only``: only to the statuses (a client process that needs its tasks'
+        final status and leaves the events and assignments to the harness's own observer)."""
         self._subs.append(
             await nc.subscribe(subjects.TASK_STATUS_ALL, cb=self._on_status, pending_msgs_limit=1_000_000)
         )
+        if status_only:
+            await nc.flush()
+            return
         self._subs.append(
             await nc.subscribe(subjects.EVENT_ALL, cb=self._on_event, pending_msgs_limit=1_000_000)
         )

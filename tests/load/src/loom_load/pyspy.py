@@ -7,8 +7,6 @@ on top of the stack) and inclusive time (anywhere in the stack).
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import signal
 import subprocess
@@ -23,36 +21,7 @@ SERVICE_PORTS = {"dispatcher": 8001, "registry": 8002, "ingest": 8003, "query": 
 SERVICE_PORTS["agent-worker"] = 8100
 
 
-def _listening_inodes(port: int) -> set[str]:
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    return inodes
-
-
-def pid_listening_on(port: int) -> int | None:
-    """The process that listens on ``port`` (so the stack's service, not a test's own copy)."""
-    inodes = {f"socket:[{inode}]" for inode in _listening_inodes(port)}
-    if not inodes:
-        return None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            for fd in (entry / "fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) in inodes:
-                        return int(entry.name)
-        except OSError:
-            continue
-    return None
+pid_listening_on = procstat.pid_listening_on
 
 
 def find_pid(service: str, port: int | None = None) -> int | None:

@@ -18,6 +18,8 @@ from typing import Any
 
 from rich.table import Table
 
+from . import procstat
+from .io_bench import ideal_rate, io_verdict
 from .stats import ratio
 
 NA = "n/a"
@@ -77,6 +79,158 @@ def _na_reason(section: Any) -> str:
     return str(section.get("na") or section.get("error") or "")
 
 
+TARGETS: dict[str, tuple[str, float]] = {
+    "ratio_throughput": (">=", 1.5),
+    "ratio_throughput_taskiq": (">=", 1.0),
+    "ratio_p50_nats": ("<=", 1.2),
+    "ratio_p50_rest": ("<=", 1.5),
+    "ratio_rest_nats": (">=", 0.8),
+    "ratio_ingest_copy": (">=", 0.5),
+    "ingest_lag_p99_ms": ("<", 250.0),
+    "live_p99_ms": ("<", 50.0),
+    "cpu_per_echo_task": ("<=", 3.0),
+}
+"""The targets of the headline figures: (comparison, bound). Reported, not asserted."""
+
+_SHOWN_OP = {">=": "≥", "<=": "≤", "<": "<", ">": ">"}
+
+PEER_TITLES = {
+    "celery": "Celery",
+    "taskiq": "taskiq-nats",
+    "faststream": "FastStream",
+    "floor": "nats-py floor",
+}
+"""The peers measured like the Celery baseline, by their key in the results (and phase prefix)."""
+
+PEER_BROKERS = {
+    "celery": ("redis-server",),
+    "taskiq": ("nats-server", "redis-server"),
+    "faststream": ("nats-server",),
+    "floor": ("nats-server",),
+}
+"""The brokers each peer's CPU per task counts with its client and workers."""
+
+
+def judge(value: float | None, op: str, bound: float) -> bool | None:
+    """Whether ``value`` meets ``op bound``; None when there is no value to judge."""
+    if value is None:
+        return None
+    return {">=": value >= bound, "<=": value <= bound, "<": value < bound, ">": value > bound}[op]
+
+
+def target_text(key: str, unit: str) -> str:
+    op, bound = TARGETS[key]
+    shown = f"{bound:g}×" if unit == "×" else f"{bound:g} {unit}"
+    return f"{_SHOWN_OP[op]} {shown}"
+
+
+def _fig(key: str, label: str, value: float | None, unit: str, note: str = "") -> Figure:
+    """A figure, with its target and verdict when it has one."""
+    if key in TARGETS:
+        op, bound = TARGETS[key]
+        return Figure(key, label, value, unit, target_text(key, unit), judge(value, op, bound), note)
+    return Figure(key, label, value, unit, note=note)
+
+
+def _peer_of(phase_name: str) -> str | None:
+    """The peer a CPU window belongs to (``taskiq-closed`` -> ``taskiq``), None for Loom's."""
+    if phase_name.startswith("io-celery"):
+        return "celery"
+    head = phase_name.split("-", 1)[0]
+    return head if head in PEER_TITLES else None
+
+
+def cpu_per_task(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """For every phase with a CPU window: milliseconds of CPU per task completed, by process and
+    summed: ``system_ms`` (Loom's phases: the stack's processes; a peer's: its workers and
+    brokers), ``client_ms`` (the harness and its client processes), ``sum_ms`` (the two: what
+    serving a task cost), ``all_ms`` (every process measured, other work on the machine too)."""
+    out: dict[str, dict[str, Any]] = {}
+    brokers: dict[str, list[int]] = _get(results, "run", "broker_pids") or {}
+    for phase_name, window in (results.get("cpu_s") or {}).items():
+        if not isinstance(window, dict):
+            continue
+        tasks = int(window.get("tasks") or 0)
+        by: dict[str, float] = window.get("by_process_s") or {}
+        per = procstat.ms_per_task(by, tasks)
+        peer = _peer_of(phase_name)
+
+        def system(key: str, peer: str | None = peer) -> bool:
+            if peer is None:
+                return procstat.is_stack(key, brokers)
+            return procstat.is_peer(key, peer, PEER_BROKERS[peer], brokers) and not _client(key)
+
+        system_ms = procstat.subtotal(per, system)
+        client_ms = procstat.subtotal(per, _client)
+        out[phase_name] = {
+            "tasks": tasks,
+            "wall_s": window.get("wall_s"),
+            "system": PEER_TITLES[peer] if peer else "Loom",
+            "system_ms": round(system_ms, 3) if tasks else None,
+            "client_ms": round(client_ms, 3) if tasks else None,
+            "sum_ms": round(system_ms + client_ms, 3) if tasks else None,
+            "all_ms": round(sum(per.values()), 3) if tasks else None,
+            "by_process_ms": per,
+        }
+    return out
+
+
+def _client(key: str) -> bool:
+    return procstat.class_of(key) in procstat.CLIENT_CLASSES
+
+
+def peers(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per system measured on the no-op workloads: Loom (echo over NATS) and each peer."""
+    cpu = cpu_per_task(results)
+    closed = phase(results, "echo-nats-closed") or {}
+    seq = phase(results, "echo-nats-seq") or {}
+    rows: list[dict[str, Any]] = [
+        {
+            "key": "loom",
+            "system": "Loom (echo, NATS)",
+            "throughput": closed.get("throughput"),
+            "closed_p50_ms": _get(closed, "latency", "p50_ms"),
+            "seq_p50_ms": _get(seq, "latency", "p50_ms"),
+            "seq_p99_ms": _get(seq, "latency", "p99_ms"),
+            "cpu_ms_per_task": _get(cpu, "echo-nats-closed", "sum_ms"),
+            "workers": _instances(results),
+            "note": "" if closed else "not measured",
+        }
+    ]
+    for key, title in PEER_TITLES.items():
+        section = results.get(key)
+        if section is None:
+            continue
+        rows.append(
+            {
+                "key": key,
+                "system": title,
+                "throughput": _get(section, "closed", "throughput"),
+                "closed_p50_ms": _get(section, "closed", "latency", "p50_ms"),
+                "seq_p50_ms": _get(section, "sequential", "latency", "p50_ms"),
+                "seq_p99_ms": _get(section, "sequential", "latency", "p99_ms"),
+                "cpu_ms_per_task": _get(cpu, f"{key}-closed", "sum_ms"),
+                "workers": section.get("workers") or section.get("worker_concurrency"),
+                "note": _na_reason(section) or worker_exit_note(section.get("worker_exit")),
+            }
+        )
+    return rows
+
+
+def worker_exit_note(codes: Any) -> str:
+    """A note when a peer's worker did not stop as asked (SIGTERM) but had crashed or was killed."""
+    listed = codes if isinstance(codes, list) else [codes]
+    bad = [c for c in listed if isinstance(c, int) and c not in (0, -15)]
+    return f"worker exit code(s) {bad}: a worker crashed or was killed" if bad else ""
+
+
+def _instances(results: dict[str, Any]) -> int | None:
+    instances = _get(results, "preflight", "instances")
+    if isinstance(instances, dict) and isinstance(instances.get("echo"), int):
+        return int(instances["echo"])
+    return None
+
+
 def figures(results: dict[str, Any]) -> list[Figure]:
     """The headline figures and ratios of a run, with their (unasserted) targets."""
     out: list[Figure] = []
@@ -91,6 +245,7 @@ def figures(results: dict[str, Any]) -> list[Figure]:
     ceilings = results.get("ceilings") or {}
     ingest = results.get("ingest") or {}
     live = results.get("live") or {}
+    cpu = cpu_per_task(results)
 
     conc = closed.get("concurrency")
     loom_tp = closed.get("throughput")
@@ -100,10 +255,11 @@ def figures(results: dict[str, Any]) -> list[Figure]:
             Figure(f"loom_echo_closed_{key}", f"  latency {key[:-3]}", _get(closed, "latency", key), "ms")
         )
     out.append(Figure("loom_echo_submit_rate", "  submit rate", closed.get("submit_rate"), "tasks/s"))
+    procs = rest_closed.get("client_processes")
     out.append(
         Figure(
             "loom_echo_rest_throughput",
-            "Loom echo closed loop (REST ?wait)",
+            "Loom echo closed loop (REST ?wait" + (f", {procs} client processes)" if procs else ")"),
             rest_closed.get("throughput"),
             "tasks/s",
         )
@@ -131,17 +287,29 @@ def figures(results: dict[str, Any]) -> list[Figure]:
     )
     out.append(Figure("loom_calc_p50", "  calculator p50", _get(calc, "latency", "p50_ms"), "ms"))
     out.append(Figure("loom_orch_p50", "Loom orchestrator p50", _get(orch, "latency", "p50_ms"), "ms"))
+    echo_cpu = cpu.get("echo-nats-closed") or {}
+    out.append(
+        _fig(
+            "cpu_per_echo_task",
+            "CPU per echo task: the stack's processes (NATS closed loop)",
+            echo_cpu.get("system_ms"),
+            "ms",
+            "" if echo_cpu else "not measured",
+        )
+    )
+    out.append(
+        Figure("cpu_per_echo_task_with_client", "  with the harness's client", echo_cpu.get("sum_ms"), "ms")
+    )
 
     celery_tp = _get(celery, "closed", "throughput")
-    celery_note = _na_reason(celery) if celery_tp is None else ""
     celery_conc = _get(celery, "closed", "concurrency") or conc
     out.append(
         Figure(
             "celery_throughput",
-            f"Celery no-op closed loop c={celery_conc}",
+            "Celery no-op closed loop" + (f" c={celery_conc}" if celery_conc else ""),
             celery_tp,
             "tasks/s",
-            note=celery_note,
+            note=_na_reason(celery) if celery_tp is None else "",
         )
     )
     for p in ("p50_ms", "p99_ms"):
@@ -188,12 +356,12 @@ def figures(results: dict[str, Any]) -> list[Figure]:
     for p in ("p50_ms", "p99_ms"):
         value = _get(lag, "lag", p) if not lag.get("na") else None
         out.append(
-            Figure(
+            _fig(
                 f"ingest_lag_{p}",
                 f"ingest lag event→row {p[:-3]}",
                 value,
                 "ms",
-                note=ingest_na if value is None else "",
+                ingest_na if value is None else "",
             )
         )
     burst: dict[str, Any] = ingest["burst"] if isinstance(ingest.get("burst"), dict) else {}
@@ -211,48 +379,74 @@ def figures(results: dict[str, Any]) -> list[Figure]:
     live_na = live.get("na") if isinstance(live, dict) else "not measured"
     for p in ("p50_ms", "p99_ms"):
         value = None if live_na else _get(live, "latency", p)
-        target = "< 100 ms" if p == "p99_ms" else ""
-        ok = (value < 100) if (value is not None and p == "p99_ms") else None
-        out.append(
-            Figure(f"live_{p}", f"live feed emit→WebSocket {p[:-3]}", value, "ms", target, ok, live_na or "")
-        )
+        out.append(_fig(f"live_{p}", f"live feed emit→WebSocket {p[:-3]}", value, "ms", live_na or ""))
 
-    tp_ratio = ratio(loom_tp, celery_tp)
+    for key, title in PEER_TITLES.items():
+        peer_tp = _get(results.get(key) or {}, "closed", "throughput")
+        suffix = "" if key == "celery" else f"_{key}"
+        label = f"ratio echo closed loop NATS: Loom / {title}"
+        note = "" if peer_tp is not None else _na_reason(results.get(key)) or "not measured"
+        out.append(_fig(f"ratio_throughput{suffix}", label, ratio(loom_tp, peer_tp), "×", note))
+
+    celery_p50 = _get(celery, "sequential", "latency", "p50_ms")
+    for label, data, key in (("NATS", seq_nats, "nats"), ("REST", seq_rest, "rest")):
+        value = ratio(_get(data, "latency", "p50_ms"), celery_p50)
+        out.append(_fig(f"ratio_p50_{key}", f"ratio sequential p50 {label}: Loom / Celery", value, "×"))
     out.append(
-        Figure(
-            "ratio_throughput",
-            "ratio Loom / Celery throughput",
-            tp_ratio,
+        _fig(
+            "ratio_rest_nats",
+            "ratio echo closed loop: REST / NATS",
+            ratio(rest_closed.get("throughput"), loom_tp),
             "×",
-            "≥ 3×",
-            None if tp_ratio is None else tp_ratio >= 3,
         )
     )
-    celery_p50 = _get(celery, "sequential", "latency", "p50_ms")
-    for label, data, key in (("REST", seq_rest, "rest"), ("NATS", seq_nats, "nats")):
-        value = ratio(_get(data, "latency", "p50_ms"), celery_p50)
-        out.append(
-            Figure(
-                f"ratio_p50_{key}",
-                f"ratio Loom / Celery sequential p50 ({label})",
-                value,
-                "×",
-                "≤ 1×",
-                None if value is None else value <= 1,
-            )
-        )
     ingest_ratio = ratio(ingest_rate, copy_rate)
     out.append(
-        Figure(
+        _fig(
             "ratio_ingest_copy",
             "ratio ingest / raw COPY",
             ingest_ratio,
             "×",
-            "≥ 0.6×",
-            None if ingest_ratio is None else ingest_ratio >= 0.6,
             "" if ingest_ratio is not None else (ingest_na or _na_reason(burst)),
         )
     )
+    out.extend(io_figures(results))
+    return out
+
+
+def io_figures(results: dict[str, Any]) -> list[Figure]:
+    """The I/O task (sleep 100 ms, 64 in flight) on Loom and Celery: throughput, p50/p99, and the
+    ratio to the ideal (concurrency / delay), with a note when the tasks did not wait."""
+    io: dict[str, Any] = results.get("io") or {}
+    loom_io = phase(results, "io-loom")
+    if not io and loom_io is None:
+        return []
+    delay = float(io.get("delay_s") or _get(loom_io or {}, "extra_params", "delayS") or 0.1)
+    conc = int(io.get("concurrency") or (loom_io or {}).get("concurrency") or 64)
+    ideal = ideal_rate(conc, delay)
+    out: list[Figure] = []
+    for key, title, data in (
+        ("loom", "Loom echo delayS", loom_io),
+        ("celery", "Celery threads pool, sleep", _get(io, "celery", "closed")),
+    ):
+        data = data if isinstance(data, dict) else {}
+        tp = data.get("throughput")
+        p50 = _get(data, "latency", "p50_ms")
+        verdict = io_verdict(tp, p50, conc, delay)
+        missing = "" if data else (_na_reason(io.get(key)) if key == "celery" else "") or "not measured"
+        label = f"I/O task {delay * 1000:g} ms c={conc}: {title}"
+        out.append(Figure(f"io_{key}_throughput", label, tp, "tasks/s", note=missing))
+        for p in ("p50_ms", "p99_ms"):
+            out.append(Figure(f"io_{key}_{p}", f"  latency {p[:-3]}", _get(data, "latency", p), "ms"))
+        out.append(
+            Figure(
+                f"io_{key}_ratio_ideal",
+                f"  ratio to the ideal {ideal:g} tasks/s" if ideal else "  ratio to the ideal",
+                verdict["ratio_to_ideal"],
+                "×",
+                note=verdict["note"],
+            )
+        )
     return out
 
 
@@ -268,18 +462,96 @@ def rich_table(results: dict[str, Any]) -> Table:
     return table
 
 
+def peers_table(results: dict[str, Any]) -> Table:
+    table = Table(title="peers: the same no-op workloads (closed loop, sequential round trip)")
+    for column, justify in (
+        ("system", "left"),
+        ("closed loop tasks/s", "right"),
+        ("closed p50 ms", "right"),
+        ("seq p50 ms", "right"),
+        ("seq p99 ms", "right"),
+        ("CPU ms/task", "right"),
+        ("workers", "right"),
+        ("note", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for row in peers(results):
+        table.add_row(
+            row["system"],
+            _num(row["throughput"], 0),
+            _num(row["closed_p50_ms"], 2),
+            _num(row["seq_p50_ms"], 2),
+            _num(row["seq_p99_ms"], 2),
+            _num(row["cpu_ms_per_task"], 2),
+            "" if row["workers"] is None else str(row["workers"]),
+            row["note"],
+        )
+    table.caption = "CPU ms/task: client + workers + broker(s) in the closed loop (Loom: stack + client)"
+    return table
+
+
+def _num(value: Any, digits: int) -> str:
+    if value is None:
+        return NA
+    return f"{value:,.{digits}f}"
+
+
+def _top(by_process_ms: dict[str, float], n: int = 6) -> str:
+    items = list(by_process_ms.items())[:n]
+    more = len(by_process_ms) - len(items)
+    text = "  ".join(f"{k} {v:.2f}" for k, v in items)
+    return text + (f"  (+{more})" if more > 0 else "")
+
+
+def cpu_table(results: dict[str, Any]) -> Table:
+    table = Table(title="CPU per task (ms of CPU / tasks completed in the phase)")
+    for column, justify in (
+        ("phase", "left"),
+        ("tasks", "right"),
+        ("system", "right"),
+        ("client", "right"),
+        ("sum", "right"),
+        ("all", "right"),
+        ("by process (ms/task)", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for name, row in cpu_per_task(results).items():
+        table.add_row(
+            name,
+            str(row["tasks"]),
+            _num(row["system_ms"], 2),
+            _num(row["client_ms"], 2),
+            _num(row["sum_ms"], 2),
+            _num(row["all_ms"], 2),
+            _top(row["by_process_ms"]),
+        )
+    table.caption = (
+        "system: Loom's phases the stack's processes, a peer's its workers and broker(s); "
+        "client: the harness and its client processes; all: every process measured"
+    )
+    return table
+
+
+def _accounting_rows(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    rows = [(str(p["title"]), p.get("accounting", {})) for p in results.get("phases", [])]
+    for key, title in PEER_TITLES.items():
+        section = results.get(key) or {}
+        for workload, label in (("closed", "closed loop"), ("sequential", "sequential")):
+            if isinstance(section.get(workload), dict):
+                rows.append((f"{title} {label}", section[workload].get("accounting", {})))
+    io_celery = _get(results, "io", "celery", "closed")
+    if isinstance(io_celery, dict):
+        rows.append(("Celery I/O task", io_celery.get("accounting", {})))
+    return rows
+
+
 def accounting_table(results: dict[str, Any]) -> Table:
     table = Table(title="every task accounted for")
     columns = ("completed", "failed", "dead", "cancelled", "rejected", "missing", "total")
     table.add_column("phase")
     for column in columns:
         table.add_column(column, justify="right")
-    rows = [(p["title"], p.get("accounting", {})) for p in results.get("phases", [])]
-    celery = results.get("celery") or {}
-    for key, title in (("closed", "Celery closed loop"), ("sequential", "Celery sequential")):
-        if isinstance(celery.get(key), dict):
-            rows.append((title, celery[key].get("accounting", {})))
-    for title, acc in rows:
+    for title, acc in _accounting_rows(results):
         table.add_row(title, *(str(acc.get(c, 0)) for c in columns))
     return table
 
@@ -426,11 +698,14 @@ def _cdf_series(results: dict[str, Any]) -> dict[str, list[tuple[float, float]]]
     for p in results.get("phases", []):
         if p.get("cdf"):
             series[p["title"]] = [(x, y * 100) for x, y in p["cdf"]]
-    celery = results.get("celery") or {}
-    for key, title in (("closed", "Celery closed loop"), ("sequential", "Celery sequential")):
-        cdf = _get(celery, key, "cdf")
-        if cdf:
-            series[title] = [(x, y * 100) for x, y in cdf]
+    for peer, name in PEER_TITLES.items():
+        for key, title in (("closed", f"{name} closed loop"), ("sequential", f"{name} sequential")):
+            cdf = _get(results.get(peer) or {}, key, "cdf")
+            if cdf:
+                series[title] = [(x, y * 100) for x, y in cdf]
+    io_cdf = _get(results, "io", "celery", "closed", "cdf")
+    if io_cdf:
+        series["Celery I/O task"] = [(x, y * 100) for x, y in io_cdf]
     live = results.get("live") or {}
     if live.get("cdf"):
         series["live feed (WS)"] = [(x, y * 100) for x, y in live["cdf"]]
@@ -445,9 +720,10 @@ def _timeline_series(results: dict[str, Any]) -> dict[str, list[tuple[float, flo
     for p in results.get("phases", []):
         if p.get("timeline") and p.get("mode") != "sequential":
             series[p["title"]] = p["timeline"]
-    celery_tl = _get(results, "celery", "closed", "timeline")
-    if celery_tl:
-        series["Celery closed loop"] = celery_tl
+    for peer, name in PEER_TITLES.items():
+        timeline = _get(results.get(peer) or {}, "closed", "timeline")
+        if timeline:
+            series[f"{name} closed loop"] = timeline
     return series
 
 
@@ -474,6 +750,41 @@ def render_html(results: dict[str, Any]) -> str:
             ],
         )
     )
+    sections.append("<h2>Peers</h2>")
+    sections.append(
+        "<p>The same no-op workloads on every system: the closed loop at the echo phase's "
+        "concurrency and the sequential round trip. CPU ms/task: client + workers + broker(s) in "
+        "the closed loop (Loom: the stack's processes + the harness).</p>"
+    )
+    sections.append(
+        _table(
+            (
+                "system",
+                "closed loop tasks/s",
+                "closed p50 ms",
+                "seq p50 ms",
+                "seq p99 ms",
+                "CPU ms/task",
+                "workers",
+                "note",
+            ),
+            [
+                (
+                    r["system"],
+                    r["throughput"],
+                    r["closed_p50_ms"],
+                    r["seq_p50_ms"],
+                    r["seq_p99_ms"],
+                    r["cpu_ms_per_task"],
+                    r["workers"],
+                    r["note"],
+                )
+                for r in peers(results)
+            ],
+        )
+    )
+    sections.append("<h2>CPU per task (ms of CPU / tasks completed in the phase)</h2>")
+    sections.append(_cpu_html(results))
     sections.append("<h2>Latency CDF</h2>")
     sections.append(
         svg_chart(
@@ -529,15 +840,7 @@ def render_html(results: dict[str, Any]) -> str:
         )
     )
     acc_cols = ("completed", "failed", "dead", "cancelled", "rejected", "missing", "total")
-    acc_rows = [
-        (p["title"], *(p.get("accounting", {}).get(c, 0) for c in acc_cols))
-        for p in results.get("phases", [])
-    ]
-    celery = results.get("celery") or {}
-    for key, title in (("closed", "Celery closed loop"), ("sequential", "Celery sequential")):
-        acc = _get(celery, key, "accounting")
-        if acc:
-            acc_rows.append((title, *(acc.get(c, 0) for c in acc_cols)))
+    acc_rows = [(title, *(acc.get(c, 0) for c in acc_cols)) for title, acc in _accounting_rows(results)]
     sections.append("<h2>Accounting (every submitted task)</h2>")
     sections.append(_table(("phase", *acc_cols), acc_rows))
     hop_rows = []
@@ -560,9 +863,13 @@ def render_html(results: dict[str, Any]) -> str:
         "reports; final: the dispatcher's terminal announcement; client: receipt by the harness.</p>"
     )
     sections.append(_table(("phase", "hop", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"), hop_rows))
-    if celery:
-        sections.append("<h2>Celery baseline</h2>")
-        sections.append(f"<pre>{html.escape(json.dumps(_strip(celery), indent=2))}</pre>")
+    for peer, name in PEER_TITLES.items():
+        if results.get(peer):
+            sections.append(f"<h2>{html.escape(name)}</h2>")
+            sections.append(f"<pre>{html.escape(json.dumps(_strip(results[peer]), indent=2))}</pre>")
+    if results.get("io"):
+        sections.append("<h2>I/O task</h2>")
+        sections.append(f"<pre>{html.escape(json.dumps(_strip(results['io']), indent=2))}</pre>")
     for key, heading in (
         ("ceilings", "Raw ceilings"),
         ("ingest", "Ingest"),
@@ -586,6 +893,41 @@ def render_html(results: dict[str, Any]) -> str:
     )
 
 
+def _cpu_html(results: dict[str, Any]) -> str:
+    """Phases as rows, processes (grouped by kind: agent workers summed) as columns."""
+    rows = cpu_per_task(results)
+    grouped: dict[str, dict[str, float]] = {}
+    for name, row in rows.items():
+        by: dict[str, float] = {}
+        for key, ms in row["by_process_ms"].items():
+            kind = procstat.class_of(key)
+            by[kind] = by.get(kind, 0.0) + ms
+        grouped[name] = by
+    kinds = sorted(
+        {k for by in grouped.values() for k in by}, key=lambda k: -sum(b.get(k, 0) for b in grouped.values())
+    )
+    headers = ("phase", "tasks", "system", "client", "sum", "all", *kinds)
+    body = [
+        (
+            name,
+            row["tasks"],
+            row["system_ms"],
+            row["client_ms"],
+            row["sum_ms"],
+            row["all_ms"],
+            *(round(grouped[name][k], 3) if k in grouped[name] else "" for k in kinds),
+        )
+        for name, row in rows.items()
+    ]
+    note = (
+        "<p>system: for Loom's phases the stack's processes (services, its NATS and Redis, "
+        "PostgreSQL), for a peer's its workers and broker(s); client: the harness and its client "
+        "processes; all: every process measured, other work on the machine included. Per-process "
+        "figures by pid are in results.json (<code>cpu_per_task</code>).</p>"
+    )
+    return note + _table(headers, body)
+
+
 def _strip(data: Any) -> Any:
     """The data without the bulky series (cdf, timeline, samples) for display."""
     if isinstance(data, dict):
@@ -598,7 +940,12 @@ def _strip(data: Any) -> Any:
 def write_reports(results: dict[str, Any], folder: Path) -> tuple[Path, Path]:
     """Write ``results.json`` (with the figures) and ``report.html`` into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
-    results = {**results, "figures": [f.to_dict() for f in figures(results)]}
+    results = {
+        **results,
+        "figures": [f.to_dict() for f in figures(results)],
+        "peers": peers(results),
+        "cpu_per_task": cpu_per_task(results),
+    }
     json_path = folder / "results.json"
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
     html_path = folder / "report.html"

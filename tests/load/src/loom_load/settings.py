@@ -130,13 +130,16 @@ class Profile:
     calculator_concurrency: int
     orchestrator_count: int
     orchestrator_concurrency: int
-    celery_count: int
+    celery_count: int  # Celery and every peer (taskiq, FastStream, the nats-py floor)
     celery_sequential_count: int
     ceiling_seconds: float  # each raw ceiling
     ingest_burst_events: int
     phase_timeout_s: float  # hard cap on one phase's submissions
     grace_s: float  # how long to wait for outcomes after the last submission
     ingest_grace_s: float
+    io_count: int  # the I/O task (sleeps io_delay_s), Loom and Celery each
+    io_concurrency: int = 64
+    io_delay_s: float = 0.1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,6 +165,7 @@ PROFILES: dict[str, Profile] = {
         phase_timeout_s=30.0,
         grace_s=10.0,
         ingest_grace_s=10.0,
+        io_count=200,
     ),
     "short": Profile(
         name="short",
@@ -182,6 +186,7 @@ PROFILES: dict[str, Profile] = {
         phase_timeout_s=90.0,
         grace_s=15.0,
         ingest_grace_s=15.0,
+        io_count=1000,
     ),
     "long": Profile(
         name="long",
@@ -202,5 +207,6 @@ PROFILES: dict[str, Profile] = {
         phase_timeout_s=600.0,
         grace_s=60.0,
         ingest_grace_s=60.0,
+        io_count=5000,
     ),
 }
