@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from loom_load.live import find_events
+from loom_load.live import LiveFeed, find_events, phase_of
 from loom_load.observe import Trace, hop_latencies, parse_time
 from loom_load.procstat import classify, cpu_percent
 from loom_load.pyspy import top_frames
@@ -98,3 +98,17 @@ def test_top_frames_from_collapsed_stacks() -> None:
 def test_top_frames_by_package() -> None:
     collapsed = "main (app/x.py);read (redis/conn.py) 3\nmain (app/x.py);write (asyncio/sel.py) 1\n"
     assert top_frames(collapsed)["self_by_package"] == [("redis", 75.0), ("asyncio", 25.0)]
+
+
+def test_live_feed_latency_is_kept_per_phase_of_the_runs_tasks() -> None:
+    assert phase_of("lt0f7c12b1-echo-nats-open-17", "lt0f7c12b1-") == "echo-nats-open"
+    feed = LiveFeed("ws://127.0.0.1:8004/ws/events", "lt1-", "/tests/load/lt1")
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    sent = at.isoformat().replace("+00:00", "Z")
+    feed._take({"time": sent, "taskid": "lt1-echo-nats-open-3"}, at.timestamp() + 0.02)
+    feed._take({"time": sent, "taskid": "child", "parenttaskid": "lt1-orchestrator-1"}, at.timestamp() + 0.5)
+    feed._take({"time": sent, "taskid": "someone-else"}, at.timestamp() + 9)
+    phases = feed.summary()["by_phase"]
+    assert set(phases) == {"echo-nats-open", "orchestrator"}
+    assert phases["echo-nats-open"]["count"] == 1 and 19 < phases["echo-nats-open"]["p50_ms"] < 21
+    assert feed.ours == 2

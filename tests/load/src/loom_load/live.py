@@ -42,6 +42,11 @@ def find_events(message: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
                 yield from find_events(message[key], depth + 1)
 
 
+def phase_of(task_id: str, prefix: str) -> str:
+    """The phase a task of this run belongs to: its id is ``<prefix><phase>-<n>``."""
+    return task_id.removeprefix(prefix).rsplit("-", 1)[0]
+
+
 class LiveFeed:
     def __init__(
         self, url: str, prefix: str, burst_source: str, headers: dict[str, str] | None = None
@@ -52,6 +57,7 @@ class LiveFeed:
         self.burst_source = burst_source
         self.latency = Latency()  # this run's task events
         self.burst_latency = Latency()  # the ingest burst's synthetic events
+        self.by_phase: dict[str, Latency] = {}  # this run's task events by the phase of their task
         self.messages = 0
         self.events = 0
         self.ours = 0
@@ -111,10 +117,13 @@ class LiveFeed:
         if event.get("source") == self.burst_source:
             self.burst_latency.record(received - at)
             return
-        ids = (event.get("taskid"), event.get("parenttaskid"))
-        if any(isinstance(i, str) and i.startswith(self.prefix) for i in ids):
+        ids = [i for i in (event.get("taskid"), event.get("parenttaskid")) if isinstance(i, str)]
+        ours = [i for i in ids if i.startswith(self.prefix)]
+        if ours:
             self.ours += 1
             self.latency.record(received - at)
+            phase = phase_of(ours[0], self.prefix)
+            self.by_phase.setdefault(phase, Latency()).record(received - at)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -129,6 +138,7 @@ class LiveFeed:
         }
         if self.burst_latency.count:
             out["burst_latency"] = self.burst_latency.summary()
+        out["by_phase"] = {phase: latency.summary() for phase, latency in sorted(self.by_phase.items())}
         if self.error:
             out["error"] = self.error
         if self.latency.count == 0:
