@@ -1,5 +1,5 @@
 """The client's retries, through an httpx mock transport: bounded, with backoff, idempotent calls
-only after a lost answer, every call after a refused connection or a 502/503/504, and across
+only after a lost answer, every call after a refused connection or a 429/502/503/504, and across
 several dispatcher URLs."""
 
 from __future__ import annotations
@@ -58,6 +58,18 @@ def test_retries_are_bounded_and_the_last_error_is_raised() -> None:
         with pytest.raises(Unavailable) as info:
             loom.get("t1")
     assert info.value.status == 503 and len(script.seen) == 4
+
+
+def test_a_submission_refused_for_the_keys_rate_is_sent_again_and_a_lasting_429_is_unavailable() -> None:
+    script = Script(429, 202)
+    with LoomClient(settings=settings(), transport=httpx.MockTransport(script)) as loom:
+        assert loom.submit("echo", {"n": 1}, task_id="t1").task_id == "t1"
+    assert len(script.seen) == 2
+    script = Script(*([429] * 10))
+    with LoomClient(settings=settings(), transport=httpx.MockTransport(script)) as loom:
+        with pytest.raises(Unavailable) as info:
+            loom.submit("echo", {"n": 1}, task_id="t1")
+    assert info.value.status == 429 and len(script.seen) == 4
 
 
 def test_a_500_is_retried_for_an_idempotent_call_only() -> None:

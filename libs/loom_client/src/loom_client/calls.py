@@ -126,9 +126,10 @@ def finish(call: Call[T], response: httpx.Response) -> T:
         ) from exc
 
 
-RETRY_STATUSES = frozenset({502, 503, 504})
-"""Answers that mean the service did not process the call (a proxy without a backend, not
-ready, a gateway timeout): the call is sent again, to the next dispatcher if several."""
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Answers that mean the service did not process the call (too many submissions for the key's
+rate, a proxy without a backend, not ready, a gateway timeout): the call is sent again, to the
+next dispatcher if several."""
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class RetryPolicy:
 
     @staticmethod
     def after_answer(call: Call[Any], response: httpx.Response) -> bool:
-        """Whether ``call`` may be sent again after ``response``: a 502/503/504 (not processed),
+        """Whether ``call`` may be sent again after ``response``: a 429/502/503/504 (not processed),
         or a 500 of an idempotent call (whatever it did, doing it again changes nothing)."""
         status = response.status_code
         return status in RETRY_STATUSES or (status == 500 and call.repeatable)

@@ -9,7 +9,7 @@ stable error code, e.g. ``unknown_agent``, ``task_id_conflict``, ``not_waiting_f
     ├── Unauthorized     401: no API key, or one nobody issued (or revoked): set ``LOOM_API_KEY``
     ├── Forbidden        403: the API key lacks the scope the call needs (``scope``)
     ├── InvalidRequest   any other 4xx: the request was refused (``fields`` say which inputs)
-    ├── Unavailable      no answer: connection refused, timed out, or a 5xx / 503
+    ├── Unavailable      no answer: connection refused, timed out, a 5xx / 503, or 429 (rate)
     └── Timeout          a wait ran out before the task ended (``task``: how it was then)
 """
 
@@ -184,7 +184,7 @@ def error_from_status(status: int, content: bytes, *, where: str = "", reason: s
         return NotFound(message, code=code, status=status, details=details)
     if status == 409:
         return Conflict(message, code=code, status=status, details=details)
-    if status >= 500:
+    if status >= 500 or status == 429:  # 429: too many submissions for now (the key's rate)
         text = f"{where}: {message}" if where else message
         return Unavailable(text, code=code, status=status, details=details)
     fields: list[FieldError] = []

@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, HTTPException, Query
+from fastapi import APIRouter, Body, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from loom_protocol import (
     ApprovalInput,
@@ -33,6 +33,7 @@ from redis.exceptions import RedisError
 from .admission import WAIT_FOR_AGENT, differing_fields, wants_to_wait
 from .body_limit import LimitedBodyRoute
 from .metrics import CONFLICTS, UNKNOWN_AGENT
+from .rate_limit import refused_submission
 from .state import State, StateDep
 from .streaming import answer_events
 from .telemetry import current_trace
@@ -85,6 +86,7 @@ async def _recorded(state: State, task_id: str, tries: int = 200, every_s: float
 )
 async def submit_task(
     submission: TaskSubmission,
+    request: Request,
     state: StateDep,
     wait: Annotated[float, Query(ge=0, le=3600, description="seconds to wait for the outcome")] = 0,
     wait_for_agent: Annotated[
@@ -99,6 +101,8 @@ async def submit_task(
     ] = False,
     traceparent: Annotated[str | None, Header()] = None,
 ) -> JSONResponse:
+    if (refused := refused_submission(request, state.submits)) is not None:
+        return refused
     size = len(json.dumps(submission.parameters, separators=(",", ":"), ensure_ascii=False).encode())
     if size > state.settings.max_parameters_bytes:
         raise HTTPException(

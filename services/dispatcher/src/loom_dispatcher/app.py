@@ -33,6 +33,7 @@ from .dispatching import Dispatcher, Policy, sweep_forever
 from .errors import HTTP_ERROR_HANDLERS
 from .handlers import build_consumers, build_router
 from .picking import RedisPicker
+from .rate_limit import SubmitRateLimit
 from .state import State
 from .store import TaskStore
 
@@ -86,7 +87,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # which agents exist: asked of the registry, cached here
     dispatcher = Dispatcher(store, picker, outbox, policy, AgentDirectory(registry.known_agents))
     state = State(
-        settings, broker, redis, store, dispatcher, outbox, keys=KeyRing(settings.api_keys.get_secret_value())
+        settings,
+        broker,
+        redis,
+        store,
+        dispatcher,
+        outbox,
+        keys=KeyRing(settings.api_keys.get_secret_value()),
+        submits=SubmitRateLimit(settings.submit_rate_per_key, settings.submit_burst_per_key),
     )
     broker.include_router(build_router(state, settings.durable_prefix))
     consumers = build_consumers(state, settings.durable_prefix, traced=traced)

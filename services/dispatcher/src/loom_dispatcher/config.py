@@ -24,6 +24,9 @@ class Settings(BaseSettings, ServiceSettings):
     pick_from_redis: bool = True
     sweep_interval_s: float = 0.2
     max_parameters_bytes: int = 1_048_576
+    # submissions per API key and second (REST and A2A; rate_limit.py), and at once; 0: no limit
+    submit_rate_per_key: float = Field(default=1000.0, ge=0)
+    submit_burst_per_key: int = Field(default=2000, ge=1)
     max_wait_s: float = 300.0
     # how long a task may wait in input_required for a person's decision (task metadata
     # approvalTimeoutS overrides it), and what then happens (metadata approvalTimeoutAction)

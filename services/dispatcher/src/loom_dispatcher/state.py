@@ -16,6 +16,7 @@ from .bus import NatsOutbox
 from .config import Settings
 from .dispatching import Dispatcher
 from .key_bucket import open_key_bucket
+from .rate_limit import SubmitRateLimit
 from .store import TaskStore
 from .streaming import AnswerTail
 
@@ -30,6 +31,7 @@ class State:
     outbox: NatsOutbox
     answers: AnswerTail = field(default_factory=AnswerTail)  # chunks of streaming tasks
     keys: KeyRing = field(default_factory=KeyRing)  # the API keys this dispatcher accepts
+    submits: SubmitRateLimit = field(default_factory=lambda: SubmitRateLimit(0.0, 1))  # per key
     _key_bucket: KeyValue | None = None
 
     async def key_bucket(self) -> KeyValue:

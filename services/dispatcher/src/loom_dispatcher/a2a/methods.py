@@ -307,3 +307,5 @@ METHODS: dict[str, Method] = {
     "GetExtendedAgentCard": extended_card,
 }
 STREAMING = frozenset({"SendStreamingMessage", "SubscribeToTask"})
+SUBMITTING = frozenset({"SendMessage", "SendStreamingMessage"})
+"""The methods that may start a task: held to the per-key submission rate."""

@@ -22,12 +22,13 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter
 
+from ..rate_limit import refused_submission
 from ..state import State, StateDep
 from . import errors
 from .cards import SECURED, CardBook, agent_card, deployment_card, unheard_card
 from .feed import EventTail
 from .listing import TaskIndex
-from .methods import METHODS, STREAMING, Call, Runtime, Stream
+from .methods import METHODS, STREAMING, SUBMITTING, Call, Runtime, Stream
 from .settings import A2ASettings
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,9 @@ async def _rpc(request: Request, state: StateDep, agent_id: str | None) -> Respo
             raise errors.method_not_found(asked)
         method = asked
         _check_version(request)
+        if method in SUBMITTING and (refused := refused_submission(request, state.submits)) is not None:
+            CALLS.labels(method, "429").inc()
+            return refused
         result = await handler(Call(state, runtime, agent_id), params)
     except errors.A2AError as exc:
         CALLS.labels(method, str(exc.code)).inc()
