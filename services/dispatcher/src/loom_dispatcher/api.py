@@ -77,11 +77,16 @@ async def _recorded(state: State, task_id: str, tries: int = 200, every_s: float
     "/api/tasks",
     status_code=202,
     response_model=Task,
-    responses={**_DONE_OR_NOT, **_ERRORS},
+    responses={
+        **_DONE_OR_NOT,
+        **_ERRORS,
+        429: {"model": ErrorBody, "description": "the API key's submissions per second are spent (Retry-After)"},
+    },
     description=(
         "Submit a task. The same taskId with the same body is idempotent (200/202 with the task); "
         "with a different body it is 409. A task for an agent the registry has never seen is 404 "
-        "(code unknown_agent, with the closest known names) unless waitForAgent is set."
+        "(code unknown_agent, with the closest known names) unless waitForAgent is set. Past the "
+        "key's submission rate it is 429 with Retry-After."
     ),
 )
 async def submit_task(
