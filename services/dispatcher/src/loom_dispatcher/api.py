@@ -80,7 +80,7 @@ async def _recorded(state: State, task_id: str, tries: int = 200, every_s: float
     responses={
         **_DONE_OR_NOT,
         **_ERRORS,
-        429: {"model": ErrorBody, "description": "the API key's submissions per second are spent (Retry-After)"},
+        429: {"model": ErrorBody, "description": "the API key's submission rate is spent (Retry-After)"},
     },
     description=(
         "Submit a task. The same taskId with the same body is idempotent (200/202 with the task); "
