@@ -351,3 +351,35 @@ async def test_a_50_mib_body_is_refused_while_it_is_read(stack: Stack) -> None:
             assert streamed.status_code == 413, streamed.text[:200]
             assert f"over the limit of {MAX_BODY_BYTES} bytes" in streamed.json()["error"]["message"]
     await _healthy(stack.api)
+
+
+async def test_replay_refuses_a_body_over_the_limit_while_it_is_read(database_url: str, stack: Stack) -> None:
+    await stack.registry()
+    await stack.dispatcher()
+    await start_pipeline(stack, database_url)
+    replay = await start_replay(stack, database_url)
+
+    async def body() -> Any:
+        yield b'{"taskId": "t", "fromStep": 1, "changes": {"prompt": "'
+        for _ in range(50):  # 50 MiB, streamed without a Content-Length
+            yield b"x" * (1024 * 1024)
+        yield b'"}}'
+
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        declared = await client.post(
+            f"{replay.url}/api/replay/fork",
+            content=b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}",
+            headers={"content-type": "application/json"},
+        )
+        assert declared.status_code == 413, declared.text[:200]
+        assert declared.json()["error"]["code"] == "content_too_large"
+        try:
+            streamed = await client.post(
+                f"{replay.url}/api/replay/fork", content=body(), headers={"content-type": "application/json"}
+            )
+        except (httpx.RemoteProtocolError, httpx.WriteError):
+            pass  # the server answered and closed before the client finished sending
+        else:
+            assert streamed.status_code == 413, streamed.text[:200]
+            assert f"over the limit of {MAX_BODY_BYTES} bytes" in streamed.json()["error"]["message"]
+    await _healthy(replay.url)

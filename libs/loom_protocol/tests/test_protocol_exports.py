@@ -35,6 +35,7 @@ EXPECTED_ALL = [
     "BUS_TASK_STATUS_PREFIX",
     "BUS_TASK_SUBMITTED",
     "BatchError",
+    "BodyLimitMiddleware",
     "BrokerLogging",
     "CloudEvent",
     "CreatedApiKey",

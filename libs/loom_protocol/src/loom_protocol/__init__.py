@@ -73,7 +73,15 @@ from loom_protocol.events import (
     EventType,
     new_event,
 )
-from loom_protocol.http import ErrorBody, ErrorDetail, FieldError, Liveness, Readiness, error_code
+from loom_protocol.http import (
+    BodyLimitMiddleware,
+    ErrorBody,
+    ErrorDetail,
+    FieldError,
+    Liveness,
+    Readiness,
+    error_code,
+)
 from loom_protocol.jetstream import (
     ALL_STREAMS,
     EVENTS_STREAM,
@@ -215,6 +223,7 @@ __all__ = [
     "BUS_TASK_STATUS_PREFIX",
     "BUS_TASK_SUBMITTED",
     "BatchError",
+    "BodyLimitMiddleware",
     "BrokerLogging",
     "CloudEvent",
     "CreatedApiKey",

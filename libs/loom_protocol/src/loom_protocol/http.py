@@ -11,7 +11,7 @@ any further keys are details of that code (``fields`` for a validation error).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
@@ -19,7 +19,15 @@ from pydantic import ConfigDict, Field
 
 from loom_protocol.base import LoomModel
 
-__all__ = ["ErrorBody", "ErrorDetail", "FieldError", "Liveness", "Readiness", "error_code"]
+__all__ = [
+    "BodyLimitMiddleware",
+    "ErrorBody",
+    "ErrorDetail",
+    "FieldError",
+    "Liveness",
+    "Readiness",
+    "error_code",
+]
 
 
 def error_code(status: int) -> str:
@@ -165,3 +173,76 @@ class Readiness(LoomModel):
             The answer.
         """
         return cls(ready=all(checks.values()), checks=checks, reason=reason)
+
+
+_Scope = MutableMapping[str, Any]
+_Message = MutableMapping[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+_App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+
+class BodyLimitMiddleware:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 with :class:`ErrorBody`
+    while it is read, never buffered or parsed whole.
+
+    A declared ``Content-Length`` over the limit is answered before anything is read. Otherwise
+    the bytes are counted as the app reads them; once past the limit the app's next read gets an
+    empty, final chunk, and whatever the app answers to that truncated body is replaced by the
+    413 (frameworks map a failed read to their own answer, e.g. FastAPI's 400). Pure ASGI, like
+    :class:`~loom_protocol.auth.ApiKeyMiddleware`, so the package needs no web framework.
+    """
+
+    def __init__(self, app: _App, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(send, int(declared))
+        seen = 0
+        over = False
+        answered = False
+
+        async def counting() -> _Message:
+            nonlocal seen, over
+            if over:
+                return {"type": "http.request", "body": b"", "more_body": False}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    over = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+            return message
+
+        async def guarded(message: _Message) -> None:
+            nonlocal answered
+            if over:  # the app answered a truncated body: the client gets the 413 instead
+                if not answered:
+                    answered = True
+                    await self._too_large(send)
+                return
+            await send(message)
+
+        await self.app(scope, counting, guarded)
+        if over and not answered:
+            await self._too_large(send)
+
+    async def _too_large(self, send: _Send, size: int | None = None) -> None:
+        told = f"the body is {size} bytes," if size is not None else "the body is"
+        message = f"{told} over the limit of {self.limit} bytes"
+        body = ErrorBody.of(413, message, limit=self.limit).to_json()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: _Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None

@@ -27,6 +27,8 @@ from loom_protocol.auth import (
     Scope,
     stored_keys_followed,
 )
+from loom_protocol.http import BodyLimitMiddleware
+from loom_protocol.limits import MAX_BODY_BYTES
 from loom_protocol.logconfig import broker_logging, tracing_enabled
 from loom_protocol.settings import nats_servers
 
@@ -107,4 +109,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(studio_proxy_router)
     mount_studio(app)  # last: it answers only the paths no route took
     app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)  # 413 while a body is read
     return app

@@ -20,7 +20,9 @@ from loom_protocol.auth import (
     Scope,
     stored_keys_followed,
 )
+from loom_protocol.http import BodyLimitMiddleware
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
+from loom_protocol.limits import MAX_BODY_BYTES
 from loom_protocol.logconfig import broker_logging, tracing_enabled
 from loom_protocol.settings import nats_servers
 from redis.asyncio import Redis
@@ -123,4 +125,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(api.router)
     app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)  # 413 while a body is read
     return app

@@ -23,6 +23,8 @@ from loom_protocol.auth import (
     Scope,
     stored_keys_followed,
 )
+from loom_protocol.http import BodyLimitMiddleware
+from loom_protocol.limits import MAX_BODY_BYTES
 from redis.asyncio import Redis
 
 from . import api, ops
@@ -84,4 +86,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(api.router)
     app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
+    app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)  # 413 while a body is read
     return app
