@@ -160,3 +160,29 @@ async def test_a_task_given_up_at_its_deadline_tells_its_instance(store: TaskSto
     stored = await store.get(task.task_id)
     assert stored is not None and stored.status is S.DEAD
     assert len(superseded_records(outbox)) == 1
+
+
+class Strikes:
+    def __init__(self) -> None:
+        self.struck: list[str] = []
+
+    async def strike(self, instance_id: str) -> int:
+        self.struck.append(instance_id)
+        return self.struck.count(instance_id)
+
+
+async def test_an_attempt_that_times_out_or_fails_is_a_strike_against_its_instance(store: TaskStore) -> None:
+    strikes = Strikes()
+    timing_out = Dispatcher(store, Picker("w1"), Outbox(), policy(task_timeout_s=0.0), strikes=strikes)
+    task = Task(target_agent="echo")
+    await timing_out.submit(task)
+    assert await timing_out.sweep() == 1  # put back at its deadline
+    assert strikes.struck == ["w1"]
+    dispatcher = Dispatcher(store, Picker("w2"), Outbox(), policy(), strikes=strikes)
+    failing = Task(target_agent="echo")
+    await dispatcher.submit(failing)
+    await dispatcher.on_status(report(failing, S.FAILED, 1, "w2"))
+    completing = Task(target_agent="echo")
+    await dispatcher.submit(completing)
+    await dispatcher.on_status(report(completing, S.COMPLETED, 1, "w2"))
+    assert strikes.struck == ["w1", "w2"]  # a completed attempt is no strike

@@ -9,7 +9,7 @@ import json
 
 import pytest
 from loom_dispatcher.errors import RegistryUnavailable
-from loom_dispatcher.picking import RedisPicker
+from loom_dispatcher.picking import RedisPicker, RedisStrikes
 from loom_dispatcher.store import TaskStore
 from loom_protocol import RegistryKeys
 from redis.asyncio import Redis
@@ -69,3 +69,27 @@ async def test_an_unreachable_redis_is_registry_unavailable() -> None:
     with pytest.raises(RegistryUnavailable, match="Redis failed"):
         await picker.pick("echo", "t")
     await client.aclose()
+
+
+async def test_an_instance_with_enough_strikes_is_picked_only_when_no_other_is_live(
+    redis: tuple[Redis, str],
+) -> None:
+    client, prefix = redis
+    keys = RegistryKeys(prefix)
+    await heartbeat(client, keys, "good", "echo")
+    await heartbeat(client, keys, "bad", "echo")
+    scripts = TaskStore(client, prefix).scripts
+    picker, strikes = RedisPicker(scripts, prefix, max_strikes=2), RedisStrikes(scripts, prefix, window_s=0.5)
+    assert [await strikes.strike("bad") for _ in range(2)] == [1, 2]
+    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"good"}
+    await client.delete(keys.instance("good"))  # the only other one is gone: the struck one serves
+    assert (await picker.pick("echo", "t")).instance_id == "bad"
+    await heartbeat(client, keys, "good", "echo")
+    ttl_ms = await client.pttl(keys.strikes("bad"))
+    assert 0 < ttl_ms <= 500  # the window runs from the first strike
+    await client.delete(keys.strikes("bad"))  # the window passed
+    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"good", "bad"}
+    off = RedisPicker(scripts, prefix, max_strikes=0)
+    await strikes.strike("bad")
+    await strikes.strike("bad")
+    assert {(await off.pick("echo", "t")).instance_id for _ in range(4)} == {"good", "bad"}

@@ -143,7 +143,15 @@ from loom_protocol.payloads import (
     event_data,
 )
 from loom_protocol.pricing import DEFAULT_PRICES, Price, PriceTable, prices_from_json
-from loom_protocol.registry_state import PICK_SCRIPT, PICK_STRATEGIES, PickStrategy, RegistryKeys
+from loom_protocol.registry_state import (
+    MAX_STRIKES,
+    PICK_SCRIPT,
+    PICK_STRATEGIES,
+    STRIKE_SCRIPT,
+    STRIKE_WINDOW_S,
+    PickStrategy,
+    RegistryKeys,
+)
 from loom_protocol.replays import (
     REPLAY_METADATA_KEY,
     ForkChanges,
@@ -259,6 +267,7 @@ __all__ = [
     "LogContextFilter",
     "LoomModel",
     "MAX_EVENT_BYTES",
+    "MAX_STRIKES",
     "MSG_ID_HEADER",
     "McpToolCall",
     "McpToolDefinition",
@@ -295,6 +304,8 @@ __all__ = [
     "ReplayMode",
     "ReplayReport",
     "ReplaySpec",
+    "STRIKE_SCRIPT",
+    "STRIKE_WINDOW_S",
     "SUPERSEDED_ATTEMPT_HEADER",
     "SUPERSEDED_INSTANCE_HEADER",
     "Scope",

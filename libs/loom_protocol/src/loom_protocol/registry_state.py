@@ -12,7 +12,10 @@ Keys, under ``<prefix>:reg`` (:class:`RegistryKeys`):
 - ``agent:<a>``   instance ids serving agent ``a``; ``agents`` every agent id ever seen;
 - ``rr:<a>``      agent ``a``'s rotation counter (INCR is atomic: every picker shares one rotation);
 - ``draining``    instance ids whose last heartbeat said they are draining (never picked);
-- ``strategy``    how the registry is configured to pick (:data:`PickStrategy`; absent: round robin).
+- ``strategy``    how the registry is configured to pick (:data:`PickStrategy`; absent: round robin);
+- ``strikes:<id>`` attempts of the instance that timed out or failed lately (the dispatcher counts
+  them, :data:`STRIKE_SCRIPT`; the count expires a window after the first): an instance with
+  :data:`MAX_STRIKES` is picked only when no other instance of the agent is live.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from typing import Literal
 
 PickStrategy = Literal["round_robin", "least_loaded"]
 PICK_STRATEGIES: tuple[PickStrategy, ...] = ("round_robin", "least_loaded")
+MAX_STRIKES = 3
+"""Strikes (timed-out or failed attempts within the window) that keep an instance from picks."""
+STRIKE_WINDOW_S = 60.0
+"""How long an instance's strikes are remembered, from its first strike."""
 
 PICK_SCRIPT = """
 local ids = redis.call('SMEMBERS', KEYS[1])
@@ -29,8 +36,9 @@ table.sort(ids)
 local strategy = ARGV[2]
 if strategy == '' then strategy = redis.call('GET', KEYS[4]) or 'round_robin' end
 local least = strategy == 'least_loaded'
+local max_strikes = tonumber(ARGV[4]) or 0
 local excluded = {}
-for i = 3, #ARGV do excluded[ARGV[i]] = true end
+for i = 5, #ARGV do excluded[ARGV[i]] = true end
 local live, others, loads = {}, {}, {}
 for _, id in ipairs(ids) do
   if redis.call('SISMEMBER', KEYS[3], id) == 0 then
@@ -52,7 +60,8 @@ for _, id in ipairs(ids) do
     end
     if alive then
       live[#live + 1] = id
-      if not excluded[id] then others[#others + 1] = id end
+      local struck = max_strikes > 0 and (tonumber(redis.call('GET', ARGV[3] .. id)) or 0) >= max_strikes
+      if not excluded[id] and not struck then others[#others + 1] = id end
     end
   end
 end
@@ -76,11 +85,12 @@ return {candidates[((turn - 1) % #candidates) + 1], #candidates}
 """Pick one live, non-draining instance of an agent; answers ``{instance id or nil, candidates}``.
 
 KEYS: :meth:`RegistryKeys.pick_keys`. ARGV: :meth:`RegistryKeys.pick_args` -- the instance key
-prefix, the strategy (empty: the one stored under ``strategy``), then instance ids to leave out
-unless nothing else is left. Instances are taken in id order and the agent's counter chooses
-among them (round robin); ``least_loaded`` first keeps those with the lowest in-flight/capacity
-ratio in their last heartbeat. The instance keys are built from the prefix, not declared in
-KEYS: fine on one Redis, not on Redis Cluster.
+prefix, the strategy (empty: the one stored under ``strategy``), the strikes key prefix and the
+strikes that keep an instance out (0: none do), then instance ids to leave out; excluded and
+struck instances are picked only when nothing else is left. Instances are taken in id order and
+the agent's counter chooses among them (round robin); ``least_loaded`` first keeps those with the
+lowest in-flight/capacity ratio in their last heartbeat. The instance and strikes keys are built
+from prefixes, not declared in KEYS: fine on one Redis, not on Redis Cluster.
 """
 
 
@@ -119,9 +129,25 @@ class RegistryKeys:
     def strategy(self) -> str:
         return f"{self.base}:strategy"
 
+    def strikes(self, instance_id: str) -> str:
+        return f"{self.base}:strikes:{instance_id}"
+
     def pick_keys(self, agent_id: str) -> list[str]:
         return [self.agent(agent_id), self.rotation(agent_id), self.draining, self.strategy]
 
-    def pick_args(self, strategy: PickStrategy | None = None, exclude: tuple[str, ...] = ()) -> list[str]:
+    def pick_args(
+        self,
+        strategy: PickStrategy | None = None,
+        exclude: tuple[str, ...] = (),
+        max_strikes: int = MAX_STRIKES,
+    ) -> list[str]:
         """``strategy`` None: the registry's, as stored under :attr:`strategy`."""
-        return [self.instance(""), strategy or "", *exclude]
+        return [self.instance(""), strategy or "", self.strikes(""), str(max_strikes), *exclude]
+
+
+STRIKE_SCRIPT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+"""
+"""Count one strike of an instance: KEYS ``[strikes(id)]``, ARGV ``[window in ms]``; the new count."""

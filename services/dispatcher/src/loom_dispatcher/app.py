@@ -32,7 +32,7 @@ from .config import Settings
 from .dispatching import Dispatcher, Policy, sweep_forever
 from .errors import HTTP_ERROR_HANDLERS
 from .handlers import build_consumers, build_router
-from .picking import RedisPicker
+from .picking import RedisPicker, RedisStrikes
 from .rate_limit import SubmitRateLimit
 from .state import State
 from .store import TaskStore
@@ -83,9 +83,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     registry = RegistryPicker(broker, settings.pick_timeout_s)
     # picks: from the registry's state in Redis (picking.py), or asked of the registry over NATS
-    picker = RedisPicker(store.scripts, settings.redis_prefix) if settings.pick_from_redis else registry
+    picker = (
+        RedisPicker(store.scripts, settings.redis_prefix, settings.max_strikes)
+        if settings.pick_from_redis
+        else registry
+    )
+    strikes = RedisStrikes(store.scripts, settings.redis_prefix, settings.strike_window_s)
     # which agents exist: asked of the registry, cached here
-    dispatcher = Dispatcher(store, picker, outbox, policy, AgentDirectory(registry.known_agents))
+    dispatcher = Dispatcher(store, picker, outbox, policy, AgentDirectory(registry.known_agents), strikes)
     state = State(
         settings,
         broker,

@@ -1,6 +1,6 @@
 """Dispatcher settings, from LOOM_* environment variables (and the repo's .env)."""
 
-from loom_protocol import ApprovalTimeoutAction
+from loom_protocol import MAX_STRIKES, STRIKE_WINDOW_S, ApprovalTimeoutAction
 from loom_protocol.settings import NATS_URL, REDIS_URL, ServiceSettings
 from pydantic import Field
 from pydantic_settings import BaseSettings
@@ -22,6 +22,10 @@ class Settings(BaseSettings, ServiceSettings):
     # pick from the registry's state in the same Redis (one script call); false: ask the
     # registry over NATS (loom.registry.pick), e.g. when the registry keeps another Redis
     pick_from_redis: bool = True
+    # an instance with this many timed-out or failed attempts within strike_window_s is picked
+    # only when no other instance of the agent is live (0: never kept out)
+    max_strikes: int = Field(default=MAX_STRIKES, ge=0)
+    strike_window_s: float = Field(default=STRIKE_WINDOW_S, gt=0)
     sweep_interval_s: float = 0.2
     max_parameters_bytes: int = 1_048_576
     # submissions per API key and second (REST and A2A; rate_limit.py), and at once; 0: no limit

@@ -73,6 +73,12 @@ class Picker(Protocol):
     async def pick(self, agent_id: str, task_id: str) -> PickReply: ...
 
 
+class Strikes(Protocol):
+    """Where an instance's timed-out and failed attempts are counted (picking.py)."""
+
+    async def strike(self, instance_id: str) -> int: ...
+
+
 class Outbox(Protocol):
     """What the dispatcher tells the world (NATS); implemented in bus.py."""
 
@@ -109,12 +115,26 @@ class Dispatcher:
         outbox: Outbox,
         policy: Policy,
         agents: AgentDirectory | None = None,
+        strikes: Strikes | None = None,
     ) -> None:
         self._store = store
         self._picker = picker
         self._outbox = outbox
         self._policy = policy
         self.agents = agents  # None: every agent counts as known (no refusals)
+        self._strikes = strikes  # None: attempts that time out or fail are not counted
+
+    async def _strike(self, instance_id: str | None, why: str) -> None:
+        """Count a timed-out or failed attempt against its instance (never fails the caller)."""
+        if self._strikes is None or not instance_id:
+            return
+        try:
+            count = await self._strikes.strike(instance_id)
+        except Exception as exc:  # picks work without it
+            log.warning("strike of %s not counted: %r", instance_id, exc)
+            return
+        metrics.STRIKES.inc()
+        log.info("attempt %s", why, extra={"instance_id": instance_id, "strikes": count})
 
     async def _label(self, agent_id: str) -> str:
         """The metric label of ``agent_id``: itself once the registry knows it (a cache hit)."""
@@ -360,6 +380,8 @@ class Dispatcher:
                 await self._superseded(change, refused[0])
             return
         if is_terminal(new.status):
+            if new.status is TaskStatus.FAILED:
+                await self._strike(change.instance_id, "failed")
             await self._announce(new)
         elif new.status is TaskStatus.INPUT_REQUIRED:
             # nothing to publish: the worker's own report is on loom.task.status.<id>, and it
@@ -528,6 +550,8 @@ class Dispatcher:
             # its instance may still run it (a partition, a false eviction, a late task): told
             # to stop without a report; if it cannot be told, its report is refused (on_status)
             await self._outbox.superseded(new)
+            if due_before is not None:  # it ran out of time there
+                await self._strike(new.instance_id, "timed out")
         if new.status is TaskStatus.PENDING:
             log.info("re-dispatching task", extra={"task_id": task_id, "reason": reason})
             metrics.TASKS_RETRIED.labels(await self._label(new.target_agent)).inc()

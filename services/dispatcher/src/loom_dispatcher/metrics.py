@@ -25,6 +25,9 @@ REPORTS_SUPERSEDED = Counter(
     "Worker reports acknowledged without effect: from an attempt no longer current, or after the end",
     ["status"],
 )
+STRIKES = Counter(
+    "loom_dispatcher_strikes_total", "Attempts that timed out or failed, counted against their instance"
+)
 SUBMISSIONS_REJECTED = Counter("loom_dispatcher_rejected_total", "Malformed submissions dead-lettered")
 # never labelled by the agent: the names counted here are the ones nobody ever ran
 UNKNOWN_AGENT = Counter(

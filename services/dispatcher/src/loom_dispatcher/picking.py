@@ -11,7 +11,7 @@ strategy is the one the registry stores with each heartbeat. docs/adr/0006-picks
 
 from __future__ import annotations
 
-from loom_protocol import PICK_SCRIPT, PickReply, RegistryKeys
+from loom_protocol import MAX_STRIKES, PICK_SCRIPT, STRIKE_SCRIPT, PickReply, RegistryKeys
 from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
@@ -21,19 +21,37 @@ from .telemetry import tracer
 
 
 class RedisPicker:
-    def __init__(self, scripts: ScriptBatcher, prefix: str) -> None:
+    def __init__(self, scripts: ScriptBatcher, prefix: str, max_strikes: int = MAX_STRIKES) -> None:
         self._keys = RegistryKeys(prefix)
         self._pick = scripts.script(PICK_SCRIPT)
+        self._max_strikes = max_strikes
 
     async def pick(self, agent_id: str, task_id: str) -> PickReply:
         with tracer.start_as_current_span("registry.pick", kind=SpanKind.CLIENT) as span:
             span.set_attribute("loom.agent", agent_id)
             try:
                 instance_id, candidates = await self._pick(
-                    keys=self._keys.pick_keys(agent_id), args=self._keys.pick_args()
+                    keys=self._keys.pick_keys(agent_id),
+                    args=self._keys.pick_args(max_strikes=self._max_strikes),
                 )
             except (RedisError, OSError) as exc:
                 raise RegistryUnavailable(f"no pick for {agent_id}: Redis failed: {exc!r}") from exc
         if instance_id is None:
             return PickReply(agent_id=agent_id, reason=f"no live instance of agent {agent_id}")
         return PickReply(agent_id=agent_id, instance_id=str(instance_id), candidates=int(candidates))
+
+
+class RedisStrikes:
+    """Counts an instance's timed-out and failed attempts under the registry's state, where every
+    pick script sees them: an instance with enough strikes in the window is picked only when no
+    other instance of the agent is live (a worker that hangs or fails everything stops taking
+    work until its strikes expire)."""
+
+    def __init__(self, scripts: ScriptBatcher, prefix: str, window_s: float) -> None:
+        self._keys = RegistryKeys(prefix)
+        self._strike = scripts.script(STRIKE_SCRIPT)
+        self._window_ms = str(max(1, int(window_s * 1000)))
+
+    async def strike(self, instance_id: str) -> int:
+        """One more strike of ``instance_id``; its strikes in the window."""
+        return int(await self._strike(keys=[self._keys.strikes(instance_id)], args=[self._window_ms]))
