@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +61,14 @@ PUBLISH_FAILED = Counter(
 )
 SOURCE = "/services/dispatcher"
 _JSON = {"content-type": "application/json"}
+FINAL_MSG_ID_SUFFIX = ":final"
+"""Ends the ``Nats-Msg-Id`` of a final status this dispatcher announces (:meth:`NatsOutbox.final`)."""
+
+
+def is_own_final(headers: Mapping[str, str] | None) -> bool:
+    """Whether a status message is a final announcement of a dispatcher: its own status
+    consumer hears them too (same subject as the workers' reports) and has nothing to do."""
+    return (headers or {}).get(MSG_ID_HEADER, "").endswith(FINAL_MSG_ID_SUFFIX)
 
 
 def _event_headers(event_id: str, trace: TraceContext) -> dict[str, str]:
@@ -241,7 +250,7 @@ class NatsOutbox:
             "final",
             subjects.task_status(task.task_id),
             body,
-            status_msg_id(task.task_id, task.attempt, task.status) + ":final",
+            status_msg_id(task.task_id, task.attempt, task.status) + FINAL_MSG_ID_SUFFIX,
         )
 
     async def dead(self, task: Task, reason: str) -> None:

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -82,6 +82,7 @@ class PullConsumer:
     fetch_timeout_s: float = 0.5
     traced: bool = False
     screen: Screen = screen_message
+    skip: Callable[[Mapping[str, str] | None], bool] | None = None  # by headers: ack, not handled
     on_closed: Callable[[str, BaseException | None], None] = exit_on_closed
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -176,6 +177,10 @@ class PullConsumer:
             await msg.ack()
 
     async def _one(self, msg: Msg) -> None:
+        if self.skip is not None and self.skip(msg.headers):
+            with contextlib.suppress(Exception):
+                await msg.ack()
+            return
         if (reason := self.screen(msg.subject, msg.data)) is not None:
             try:
                 await self._refuse(msg, reason)

@@ -10,6 +10,7 @@ dead-letters what their model refuses.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from faststream import ExceptionMiddleware
@@ -33,6 +34,7 @@ from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
 from .admission import Admission
+from .bus import is_own_final
 from .consumer import Handler, PullConsumer
 from .metrics import CONFLICTS
 from .state import State
@@ -79,7 +81,12 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
     def connection() -> Client:
         return state.broker.connection
 
-    def consumer(subject: str, name: str, handler: Handler) -> PullConsumer:
+    def consumer(
+        subject: str,
+        name: str,
+        handler: Handler,
+        skip: Callable[[Mapping[str, str] | None], bool] | None = None,
+    ) -> PullConsumer:
         return PullConsumer(
             connection,
             stream=TASKS_STREAM.name,
@@ -88,11 +95,13 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
             config=_consumer(),
             handler=handler,
             traced=traced,
+            skip=skip,
         )
 
     return [
         consumer(subjects.TASK_SUBMITTED_ALL, "submitted", on_submitted),
-        consumer(subjects.TASK_STATUS_ALL, "status", on_status),
+        # the final statuses dispatchers announce come back on the same subjects: not decoded
+        consumer(subjects.TASK_STATUS_ALL, "status", on_status, skip=is_own_final),
     ]
 
 
