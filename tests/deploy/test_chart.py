@@ -49,9 +49,10 @@ def test_prod_uses_external_infrastructure(rendered: dict, prod_values: dict) ->
     secret = checks.objects(docs, "Secret")["loom-secrets"]["stringData"]
     ext = prod_values["externalUrls"]
     assert config["LOOM_NATS_URL"] == ext["nats"]
-    assert config["LOOM_REDIS_URL"] == ext["redis"]
+    assert secret["LOOM_REDIS_URL"] == ext["redis"]
     assert secret["LOOM_DATABASE_URL"] == ext["database"]
-    assert "LOOM_DATABASE_URL" not in config, "the database URL belongs in the Secret"
+    assert "LOOM_DATABASE_URL" not in config and "LOOM_REDIS_URL" not in config, "URLs with passwords"
+    assert "REDIS_PASSWORD" not in secret  # no in-chart Redis
 
 
 def test_default_uses_in_chart_infrastructure(rendered: dict) -> None:
@@ -63,10 +64,9 @@ def test_default_uses_in_chart_infrastructure(rendered: dict) -> None:
     assert "-js" in nats_args and nats_args[nats_args.index("-sd") + 1] == "/data", nats_args
     config = checks.objects(docs, "ConfigMap")["loom-config"]["data"]
     assert config["LOOM_NATS_URL"] == "nats://nats:4222"
-    assert config["LOOM_REDIS_URL"] == "redis://redis:6379/0"
-    assert checks.objects(docs, "Secret")["loom-secrets"]["stringData"]["LOOM_DATABASE_URL"].endswith(
-        "@timescaledb:5432/loom"
-    )
+    secret = checks.objects(docs, "Secret")["loom-secrets"]["stringData"]
+    assert secret["LOOM_REDIS_URL"] == "redis://:loom-dev@redis:6379/0"
+    assert secret["LOOM_DATABASE_URL"].endswith("@timescaledb:5432/loom")
 
 
 @pytest.mark.parametrize("which", VALUES)
@@ -306,9 +306,41 @@ def test_in_chart_redis_keeps_an_append_only_file(which: str, rendered: dict) ->
     spec = checks.pod_spec(checks.workloads(docs)["redis"])
     args = spec["containers"][0]["args"]
     flags = dict(zip(args[1::2], args[2::2], strict=True))
-    assert flags == {"--dir": "/data", "--save": "", "--appendonly": "yes", "--appendfsync": "everysec"}, args
+    assert flags == {
+        "--dir": "/data",
+        "--save": "",
+        "--appendonly": "yes",
+        "--appendfsync": "everysec",
+        "--requirepass": "$(REDIS_PASSWORD)",
+    }, args
     (data,) = [v for v in spec["volumes"] if v["name"] == "data"]
     if which == "default":  # a claim of its own; dev keeps the AOF on an emptyDir
         assert data["persistentVolumeClaim"]["claimName"] in checks.objects(docs, "PersistentVolumeClaim")
     else:
         assert "emptyDir" in data
+
+
+def test_in_chart_redis_wants_the_password_of_the_secret(rendered: dict, services: list[dict]) -> None:
+    docs = rendered["default"]
+    redis = checks.pod_spec(checks.workloads(docs)["redis"])["containers"][0]
+    assert redis["args"][-2:] == ["--requirepass", "$(REDIS_PASSWORD)"]
+    from_secret = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]}
+    key = {"name": "loom-secrets", "key": "REDIS_PASSWORD"}
+    assert from_secret == {"REDIS_PASSWORD": key, "REDISCLI_AUTH": key}
+    deployments = checks.objects(docs, "Deployment")
+    for svc in services:
+        container = checks.pod_spec(deployments[svc["name"]])["containers"][0]
+        env = {e["name"]: e for e in container.get("env", [])}
+        if "redis" in svc["needs"]:
+            assert env["LOOM_REDIS_URL"]["valueFrom"]["secretKeyRef"]["key"] == "LOOM_REDIS_URL", svc["name"]
+        else:
+            assert "LOOM_REDIS_URL" not in env, svc["name"]
+    # the password appears in the Secret only
+    text = yaml.safe_dump([d for d in docs if d["kind"] != "Secret"])
+    assert "loom-dev@redis" not in text
+    none = checks.render_chart(checks.CHART_DIR, {"redis": {"password": ""}})
+    assert (
+        checks.objects(none, "Secret")["loom-secrets"]["stringData"]["LOOM_REDIS_URL"]
+        == "redis://redis:6379/0"
+    )
+    assert "--requirepass" not in checks.pod_spec(checks.workloads(none)["redis"])["containers"][0]["args"]

@@ -59,7 +59,8 @@ helm.sh/chart: {{ include "loom.chart" $root }}
 
 {{- define "loom.redisUrl" -}}
 {{- if .Values.redis.enabled -}}
-{{- printf "redis://%s:6379/0" (include "loom.name" (list . "redis")) -}}
+{{- $auth := ternary (printf ":%s@" (.Values.redis.password | urlquery)) "" (ne .Values.redis.password "") -}}
+{{- printf "redis://%s%s:6379/0" $auth (include "loom.name" (list . "redis")) -}}
 {{- else -}}
 {{- required "externalUrls.redis is required when redis.enabled is false" .Values.externalUrls.redis -}}
 {{- end -}}
