@@ -16,6 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from . import procstat
 from .ledger import Ledger
 from .stats import Latency, Timeline, rate
 
@@ -124,3 +125,37 @@ async def wait_ready(
             last = exc
             await asyncio.sleep(0.1)  # a retry's pause: a refused probe fails at once
     raise TimeoutError(f"worker not ready after {timeout_s:.0f} s (last: {last!r})")
+
+
+async def both_workloads(
+    submit: Submit,
+    wait: Wait,
+    *,
+    system: str,
+    title: str,
+    roots: dict[int, str],
+    count: int,
+    sequential_count: int,
+    concurrency: int,
+    timeout_s: float,
+    progress: Callable[[str, int], Progress | None],
+) -> dict[str, Any]:
+    """The closed loop, then the sequential round trip, each with the CPU of ``roots`` (the peer's
+    worker processes) over its own window: the ``closed``, ``sequential`` and ``cpu`` results."""
+    out: dict[str, Any] = {"cpu": {}}
+    for key, n, slots, label in (
+        ("closed", count, concurrency, f"{title} no-op closed loop c={concurrency}"),
+        ("sequential", sequential_count, 1, f"{title} no-op sequential"),
+    ):
+        window = procstat.Window(roots)
+        out[key] = await closed_loop(
+            submit,
+            wait,
+            system=system,
+            count=n,
+            concurrency=slots,
+            timeout_s=timeout_s,
+            progress=progress(label, n),
+        )
+        out["cpu"][key] = window.close(out[key]["accounting"]["completed"])
+    return out

@@ -25,9 +25,9 @@ from typing import Any
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from . import procstat, subproc
+from . import subproc
 from .loom import echo_params
-from .peer_loop import Progress, closed_loop, wait_ready
+from .peer_loop import Progress, both_workloads, wait_ready
 
 REPLY_HEADER = "Loom-Load-Reply"
 STREAM_MAX_AGE_S = 600
@@ -173,28 +173,18 @@ async def run_reply_peer(
             await client.wait(await client.submit(b'{"ping": true}'), 2.0)
 
         out["ready_s"] = round(await wait_ready(probe, lambda: all(p.poll() is None for p in procs)), 2)
-        window = procstat.Window(roots)
-        out["closed"] = await closed_loop(
+        out |= await both_workloads(
             submit,
             client.wait,
             system=kind,
+            title=title,
+            roots=roots,
             count=count,
+            sequential_count=sequential_count,
             concurrency=concurrency,
             timeout_s=timeout_s,
-            progress=progress(f"{title} no-op closed loop c={concurrency}", count),
+            progress=progress,
         )
-        out["cpu"]["closed"] = window.close(out["closed"]["accounting"]["completed"])
-        window = procstat.Window(roots)
-        out["sequential"] = await closed_loop(
-            submit,
-            client.wait,
-            system=kind,
-            count=sequential_count,
-            concurrency=1,
-            timeout_s=timeout_s,
-            progress=progress(f"{title} no-op sequential", sequential_count),
-        )
-        out["cpu"]["sequential"] = window.close(out["sequential"]["accounting"]["completed"])
         out["stray_replies"] = client.stray_replies
     finally:
         out["worker_exit"] = list(await asyncio.gather(*(asyncio.to_thread(subproc.stop, p) for p in procs)))

@@ -23,9 +23,9 @@ from typing import Any
 from taskiq import AsyncTaskiqTask
 from taskiq.exceptions import TaskiqResultTimeoutError
 
-from . import procstat, subproc, taskiq_app
+from . import subproc, taskiq_app
 from .loom import echo_params
-from .peer_loop import Progress, TaskFailed, closed_loop, wait_ready
+from .peer_loop import Progress, TaskFailed, both_workloads, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -98,28 +98,18 @@ async def run_taskiq(
         out["worker_pid"] = proc.pid
         alive = proc.poll
         out["ready_s"] = round(await wait_ready(probe, lambda: alive() is None), 2)
-        window = procstat.Window(roots)
-        out["closed"] = await closed_loop(
+        out |= await both_workloads(
             submit,
             wait,
             system="taskiq",
+            title="taskiq",
+            roots=roots,
             count=count,
+            sequential_count=sequential_count,
             concurrency=concurrency,
             timeout_s=timeout_s,
-            progress=progress(f"taskiq no-op closed loop c={concurrency}", count),
+            progress=progress,
         )
-        out["cpu"]["closed"] = window.close(out["closed"]["accounting"]["completed"])
-        window = procstat.Window(roots)
-        out["sequential"] = await closed_loop(
-            submit,
-            wait,
-            system="taskiq",
-            count=sequential_count,
-            concurrency=1,
-            timeout_s=timeout_s,
-            progress=progress("taskiq no-op sequential", sequential_count),
-        )
-        out["cpu"]["sequential"] = window.close(out["sequential"]["accounting"]["completed"])
     finally:
         if proc is not None:
             out["worker_exit"] = await asyncio.to_thread(subproc.stop, proc)
