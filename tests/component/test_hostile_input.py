@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -323,33 +324,39 @@ async def test_heartbeats_with_absurd_intervals_are_dead_lettered(stack: Stack) 
     await _healthy(registry.url)
 
 
+async def _too_large_while_read(
+    url: str, declared_bytes: int, streamed: Callable[[], AsyncIterator[bytes]]
+) -> httpx.Response:
+    """POST a body whose Content-Length is ``declared_bytes``, then ``streamed()`` without one: both
+    are 413 (the streamed one may instead see the connection closed before it was all sent); the
+    answer to the declared one."""
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        declared = await client.post(
+            url, content=b"{" + b" " * declared_bytes + b"}", headers={"content-type": "application/json"}
+        )
+        assert declared.status_code == 413, declared.text[:200]
+        try:
+            answer = await client.post(url, content=streamed(), headers={"content-type": "application/json"})
+        except (httpx.RemoteProtocolError, httpx.WriteError):
+            pass  # the server answered and closed before the client finished sending
+        else:
+            assert answer.status_code == 413, answer.text[:200]
+            assert f"over the limit of {MAX_BODY_BYTES} bytes" in answer.json()["error"]["message"]
+    return declared
+
+
 async def test_a_50_mib_body_is_refused_while_it_is_read(stack: Stack) -> None:
     await stack.registry()
     await stack.dispatcher()
     chunk = b"[" + b"1," * 32_767 + b"1]"  # 64 KiB of small numbers
 
-    async def body() -> Any:
+    async def body() -> AsyncIterator[bytes]:
         yield b'{"targetAgent": "echo", "parameters": {"n": ['
         for _ in range(800):  # 50 MiB, streamed without a Content-Length
             yield chunk + b","
         yield b"1]}}"
 
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        declared = await client.post(
-            f"{stack.api}/api/tasks",
-            content=b"{" + b" " * (50 * 1024 * 1024) + b"}",
-            headers={"content-type": "application/json"},
-        )
-        assert declared.status_code == 413, declared.text[:200]
-        try:
-            streamed = await client.post(
-                f"{stack.api}/api/tasks", content=body(), headers={"content-type": "application/json"}
-            )
-        except (httpx.RemoteProtocolError, httpx.WriteError):
-            pass  # the server answered and closed before the client finished sending
-        else:
-            assert streamed.status_code == 413, streamed.text[:200]
-            assert f"over the limit of {MAX_BODY_BYTES} bytes" in streamed.json()["error"]["message"]
+    await _too_large_while_read(f"{stack.api}/api/tasks", 50 * 1024 * 1024, body)
     await _healthy(stack.api)
 
 
@@ -359,27 +366,12 @@ async def test_replay_refuses_a_body_over_the_limit_while_it_is_read(database_ur
     await start_pipeline(stack, database_url)
     replay = await start_replay(stack, database_url)
 
-    async def body() -> Any:
+    async def body() -> AsyncIterator[bytes]:
         yield b'{"taskId": "t", "fromStep": 1, "changes": {"prompt": "'
         for _ in range(50):  # 50 MiB, streamed without a Content-Length
             yield b"x" * (1024 * 1024)
         yield b'"}}'
 
-    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
-        declared = await client.post(
-            f"{replay.url}/api/replay/fork",
-            content=b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}",
-            headers={"content-type": "application/json"},
-        )
-        assert declared.status_code == 413, declared.text[:200]
-        assert declared.json()["error"]["code"] == "content_too_large"
-        try:
-            streamed = await client.post(
-                f"{replay.url}/api/replay/fork", content=body(), headers={"content-type": "application/json"}
-            )
-        except (httpx.RemoteProtocolError, httpx.WriteError):
-            pass  # the server answered and closed before the client finished sending
-        else:
-            assert streamed.status_code == 413, streamed.text[:200]
-            assert f"over the limit of {MAX_BODY_BYTES} bytes" in streamed.json()["error"]["message"]
+    declared = await _too_large_while_read(f"{replay.url}/api/replay/fork", MAX_BODY_BYTES + 1, body)
+    assert declared.json()["error"]["code"] == "content_too_large"
     await _healthy(replay.url)
