@@ -23,6 +23,11 @@ async def heartbeat(
     await client.sadd(keys.agent(agent_id), instance_id)
 
 
+async def picked(picker: RedisPicker, times: int = 4) -> set[str | None]:
+    """The instances ``times`` picks of echo went to."""
+    return {(await picker.pick("echo", "t")).instance_id for _ in range(times)}
+
+
 async def test_picks_rotate_over_live_instances_and_share_the_registrys_counter(
     redis: tuple[Redis, str],
 ) -> None:
@@ -47,7 +52,7 @@ async def test_draining_instances_are_skipped_and_none_live_is_a_reply_with_the_
     await heartbeat(client, keys, "w1", "echo")
     await client.sadd(keys.draining, "w0")
     picker = RedisPicker(TaskStore(client, prefix).scripts, prefix)
-    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"w1"}
+    assert await picked(picker) == {"w1"}
     none = await picker.pick("calculator", "t")
     assert none.instance_id is None and none.reason == "no live instance of agent calculator"
 
@@ -58,9 +63,9 @@ async def test_the_registrys_stored_strategy_is_followed(redis: tuple[Redis, str
     await heartbeat(client, keys, "busy", "echo", in_flight=4)
     await heartbeat(client, keys, "idle", "echo", in_flight=1)
     picker = RedisPicker(TaskStore(client, prefix).scripts, prefix)
-    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"busy", "idle"}
+    assert await picked(picker) == {"busy", "idle"}
     await client.set(keys.strategy, "least_loaded")
-    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"idle"}
+    assert await picked(picker) == {"idle"}
 
 
 async def test_an_unreachable_redis_is_registry_unavailable() -> None:
@@ -81,15 +86,15 @@ async def test_an_instance_with_enough_strikes_is_picked_only_when_no_other_is_l
     scripts = TaskStore(client, prefix).scripts
     picker, strikes = RedisPicker(scripts, prefix, max_strikes=2), RedisStrikes(scripts, prefix, window_s=0.5)
     assert [await strikes.strike("bad") for _ in range(2)] == [1, 2]
-    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"good"}
+    assert await picked(picker) == {"good"}
     await client.delete(keys.instance("good"))  # the only other one is gone: the struck one serves
     assert (await picker.pick("echo", "t")).instance_id == "bad"
     await heartbeat(client, keys, "good", "echo")
     ttl_ms = await client.pttl(keys.strikes("bad"))
     assert 0 < ttl_ms <= 500  # the window runs from the first strike
     await client.delete(keys.strikes("bad"))  # the window passed
-    assert {(await picker.pick("echo", "t")).instance_id for _ in range(4)} == {"good", "bad"}
+    assert await picked(picker) == {"good", "bad"}
     off = RedisPicker(scripts, prefix, max_strikes=0)
     await strikes.strike("bad")
     await strikes.strike("bad")
-    assert {(await off.pick("echo", "t")).instance_id for _ in range(4)} == {"good", "bad"}
+    assert await picked(off) == {"good", "bad"}
