@@ -36,7 +36,7 @@ async def test_round_robin_is_fair_and_shared_by_replicas(membership: Membership
         await membership.record(beat(f"w{i}", "echo"))
     await membership.record(beat("other", "calculator"))
     # two "replicas" (the same keys) answering concurrently share one rotation
-    replicas = [membership, Membership(membership._redis, membership._p.removesuffix(":reg"), 3)]
+    replicas = [membership, Membership(membership._redis, membership.keys.prefix, 3)]
     replies = []
     for _ in range(10):  # 30 at a time: within the client's connection pool
         replies += await asyncio.gather(
@@ -118,5 +118,5 @@ async def test_known_agents_are_every_agent_ever_seen_even_after_its_instances_l
     assert await membership.is_known("orchestrator")
     assert not await membership.is_known("calculater")
     # another replica (or a restarted registry) reads the same answer from Redis
-    again = Membership(membership._redis, membership._p.removesuffix(":reg"), 3)
+    again = Membership(membership._redis, membership.keys.prefix, 3)
     assert await again.known_agents() == ["calculator", "echo", "orchestrator"]

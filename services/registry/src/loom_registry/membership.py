@@ -41,7 +41,6 @@ class Membership:
     ) -> None:
         self._redis = redis
         self.keys = RegistryKeys(prefix)
-        self._p = self.keys.base
         self._missed = missed_heartbeats
         self.strategy: PickStrategy = strategy
         self._pick = redis.register_script(PICK_SCRIPT)  # EVALSHA, loaded again if Redis lost it
@@ -53,46 +52,40 @@ class Membership:
         except (RedisError, OSError):
             return False
 
-    def _inst(self, instance_id: str) -> str:
-        return self.keys.instance(instance_id)
-
-    def _agent(self, agent_id: str) -> str:
-        return self.keys.agent(agent_id)
-
     async def record(self, hb: Heartbeat) -> bool:
         """Store a heartbeat; True when the instance was not known before (it just came up)."""
         ttl_ms = max(1, int(hb.interval_s * self._missed * 1000))
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._inst(hb.instance_id), hb.to_json(), px=ttl_ms)
-            pipe.sadd(f"{self._p}:known", hb.instance_id)
+            pipe.set(self.keys.instance(hb.instance_id), hb.to_json(), px=ttl_ms)
+            pipe.sadd(self.keys.known, hb.instance_id)
             if hb.draining:
-                pipe.sadd(f"{self._p}:draining", hb.instance_id)
+                pipe.sadd(self.keys.draining, hb.instance_id)
             else:
-                pipe.srem(f"{self._p}:draining", hb.instance_id)
+                pipe.srem(self.keys.draining, hb.instance_id)
             for agent_id in hb.agent_ids:
-                pipe.sadd(self._agent(agent_id), hb.instance_id)
-                pipe.sadd(f"{self._p}:agents", agent_id)
+                pipe.sadd(self.keys.agent(agent_id), hb.instance_id)
+                pipe.sadd(self.keys.agents, agent_id)
             pipe.set(self.keys.strategy, self.strategy)
             results = await pipe.execute()
         return bool(results[1])
 
     async def forget(self, instance_id: str) -> bool:
         """Remove an instance that said goodbye; True if this replica removed it."""
-        await self._redis.delete(self._inst(instance_id))
-        if not await self._redis.srem(f"{self._p}:known", instance_id):
+        await self._redis.delete(self.keys.instance(instance_id))
+        if not await self._redis.srem(self.keys.known, instance_id):
             return False
         await self._drop([instance_id])
         return True
 
     async def evict_expired(self) -> list[str]:
         """Forget instances whose heartbeat expired; returns those this replica evicted."""
-        known = sorted(_text(await self._redis.smembers(f"{self._p}:known")))
+        known = sorted(_text(await self._redis.smembers(self.keys.known)))
         if not known:
             return []
-        alive = await self._redis.mget([self._inst(i) for i in known])
+        alive = await self._redis.mget([self.keys.instance(i) for i in known])
         evicted = []
         for instance_id, raw in zip(known, alive, strict=True):
-            if raw is None and await self._redis.srem(f"{self._p}:known", instance_id):
+            if raw is None and await self._redis.srem(self.keys.known, instance_id):
                 evicted.append(instance_id)  # SREM is the claim: one replica wins it
         if evicted:
             await self._drop(evicted)
@@ -100,34 +93,34 @@ class Membership:
 
     async def _drop(self, instance_ids: list[str]) -> None:
         """Take instances already removed from ``known`` out of every agent set and ``draining``."""
-        agents = _text(await self._redis.smembers(f"{self._p}:agents"))
+        agents = _text(await self._redis.smembers(self.keys.agents))
         async with self._redis.pipeline(transaction=False) as pipe:
             for agent_id in agents:
-                pipe.srem(self._agent(agent_id), *instance_ids)
-            pipe.srem(f"{self._p}:draining", *instance_ids)
+                pipe.srem(self.keys.agent(agent_id), *instance_ids)
+            pipe.srem(self.keys.draining, *instance_ids)
             await pipe.execute()
 
     async def known_agents(self) -> list[str]:
         """Every agent id ever seen in a heartbeat, sorted (kept in Redis across restarts)."""
-        return sorted(_text(await self._redis.smembers(f"{self._p}:agents")))
+        return sorted(_text(await self._redis.smembers(self.keys.agents)))
 
     async def is_known(self, agent_id: str) -> bool:
         """True when a heartbeat of an instance hosting ``agent_id`` was ever received."""
-        return bool(await self._redis.sismember(f"{self._p}:agents", agent_id))
+        return bool(await self._redis.sismember(self.keys.agents, agent_id))
 
     async def instances_of(self, agent_id: str) -> list[Instance]:
-        ids = sorted(_text(await self._redis.smembers(self._agent(agent_id))))
+        ids = sorted(_text(await self._redis.smembers(self.keys.agent(agent_id))))
         return await self._load(ids)
 
     async def all_instances(self) -> list[Instance]:
-        return await self._load(sorted(_text(await self._redis.smembers(f"{self._p}:known"))))
+        return await self._load(sorted(_text(await self._redis.smembers(self.keys.known))))
 
     async def _load(self, ids: list[str]) -> list[Instance]:
         if not ids:
             return []
         now = time.time()
         out = []
-        for raw in await self._redis.mget([self._inst(i) for i in ids]):
+        for raw in await self._redis.mget([self.keys.instance(i) for i in ids]):
             if raw is not None:
                 hb = Heartbeat.from_json(raw)
                 out.append(Instance(hb, max(0.0, now - hb.sent_at.timestamp())))
