@@ -28,7 +28,7 @@ import json
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -38,7 +38,7 @@ from urllib.parse import parse_qsl, urlencode
 from pydantic import Field, ValidationError
 
 from loom_protocol.base import Label, LoomModel, utc_now
-from loom_protocol.http import ErrorBody
+from loom_protocol.http import AsgiApp, AsgiReceive, AsgiScope, AsgiSend, ErrorBody, header
 
 __all__ = [
     "ACCESS_TOKEN_PARAM",
@@ -344,19 +344,12 @@ class AccessPolicy:
         return self.write
 
 
-_Scope = MutableMapping[str, Any]
-_Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-_Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-_App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
-
-
-def _bearer(scope: _Scope) -> str | None:
-    for name, value in scope.get("headers", ()):
-        if name == b"authorization":
-            kind, _, token = value.decode("latin-1").partition(" ")
-            if kind.lower() != "bearer":
-                return None
-            return token.strip() or None
+def _bearer(scope: AsgiScope) -> str | None:
+    if (value := header(scope, b"authorization")) is not None:
+        kind, _, token = value.partition(" ")
+        if kind.lower() != "bearer":
+            return None
+        return token.strip() or None
     if scope["type"] == "websocket":
         pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         tokens = [v for k, v in pairs if k == ACCESS_TOKEN_PARAM]
@@ -374,12 +367,12 @@ class ApiKeyMiddleware:
     request through while ``ring`` holds no key. The accepted key's record is in
     ``scope["state"]["api_key"]``."""
 
-    def __init__(self, app: _App, ring: KeyRing, policy: AccessPolicy) -> None:
+    def __init__(self, app: AsgiApp, ring: KeyRing, policy: AccessPolicy) -> None:
         self.app = app
         self.ring = ring
         self.policy = policy
 
-    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
         kind = scope["type"]
         if kind not in ("http", "websocket") or not (self.ring.required or self.ring.unread):
             return await self.app(scope, receive, send)
@@ -401,7 +394,12 @@ class ApiKeyMiddleware:
 
     @staticmethod
     async def _deny(
-        scope: _Scope, receive: _Receive, send: _Send, status: int, message: str, needed: Scope | None = None
+        scope: AsgiScope,
+        receive: AsgiReceive,
+        send: AsgiSend,
+        status: int,
+        message: str,
+        needed: Scope | None = None,
     ) -> None:
         details = {} if needed is None else {"scope": needed.value}
         body = json.dumps(ErrorBody.of(status, message, **details).to_wire()).encode()

@@ -175,11 +175,12 @@ class Readiness(LoomModel):
         return cls(ready=all(checks.values()), checks=checks, reason=reason)
 
 
-_Scope = MutableMapping[str, Any]
-_Message = MutableMapping[str, Any]
-_Receive = Callable[[], Awaitable[_Message]]
-_Send = Callable[[_Message], Awaitable[None]]
-_App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+AsgiScope = MutableMapping[str, Any]
+AsgiMessage = MutableMapping[str, Any]
+AsgiReceive = Callable[[], Awaitable[AsgiMessage]]
+AsgiSend = Callable[[AsgiMessage], Awaitable[None]]
+AsgiApp = Callable[[AsgiScope, AsgiReceive, AsgiSend], Awaitable[None]]
+"""The ASGI shapes the package's middlewares (here and in :mod:`loom_protocol.auth`) are typed with."""
 
 
 class BodyLimitMiddleware:
@@ -193,21 +194,21 @@ class BodyLimitMiddleware:
     :class:`~loom_protocol.auth.ApiKeyMiddleware`, so the package needs no web framework.
     """
 
-    def __init__(self, app: _App, limit: int) -> None:
+    def __init__(self, app: AsgiApp, limit: int) -> None:
         self.app = app
         self.limit = limit
 
-    async def __call__(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+    async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._too_large(send, int(declared))
         seen = 0
         over = False
         answered = False
 
-        async def counting() -> _Message:
+        async def counting() -> AsgiMessage:
             nonlocal seen, over
             if over:
                 return {"type": "http.request", "body": b"", "more_body": False}
@@ -219,7 +220,7 @@ class BodyLimitMiddleware:
                     return {"type": "http.request", "body": b"", "more_body": False}
             return message
 
-        async def guarded(message: _Message) -> None:
+        async def guarded(message: AsgiMessage) -> None:
             nonlocal answered
             if over:  # the app answered a truncated body: the client gets the 413 instead
                 if not answered:
@@ -232,7 +233,7 @@ class BodyLimitMiddleware:
         if over and not answered:
             await self._too_large(send)
 
-    async def _too_large(self, send: _Send, size: int | None = None) -> None:
+    async def _too_large(self, send: AsgiSend, size: int | None = None) -> None:
         told = f"the body is {size} bytes," if size is not None else "the body is"
         message = f"{told} over the limit of {self.limit} bytes"
         body = ErrorBody.of(413, message, limit=self.limit).to_json()
@@ -241,7 +242,8 @@ class BodyLimitMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def _header(scope: _Scope, name: bytes) -> str | None:
+def header(scope: AsgiScope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case) of an ASGI request, or None."""
     for key, value in scope.get("headers", []):
         if key.lower() == name:
             return bytes(value).decode("latin-1")
