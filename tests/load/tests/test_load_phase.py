@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 from loom_load.live import LiveFeed
-from loom_load.loom import LoomClient, PhaseSpec, run_phase
+from loom_load.loom import LoomClient, PhaseSpec, rest_session, run_phase
 from loom_load.observe import Observer
 
 
@@ -46,8 +46,8 @@ class FakeLoom(LoomClient):
 
 async def _run(mode: str) -> dict[str, Any]:
     observer = Observer("lttest-", "/tests/load/test")
-    async with httpx.AsyncClient() as http:
-        client = FakeLoom(js=None, http=http, observer=observer, prefix="lttest-")
+    async with httpx.AsyncClient() as http, rest_session("http://127.0.0.1:1", {}) as rest:
+        client = FakeLoom(js=None, http=http, observer=observer, prefix="lttest-", rest=rest)
         spec = PhaseSpec(
             "echo", "echo", "echo", "nats", mode, 50, concurrency=8, rate=500.0, task_timeout_s=0.2
         )

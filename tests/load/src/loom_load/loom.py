@@ -95,7 +95,7 @@ class LoomClient:
     http: httpx.AsyncClient
     observer: Observer
     prefix: str
-    rest: aiohttp.ClientSession | None = None  # for submit_rest; None: through ``http``
+    rest: aiohttp.ClientSession  # REST submissions (rest_session); ``http`` for everything else
     rest_wait_s: float = 30.0
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -114,20 +114,14 @@ class LoomClient:
     async def submit_rest(self, task_id: str, agent: str, params: dict[str, Any], wait: float) -> str | None:
         """POST /api/tasks?wait=; the task's status in the response (terminal when it finished)."""
         body = {"taskId": task_id, "targetAgent": agent, "parameters": params}
-        if self.rest is None:
-            response = await self.http.post("/api/tasks", params={"wait": wait}, json=body)
-            if response.status_code >= 400:
-                raise SubmitError(f"HTTP {response.status_code}: {response.text[:120]}")
-            answer = response.json()
-        else:
-            try:
-                async with self.rest.post("/api/tasks", params={"wait": str(wait)}, json=body) as reply:
-                    text = await reply.text()
-                    if reply.status >= 400:
-                        raise SubmitError(f"HTTP {reply.status}: {text[:120]}")
-                    answer = json.loads(text)
-            except aiohttp.ClientError as exc:
-                raise SubmitError(_reason(exc)) from exc
+        try:
+            async with self.rest.post("/api/tasks", params={"wait": str(wait)}, json=body) as reply:
+                text = await reply.text()
+                if reply.status >= 400:
+                    raise SubmitError(f"HTTP {reply.status}: {text[:120]}")
+                answer = json.loads(text)
+        except aiohttp.ClientError as exc:
+            raise SubmitError(_reason(exc)) from exc
         status = answer.get("status") if isinstance(answer, dict) else None
         return status if isinstance(status, str) else None
 
