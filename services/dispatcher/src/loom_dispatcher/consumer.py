@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], Awaitable[None]]
 Screen = Callable[[str, bytes], str | None]
 """Looks at a message before its handler: the reason to dead-letter it, or None to handle it."""
+Skip = Callable[[Mapping[str, str] | None], bool]
+"""Looks at a message's headers: True to acknowledge it without handling it."""
 
 EXIT_CONNECTION_CLOSED = 75
 """The exit status when the broker connection is closed for good (EX_TEMPFAIL: start me again)."""
@@ -82,7 +84,7 @@ class PullConsumer:
     fetch_timeout_s: float = 0.5
     traced: bool = False
     screen: Screen = screen_message
-    skip: Callable[[Mapping[str, str] | None], bool] | None = None  # by headers: ack, not handled
+    skip: Skip | None = None
     on_closed: Callable[[str, BaseException | None], None] = exit_on_closed
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event, init=False)

@@ -10,7 +10,6 @@ dead-letters what their model refuses.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from faststream import ExceptionMiddleware
@@ -35,7 +34,7 @@ from pydantic import ValidationError
 
 from .admission import Admission
 from .bus import is_own_final
-from .consumer import Handler, PullConsumer
+from .consumer import Handler, PullConsumer, Skip
 from .metrics import CONFLICTS
 from .state import State
 
@@ -85,7 +84,7 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
         subject: str,
         name: str,
         handler: Handler,
-        skip: Callable[[Mapping[str, str] | None], bool] | None = None,
+        skip: Skip | None = None,
     ) -> PullConsumer:
         return PullConsumer(
             connection,
