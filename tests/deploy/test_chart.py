@@ -61,7 +61,9 @@ def test_default_uses_in_chart_infrastructure(rendered: dict) -> None:
     assert {"nats", "timescaledb", "redis"} <= set(wl)
     assert wl["nats"]["kind"] == "StatefulSet"
     nats_args = checks.pod_spec(wl["nats"])["containers"][0]["args"]
-    assert "-js" in nats_args and nats_args[nats_args.index("-sd") + 1] == "/data", nats_args
+    assert nats_args == ["-c", "/etc/nats/loom/nats.conf"], nats_args
+    nats_conf = checks.objects(docs, "ConfigMap")["nats-config"]["data"]["nats.conf"]
+    assert "jetstream {\n  store_dir: /data\n}" in nats_conf, nats_conf  # JetStream on the data volume
     config = checks.objects(docs, "ConfigMap")["loom-config"]["data"]
     assert config["LOOM_NATS_URL"] == "nats://nats:4222"
     secret = checks.objects(docs, "Secret")["loom-secrets"]["stringData"]

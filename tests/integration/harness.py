@@ -19,6 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import nats
@@ -26,6 +27,7 @@ import redis.asyncio as aioredis
 import uvicorn
 from asgi_lifespan import LifespanManager
 from dotenv import dotenv_values
+from loom_protocol.nats_auth import Role, server_users
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -144,9 +146,10 @@ class NatsServer(Process):
         super().__init__(f"nats-{self.port}", argv, dict(os.environ), log_dir)
 
     def _write_config(self) -> None:
+        # each account: its admin (user and password t<i>) and one user per service role
+        # (t<i>-dispatcher, ...: the protocol's permissions, loom_protocol.nats_auth)
         accounts = "\n".join(
-            f"  t{i}: {{ jetstream: enabled, users: [{{ user: t{i}, password: t{i} }}] }}"
-            for i in range(self.accounts)
+            f"  t{i}: {{ jetstream: enabled, users: {account_users(f't{i}')} }}" for i in range(self.accounts)
         )
         self.config_path.write_text(
             f'listen: "127.0.0.1:{self.port}"\n'
@@ -182,6 +185,34 @@ class NatsServer(Process):
 
 async def _quiet(_: Exception) -> None:
     pass
+
+
+ROLE_OF_MODULE = {
+    "loom_dispatcher": Role.DISPATCHER,
+    "loom_registry": Role.REGISTRY,
+    "loom_agent_worker": Role.WORKER,
+    "loom_ingest": Role.INGEST,
+    "loom_query": Role.QUERY,
+    "loom_replay": Role.REPLAY,
+}
+"""The NATS role each service connects as in the tests, as in every deployment."""
+
+
+def account_users(account: str) -> str:
+    """The users of a test account: ``account`` itself as admin, ``<account>-<role>`` for each
+    other role; every password is the account's name."""
+    users = [(account, Role.ADMIN, account)]
+    users += [(f"{account}-{role.value}", role, account) for role in Role if role is not Role.ADMIN]
+    return server_users(users)
+
+
+def role_credentials(admin_url: str, role: Role) -> tuple[str, dict[str, str]]:
+    """The URL (without credentials) and the ``LOOM_NATS_USER``/``LOOM_NATS_PASSWORD`` settings
+    of ``role``'s user in the test account whose admin URL is ``admin_url``."""
+    parts = urlsplit(admin_url)
+    account = parts.username or ""
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return bare, {"LOOM_NATS_USER": f"{account}-{role.value}", "LOOM_NATS_PASSWORD": account}
 
 
 class Service(Process):
@@ -383,6 +414,15 @@ class Stack:
             "LOOM_LOG_LEVEL": "INFO",
         }
 
+    def service_env(self, module: str) -> dict[str, str]:
+        """``env`` with the NATS user of the service's role (the account's admin for a module
+        that has none)."""
+        role = ROLE_OF_MODULE.get(module)
+        if role is None:
+            return self.env()
+        url, credentials = role_credentials(self.nats_url, role)
+        return {**self.env(), "LOOM_NATS_URL": url, **credentials}
+
     def service(self, name: str, module: str, *, process: bool = False, **env: str) -> AnyService:
         """A Loom service on this stack (not started yet: ``await svc.started()``)."""
         return self.add(name, module, env, process=process)
@@ -391,9 +431,9 @@ class Stack:
         """``service`` with the environment as a dict."""
         svc: AnyService
         if process:
-            svc = Service(name, module, {**self.env(), **env}, self.log_dir)
+            svc = Service(name, module, {**self.service_env(module), **env}, self.log_dir)
         else:
-            svc = LocalService(name, module, env, self.env())
+            svc = LocalService(name, module, env, self.service_env(module))
         self.services.append(svc)
         return svc
 

@@ -48,7 +48,7 @@ def _app(dead_letters: DeadLetters) -> tuple[NatsBroker, FakeDispatcher, list[Re
         dispatcher=cast(Any, dispatcher),
         outbox=NatsOutbox(broker),
     )
-    broker.include_router(build_router(state, "test"))
+    broker.include_router(build_router(state, "test", b"_INBOX."))
     return broker, dispatcher, dead_letters(broker, "dispatcher")
 
 

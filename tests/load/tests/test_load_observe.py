@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from loom_load.live import LiveFeed, find_events, phase_of
@@ -59,7 +60,8 @@ def test_targets_refuse_non_loopback_hosts() -> None:
         resolve_targets({"database_url": "postgresql://u@db.example.com/loom"}, env={})
 
 
-def test_targets_from_environment_and_overrides() -> None:
+def test_targets_from_environment_and_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no .env of the repository's
     env = {"LOOM_NATS_URL": "nats://localhost:4333", "LOOM_REDIS_URL": "redis://127.0.0.1:6380/0"}
     targets = resolve_targets({"dispatcher_url": "http://127.0.0.1:9001"}, env=env)
     assert targets.nats_url == "nats://localhost:4333"
@@ -112,3 +114,20 @@ def test_live_feed_latency_is_kept_per_phase_of_the_runs_tasks() -> None:
     assert set(phases) == {"echo-nats-open", "orchestrator"}
     assert phases["echo-nats-open"]["count"] == 1 and 19 < phases["echo-nats-open"]["p50_ms"] < 21
     assert feed.ours == 2
+
+
+def test_the_stacks_nats_user_travels_in_every_server_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = {
+        "LOOM_NATS_URL": "nats://127.0.0.1:4223,nats://127.0.0.1:4224",
+        "LOOM_NATS_USER": "admin",
+        "LOOM_NATS_PASSWORD": "s3cret",
+    }
+    targets = resolve_targets({}, env=env)
+    assert targets.nats_servers == [
+        "nats://admin:s3cret@127.0.0.1:4223",
+        "nats://admin:s3cret@127.0.0.1:4224",
+    ]
+    assert "s3cret" not in str(targets.redacted())

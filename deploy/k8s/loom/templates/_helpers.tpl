@@ -174,3 +174,69 @@ loom image; the tag from worker.image.tag, else image.tag, else appVersion. */}}
       key: {{ $.Values.worker.llm.apiKey.secretKey }}
 {{- end }}
 {{- end -}}
+
+{{/* Loom's NATS roles (loom_protocol.nats_auth.Role): one user each in files/nats-auth.conf,
+named after the role (tests/deploy checks the two agree). */}}
+{{- define "loom.natsRoles" -}}admin dispatcher registry worker ingest query replay client{{- end -}}
+
+{{/* The NATS user (its role) a service connects as: include "loom.natsUser" "agent-worker" */}}
+{{- define "loom.natsUser" -}}
+{{- $users := dict "agent-worker" "worker" "dispatcher" "dispatcher" "registry" "registry" "ingest" "ingest" "query" "query" "replay" "replay" -}}
+{{- required (printf "service %s has no NATS user (loom.natsUser in _helpers.tpl)" .) (get $users .) -}}
+{{- end -}}
+
+{{/* The Secret key holding a NATS user's password: include "loom.natsPasswordKey" "worker" */}}
+{{- define "loom.natsPasswordKey" -}}LOOM_NATS_PASSWORD_{{ upper . }}{{- end -}}
+
+{{/* Every role's NATS password for the chart's Secret, as JSON {LOOM_NATS_PASSWORD_<ROLE>: ...}:
+natsAuth.passwords, else what the release's Secret holds (kept across upgrades), else a new
+random one (a letter first: nats-server parses the value). Made once per render and kept in
+.Values, so the Secret and the checksums of the pods that read it agree. */}}
+{{- define "loom.natsPasswords" -}}
+{{- if not (hasKey .Values.natsAuth "rendered") -}}
+{{- $old := dict -}}
+{{- with lookup "v1" "Secret" .Release.Namespace (include "loom.secretName" .) -}}
+{{- $old = .data | default dict -}}
+{{- end -}}
+{{- $given := .Values.natsAuth.passwords | default dict -}}
+{{- $out := dict -}}
+{{- range $role := splitList " " (include "loom.natsRoles" $) -}}
+{{- $key := include "loom.natsPasswordKey" $role -}}
+{{- if get $given $role -}}
+{{- $_ := set $out $key (get $given $role) -}}
+{{- else if hasKey $old $key -}}
+{{- $_ := set $out $key (get $old $key | b64dec) -}}
+{{- else -}}
+{{- $_ := set $out $key (printf "%s%s" (randAlpha 1) (randAlphaNum 31)) -}}
+{{- end -}}
+{{- end -}}
+{{- $_ := set .Values.natsAuth "rendered" $out -}}
+{{- end -}}
+{{- get .Values.natsAuth "rendered" | toJson -}}
+{{- end -}}
+
+{{/* A service's NATS user and its password from the Secret: include "loom.natsEnv" (list $ "dispatcher") */}}
+{{- define "loom.natsEnv" -}}
+{{- $root := index . 0 -}}
+{{- $user := include "loom.natsUser" (index . 1) }}
+- name: LOOM_NATS_USER
+  value: {{ $user | quote }}
+- name: LOOM_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "loom.secretName" $root }}
+      key: {{ include "loom.natsPasswordKey" $user }}
+{{- end -}}
+
+{{/* The in-chart NATS server's configuration (the ConfigMap <namePrefix>nats-config, mounted at
+/etc/nats/loom): clients on 4222, monitoring on 8222, JetStream in /data, and the users of
+nats-auth.conf beside it, which it includes (an include is relative to the including file). A
+cluster's settings come on the command line (templates/nats.yaml). */}}
+{{- define "loom.natsServerConf" -}}
+listen: 0.0.0.0:4222
+http_port: 8222
+jetstream {
+  store_dir: /data
+}
+include nats-auth.conf
+{{- end -}}

@@ -209,7 +209,7 @@ class AsyncLoomClient:
             body = {**body, "metadata": {**body.get("metadata", {}), "waitForAgent": True}}
         task = Task.model_validate(body)
         if self._publisher is None:
-            self._publisher = TaskPublisher(self.settings.nats_url, self.timeout)
+            self._publisher = TaskPublisher(self.settings.nats_connection(), self.timeout)
         await self._publisher.publish(task)
         return task
 

@@ -266,7 +266,7 @@ class LoomClient:
         task = Task.model_validate(body)
         if self._loop is None or self._publisher is None:
             self._loop = BackgroundLoop()
-            self._publisher = TaskPublisher(self.settings.nats_url, self.timeout)
+            self._publisher = TaskPublisher(self.settings.nats_connection(), self.timeout)
         self._loop.run(self._publisher.publish(task), self.timeout * 2)
         return task
 

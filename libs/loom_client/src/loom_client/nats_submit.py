@@ -16,10 +16,11 @@ import threading
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import nats
 from loom_protocol import MSG_ID_HEADER, Task, subjects, submitted_msg_id
-from loom_protocol.settings import nats_servers
+from loom_protocol.settings import NatsConnection
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.errors import NoStreamResponseError
@@ -39,12 +40,14 @@ class TaskPublisher:
     """Publishes tasks on JetStream from one connection, opened on first use.
 
     Args:
-        url: The NATS URL, or several separated by commas (credentials included, if any).
+        connection: The NATS servers and how to connect to them (credentials included, if any).
         timeout_s: How long connecting, and JetStream's acknowledgement, may take.
     """
 
-    def __init__(self, url: str, timeout_s: float) -> None:
-        self.url = url
+    def __init__(self, connection: NatsConnection, timeout_s: float) -> None:
+        self.connection = connection
+        # what errors name: the servers without their credentials
+        self.url = ",".join(urlsplit(server).netloc.rpartition("@")[2] for server in connection.servers)
         self.timeout_s = timeout_s
         self._nc: Client | None = None
         self._lock = asyncio.Lock()
@@ -55,11 +58,12 @@ class TaskPublisher:
                 try:
                     self._nc = await asyncio.wait_for(
                         nats.connect(
-                            nats_servers(self.url),
+                            self.connection.servers,
                             connect_timeout=self.timeout_s,
                             max_reconnect_attempts=1,
                             reconnect_time_wait=0.1,
                             error_cb=_quiet,
+                            **self.connection.options,
                         ),
                         self.timeout_s,
                     )

@@ -7,7 +7,8 @@ defaults below, which are the ports ``make up`` serves on.
 
 from __future__ import annotations
 
-from loom_protocol.settings import ENV_PREFIX, NATS_URL
+from loom_protocol.nats_auth import USER_PATTERN
+from loom_protocol.settings import ENV_PREFIX, NATS_URL, NatsConnection, nats_connection
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -42,6 +43,10 @@ class ClientSettings(BaseSettings):
         query_url: The query service (``LOOM_QUERY_URL``).
         replay_url: The replay service (``LOOM_REPLAY_URL``).
         nats_url: NATS, for submitting over JetStream (``LOOM_NATS_URL``).
+        nats_user: The NATS user to submit as (``LOOM_NATS_USER``; the ``client`` role's
+            permissions suffice); unset: the URL's own credentials, if any.
+        nats_password: That user's password (``LOOM_NATS_PASSWORD``).
+        nats_creds: A ``.creds`` file to connect with instead (``LOOM_NATS_CREDS``).
         api_key: Sent as ``Authorization: Bearer <key>`` when set (``LOOM_API_KEY``).
         client_timeout_s: The longest one HTTP call may take, connecting included
             (``LOOM_CLIENT_TIMEOUT_S``); waits add their own duration to it.
@@ -62,6 +67,9 @@ class ClientSettings(BaseSettings):
     query_url: str = QUERY_URL
     replay_url: str = REPLAY_URL
     nats_url: str = NATS_URL
+    nats_user: str = Field(default="", pattern=f"^$|{USER_PATTERN}")
+    nats_password: SecretStr = SecretStr("")
+    nats_creds: str = ""
     api_key: SecretStr | None = None
     client_timeout_s: float = Field(default=10.0, gt=0)
     client_retries: int = Field(default=6, ge=0, le=100)
@@ -73,6 +81,12 @@ class ClientSettings(BaseSettings):
         """Every dispatcher URL ``dispatcher_url`` lists, without trailing slashes."""
         urls = [url.strip().rstrip("/") for url in self.dispatcher_url.split(",") if url.strip()]
         return urls or [DISPATCHER_URL]
+
+    def nats_connection(self) -> NatsConnection:
+        """The NATS servers and connect options of ``nats_url`` with these credentials."""
+        return nats_connection(
+            self.nats_url, self.nats_user, self.nats_password.get_secret_value(), self.nats_creds
+        )
 
     def headers(self) -> dict[str, str]:
         """The headers every request carries: the bearer token when an API key is set."""

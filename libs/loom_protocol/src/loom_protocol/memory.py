@@ -14,7 +14,10 @@ from pydantic import AwareDatetime, Field
 
 from loom_protocol.base import LoomModel, utc_now
 
-__all__ = ["MemoryEntry", "MemoryTier"]
+__all__ = ["SESSIONS_BUCKET", "MemoryEntry", "MemoryTier"]
+
+SESSIONS_BUCKET = "LOOM_SESSIONS"
+"""The default name of the session memory's key-value bucket (shared by every worker)."""
 
 
 class MemoryTier(StrEnum):

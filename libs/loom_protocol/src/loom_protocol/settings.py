@@ -14,11 +14,23 @@ they are read.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field, SecretStr
 
-__all__ = ["DATABASE_URL", "ENV_PREFIX", "NATS_URL", "REDIS_URL", "ServiceSettings", "nats_servers"]
+from loom_protocol.nats_auth import USER_PATTERN, inbox_prefix
+
+__all__ = [
+    "DATABASE_URL",
+    "ENV_PREFIX",
+    "NATS_URL",
+    "REDIS_URL",
+    "NatsConnection",
+    "ServiceSettings",
+    "nats_connection",
+    "nats_servers",
+]
 
 ENV_PREFIX = "LOOM_"
 """The prefix of every setting's environment variable: ``http_host`` is ``LOOM_HTTP_HOST``."""
@@ -58,6 +70,12 @@ class ServiceSettings(BaseModel):
             and none stored in the ``LOOM_API_KEYS`` bucket, the service's API is open.
         api_keys_refresh_s: How often the stored keys are re-read (``LOOM_API_KEYS_REFRESH_S``):
             the longest a revoked key keeps working.
+        nats_user: The NATS user this service connects as (``LOOM_NATS_USER``; its role's
+            permissions, see :mod:`loom_protocol.nats_auth`); unset: the URL's own credentials,
+            if any.
+        nats_password: That user's password (``LOOM_NATS_PASSWORD``).
+        nats_creds: A ``.creds`` file (user JWT and nkey seed) to connect with instead
+            (``LOOM_NATS_CREDS``).
     """
 
     model_config: ClassVar[Any] = {
@@ -73,6 +91,13 @@ class ServiceSettings(BaseModel):
     nats_replicas: int = Field(default=1, ge=1, le=5)
     api_keys: SecretStr = SecretStr("")
     api_keys_refresh_s: float = Field(default=2.0, gt=0, le=60)
+    nats_user: str = Field(default="", pattern=f"^$|{USER_PATTERN}")
+    nats_password: SecretStr = SecretStr("")
+    nats_creds: str = ""
+
+    def nats_connection(self, url: str) -> NatsConnection:
+        """How to connect to the NATS servers of ``url`` with this service's credentials."""
+        return nats_connection(url, self.nats_user, self.nats_password.get_secret_value(), self.nats_creds)
 
 
 def nats_servers(url: str) -> list[str]:
@@ -92,3 +117,67 @@ def nats_servers(url: str) -> list[str]:
     if not servers:
         raise ValueError(f"no NATS server URL in {url!r}")
     return servers
+
+
+class NatsConnection(NamedTuple):
+    """What nats-py's ``connect`` and FastStream's ``NatsBroker`` take to reach Loom's NATS as one
+    user: ``nats.connect(c.servers, **c.options)``, ``NatsBroker(c.servers, **c.options)``.
+
+    Attributes:
+        servers: The server URLs, each with the user's credentials when a user is named.
+        options: ``inbox_prefix`` (the user's own inboxes) and ``user_credentials`` (a creds file)
+            where they apply.
+    """
+
+    servers: list[str]
+    options: dict[str, Any]
+
+    @property
+    def inbox_prefix(self) -> bytes:
+        """The prefix of this user's inboxes with its trailing dot, as FastStream's pull
+        subscribers take it (``inbox_prefix=``; they do not follow the connection's)."""
+        return f"{self.options.get('inbox_prefix', '_INBOX')}.".encode()
+
+
+_URL_UNSAFE = set(":/@?#%[] ")
+
+
+def nats_connection(url: str, user: str = "", password: str = "", creds: str = "") -> NatsConnection:
+    """The servers of ``url`` and the options to connect to them as ``user``.
+
+    A URL that carries credentials of its own (``nats://user:pass@host:4222``) keeps them; its
+    user then names the inbox prefix.
+
+    Args:
+        url: ``LOOM_NATS_URL``: one URL or several separated by commas.
+        user: The user (``LOOM_NATS_USER``); empty: none beyond the URL's.
+        password: Its password (``LOOM_NATS_PASSWORD``).
+        creds: A ``.creds`` file (``LOOM_NATS_CREDS``); empty: none.
+
+    Returns:
+        The servers and the connect options.
+
+    Raises:
+        ValueError: If no URL is given, the user name is invalid, or the password holds a
+            character a URL cannot carry unescaped.
+    """
+    if password and _URL_UNSAFE.intersection(password):
+        raise ValueError("the NATS password may not contain any of ':/@?#%[] ' (it travels in the URL)")
+    servers = []
+    named = ""
+    for server in nats_servers(url):
+        parts = urlsplit(server)
+        if parts.username:
+            named = named or parts.username
+        elif user:
+            userinfo = f"{user}:{password}" if password else user
+            parts = parts._replace(netloc=f"{userinfo}@{parts.netloc}")
+            server = urlunsplit(parts)
+            named = user
+        servers.append(server)
+    options: dict[str, Any] = {}
+    if named:
+        options["inbox_prefix"] = inbox_prefix(named)
+    if creds:
+        options["user_credentials"] = creds
+    return NatsConnection(servers, options)

@@ -14,7 +14,6 @@ from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_protocol import Task
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.logconfig import broker_logging, tracing_enabled
-from loom_protocol.settings import nats_servers
 
 from . import ops
 from .children import NatsChildTasks
@@ -45,8 +44,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def on_reconnected() -> None:
         await heart.announce()  # at once: the registry must not take the gap for a death
 
+    nats_conn = settings.nats_connection(settings.nats_url)
     broker = NatsBroker(
-        nats_servers(settings.nats_url),
+        nats_conn.servers,
+        **nats_conn.options,
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
         graceful_timeout=settings.graceful_timeout_s,
         reconnected_cb=on_reconnected,

@@ -5,6 +5,8 @@ import re
 import socket
 from typing import Literal
 
+from loom_protocol.journal import JOURNAL_BUCKET
+from loom_protocol.memory import SESSIONS_BUCKET
 from loom_protocol.settings import NATS_URL, ServiceSettings
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
@@ -56,7 +58,7 @@ class Settings(BaseSettings, ServiceSettings):
     # session memory (sessions.py): "kv" = the JetStream KV bucket every instance shares,
     # "local" = this process only (a session split across instances sees split memories)
     memory_store: Literal["kv", "local"] = "kv"
-    memory_bucket: str = Field(default="LOOM_SESSIONS", pattern=r"^[A-Za-z0-9_-]+$")
+    memory_bucket: str = Field(default=SESSIONS_BUCKET, pattern=r"^[A-Za-z0-9_-]+$")
     memory_ttl_s: float = Field(default=7 * 86_400.0, ge=0)  # a session kept after its last write; 0: kept
     memory_max_retries: int = Field(default=5, ge=0, le=100)  # save conflicts re-applied
     memory_timeout_s: float = Field(default=5.0, gt=0)  # per KV read or write
@@ -64,7 +66,7 @@ class Settings(BaseSettings, ServiceSettings):
     # durable execution (journal.py): each step's outcome in a JetStream KV bucket, so that a later
     # attempt of a task resumes from the last recorded step; false: every attempt starts over
     durable: bool = True
-    journal_bucket: str = Field(default="LOOM_JOURNAL", pattern=r"^[A-Za-z0-9_-]+$")
+    journal_bucket: str = Field(default=JOURNAL_BUCKET, pattern=r"^[A-Za-z0-9_-]+$")
     journal_ttl_s: float = Field(default=7 * 86_400.0, ge=0)  # an entry kept after it was written
     journal_timeout_s: float = Field(default=5.0, gt=0)  # per KV read or write
     # comma-separated tool names whose calls need a person's approval on this worker

@@ -22,7 +22,6 @@ from loom_protocol.auth import (
 )
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.logconfig import broker_logging, tracing_enabled
-from loom_protocol.settings import nats_servers
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from . import a2a, api, keys, ops
@@ -54,8 +53,10 @@ ACCESS = AccessPolicy(
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     traced = tracing_enabled(os.environ)
+    nats_conn = settings.nats_connection(settings.nats_url)
     broker = NatsBroker(
-        nats_servers(settings.nats_url),
+        nats_conn.servers,
+        **nats_conn.options,
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
         graceful_timeout=settings.graceful_timeout_s,
         **broker_logging(),
@@ -101,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys=KeyRing(settings.api_keys.get_secret_value()),
         submits=SubmitRateLimit(settings.submit_rate_per_key, settings.submit_burst_per_key),
     )
-    broker.include_router(build_router(state, settings.durable_prefix))
+    broker.include_router(build_router(state, settings.durable_prefix, nats_conn.inbox_prefix))
     consumers = build_consumers(state, settings.durable_prefix, traced=traced)
 
     @contextlib.asynccontextmanager

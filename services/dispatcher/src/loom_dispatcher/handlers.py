@@ -104,7 +104,7 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
     ]
 
 
-def build_router(state: State, durable_prefix: str) -> NatsRouter:
+def build_router(state: State, durable_prefix: str, inbox_prefix: bytes) -> NatsRouter:
     # a message its handler's model refuses: a RejectedMessage on loom.rejected.dispatcher; the
     # message is then handled (acked), never redelivered or crashed on
     dead_letters = ExceptionMiddleware()
@@ -120,6 +120,7 @@ def build_router(state: State, durable_prefix: str) -> NatsRouter:
         stream=JStream(REGISTRY_STREAM.name, declare=False),
         durable=f"{durable_prefix}-members",
         pull_sub=PullSub(batch_size=16, timeout=0.5),
+        inbox_prefix=inbox_prefix,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         config=_consumer(),
     )
@@ -133,6 +134,7 @@ def build_router(state: State, durable_prefix: str) -> NatsRouter:
         stream=JStream(TASKS_STREAM.name, declare=False),
         durable=f"{durable_prefix}-cancelrequests",
         pull_sub=PullSub(batch_size=16, timeout=0.5),
+        inbox_prefix=inbox_prefix,
         ack_policy=AckPolicy.NACK_ON_ERROR,
         config=_consumer(),
     )

@@ -28,7 +28,6 @@ from loom_protocol.auth import (
 )
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.logconfig import broker_logging, tracing_enabled
-from loom_protocol.settings import nats_servers
 
 from . import api, ce_http, ops, otlp_http
 from .config import Settings
@@ -49,8 +48,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     traced = tracing_enabled(os.environ)
     keys = KeyRing(settings.api_keys.get_secret_value())
+    nats_conn = settings.nats_connection(settings.nats_url)
     broker = NatsBroker(
-        nats_servers(settings.nats_url),
+        nats_conn.servers,
+        **nats_conn.options,
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
         graceful_timeout=settings.graceful_timeout_s,
         **broker_logging(),

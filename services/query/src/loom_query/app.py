@@ -30,7 +30,6 @@ from loom_protocol.auth import (
 from loom_protocol.http import BodyLimitMiddleware
 from loom_protocol.limits import MAX_BODY_BYTES
 from loom_protocol.logconfig import broker_logging, tracing_enabled
-from loom_protocol.settings import nats_servers
 
 from . import api, export, ops
 from .config import Settings
@@ -57,8 +56,10 @@ ACCESS = AccessPolicy(
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    nats_conn = settings.nats_connection(settings.nats_url)
     broker = NatsBroker(
-        nats_servers(settings.nats_url),
+        nats_conn.servers,
+        **nats_conn.options,
         error_cb=count_nats_error,
         middlewares=[NatsTelemetryMiddleware()] if tracing_enabled(os.environ) else [],
         graceful_timeout=settings.graceful_timeout_s,

@@ -24,7 +24,6 @@ from loom_protocol.http import BodyLimitMiddleware
 from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
 from loom_protocol.limits import MAX_BODY_BYTES
 from loom_protocol.logconfig import broker_logging, tracing_enabled
-from loom_protocol.settings import nats_servers
 from redis.asyncio import Redis
 
 from . import api, ops
@@ -59,8 +58,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def on_reconnected() -> None:
         hold.back()
 
+    nats_conn = settings.nats_connection(settings.nats_url)
     broker = NatsBroker(
-        nats_servers(settings.nats_url),
+        nats_conn.servers,
+        **nats_conn.options,
         middlewares=[NatsTelemetryMiddleware()] if traced else [],
         graceful_timeout=settings.graceful_timeout_s,
         disconnected_cb=on_disconnected,

@@ -55,7 +55,7 @@ ACCESS = AccessPolicy(
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     keys = KeyRing(settings.api_keys.get_secret_value())
-    key_source = KeySource(settings.nats_url)
+    key_source = KeySource(settings.nats_connection(settings.nats_url))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

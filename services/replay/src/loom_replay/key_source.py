@@ -8,7 +8,7 @@ import asyncio
 
 import nats
 from loom_protocol.auth import API_KEYS_BUCKET
-from loom_protocol.settings import nats_servers
+from loom_protocol.settings import NatsConnection
 from nats.aio.client import Client
 from nats.js.kv import KeyValue
 
@@ -16,14 +16,18 @@ _TIMEOUT_S = 5.0
 
 
 class KeySource:
-    def __init__(self, nats_url: str) -> None:
-        self._servers = nats_servers(nats_url)
+    def __init__(self, connection: NatsConnection) -> None:
+        self._connection = connection
         self._nc: Client | None = None
 
     async def bucket(self) -> KeyValue:
         if self._nc is None or self._nc.is_closed:
             self._nc = await nats.connect(
-                self._servers, connect_timeout=2, max_reconnect_attempts=-1, reconnect_time_wait=1
+                self._connection.servers,
+                connect_timeout=2,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=1,
+                **self._connection.options,
             )
         return await asyncio.wait_for(self._nc.jetstream().key_value(API_KEYS_BUCKET), _TIMEOUT_S)
 

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
+from loom_protocol.settings import nats_connection
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -45,7 +46,12 @@ class Targets:
         return {name: _redact(url) for name, url in asdict(self).items()}
 
 
-def _redact(url: str) -> str:
+def _redact(urls: str) -> str:
+    """``urls`` (one, or several comma-separated) with each password replaced by ``***``."""
+    return ",".join(_redact_one(url) for url in urls.split(","))
+
+
+def _redact_one(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -110,6 +116,16 @@ def resolve_targets(overrides: dict[str, str | None], env: dict[str, str] | None
     if "celery_url" not in values and merged.get("LOOM_REDIS_URL"):
         values["celery_url"] = celery_url_from_redis(merged["LOOM_REDIS_URL"])
     values.update({k: v for k, v in overrides.items() if v})
+    if merged.get("LOOM_NATS_USER"):
+        # the stack's NATS has users (make up writes the admin's to .env): the harness, its
+        # peers and its client processes connect as that user, its credentials in each URL
+        values["nats_url"] = ",".join(
+            nats_connection(
+                values.get("nats_url", Targets.nats_url),
+                merged["LOOM_NATS_USER"],
+                merged.get("LOOM_NATS_PASSWORD", ""),
+            ).servers
+        )
     targets = Targets(**values)
     targets.check_loopback()
     return targets

@@ -1,0 +1,36 @@
+"""The committed NATS users block, deploy/k8s/loom/files/nats-auth.conf, cannot go stale: it is
+what scripts/nats_auth.py (loom_protocol.nats_auth) renders now. Standard library only, so it
+also runs under the workspace's own environment (`uv run --frozen pytest tests/deploy`), where
+conftest.py leaves out the tests that need the deploy tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+USERS_BLOCK = REPO / "deploy" / "k8s" / "loom" / "files" / "nats-auth.conf"
+
+
+def test_committed_users_block_is_what_the_script_renders(tmp_path: Path) -> None:
+    out = tmp_path / "nats-auth.conf"
+    # the workspace's environment has loom_protocol (this project's has not)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+    uv = shutil.which("uv", path=env.get("PATH"))
+    assert uv, "uv is not on PATH"
+    result = subprocess.run(
+        [uv, "run", "--frozen", "--quiet", "python", "scripts/nats_auth.py", "config", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, f"scripts/nats_auth.py config failed:\n{result.stdout}{result.stderr}"
+    assert USERS_BLOCK.read_text() == out.read_text(), (
+        "deploy/k8s/loom/files/nats-auth.conf is stale: run "
+        "`uv run python scripts/nats_auth.py config deploy/k8s/loom/files/nats-auth.conf`"
+    )
