@@ -50,9 +50,11 @@ __all__ = [
     "ApiKeyMiddleware",
     "ApiKeyRecord",
     "CreatedApiKey",
+    "InvalidToken",
     "KeyRing",
     "NewApiKey",
     "Scope",
+    "TokenVerifier",
     "key_hash",
     "load_stored_keys",
     "new_api_key",
@@ -360,29 +362,56 @@ def _bearer(scope: AsgiScope) -> str | None:
     return None
 
 
+class InvalidToken(Exception):  # noqa: N818 (the name says what was refused)
+    """A bearer token that is not an API key was refused: ``status`` 401 (not valid), 403 (valid,
+    but it grants none of Loom's scopes) or 503 (it cannot be checked now)."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TokenVerifier(Protocol):
+    """Checks bearer tokens that are not API keys (an identity provider's JWTs): returns the
+    record of the scopes the token grants, or raises :class:`InvalidToken`."""
+
+    async def verify(self, token: str) -> ApiKeyRecord: ...
+
+
 class ApiKeyMiddleware:
     """ASGI middleware: refuses a request without a key (401) or whose key lacks the scope the
     ``policy`` says it needs (403), with Loom's error body; a WebSocket handshake likewise
     (as an HTTP answer where the server supports it, else closed with code 1008). Lets every
-    request through while ``ring`` holds no key. The accepted key's record is in
-    ``scope["state"]["api_key"]``."""
+    request through while ``ring`` holds no key and no ``tokens`` verifier is set. A bearer
+    token that is not a Loom key (no ``loom_`` prefix) goes to ``tokens`` when one is set. The
+    accepted key's record is in ``scope["state"]["api_key"]``."""
 
-    def __init__(self, app: AsgiApp, ring: KeyRing, policy: AccessPolicy) -> None:
+    def __init__(
+        self, app: AsgiApp, ring: KeyRing, policy: AccessPolicy, tokens: TokenVerifier | None = None
+    ) -> None:
         self.app = app
         self.ring = ring
         self.policy = policy
+        self.tokens = tokens
 
     async def __call__(self, scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket") or not (self.ring.required or self.ring.unread):
+        guarded = self.ring.required or self.ring.unread or self.tokens is not None
+        if kind not in ("http", "websocket") or not guarded:
             return await self.app(scope, receive, send)
         needed = self.policy.scope_for(kind, scope.get("method", "GET"), scope.get("path", ""))
-        if needed is not None and not self.ring.required:  # no key known yet: none can be checked
-            message = "the API keys are not read yet (the broker is not reachable); retry"
-            return await self._deny(scope, receive, send, 503, message)
         if needed is not None:
             token = _bearer(scope)
-            record = self.ring.lookup(token) if token else None
+            if token is not None and self.tokens is not None and not token.startswith(KEY_PREFIX):
+                try:
+                    record: ApiKeyRecord | None = await self.tokens.verify(token)
+                except InvalidToken as exc:
+                    return await self._deny(scope, receive, send, exc.status, str(exc))
+            elif not self.ring.required and self.ring.unread:  # no key known yet: none can be checked
+                message = "the API keys are not read yet (the broker is not reachable); retry"
+                return await self._deny(scope, receive, send, 503, message)
+            else:
+                record = self.ring.lookup(token) if token else None
             if record is None:
                 message = "an API key is required" if token is None else "unknown or revoked API key"
                 return await self._deny(scope, receive, send, 401, message)

@@ -76,6 +76,12 @@ class ServiceSettings(BaseModel):
         nats_password: That user's password (``LOOM_NATS_PASSWORD``).
         nats_creds: A ``.creds`` file (user JWT and nkey seed) to connect with instead
             (``LOOM_NATS_CREDS``).
+        oidc_issuer: An OpenID Connect provider whose access tokens the API accepts beside API
+            keys (``LOOM_OIDC_ISSUER``, the tokens' ``iss``); unset: API keys only.
+        oidc_audience: What those tokens' ``aud`` must include (``LOOM_OIDC_AUDIENCE``).
+        oidc_jwks_url: The provider's signing keys (``LOOM_OIDC_JWKS_URL``); unset: the
+            ``jwks_uri`` of the issuer's discovery document.
+        oidc_scopes_claim: The claim that lists a token's Loom scopes (``LOOM_OIDC_SCOPES_CLAIM``).
     """
 
     model_config: ClassVar[Any] = {
@@ -94,6 +100,10 @@ class ServiceSettings(BaseModel):
     nats_user: str = Field(default="", pattern=f"^$|{USER_PATTERN}")
     nats_password: SecretStr = SecretStr("")
     nats_creds: str = ""
+    oidc_issuer: str = ""
+    oidc_audience: str = "loom"
+    oidc_jwks_url: str = ""
+    oidc_scopes_claim: str = "scope"
 
     def nats_connection(self, url: str) -> NatsConnection:
         """How to connect to the NATS servers of ``url`` with this service's credentials."""

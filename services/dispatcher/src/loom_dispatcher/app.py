@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from loom_auth import oidc_verifier
 from loom_protocol.auth import (
     AccessPolicy,
     AccessRule,
@@ -141,5 +142,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(a2a.router)  # A2A: every agent at /a2a/<agentId> (docs/adr/0003-a2a.md)
     app.include_router(keys.router)
-    app.add_middleware(ApiKeyMiddleware, ring=state.keys, policy=ACCESS)  # outermost: before any body is read
+    # outermost: before any body is read
+    app.add_middleware(ApiKeyMiddleware, ring=state.keys, policy=ACCESS, tokens=oidc_verifier(settings))
     return app

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from loom_auth import oidc_verifier
 from loom_protocol.auth import (
     API_KEYS_BUCKET,
     AccessPolicy,
@@ -98,5 +99,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(otlp_http.router)
     app.include_router(ce_http.router)
-    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
+    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS, tokens=oidc_verifier(settings))
     return app

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from loom_auth import oidc_verifier
 from loom_protocol.auth import (
     API_KEYS_BUCKET,
     AccessPolicy,
@@ -125,6 +126,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.loom = State(broker, membership, picks)
     app.include_router(ops.router)
     app.include_router(api.router)
-    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
+    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS, tokens=oidc_verifier(settings))
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)  # 413 while a body is read
     return app

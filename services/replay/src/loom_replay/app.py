@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import httpx
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
+from loom_auth import oidc_verifier
 from loom_protocol.auth import (
     AccessPolicy,
     AccessRule,
@@ -85,6 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(ops.router)
     app.include_router(api.router)
-    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS)
+    app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS, tokens=oidc_verifier(settings))
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)  # 413 while a body is read
     return app
