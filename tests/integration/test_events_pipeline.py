@@ -1,13 +1,16 @@
-"""Ingest as processes: killed with kill -9 mid-stream, and two replicas sharing the durable
-consumers, with every event stored exactly once (invariant 3). (The rest of the event pipeline
-runs in process: tests/component/test_events_pipeline.py.)"""
+"""Ingest as processes: killed with kill -9 mid-stream and two replicas sharing the durable
+consumers, with every event stored exactly once (invariant 3); a WebSocket frame over the size
+limit. (The rest of the event pipeline runs in process: tests/component/test_events_pipeline.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from loom_ingest.migrate import SCHEMA_VERSION
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from .events_support import (
     database_url_fixture,  # noqa: F401 (fixture)
@@ -82,3 +85,22 @@ async def test_two_ingest_replicas_share_the_work_once(database_url: str, stack:
         for svc in (first, second)
     ]
     assert sum(written) == total, written
+
+
+async def test_a_ws_ingest_frame_over_the_body_limit_is_refused_and_ingest_stays_up(
+    database_url: str, stack: Stack
+) -> None:
+    ingest = process(await start_ingest(stack, database_url, process=True, LOOM_HTTP_MAX_BODY_BYTES="65536"))
+    pid = ingest.proc.pid if ingest.proc else None
+    feed = ingest.url.replace("http://", "ws://") + "/ws/ingest"
+    async with connect(feed, open_timeout=5, max_size=None) as ws:
+        big = event(data={"pad": "x" * 100_000}).model_dump(mode="json", exclude_none=True)
+        await ws.send(json.dumps({"type": "event_batch", "events": [big]}))
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 10)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+    async with connect(feed, open_timeout=5) as ws:  # the next client is served
+        small = event(data={"i": 1}).model_dump(mode="json", exclude_none=True)
+        await ws.send(json.dumps({"type": "event_batch", "events": [small]}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["accepted"] == 1
+    assert ingest.proc is not None and ingest.proc.pid == pid and ingest.alive

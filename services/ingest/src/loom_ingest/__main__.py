@@ -19,7 +19,12 @@ if otel := otel_environment(os.environ, "loom-ingest"):
 from .app import create_app  # noqa: E402 (after OpenTelemetry's auto-instrumentation patched its imports)
 
 config = uvicorn.Config(
-    create_app, factory=True, host=s.http_host, port=s.http_port, log_config=log_config(s.log_level)
+    create_app,
+    factory=True,
+    host=s.http_host,
+    port=s.http_port,
+    log_config=log_config(s.log_level),
+    ws_max_size=s.http_max_body_bytes,  # a /ws/ingest frame: no larger than an HTTP batch
 )
 if s.otlp_port is None or s.otlp_port == s.http_port:
     uvicorn.Server(config).run()
