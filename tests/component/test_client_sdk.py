@@ -12,6 +12,7 @@ import asyncio
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from loom_client import (
@@ -239,6 +240,13 @@ async def test_every_failure_is_a_typed_error(stack: Stack) -> None:
         assert refused.value.status is None and refused.value.code == "unavailable"
         with pytest.raises(Unavailable):
             await down.submit("echo", {}, via="nats")
+    # NATS refusing the client's credentials: the server's reason, not only "no servers"
+    wrong = urlsplit(stack.nats_url)._replace(
+        netloc=f"intruder:wrong@127.0.0.1:{urlsplit(stack.nats_url).port}"
+    )
+    async with AsyncLoomClient(stack.api, nats_url=urlunsplit(wrong), timeout=2) as refused_nats:
+        with pytest.raises(Unavailable, match="Authorization Violation"):
+            await refused_nats.submit("echo", {}, via="nats")
 
     def blocking() -> tuple[LoomError, LoomError, LoomError]:
         with LoomClient(closed_url(), timeout=2) as offline, sync_client(stack) as online:

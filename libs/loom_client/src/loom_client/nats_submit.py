@@ -32,9 +32,6 @@ __all__ = ["BackgroundLoop", "TaskPublisher"]
 T = TypeVar("T")
 
 
-async def _quiet(_: Exception) -> None:
-    """nats-py's error callback: connection errors surface as :class:`Unavailable` instead."""
-
 
 class TaskPublisher:
     """Publishes tasks on JetStream from one connection, opened on first use.
@@ -51,6 +48,12 @@ class TaskPublisher:
         self.timeout_s = timeout_s
         self._nc: Client | None = None
         self._lock = asyncio.Lock()
+        self._last_error: Exception | None = None
+
+    async def _on_error(self, exc: Exception) -> None:
+        """nats-py's error callback: kept for the :class:`Unavailable` a failed connect raises
+        (an authorization violation says more than nats-py's final NoServersError)."""
+        self._last_error = exc
 
     async def _connection(self) -> Client:
         async with self._lock:
@@ -62,14 +65,16 @@ class TaskPublisher:
                             connect_timeout=self.timeout_s,
                             max_reconnect_attempts=1,
                             reconnect_time_wait=0.1,
-                            error_cb=_quiet,
+                            error_cb=self._on_error,
                             **self.connection.options,
                         ),
                         self.timeout_s,
                     )
                 except (OSError, TimeoutError, NatsError) as exc:
+                    # nats-py ends with NoServersError; the server's own refusal came before it
+                    cause = self._last_error if self._last_error is not None else exc
                     raise Unavailable(
-                        f"{self.url}: cannot connect to NATS ({exc!r})", code="unavailable"
+                        f"{self.url}: cannot connect to NATS ({cause})", code="unavailable"
                     ) from exc
             return self._nc
 
