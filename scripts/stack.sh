@@ -38,15 +38,19 @@ nats_cluster_urls() {
 }
 
 resolve_nats_port() {
-  # our server keeps its port across runs (.loom/run/nats.port); a first run takes 4222 unless a
-  # server that is not ours listens there (the machine's, without users): then 4223
+  # our server keeps its port across runs (.loom/run/nats.port); a first run takes 4222 unless
+  # another server (the machine's, without users) listens there: then the next free one of
+  # 4223, 4226, 4229, ... (with LOOM_NATS_NODES=3, three free ports in a row)
   [ -n "$NATS_PORT" ] && return 0
   if [ -s "$RUN/nats.port" ]; then NATS_PORT="$(cat "$RUN/nats.port")"; return 0; fi
-  NATS_PORT=4222
-  if listening 4222; then
-    log "NATS: 127.0.0.1:4222 is another server's (not started by make up): ours takes 4223"
-    NATS_PORT=4223
-  fi
+  local port i free
+  for port in 4222 4223 4226 4229 4232 4235; do
+    free=1
+    for ((i = 0; i < NATS_NODES; i++)); do listening "$((port + i))" && free=0; done
+    if [ "$free" = 1 ]; then NATS_PORT=$port; break; fi
+  done
+  [ -n "$NATS_PORT" ] || { log "NATS: no free port for our server near 4222 (set LOOM_NATS_PORT)"; return 1; }
+  [ "$NATS_PORT" = 4222 ] || log "NATS: 127.0.0.1:4222 is taken (not by make up): ours takes $NATS_PORT"
   echo "$NATS_PORT" > "$RUN/nats.port"
 }
 
