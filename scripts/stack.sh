@@ -78,6 +78,7 @@ ensure_nats_cluster() {
   # NATS_PORT+2000..+2002, stores under .loom/nats-cluster; then wait for a JetStream meta leader
   local i port routes conf dir="$STATE/nats-cluster"
   mkdir -p "$dir"
+  cp "$NATS_DIR/auth.conf" "$dir/auth.conf"  # nats-server resolves an include relative to the file
   routes="$(for i in 0 1 2; do printf '"nats-route://127.0.0.1:%s", ' "$((NATS_PORT + 2000 + i))"; done)"
   for i in 0 1 2; do
     port=$((NATS_PORT + i))
@@ -89,7 +90,7 @@ server_name: "n$i"
 listen: "127.0.0.1:$port"
 jetstream { store_dir: "$dir/n$i" }
 cluster { name: "loom", listen: "127.0.0.1:$((NATS_PORT + 2000 + i))", routes: [${routes%, }] }
-include "$NATS_DIR/auth.conf"
+include "auth.conf"
 CONF
     log "NATS cluster: starting node n$i on 127.0.0.1:$port"
     start_nats_server "$conf" "$LOGS/nats-n$i.log" "$RUN/nats-$i.pid"
