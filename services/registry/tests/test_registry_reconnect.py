@@ -200,7 +200,7 @@ class RedisServer(ServerProcess):
 
 @asynccontextmanager
 async def running_registry(
-    server: NatsServer, client: Redis, prefix: str
+    server: NatsServer, client: Redis, prefix: str, grace_s: float = 1.0
 ) -> AsyncIterator[tuple[NatsBroker, CountingMembership, EvictionHold]]:
     membership = CountingMembership(client, prefix)
     holder: list[EvictionHold] = []
@@ -218,7 +218,7 @@ async def running_registry(
         reconnect_time_wait=0.05,
         max_reconnect_attempts=-1,
     )
-    hold = EvictionHold(1.0, lambda: is_connected(broker), startup_grace_s=0.0)
+    hold = EvictionHold(grace_s, lambda: is_connected(broker), startup_grace_s=0.0)
     holder.append(hold)
     broker.include_router(build_router(broker, membership))
     nc = await broker.connect()
@@ -312,7 +312,9 @@ async def test_a_registry_whose_redis_restarts_evicts_no_live_worker_and_still_e
     )
     worker = Worker("w1", interval_s=1.0)
     try:
-        async with running_registry(server, client, "loom-test") as (_, membership, _hold):
+        # the grace after Redis is back spans 3 heartbeats, as the registry's defaults do (3 s, 1 s):
+        # a grace of one interval lost the race with a heartbeat delayed on a loaded machine
+        async with running_registry(server, client, "loom-test", grace_s=3.0) as (_, membership, _hold):
             await worker.start(server.url)
 
             async def recorded() -> bool:
@@ -327,7 +329,7 @@ async def test_a_registry_whose_redis_restarts_evicts_no_live_worker_and_still_e
             sweeps_at_restart = membership.sweeps
 
             async def sweeps_after_grace() -> bool:
-                return membership.sweeps >= sweeps_at_restart + 40  # 2 s of sweeps: past the 1 s grace
+                return membership.sweeps >= sweeps_at_restart + 80  # 4 s of sweeps: past the 3 s grace
 
             await until(sweeps_after_grace)
             assert membership.evicted == []
