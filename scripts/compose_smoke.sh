@@ -3,8 +3,9 @@
 # (deploy/compose/compose.yaml + compose.host.yaml: host network, 127.0.0.1:18001-18005) on the
 # project's own Docker daemon, against infrastructure on this machine: a nats-server of its own
 # (127.0.0.1:$LOOM_SMOKE_NATS_PORT, a fresh JetStream store, the users of the chart's
-# deploy/k8s/loom/files/nats-auth.conf with passwords made for this run), the machine's Redis (keys
-# under a prefix of this run) and TimescaleDB (a database of its own, recreated).
+# deploy/k8s/loom/files/nats-auth.conf with passwords made for this run by scripts/compose_env.py),
+# the machine's Redis (keys under a prefix of this run) and TimescaleDB (a database of its own,
+# recreated), neither with a password.
 # The smoke waits for every container's healthcheck, checks that each service connected to NATS
 # as its role's user (the server's /connz), that NATS refuses a connection without a user (and
 # one with a wrong password) and that a call without the run's API key is refused (401), submits
@@ -111,7 +112,10 @@ http: "127.0.0.1:$NATS_MONITOR_PORT"
 jetstream { store_dir: "$NATS_DIR/store" }
 include "nats-auth.conf"
 CONF
-"$PY" scripts/nats_auth.py passwords "$PASSWORDS"
+# compose_env.py, the command that writes deploy/compose/.env: the NATS passwords, and the bundled
+# Redis's and TimescaleDB's, which compose.yaml interpolates though compose.host.yaml's services
+# use the machine's Redis and TimescaleDB (no password) instead
+"$PY" scripts/compose_env.py "$PASSWORDS"
 # the containers' LOOM_NATS_PASSWORD comes from the same file (compose interpolation)
 compose=("$DC" --progress quiet -p "$PROJECT" --env-file "$PASSWORDS"
   -f deploy/compose/compose.yaml -f deploy/compose/compose.host.yaml)

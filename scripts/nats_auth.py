@@ -43,8 +43,12 @@ def new_password() -> str:
 
 def write_passwords(path: Path, workers: list[str]) -> None:
     users = [role.value for role in Role] + workers
-    kept = {k: v for k, v in dotenv_values(path).items() if v and _PASSWORD.match(v)} if path.exists() else {}
-    lines = [f"{var}={kept.get(var) or new_password()}" for var in map(password_variable, users)]
+    existing = {k: v for k, v in dotenv_values(path).items() if v} if path.exists() else {}
+    kept = {k: v for k, v in existing.items() if _PASSWORD.match(v)}
+    names = list(map(password_variable, users))
+    lines = [f"{var}={kept.get(var) or new_password()}" for var in names]
+    # other settings in the file (compose's Redis and database passwords, ...) stay as they are
+    lines += [f"{key}={value}" for key, value in existing.items() if key not in names]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -379,18 +379,29 @@ def compose_schema(compose_file: Path) -> None:
         )
 
 
+# The passwords of the bundled Redis and TimescaleDB, from deploy/compose/.env (scripts/compose_env.py).
+STORE_PASSWORDS = ("LOOM_REDIS_PASSWORD", "LOOM_POSTGRES_PASSWORD")
+
+
+def sample_store_passwords() -> dict[str, str]:
+    """A password for the bundled Redis and TimescaleDB (for resolving the compose files)."""
+    return {"LOOM_REDIS_PASSWORD": "checkRedisPassword1", "LOOM_POSTGRES_PASSWORD": "checkPostgresPassword1"}
+
+
 def compose_config(
     compose_file: Path,
     *,
     profiles: Sequence[str] = ("consul",),
     overrides: Sequence[Path] = (),
     nats_passwords: Mapping[str, str] | None = None,
+    store_passwords: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """`docker compose config -q` (Compose's own loader and validation), then the resolved model.
 
     overrides are further `-f` files merged over compose_file, in order. nats_passwords are the
-    LOOM_NATS_PASSWORD_* variables the files interpolate (default: sample_nats_passwords(); the
-    shell's own are never used)."""
+    LOOM_NATS_PASSWORD_* variables the files interpolate (default: sample_nats_passwords()),
+    store_passwords the STORE_PASSWORDS (default: sample_store_passwords()); the shell's own are
+    never used."""
     base: list[str | Path] = [compose_binary(), "-f", compose_file]
     for o in overrides:
         base += ["-f", o]
@@ -399,9 +410,10 @@ def compose_config(
     env_free = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("COMPOSE_") and not k.startswith("LOOM_NATS_PASSWORD_")
+        if not k.startswith(("COMPOSE_", "LOOM_NATS_PASSWORD_")) and k not in STORE_PASSWORDS
     }
     env_free.update(sample_nats_passwords() if nats_passwords is None else nats_passwords)
+    env_free.update(sample_store_passwords() if store_passwords is None else store_passwords)
     result = subprocess.run(
         [str(c) for c in [*base, "config", "-q"]],
         capture_output=True,
@@ -460,9 +472,15 @@ def compose_matches_services(
         env = c.get("environment") or {}
         if str(env.get("LOOM_HTTP_PORT")) != str(svc["port"]):
             problems.append(f"{n}: LOOM_HTTP_PORT {env.get('LOOM_HTTP_PORT')} != {svc['port']}")
-        for key in ("LOOM_NATS_URL", "LOOM_REDIS_URL", "LOOM_DATABASE_URL", "LOOM_HTTP_HOST"):
+        for key in ("LOOM_NATS_URL", "LOOM_HTTP_HOST"):
             if key not in env:
                 problems.append(f"{n}: {key} is not set (env_file deploy/compose/loom.env)")
+        for key, need in (("LOOM_REDIS_URL", "redis"), ("LOOM_DATABASE_URL", "timescaledb")):
+            if (key in env) != (need in svc["needs"]):
+                problems.append(
+                    f"{n}: {key} is {'set' if key in env else 'not set'}, "
+                    f"but {need} is {'' if need in svc['needs'] else 'not '}in its needs"
+                )
         published = [(p.get("published"), p.get("target")) for p in c.get("ports") or []]
         if svc["replicas"] > 1:
             bad = [p for p in published if p[0] and "-" not in str(p[0])]
@@ -589,6 +607,85 @@ def compose_nats_auth(
         if env.get("LOOM_NATS_PASSWORD") != passwords.get(var):
             problems.append(f"{n}: LOOM_NATS_PASSWORD is not ${{{var}}}")
     _fail("compose does not run NATS with Loom's users", problems)
+
+
+def compose_store_auth(
+    model: Mapping[str, Any], services: Sequence[Mapping[str, Any]], passwords: Mapping[str, str]
+) -> None:
+    """The bundled Redis and TimescaleDB with passwords, in a compose model resolved with
+    `passwords` (STORE_PASSWORDS): Redis requires ${LOOM_REDIS_PASSWORD} and its healthcheck
+    authenticates (REDISCLI_AUTH) and wants PONG (redis-cli exits 0 on NOAUTH); TimescaleDB's
+    postgres user has ${LOOM_POSTGRES_PASSWORD}; each service that needs them gets the URLs
+    built with them, and no other service gets them."""
+    problems: list[str] = []
+    got = model.get("services", {})
+    redis_pw, pg_pw = passwords["LOOM_REDIS_PASSWORD"], passwords["LOOM_POSTGRES_PASSWORD"]
+    redis = got.get("redis") or {}
+    cmd = redis.get("command") or []
+    given = cmd[cmd.index("--requirepass") + 1] if "--requirepass" in cmd[:-1] else None
+    if given != redis_pw:
+        problems.append(f"redis: command {cmd} does not --requirepass ${{LOOM_REDIS_PASSWORD}}")
+    if (redis.get("environment") or {}).get("REDISCLI_AUTH") != redis_pw:
+        problems.append("redis: REDISCLI_AUTH (the healthcheck's password) is not ${LOOM_REDIS_PASSWORD}")
+    test = " ".join((redis.get("healthcheck") or {}).get("test") or [])
+    if "redis-cli" not in test or "PONG" not in test:
+        problems.append(f"redis: healthcheck {test!r} does not want redis-cli's PONG")
+    tsdb_env = (got.get("timescaledb") or {}).get("environment") or {}
+    if tsdb_env.get("POSTGRES_USER") != "postgres" or tsdb_env.get("POSTGRES_PASSWORD") != pg_pw:
+        problems.append(
+            "timescaledb: not POSTGRES_USER postgres with POSTGRES_PASSWORD ${LOOM_POSTGRES_PASSWORD}"
+        )
+    want = {
+        ("LOOM_REDIS_URL", "redis"): f"redis://:{redis_pw}@redis:6379/0",
+        ("LOOM_DATABASE_URL", "timescaledb"): f"postgresql://postgres:{pg_pw}@timescaledb:5432/loom",
+    }
+    for svc in services:
+        n = svc["name"]
+        env = (got.get(n) or {}).get("environment") or {}
+        for (key, need), url in want.items():
+            if need in svc["needs"] and env.get(key) != url:
+                problems.append(f"{n}: {key} {env.get(key)!r} is not {url!r} (the password from .env)")
+            if need not in svc["needs"] and key in env:
+                problems.append(f"{n}: gets {key}, but does not need {need}")
+    _fail("compose does not run Redis and TimescaleDB with the passwords of deploy/compose/.env", problems)
+
+
+_INTERPOLATION = re.compile(r"\$\{[^}]*\}")
+_DEFAULT = re.compile(r"\$\{\w+:?[-?](?P<text>[^}]*)\}")
+_SECRET_KEY = re.compile(
+    r"""^\s*-?\s*["']?([\w.-]*(?:PASSWORD|SECRET|TOKEN|API_KEYS?|REDISCLI_AUTH)[\w-]*)["']?\s*[:=]\s*(.*)$""",
+    re.IGNORECASE,
+)
+_REQUIREPASS = re.compile(r"""--requirepass["']?(?:\s*,\s*|\s+|=)["']?([^"'\s,\]]*)""")
+_URL_USERINFO = re.compile(r"""[A-Za-z][\w+.-]*://([^\s/@"']*)@""")
+
+
+def no_literal_secrets(paths: Iterable[Path]) -> None:
+    """No password in the text of these files (compose files, env files): the value of a
+    password-like key (…PASSWORD…, …SECRET…, …TOKEN…, API keys, REDISCLI_AUTH) or of --requirepass
+    is an interpolation (${VAR…}), a YAML alias (*name) or empty, and no URL has a literal
+    password in its user info (the defaults of interpolations included). Comments are skipped."""
+    problems: list[str] = []
+    for path in paths:
+        for no, raw in enumerate(path.read_text().splitlines(), 1):
+            if raw.lstrip().startswith("#"):
+                continue
+            line = _INTERPOLATION.sub("\0", raw)  # an interpolation may hold ':', '@', '#' and spaces
+            where = f"{path.name}:{no}"
+            values = []
+            if m := _SECRET_KEY.match(line):
+                value = re.sub(r"^&\S+\s*", "", m.group(2).strip())  # without an anchor's name
+                values.append((m.group(1), value.split(" #")[0].strip().strip("\"'")))
+            values += [("--requirepass", m.group(1)) for m in _REQUIREPASS.finditer(line)]
+            for what, value in values:
+                if value.strip("\0") and not value.startswith("*"):
+                    problems.append(f"{where}: {what} is a literal, not ${{VAR}} from deploy/compose/.env")
+            texts = [line] + [m.group("text") for m in _DEFAULT.finditer(raw)]
+            for m in (u for text in texts for u in _URL_USERINFO.finditer(text)):
+                user, colon, password = m.group(1).partition(":")
+                if colon and password.strip("\0"):
+                    problems.append(f"{where}: a URL with a literal password ({user}:…@)")
+    _fail("a password is written into a deploy file", problems)
 
 
 COMPOSE_HOST_FILE = REPO / "deploy" / "compose" / "compose.host.yaml"

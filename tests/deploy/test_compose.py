@@ -39,13 +39,16 @@ def test_env_comes_from_one_file(compose_model: dict, services: list[dict]) -> N
         env = compose_model["services"][svc["name"]]["environment"]
         own = set(env) - keys
         # LOOM_API_KEYS: a secret from the operator's shell (${LOOM_API_KEYS}), never in a file;
-        # the NATS user and password are each service's own (test_nats_auth.py)
+        # the NATS user and password are each service's own (test_nats_auth.py); the Redis and
+        # database URLs hold passwords from deploy/compose/.env (test_compose_secrets.py)
         own_ok = {
             "LOOM_HTTP_PORT",
             "OTEL_SERVICE_NAME",
             "LOOM_API_KEYS",
             "LOOM_NATS_USER",
             "LOOM_NATS_PASSWORD",
+            "LOOM_REDIS_URL",
+            "LOOM_DATABASE_URL",
         }
         assert own <= own_ok, (
             f"{svc['name']} sets {sorted(own)} in compose.yaml: shared settings belong in loom.env"
@@ -88,8 +91,8 @@ def test_checks_bite_on_key_typo(stack: Path) -> None:
     compose = stack / "deploy/compose/compose.yaml"
     edit(
         compose,
-        '    healthcheck:\n      test: ["CMD", "redis-cli"',
-        '    healthchek:\n      test: ["CMD", "redis-cli"',
+        '    healthcheck:\n      test: ["CMD-SHELL", "redis-cli',
+        '    healthchek:\n      test: ["CMD-SHELL", "redis-cli',
     )
     with pytest.raises(checks.CheckFailed, match="healthchek"):
         checks.compose_schema(compose)

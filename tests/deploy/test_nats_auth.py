@@ -102,7 +102,7 @@ def test_compose_without_passwords_stops_and_says_how_to_make_them(tmp_path: Pat
     shutil.copytree(checks.REPO / "deploy", tmp_path / "deploy")
     (tmp_path / "deploy/compose/.env").unlink(missing_ok=True)  # a developer's own passwords
     with pytest.raises(
-        checks.CheckFailed, match=r"LOOM_NATS_PASSWORD_\w+ is missing a value.*scripts/nats_auth.py passwords"
+        checks.CheckFailed, match=r"LOOM_NATS_PASSWORD_\w+ is missing a value.*scripts/compose_env.py"
     ):
         checks.compose_config(tmp_path / "deploy/compose/compose.yaml", nats_passwords={})
     partial = dict(checks.sample_nats_passwords())

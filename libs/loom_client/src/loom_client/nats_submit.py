@@ -32,7 +32,6 @@ __all__ = ["BackgroundLoop", "TaskPublisher"]
 T = TypeVar("T")
 
 
-
 class TaskPublisher:
     """Publishes tasks on JetStream from one connection, opened on first use.
 
