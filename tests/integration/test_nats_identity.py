@@ -5,6 +5,7 @@ protocol does not give it, and its legitimate paths work."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from loom_protocol.jetstream import TASKS_STREAM, stream_create_request
 from loom_protocol.nats_auth import inbox_prefix, password_variable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
 
 from scripts.nats_auth import write_config, write_passwords
 from tests.integration.harness import VENV_BIN, Process, free_port, port_open, wait_for
@@ -133,6 +135,9 @@ FORBIDDEN_PUBLISH = [
     ("w-1", "loom.rejected.dispatcher"),
     ("w-1", "loom.registry.member.down"),
     ("w-1", "$JS.API.STREAM.PURGE.LOOM_TASKS"),
+    ("w-1", "$JS.API.STREAM.MSG.GET.LOOM_TASKS"),  # any message of the stream, assignments included
+    ("w-1", "$JS.API.DIRECT.GET.LOOM_TASKS.loom.task.assigned.w-2"),
+    ("client", "$JS.API.DIRECT.GET.LOOM_TASKS.loom.task.submitted.echo"),
     ("worker", "loom.task.assigned.w-1"),
     ("registry", "loom.task.assigned.w-1"),
     ("ingest", "loom.task.status.t1"),
@@ -208,5 +213,17 @@ async def test_each_roles_legitimate_paths_work(secured: Secured) -> None:
     statuses = await _received(client.nc, subjects.task_status("t1"))
     await w1.nc.publish(subjects.task_status("t1"), b"completed")
     await wait_for(lambda: statuses, 10, "the status at the client")
+
+    # and reads a task's last status from the stream (a direct get names the status subject)
+    async def last_status() -> bytes | None:
+        with contextlib.suppress(NotFoundError):
+            return (
+                await w1.nc.jetstream().get_last_msg(
+                    TASKS_STREAM.name, subjects.task_status("t1"), direct=True
+                )
+            ).data
+        return None
+
+    assert await wait_for(last_status, 10, "t1's last status read by w-1") == b"completed"
     everyone = [admin, dispatcher, registry, w1, client]
     assert all(not u.errors for u in everyone), {u.name: u.errors for u in everyone if u.errors}

@@ -204,3 +204,21 @@ def test_the_nats_url_setting_names_one_server_or_several() -> None:
     ]
     with pytest.raises(ValueError):
         nats_servers(" , ")
+
+
+def test_direct_gets_are_turned_on_for_a_stream_made_without_them_and_nothing_else_changes() -> None:
+    import json
+
+    from loom_protocol.jetstream import stream_config, stream_direct_update
+
+    theirs = {**stream_config(TASKS_STREAM), "allow_direct": False, "max_age": 42, "description": "kept"}
+    subject, body = stream_direct_update(TASKS_STREAM, json.dumps({"config": theirs}).encode()) or ("", b"")
+    assert subject == "$JS.API.STREAM.UPDATE.LOOM_TASKS"
+    assert json.loads(body) == {**theirs, "allow_direct": True}  # the operator's max_age stays
+    on = json.dumps({"config": {**theirs, "allow_direct": True}}).encode()
+    assert stream_direct_update(TASKS_STREAM, on) is None
+    assert stream_direct_update(EVENTS_STREAM, json.dumps({"config": theirs}).encode()) is None
+    assert stream_direct_update(TASKS_STREAM, b'{"error": {"code": 404}}') is None
+    assert stream_direct_update(TASKS_STREAM, b"not json") is None
+    other = json.dumps({"config": {**theirs, "name": "OTHER"}}).encode()
+    assert stream_direct_update(TASKS_STREAM, other) is None

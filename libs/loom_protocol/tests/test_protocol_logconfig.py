@@ -108,6 +108,7 @@ def test_stream_config_is_the_jetstream_api_body() -> None:
         "duplicate_window": 120 * 10**9,
         "max_msg_size": TASKS_STREAM.max_msg_size,
         "num_replicas": 1,
+        "allow_direct": True,
     }
     assert stream_config(TASKS_STREAM, replicas=3)["num_replicas"] == 3
     for spec in ALL_STREAMS:

@@ -55,6 +55,7 @@ __all__ = [
     "stream_config",
     "stream_create_error",
     "stream_create_request",
+    "stream_direct_update",
     "submitted_msg_id",
 ]
 
@@ -84,6 +85,9 @@ class StreamSpec(LoomModel):
             (at most ``max_age_s``).
         storage: File or memory storage.
         max_msg_size: Largest message accepted, in bytes.
+        allow_direct: Whether the last message of a subject can be read with the direct get API
+            (``$JS.API.DIRECT.GET.<stream>.<subject>``): the subject is in the API's own
+            subject, so NATS permissions can allow reading some subjects and not others.
     """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
@@ -93,6 +97,7 @@ class StreamSpec(LoomModel):
     duplicate_window_s: float = Field(gt=0)
     storage: Literal["file", "memory"] = "file"
     max_msg_size: int = Field(default=MAX_EVENT_BYTES, ge=1)
+    allow_direct: bool = False
 
     @model_validator(mode="after")
     def _window_within_age(self) -> Self:
@@ -111,8 +116,10 @@ TASKS_STREAM = StreamSpec(
     retention="limits",
     max_age_s=7 * _DAY_S,
     duplicate_window_s=120.0,
+    allow_direct=True,
 )
-"""Tasks and their life cycle (``loom.task.>``)."""
+"""Tasks and their life cycle (``loom.task.>``); a task's last status is read with a direct get
+(workers may read statuses, never another instance's assignments)."""
 
 EVENTS_STREAM = StreamSpec(
     name="LOOM_EVENTS",
@@ -171,6 +178,7 @@ def stream_config(spec: StreamSpec, replicas: int = 1) -> dict[str, Any]:
         "duplicate_window": round(spec.duplicate_window_s * _NS_PER_S),
         "max_msg_size": spec.max_msg_size,
         "num_replicas": replicas,
+        "allow_direct": spec.allow_direct,
     }
 
 
@@ -189,6 +197,33 @@ def stream_create_request(spec: StreamSpec, replicas: int = 1) -> tuple[str, byt
         (``$JS.API.STREAM.CREATE.<name>``, the body of :func:`stream_config`).
     """
     return f"$JS.API.STREAM.CREATE.{spec.name}", json.dumps(stream_config(spec, replicas)).encode()
+
+
+def stream_direct_update(spec: StreamSpec, info_reply: bytes) -> tuple[str, bytes] | None:
+    """The request that turns on direct gets for a stream made without them, or None.
+
+    A stream that exists keeps its configuration when it is created again; ``allow_direct`` alone
+    is turned on where the spec wants it (a stream made by an earlier version), with the rest of the
+    stream's own configuration as it is.
+
+    Args:
+        spec: The stream as the protocol wants it.
+        info_reply: The body of the server's reply to ``$JS.API.STREAM.INFO.<name>``.
+
+    Returns:
+        (``$JS.API.STREAM.UPDATE.<name>``, the stream's configuration with ``allow_direct``), or
+        None when nothing is to change (or the reply holds no configuration).
+    """
+    if not spec.allow_direct:
+        return None
+    try:
+        answer = json.loads(info_reply)
+    except ValueError:
+        return None
+    config = answer.get("config") if isinstance(answer, dict) else None
+    if not isinstance(config, dict) or config.get("name") != spec.name or config.get("allow_direct"):
+        return None
+    return f"$JS.API.STREAM.UPDATE.{spec.name}", json.dumps({**config, "allow_direct": True}).encode()
 
 
 def stream_create_error(reply: bytes) -> str | None:

@@ -175,12 +175,10 @@ def role_permissions(role: Role | str, user: str, *, instance_id: str | None = N
     inbox = f"{inbox_prefix(user)}.>"
     if role is Role.ADMIN:
         return Permissions(publish=[">"], subscribe=[">"], allow_responses=True)
-    tasks_read = [  # single messages (the last status of a task), no consumers
+    tasks_read = [  # a task's last status (a direct get names its subject), nothing else
         f"{_JS}.INFO",
         f"{_JS}.STREAM.INFO.{TASKS_STREAM.name}",
-        f"{_JS}.STREAM.MSG.GET.{TASKS_STREAM.name}",
-        f"{_JS}.DIRECT.GET.{TASKS_STREAM.name}",
-        f"{_JS}.DIRECT.GET.{TASKS_STREAM.name}.>",
+        f"{_JS}.DIRECT.GET.{TASKS_STREAM.name}.{subjects.TASK_STATUS_ALL}",
     ]
     keys = _read_bucket(API_KEYS_BUCKET)
     if role is Role.DISPATCHER:

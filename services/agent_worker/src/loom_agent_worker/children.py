@@ -125,7 +125,7 @@ class NatsChildTasks:
         """The child's final status if it already ended (the last message on its status subject)."""
         try:
             msg = await self._broker.connection.jetstream().get_last_msg(
-                TASKS_STREAM.name, subjects.task_status(task_id)
+                TASKS_STREAM.name, subjects.task_status(task_id), direct=True
             )
         except NotFoundError:
             return None

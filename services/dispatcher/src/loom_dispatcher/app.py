@@ -21,7 +21,12 @@ from loom_protocol.auth import (
     Scope,
     stored_keys_followed,
 )
-from loom_protocol.jetstream import ALL_STREAMS, stream_create_error, stream_create_request
+from loom_protocol.jetstream import (
+    ALL_STREAMS,
+    stream_create_error,
+    stream_create_request,
+    stream_direct_update,
+)
 from loom_protocol.logconfig import broker_logging, tracing_enabled
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -113,6 +118,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reply = await nc.request(*stream_create_request(spec, settings.nats_replicas), timeout=5)
             if error := stream_create_error(reply.data):
                 log.warning("stream %s left as it is: %s", spec.name, error)
+                info = await nc.request(f"$JS.API.STREAM.INFO.{spec.name}", b"", timeout=5)
+                if update := stream_direct_update(spec, info.data):  # made by an earlier version
+                    reply = await nc.request(*update, timeout=5)
+                    log.info(
+                        "stream %s: direct gets on (%s)", spec.name, stream_create_error(reply.data) or "ok"
+                    )
         await broker.start()
         await state.answers.start(nc, outbox.rejected)
         for consumer in consumers:
