@@ -5,6 +5,7 @@ protocol does not give it, and its legitimate paths work."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -117,6 +118,24 @@ async def _received(nc: Client, subject: str) -> list[Msg]:
     return seen
 
 
+async def _delivered(sender: User, subject: str, data: bytes, seen: list[Msg]) -> None:
+    """``sender`` publishes on ``subject`` until ``seen`` holds a message (core NATS delivers at
+    most once: one publication may miss a subscription the server has just registered), with no
+    permissions violation on the way."""
+
+    async def arrived() -> bool:
+        await sender.nc.publish(subject, data)
+        await sender.nc.flush()
+        for _ in range(10):
+            if seen:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    await wait_for(arrived, 15, f"{sender.name}'s message on {subject}")
+    assert not sender.errors, sender.errors
+
+
 # (user, subject): publications the protocol gives only to others
 FORBIDDEN_PUBLISH = [
     ("client", "loom.task.assigned.w-1"),  # run a task bypassing the dispatcher
@@ -195,24 +214,26 @@ async def test_each_roles_legitimate_paths_work(secured: Secured) -> None:
     assert ack.stream == TASKS_STREAM.name
     # only the dispatcher assigns, and only w-1 receives w-1's assignments
     assignments = await _received(w1.nc, subjects.task_assigned("w-1"))
-    await dispatcher.nc.publish(subjects.task_assigned("w-1"), b"task")
-    await wait_for(lambda: assignments, 10, "w-1's assignment")
+    await _delivered(dispatcher, subjects.task_assigned("w-1"), b"task", assignments)
     # w-1 heartbeats as itself; the registry sees it and answers the dispatcher's pick
     heartbeats = await _received(registry.nc, subjects.REGISTRY_HEARTBEAT_ALL)
-    await w1.nc.publish(subjects.registry_heartbeat("w-1"), b"beat")
-    await wait_for(lambda: heartbeats, 10, "w-1's heartbeat at the registry")
+    await _delivered(w1, subjects.registry_heartbeat("w-1"), b"beat", heartbeats)
 
     async def answer(msg: Msg) -> None:
         await msg.respond(b"w-1")
 
     await registry.nc.subscribe(subjects.REGISTRY_PICK, cb=answer)
     await registry.nc.flush()
-    picked = await dispatcher.nc.request(subjects.REGISTRY_PICK, b"echo", timeout=5)
-    assert picked.data == b"w-1"
+
+    async def picked() -> bytes | None:  # a subscription just made may not have responders yet
+        with contextlib.suppress(nats.errors.NoRespondersError):
+            return (await dispatcher.nc.request(subjects.REGISTRY_PICK, b"echo", timeout=5)).data
+        return None
+
+    assert await wait_for(picked, 15, "the registry's answer to a pick") == b"w-1"
     # a client follows a task's statuses, which workers report
     statuses = await _received(client.nc, subjects.task_status("t1"))
-    await w1.nc.publish(subjects.task_status("t1"), b"completed")
-    await wait_for(lambda: statuses, 10, "the status at the client")
+    await _delivered(w1, subjects.task_status("t1"), b"completed", statuses)
 
     # and reads a task's last status from the stream (a direct get names the status subject)
     async def last_status() -> bytes | None:

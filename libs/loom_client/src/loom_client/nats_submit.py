@@ -51,12 +51,15 @@ class TaskPublisher:
 
     async def _on_error(self, exc: Exception) -> None:
         """nats-py's error callback: kept for the :class:`Unavailable` a failed connect raises
-        (an authorization violation says more than nats-py's final NoServersError)."""
-        self._last_error = exc
+        (an authorization violation says more than nats-py's final NoServersError, or the
+        connection reset by the server that refused the credentials)."""
+        if self._last_error is None or "authorization" not in str(self._last_error).lower():
+            self._last_error = exc
 
     async def _connection(self) -> Client:
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
+                self._last_error = None
                 try:
                     self._nc = await asyncio.wait_for(
                         nats.connect(
