@@ -21,16 +21,11 @@ import tempfile
 from pathlib import Path
 
 from dotenv import dotenv_values
-from nats_auth import new_password, write_passwords
+from nats_auth import assigned, new_password, write_passwords
 
 ENV_FILE = Path(__file__).resolve().parents[1] / "deploy" / "compose" / ".env"
 PASSWORDS = ("LOOM_REDIS_PASSWORD", "LOOM_POSTGRES_PASSWORD")
 _URL_SAFE = re.compile(r"^[A-Za-z0-9]{16,}$")
-_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_]\w*)\s*=")
-
-
-def _managed(name: str) -> bool:
-    return name in PASSWORDS or name.startswith("LOOM_NATS_PASSWORD_")
 
 
 def write_compose_env(path: Path, workers: list[str]) -> list[str]:
@@ -39,7 +34,7 @@ def write_compose_env(path: Path, workers: list[str]) -> list[str]:
     old = path.read_text() if path.exists() else ""
     values = dotenv_values(path) if path.exists() else {}
     others = [
-        line for line in old.splitlines() if (m := _ASSIGNMENT.match(line)) and not _managed(m.group(1))
+        line for line in old.splitlines() if (key := assigned(line)) is not None and key not in PASSWORDS
     ]
     replaced, lines = [], []
     for var in PASSWORDS:
@@ -54,11 +49,9 @@ def write_compose_env(path: Path, workers: list[str]) -> list[str]:
     tmp = Path(name)
     try:
         with os.fdopen(fd, "w") as out:
-            out.write(old)
-        write_passwords(tmp, workers)  # keeps the NATS passwords tmp holds, drops the rest
-        nats = tmp.read_text().splitlines()
-        tmp.write_text("\n".join(nats + lines + others) + "\n")
-        tmp.chmod(0o600)
+            out.write("\n".join(lines + others) + "\n")
+        # the NATS passwords first (kept where valid, else made), every other line as it is
+        write_passwords(tmp, workers)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -41,14 +41,28 @@ def new_password() -> str:
     return secrets.choice(_LETTERS) + "".join(secrets.choice(_LETTERS + string.digits) for _ in range(31))
 
 
+_ASSIGNMENT = re.compile(r"^\s*(?:export\s+)?([A-Za-z_]\w*)\s*=")
+
+
+def assigned(line: str) -> str | None:
+    """The variable a ``NAME=value`` line of an env file sets, or None (a comment, a blank)."""
+    match = _ASSIGNMENT.match(line)
+    return match.group(1) if match else None
+
+
 def write_passwords(path: Path, workers: list[str]) -> None:
     users = [role.value for role in Role] + workers
-    existing = {k: v for k, v in dotenv_values(path).items() if v} if path.exists() else {}
-    kept = {k: v for k, v in existing.items() if _PASSWORD.match(v)}
+    old = path.read_text() if path.exists() else ""
+    kept = {k: v for k, v in dotenv_values(path).items() if v and _PASSWORD.match(v)} if old else {}
     names = list(map(password_variable, users))
     lines = [f"{var}={kept.get(var) or new_password()}" for var in names]
-    # other settings in the file (compose's Redis and database passwords, ...) stay as they are
-    lines += [f"{key}={value}" for key, value in existing.items() if key not in names]
+    # other settings in the file (compose's Redis and database passwords, ...) stay as written;
+    # NATS passwords of users no longer named go
+    lines += [
+        line
+        for line in old.splitlines()
+        if (key := assigned(line)) is not None and not key.startswith(password_variable(""))
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
