@@ -98,7 +98,7 @@ class FakeInstance:
     async def report(self, task: Task, status: TaskStatus, **changes: Any) -> None:
         change = TaskStatusChanged.from_task(task, status=status, instance_id=self.instance_id, **changes)
         await self.nc.jetstream().publish(
-            subjects.task_status(task.task_id),
+            subjects.task_report(self.instance_id, task.task_id),
             change.to_json(),
             headers={MSG_ID_HEADER: status_msg_id(task.task_id, task.attempt, status)},
         )

@@ -1,7 +1,8 @@
 """Fencing on the full task path (registry, dispatcher and a worker in process): a late
 ``completed`` of an attempt that is not the task's current one is acknowledged and recorded (an
-``error`` event with ``reason: "superseded report"``), never applied; the task ends once, with the
-result of the attempt that counts."""
+``error`` event with ``reason: "superseded report"``), never applied; a report sent under another
+instance's subject is dead-lettered; the task ends once, with the result of the attempt that
+counts."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from loom_protocol import (
     CloudEvent,
     MemberChanged,
     MembershipChange,
+    RejectedMessage,
     Task,
     TaskStatus,
     TaskStatusChanged,
@@ -44,6 +46,31 @@ async def test_a_late_completed_of_a_superseded_attempt_is_recorded_and_not_appl
     await submit_nats(nc, task)
     await wait_for(lambda: published.of(task.task_id, "tool.call"), 30, "the task to run on f0")
 
+    # a report on another instance's subject that names f0's current attempt (what any worker
+    # could forge if a report's sender were not its subject): refused with the reason, not applied
+    refusals: list[RejectedMessage] = []
+
+    async def on_refusal(msg: Any) -> None:
+        refusals.append(RejectedMessage.from_json(msg.data))
+
+    await nc.subscribe(subjects.rejected("dispatcher"), cb=on_refusal)
+    forged = TaskStatusChanged(
+        task_id=task.task_id,
+        target_agent="calculator",
+        status=TaskStatus.COMPLETED,
+        attempt=1,
+        instance_id="f0",
+        result={"answer": "forged"},
+    )
+    await nc.jetstream().publish(
+        subjects.task_report("f9", task.task_id),
+        forged.to_json(),
+        headers={MSG_ID_HEADER: status_msg_id(task.task_id, 1, TaskStatus.COMPLETED) + ":forged"},
+    )
+    (refusal,) = await wait_for(lambda: refusals, 15, "the forged report's dead letter")
+    assert refusal.subject == subjects.task_report("f9", task.task_id)
+    assert "at instance 'f9'" in refusal.reason and "not task" in refusal.reason
+
     superseded = ("loom_dispatcher_reports_superseded_total", '{status="completed"}')
     before = await metric_value(dispatcher, *superseded)  # process-wide: other tests count too
     late = TaskStatusChanged(
@@ -55,7 +82,7 @@ async def test_a_late_completed_of_a_superseded_attempt_is_recorded_and_not_appl
         result={"answer": "from a superseded attempt"},
     )
     await nc.jetstream().publish(
-        subjects.task_status(task.task_id),
+        subjects.task_report("gone", task.task_id),
         late.to_json(),
         headers={MSG_ID_HEADER: status_msg_id(task.task_id, 7, TaskStatus.COMPLETED)},
     )
@@ -111,7 +138,7 @@ async def test_a_superseded_worker_stops_its_copy(stack: Stack) -> None:
         seen.append(("notice", dict(msg.headers or {})))
 
     await nc.subscribe(subjects.EVENT_ALL, cb=on_event)
-    await nc.subscribe(subjects.TASK_STATUS_ALL, cb=on_status)
+    await nc.subscribe(subjects.TASK_REPORT_ALL, cb=on_status)  # the workers' own reports
     await nc.subscribe(subjects.task_cancel(task.task_id), cb=on_cancel)
     await nc.flush()
 

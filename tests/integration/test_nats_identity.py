@@ -151,6 +151,10 @@ FORBIDDEN_PUBLISH = [
     ("w-1", "loom.task.assigned.w-2"),
     ("w-1", "loom.registry.heartbeat.w-2"),  # another instance's heartbeat
     ("w-1", "loom.task.cancel.t1"),
+    ("w-1", "loom.task.status.t1"),  # a task's status is the dispatcher's word, not a worker's
+    ("w-1", "loom.task.report.w-2.t1"),  # a report on an attempt of another instance
+    ("worker", "loom.task.status.t1"),
+    ("client", "loom.task.report.w-1.t1"),
     ("w-1", "loom.rejected.dispatcher"),
     ("w-1", "loom.registry.member.down"),
     ("w-1", "$JS.API.STREAM.PURGE.LOOM_TASKS"),
@@ -231,9 +235,13 @@ async def test_each_roles_legitimate_paths_work(secured: Secured) -> None:
         return None
 
     assert await wait_for(picked, 15, "the registry's answer to a pick") == b"w-1"
-    # a client follows a task's statuses, which workers report
+    # w-1 reports on its own attempts to the dispatcher, which announces the task's status to
+    # the client that follows it
+    reports = await _received(dispatcher.nc, subjects.TASK_REPORT_ALL)
+    await _delivered(w1, subjects.task_report("w-1", "t1"), b"completed", reports)
+    assert reports[0].subject == "loom.task.report.w-1.t1"
     statuses = await _received(client.nc, subjects.task_status("t1"))
-    await _delivered(w1, subjects.task_status("t1"), b"completed", statuses)
+    await _delivered(dispatcher, subjects.task_status("t1"), b"completed", statuses)
 
     # and reads a task's last status from the stream (a direct get names the status subject)
     async def last_status() -> bytes | None:

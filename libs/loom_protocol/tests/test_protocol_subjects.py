@@ -7,6 +7,7 @@ BUILDERS = [
     (subjects.task_submitted, "loom.task.submitted."),
     (subjects.task_assigned, "loom.task.assigned."),
     (subjects.task_status, "loom.task.status."),
+    (subjects.task_reports_of, "loom.task.report."),
     (subjects.task_cancel, "loom.task.cancel."),
     (subjects.task_cancel_request, "loom.task.cancelrequest."),
     (subjects.task_dead, "loom.task.dead."),
@@ -22,6 +23,7 @@ def test_constants_are_pinned() -> None:
     assert subjects.TASK_SUBMITTED_ALL == "loom.task.submitted.*"
     assert subjects.TASK_ASSIGNED_ALL == "loom.task.assigned.*"
     assert subjects.TASK_STATUS_ALL == "loom.task.status.*"
+    assert subjects.TASK_REPORT_ALL == "loom.task.report.*.*"
     assert subjects.TASK_CANCEL_ALL == "loom.task.cancel.*"
     assert subjects.TASK_CANCEL_REQUEST_ALL == "loom.task.cancelrequest.*"
     assert subjects.TASK_DEAD_ALL == "loom.task.dead.*"
@@ -38,7 +40,18 @@ def test_constants_are_pinned() -> None:
 
 @pytest.mark.parametrize(("builder", "prefix"), BUILDERS)
 def test_builders(builder: object, prefix: str) -> None:
-    assert builder("calc_1-x") == prefix + "calc_1-x"  # type: ignore[operator]
+    built = builder("calc_1-x")  # type: ignore[operator]
+    assert built in (prefix + "calc_1-x", prefix + "calc_1-x.*")
+
+
+def test_a_report_subject_names_the_instance_then_the_task() -> None:
+    assert subjects.task_report("w-1", "run:1") == "loom.task.report.w-1.run:1"
+    assert subjects.task_reports_of("w-1") == "loom.task.report.w-1.*"
+    for bad in BAD_TOKENS:
+        with pytest.raises(ValueError):
+            subjects.task_report(bad, "t1")
+        with pytest.raises(ValueError):
+            subjects.task_report("w1", bad)
 
 
 @pytest.mark.parametrize(("builder", "prefix"), BUILDERS)

@@ -28,6 +28,9 @@ class Outbox:
     async def assigned(self, task: Task) -> None:
         self.sent.append(("assigned", task, None))
 
+    async def status(self, task: Task) -> None:
+        self.sent.append(("status", task, None))
+
     async def final(self, task: Task) -> None:
         self.sent.append(("final", task, None))
 

@@ -92,7 +92,10 @@ async def test_input_required_leaves_the_instance_and_waits_until_its_timeout(
     assert snap is not None and snap.scores.retry_at is None
     assert snap.scores.deadline is not None and before + 500 <= snap.scores.deadline <= time.time() + 500
     assert await store.tasks_of_instance("w1") == []
-    assert outbox.kinds()[-1] == "event:task.assigned"  # the worker's report is the news: nothing more
+    # the dispatcher announces the status as it accepted it, approval included
+    kind, announced, _ = outbox.sent[-1]
+    assert kind == "status" and announced.status is TaskStatus.INPUT_REQUIRED
+    assert announced.pending_approval == REQUEST and announced.instance_id is None
     # w1 going away, or reporting late for the attempt it gave up, changes nothing
     await dispatcher.on_member_down("w1")
     await dispatcher.on_status(report(task, TaskStatus.RUNNING))

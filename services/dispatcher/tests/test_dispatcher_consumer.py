@@ -9,9 +9,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-from loom_dispatcher.bus import is_own_final
 from loom_dispatcher.consumer import PullConsumer
-from loom_protocol import MSG_ID_HEADER
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, StreamConfig
 
@@ -182,24 +180,3 @@ async def test_a_connection_closed_for_good_by_the_server_ends_the_loop_instead_
 
 async def _quiet(_: Exception) -> None:
     return None
-
-
-async def test_a_dispatchers_own_final_announcement_is_acked_without_being_handled(
-    nc: Client, wait_for: WaitFor
-) -> None:
-    c, seen = collecting(nc)
-    c.skip = is_own_final
-    await c.start()
-    try:
-        js = nc.jetstream()
-        await js.publish(SUBJECT, b"final", headers={MSG_ID_HEADER: "t1:1:completed:final"})
-        await js.publish(SUBJECT, b"report", headers={MSG_ID_HEADER: "t1:1:completed"})
-        await wait_for(lambda: seen == [b"report"])
-        for _ in range(50):
-            if await pending(nc) == (0, 0):
-                break
-            await asyncio.sleep(0.05)
-        assert await pending(nc) == (0, 0)  # the final was acknowledged, not left to redeliver
-        assert seen == [b"report"]
-    finally:
-        await c.stop()

@@ -37,6 +37,9 @@ class Outbox:
     async def assigned(self, task: Task) -> None:
         self.sent.append(("assigned", (task.instance_id, task.attempt)))
 
+    async def status(self, task: Task) -> None:
+        self.sent.append(("status", task.status))
+
     async def final(self, task: Task) -> None:
         self.sent.append(("final", task.status))
 

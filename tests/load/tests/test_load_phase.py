@@ -32,12 +32,17 @@ class FakeLoom(LoomClient):
         asyncio.get_running_loop().call_later(0.01, self._announce, task_id, status)
 
     def _announce(self, task_id: str, status: str) -> None:
-        for body in (
-            {"taskId": task_id, "status": "running", "at": "2026-01-01T00:00:00.001Z"},
-            {"taskId": task_id, "status": status, "at": "2026-01-01T00:00:00.002Z"},
-            {"taskId": task_id, "status": status, "at": "2026-01-01T00:00:00.003Z", "final": True},
+        report, announced = f"loom.task.report.w1.{task_id}", f"loom.task.status.{task_id}"
+        for subject, body in (
+            (report, {"taskId": task_id, "status": "running", "at": "2026-01-01T00:00:00.001Z"}),
+            (announced, {"taskId": task_id, "status": "running", "at": "2026-01-01T00:00:00.0015Z"}),
+            (report, {"taskId": task_id, "status": status, "at": "2026-01-01T00:00:00.002Z"}),
+            (
+                announced,
+                {"taskId": task_id, "status": status, "at": "2026-01-01T00:00:00.003Z", "final": True},
+            ),
         ):
-            msg = FakeMsg(f"loom.task.status.{task_id}", json.dumps(body).encode())
+            msg = FakeMsg(subject, json.dumps(body).encode())
             asyncio.ensure_future(self.observer._on_status(msg))
 
     async def lookup(self, task_id: str) -> str | None:

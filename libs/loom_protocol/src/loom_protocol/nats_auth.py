@@ -7,7 +7,7 @@ role        may publish (besides replies and its own JetStream acks)
 dispatcher  assignments, cancels, dead letters, status announcements, lifecycle events, picks;
             the JetStream API (it creates the task streams and the API-key bucket)
 registry    membership changes; answers picks; the JetStream API (the registry stream)
-worker      its heartbeats, statuses, events, answer chunks, child tasks and their cancel
+worker      its heartbeats, reports on its attempts, events, answer chunks, child tasks and their cancel
             requests; its own key-value buckets (journal, session memory) and the protocol's
             streams where missing, nothing else of the JetStream API
 ingest      events received over HTTP and WebSocket, dead-letter records; the JetStream API (it
@@ -18,11 +18,12 @@ client      tasks and cancel requests; follows statuses and answer chunks (the S
 admin       anything (operators and test harnesses)
 ==========  =====================================================================================
 
-Only the dispatcher publishes assignments and cancels, only workers heartbeats, only the
-registry membership changes. A worker user may be bound to one instance
-(:func:`role_permissions` with ``instance_id``): it then sends heartbeats for and receives the
-assignments of that instance only. No anonymous access: a server configured with
-:func:`server_users` accepts only these users.
+Only the dispatcher publishes assignments, cancels and task statuses, only workers heartbeats and
+reports, only the registry membership changes. A worker user may be bound to one instance
+(:func:`role_permissions` with ``instance_id``): it then sends heartbeats and reports for and
+receives the assignments of that instance only, so the instance a report names is the
+connection's identity (the dispatcher checks that a report's body names its subject's instance).
+No anonymous access: a server configured with :func:`server_users` accepts only these users.
 
 Each user has an inbox of its own (``_INBOX_<user>``, :func:`inbox_prefix`): replies to its
 requests, JetStream's included, go there and no other user may subscribe to them. A client
@@ -239,13 +240,19 @@ def role_permissions(role: Role | str, user: str, *, instance_id: str | None = N
             publish=[subjects.TASK_SUBMITTED_ALL, subjects.TASK_CANCEL_REQUEST_ALL, *tasks_read],
             subscribe=[subjects.TASK_STATUS_ALL, subjects.TASK_STREAM_ALL, inbox],
         )
-    heartbeat, assigned = subjects.REGISTRY_HEARTBEAT_ALL, subjects.TASK_ASSIGNED_ALL
+    heartbeat, assigned, reports = (
+        subjects.REGISTRY_HEARTBEAT_ALL,
+        subjects.TASK_ASSIGNED_ALL,
+        subjects.TASK_REPORT_ALL,
+    )
     if instance_id is not None:
-        heartbeat, assigned = subjects.registry_heartbeat(instance_id), subjects.task_assigned(instance_id)
+        heartbeat = subjects.registry_heartbeat(instance_id)
+        assigned = subjects.task_assigned(instance_id)
+        reports = subjects.task_reports_of(instance_id)
     return Permissions(
         publish=[
             heartbeat,
-            subjects.TASK_STATUS_ALL,
+            reports,  # statuses are the dispatcher's: a worker reports to it
             subjects.EVENT_ALL,
             subjects.TASK_STREAM_ALL,
             subjects.TASK_SUBMITTED_ALL,  # an orchestrator's child tasks

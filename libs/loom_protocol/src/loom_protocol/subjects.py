@@ -9,7 +9,8 @@ subject                                carries
 =====================================  =============================================
 ``loom.task.submitted.<agent>``        a new :class:`~loom_protocol.tasks.Task`
 ``loom.task.assigned.<instance>``      a Task with its attempt number
-``loom.task.status.<task_id>``         :class:`~loom_protocol.tasks.TaskStatusChanged`
+``loom.task.report.<instance>.<task>`` :class:`~loom_protocol.tasks.TaskStatusChanged`, a worker's report
+``loom.task.status.<task_id>``         :class:`~loom_protocol.tasks.TaskStatusChanged`, the dispatcher's
 ``loom.task.cancel.<task_id>``         :class:`~loom_protocol.tasks.TaskCancelRequested`
 ``loom.task.dead.<agent>``             :class:`~loom_protocol.tasks.TaskDeadLettered`
 ``loom.event.<type>``                  :class:`~loom_protocol.events.CloudEvent`
@@ -43,6 +44,7 @@ __all__ = [
     "TASK_CANCEL_ALL",
     "TASK_CANCEL_REQUEST_ALL",
     "TASK_DEAD_ALL",
+    "TASK_REPORT_ALL",
     "TASK_STATUS_ALL",
     "TASK_STREAM_ALL",
     "TASK_SUBMITTED_ALL",
@@ -54,6 +56,8 @@ __all__ = [
     "task_cancel",
     "task_cancel_request",
     "task_dead",
+    "task_report",
+    "task_reports_of",
     "task_status",
     "task_stream",
     "task_submitted",
@@ -67,8 +71,13 @@ TASK_SUBMITTED_ALL = "loom.task.submitted.*"
 """New tasks, one subject per target agent."""
 TASK_ASSIGNED_ALL = "loom.task.assigned.*"
 """Assigned tasks, one subject per worker instance."""
+TASK_REPORT_ALL = "loom.task.report.*.*"
+"""Workers' reports on their attempts, one subject per instance and task; only the dispatcher
+reads them. A worker user bound to an instance may publish only under its own instance token, so
+the instance a report names is the connection's identity."""
 TASK_STATUS_ALL = "loom.task.status.*"
-"""Task status changes, one subject per task."""
+"""Task status changes as the dispatcher accepted them, one subject per task; only the dispatcher
+publishes them."""
 TASK_CANCEL_ALL = "loom.task.cancel.*"
 """The dispatcher telling the instance that runs a task to stop it, one subject per task."""
 TASK_CANCEL_REQUEST_ALL = "loom.task.cancelrequest.*"
@@ -153,6 +162,37 @@ def task_status(task_id: str) -> str:
         ValueError: If ``task_id`` is not a valid subject token.
     """
     return f"loom.task.status.{_token(task_id, 'task id')}"
+
+
+def task_report(instance_id: str, task_id: str) -> str:
+    """Subject ``instance_id`` reports on its attempt of ``task_id`` on.
+
+    Args:
+        instance_id: The worker instance that runs the attempt.
+        task_id: The task.
+
+    Returns:
+        ``loom.task.report.<instance_id>.<task_id>``.
+
+    Raises:
+        ValueError: If either is not a valid subject token.
+    """
+    return f"loom.task.report.{_token(instance_id, 'instance id')}.{_token(task_id, 'task id')}"
+
+
+def task_reports_of(instance_id: str) -> str:
+    """Every report subject of ``instance_id`` (what a worker user bound to it may publish).
+
+    Args:
+        instance_id: The worker instance.
+
+    Returns:
+        ``loom.task.report.<instance_id>.*``.
+
+    Raises:
+        ValueError: If ``instance_id`` is not a valid subject token.
+    """
+    return f"loom.task.report.{_token(instance_id, 'instance id')}.*"
 
 
 def task_cancel(task_id: str) -> str:

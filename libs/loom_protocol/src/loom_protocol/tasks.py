@@ -3,8 +3,9 @@
 A :class:`Task` is what a client submits on ``loom.task.submitted.<agent>``, what the
 dispatcher assigns on ``loom.task.assigned.<instance>`` and what a worker executes.
 Its status moves along :data:`ALLOWED_TRANSITIONS` and ends in exactly one of the
-:data:`TERMINAL_STATUSES`. Status changes travel as :class:`TaskStatusChanged` on
-``loom.task.status.<task_id>``.
+:data:`TERMINAL_STATUSES`. Status changes travel as :class:`TaskStatusChanged`: a worker reports
+its attempt's on ``loom.task.report.<instance>.<task_id>``, and the dispatcher announces those it
+accepts on ``loom.task.status.<task_id>``.
 """
 
 from __future__ import annotations
@@ -328,7 +329,8 @@ class TaskSubmission(LoomModel):
 
 
 class TaskStatusChanged(LoomModel):
-    """A task changed status; published on ``loom.task.status.<task_id>``.
+    """A task changed status: a worker's report on ``loom.task.report.<instance>.<task_id>``, or
+    the dispatcher's announcement on ``loom.task.status.<task_id>``.
 
     Attributes:
         task_id: The task.

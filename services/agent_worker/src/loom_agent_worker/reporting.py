@@ -112,7 +112,7 @@ class StatusReporter:
         when there is none (bounded); raises :class:`ReportNotSent` when it was never stored."""
         await self._running_first(task)
         body, msg_id = self._change(task, status, result, error, approval)
-        subject = subjects.task_status(task.task_id)
+        subject = subjects.task_report(self._instance_id, task.task_id)
         for attempt in range(self._retries + 1):
             try:
                 await self.outbox.stored(subject, body, msg_id)
@@ -147,7 +147,9 @@ class StatusReporter:
         """
         body, msg_id = self._change(task, TaskStatus.RUNNING, None, None)
         try:
-            await self.outbox.unacked(subjects.task_status(task.task_id), body, msg_id, inject_headers({}))
+            await self.outbox.unacked(
+                subjects.task_report(self._instance_id, task.task_id), body, msg_id, inject_headers({})
+            )
         except Exception as exc:  # the task runs all the same
             REPORTS_UNSENT.labels(TaskStatus.RUNNING.value).inc()
             log.warning("running report not sent: %r", exc, extra={"task_id": task.task_id})

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -63,12 +62,10 @@ SOURCE = "/services/dispatcher"
 _JSON = {"content-type": "application/json"}
 FINAL_MSG_ID_SUFFIX = ":final"
 """Ends the ``Nats-Msg-Id`` of a final status this dispatcher announces (:meth:`NatsOutbox.final`)."""
-
-
-def is_own_final(headers: Mapping[str, str] | None) -> bool:
-    """Whether a status message is a final announcement of a dispatcher: its own status
-    consumer hears them too (same subject as the workers' reports) and has nothing to do."""
-    return (headers or {}).get(MSG_ID_HEADER, "").endswith(FINAL_MSG_ID_SUFFIX)
+STATUS_MSG_ID_SUFFIX = ":status"
+"""Ends the ``Nats-Msg-Id`` of a status on the way this dispatcher announces
+(:meth:`NatsOutbox.status`): the worker's report it follows has the same id without it, and the
+stream deduplicates by id."""
 
 
 def _event_headers(event_id: str, trace: TraceContext) -> dict[str, str]:
@@ -251,6 +248,15 @@ class NatsOutbox:
             subjects.task_status(task.task_id),
             body,
             status_msg_id(task.task_id, task.attempt, task.status) + FINAL_MSG_ID_SUFFIX,
+        )
+
+    async def status(self, task: Task) -> None:
+        """Announce a status a task reached on its way (running, input required, handed back)."""
+        await self._js_publish_async(
+            "status",
+            subjects.task_status(task.task_id),
+            TaskStatusChanged.from_task(task, at=datetime.now(UTC)).to_json(),
+            status_msg_id(task.task_id, task.attempt, task.status) + STATUS_MSG_ID_SUFFIX,
         )
 
     async def dead(self, task: Task, reason: str) -> None:

@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, bytes], Awaitable[None]]
 Screen = Callable[[str, bytes], str | None]
 """Looks at a message before its handler: the reason to dead-letter it, or None to handle it."""
-Skip = Callable[[Mapping[str, str] | None], bool]
-"""Looks at a message's headers: True to acknowledge it without handling it."""
 
 EXIT_CONNECTION_CLOSED = 75
 """The exit status when the broker connection is closed for good (EX_TEMPFAIL: start me again)."""
@@ -84,7 +82,6 @@ class PullConsumer:
     fetch_timeout_s: float = 0.5
     traced: bool = False
     screen: Screen = screen_message
-    skip: Skip | None = None
     on_closed: Callable[[str, BaseException | None], None] = exit_on_closed
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set, init=False)
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event, init=False)
@@ -179,10 +176,6 @@ class PullConsumer:
             await msg.ack()
 
     async def _one(self, msg: Msg) -> None:
-        if self.skip is not None and self.skip(msg.headers):
-            with contextlib.suppress(Exception):
-                await msg.ack()
-            return
         if (reason := self.screen(msg.subject, msg.data)) is not None:
             try:
                 await self._refuse(msg, reason)

@@ -83,6 +83,7 @@ class Outbox(Protocol):
     """What the dispatcher tells the world (NATS); implemented in bus.py."""
 
     async def assigned(self, task: Task) -> None: ...
+    async def status(self, task: Task) -> None: ...
     async def final(self, task: Task) -> None: ...
     async def dead(self, task: Task, reason: str) -> None: ...
     async def cancel(self, task: Task) -> None: ...
@@ -342,7 +343,7 @@ class Dispatcher:
         a repeat of the report that decided the task is just acknowledged.
         """
         if change.final:
-            return  # our own announcement of a terminal state
+            return  # a dispatcher's word, not a worker's: nothing a report may claim
         refused: list[Task] = []  # the task as the refusing transition saw it
 
         def apply(cur: Task, scores: Scores) -> Change | None:
@@ -383,10 +384,12 @@ class Dispatcher:
             if new.status is TaskStatus.FAILED:
                 await self._strike(change.instance_id, "failed")
             await self._announce(new)
-        elif new.status is TaskStatus.INPUT_REQUIRED:
-            # nothing to publish: the worker's own report is on loom.task.status.<id>, and it
-            # emits approval.requested
-            log.info("task waits for approval", extra={"task_id": new.task_id})
+            return
+        await self._outbox.status(new)  # the report, as accepted, for whoever follows the task
+        if new.status is TaskStatus.INPUT_REQUIRED:
+            log.info(
+                "task waits for approval", extra={"task_id": new.task_id}
+            )  # the worker emits approval.requested
         elif new.status is TaskStatus.PENDING:
             metrics.TASKS_RETRIED.labels(await self._label(new.target_agent)).inc()
             await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": "handed back by its worker"})

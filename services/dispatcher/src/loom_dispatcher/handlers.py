@@ -1,6 +1,6 @@
-"""NATS handlers: submissions, worker status reports, membership changes and cancel requests.
+"""NATS handlers: submissions, workers' reports, membership changes and cancel requests.
 
-Submissions and status reports are the task path: each runs on a :class:`PullConsumer` (a
+Submissions and reports are the task path: each runs on a :class:`PullConsumer` (a
 plain nats-py pull loop, see consumer.py and docs/adr/0001-nats-consumers.md). Membership
 changes and requests to cancel a task (``loom.task.cancelrequest.<task_id>``: a parent giving
 up on a child) are rare: typed FastStream subscribers, with an exception middleware that
@@ -33,8 +33,7 @@ from nats.js.api import ConsumerConfig
 from pydantic import ValidationError
 
 from .admission import Admission
-from .bus import is_own_final
-from .consumer import Handler, PullConsumer, Skip
+from .consumer import Handler, PullConsumer
 from .metrics import CONFLICTS
 from .state import State
 
@@ -73,9 +72,20 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
             reason = f"task {task.task_id!r} already exists with a different submission; use a new taskId"
             await state.outbox.rejected(subject, body, reason)
 
-    async def on_status(subject: str, body: bytes) -> None:
-        if (change := await decoded(TaskStatusChanged, subject, body)) is not None:
-            await state.dispatcher.on_status(change)
+    async def on_report(subject: str, body: bytes) -> None:
+        if (change := await decoded(TaskStatusChanged, subject, body)) is None:
+            return
+        # loom.task.report.<instance>.<task>: a worker user bound to an instance may publish
+        # under its own token only, so the subject is who sent the report
+        instance_id, task_id = subject.split(".")[3:5]
+        if (change.instance_id, change.task_id) != (instance_id, task_id):
+            reason = (
+                f"a report on {subject} must be about task {task_id!r} at instance {instance_id!r}, "
+                f"not task {change.task_id!r} at instance {change.instance_id!r}"
+            )
+            await state.outbox.rejected(subject, body, reason)
+            return
+        await state.dispatcher.on_status(change)
 
     def connection() -> Client:
         return state.broker.connection
@@ -84,7 +94,6 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
         subject: str,
         name: str,
         handler: Handler,
-        skip: Skip | None = None,
     ) -> PullConsumer:
         return PullConsumer(
             connection,
@@ -94,13 +103,11 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
             config=_consumer(),
             handler=handler,
             traced=traced,
-            skip=skip,
         )
 
     return [
         consumer(subjects.TASK_SUBMITTED_ALL, "submitted", on_submitted),
-        # the final statuses dispatchers announce come back on the same subjects: not decoded
-        consumer(subjects.TASK_STATUS_ALL, "status", on_status, skip=is_own_final),
+        consumer(subjects.TASK_REPORT_ALL, "reports", on_report),
     ]
 
 

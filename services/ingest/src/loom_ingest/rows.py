@@ -12,6 +12,9 @@ Every message read becomes exactly one of:
 * a ``dead_letters`` row: a malformed message (not JSON, not the model its subject promises,
   over the size limit), or a :class:`~loom_protocol.RejectedMessage` another service published
   on ``loom.rejected.<service>``.
+
+A worker's report (``loom.task.report.<instance>.<task>``) becomes nothing: it is addressed to
+the dispatcher, whose ``loom.task.status.<task>`` says what it accepted of it.
 """
 
 from __future__ import annotations
@@ -362,6 +365,9 @@ def _pending_approval(status: str | None, request: ApprovalRequest | None) -> st
 
 def _decode_task(inc: Incoming) -> Decoded:
     parts = inc.subject.split(".")
+    if len(parts) == 5 and parts[2] == "report":
+        # a worker's report to the dispatcher: what it accepts of it comes on loom.task.status
+        return Decoded()
     kind = parts[2] if len(parts) == 4 else ""
     if kind not in _TASK_KINDS:
         return Decoded(dead=dead_letter(inc, f"unknown task subject {inc.subject!r}"))

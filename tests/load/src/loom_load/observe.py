@@ -47,7 +47,7 @@ HOPS = (
 ``submitted`` is the dispatcher's ``task.submitted`` CloudEvent (emitted once the task is
 stored); ``assigned`` the moment the dispatcher assigned it (the assignment's ``updatedAt``,
 else its ``task.assigned`` event, which is emitted after the assignment is published); there is
-no ``task.started`` event, so the worker's ``running`` status report stands for it; ``done`` is
+no ``task.started`` event, so the worker's ``running`` report stands for it; ``done`` is
 the worker's outcome report and ``final`` the dispatcher's announcement of the terminal state."""
 
 
@@ -119,6 +119,9 @@ class Observer:
         if status_only:
             await nc.flush()
             return
+        self._subs.append(  # the workers' own reports: when each attempt ran and ended
+            await nc.subscribe(subjects.TASK_REPORT_ALL, cb=self._on_status, pending_msgs_limit=1_000_000)
+        )
         self._subs.append(
             await nc.subscribe(subjects.EVENT_ALL, cb=self._on_event, pending_msgs_limit=1_000_000)
         )
@@ -158,10 +161,12 @@ class Observer:
 
     async def _on_status(self, msg: Any) -> None:
         subject: str = msg.subject
-        task_id = subject[len(_STATUS_PREFIX) :]
+        task_id = subject.rsplit(".", 1)[-1]
         if not task_id.startswith(self.prefix):
             return
-        self.status_msgs += 1
+        report = not subject.startswith(_STATUS_PREFIX)
+        if not report:
+            self.status_msgs += 1
         try:
             change = json.loads(msg.data)
         except ValueError:
@@ -180,6 +185,8 @@ class Observer:
             fut = self._waiters.pop(task_id, None)
             if fut is not None and not fut.done():
                 fut.set_result((status, received))
+        elif not report:
+            return  # the dispatcher's word on a status on the way: the report came first
         elif status == "running":
             trace.st_running = at
         elif status in TERMINAL:
