@@ -221,6 +221,15 @@ def test_status_messages_carry_final_and_result() -> None:
     )
 
 
+def test_a_workers_report_changes_no_row_until_the_dispatcher_announces_it() -> None:
+    change = TaskStatusChanged.from_task(
+        _task().with_status(TaskStatus.DISPATCHED).with_status(TaskStatus.COMPLETED, result={"answer": "2"}),
+        instance_id="w1",
+    )
+    decoded = decode(inc("loom.task.report.w1.t-9", change.to_json(), stream="LOOM_TASKS"), LIMIT)
+    assert (decoded.event, decoded.task, decoded.dead) == (None, None, None)
+
+
 def test_dead_and_cancel_messages() -> None:
     dead = TaskDeadLettered(task=_task().with_status(TaskStatus.DEAD), reason="no instance")
     update = as_task(decode(inc("loom.task.dead.calc", dead.to_json(), stream="LOOM_TASKS"), LIMIT).task)  # type: ignore[arg-type]
