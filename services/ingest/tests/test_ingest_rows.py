@@ -221,13 +221,18 @@ def test_status_messages_carry_final_and_result() -> None:
     )
 
 
-def test_a_workers_report_changes_no_row_until_the_dispatcher_announces_it() -> None:
+def test_a_workers_report_is_stored_as_an_event_and_changes_no_task_row() -> None:
     change = TaskStatusChanged.from_task(
         _task().with_status(TaskStatus.DISPATCHED).with_status(TaskStatus.COMPLETED, result={"answer": "2"}),
         instance_id="w1",
     )
-    decoded = decode(inc("loom.task.report.w1.t-9", change.to_json(), stream="LOOM_TASKS"), LIMIT)
-    assert (decoded.event, decoded.task, decoded.dead) == (None, None, None)
+    decoded = decode(inc("loom.task.report.w1.t-9", change.to_json(), stream="LOOM_TASKS", seq=3), LIMIT)
+    assert decoded.task is None and decoded.dead is None
+    row = as_event(decoded.event)  # type: ignore[arg-type]
+    assert row["type"] == "loom.task.report.completed" and row["id"] == "LOOM_TASKS:3"
+    assert json.loads(str(row["raw"]))["data"]["instanceId"] == "w1"
+    malformed = decode(inc("loom.task.report.w1", change.to_json(), stream="LOOM_TASKS"), LIMIT)
+    assert malformed.dead is not None and malformed.event is None
 
 
 def test_dead_and_cancel_messages() -> None:

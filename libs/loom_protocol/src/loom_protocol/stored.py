@@ -3,8 +3,9 @@
 Ingest turns every bus message it stores into a CloudEvent-shaped row of the ``events``
 table. Agent events keep their own ``type`` (kind :data:`KIND_EVENT`); task messages become
 rows of kind :data:`KIND_TASK` typed ``loom.task.submitted``, ``loom.task.assigned``,
-``loom.task.cancel``, ``loom.task.cancelrequest``, ``loom.task.dead`` or
-``loom.task.status.<status>`` (their ``data`` is the message as published); membership changes
+``loom.task.cancel``, ``loom.task.cancelrequest``, ``loom.task.dead``,
+``loom.task.status.<status>`` (the dispatcher's) or ``loom.task.report.<status>`` (a worker's
+report, which changes no task row) (their ``data`` is the message as published); membership changes
 rows of kind :data:`KIND_MEMBER` typed ``loom.registry.member.<up|down>``. Readers (query,
 replay) match on these names.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "BUS_TASK_CANCEL_REQUEST",
     "BUS_TASK_DEAD",
     "BUS_TASK_PREFIX",
+    "BUS_TASK_REPORT_PREFIX",
     "BUS_TASK_STATUS_PREFIX",
     "BUS_TASK_SUBMITTED",
     "KIND_EVENT",
@@ -30,6 +32,7 @@ __all__ = [
     "KIND_TASK",
     "TERMINAL_TASK_EVENT_TYPES",
     "bus_member_type",
+    "bus_task_report_type",
     "bus_task_status_type",
     "status_of_bus_type",
 ]
@@ -57,6 +60,9 @@ BUS_TASK_DEAD = "loom.task.dead"
 """Row type of a :class:`~loom_protocol.tasks.TaskDeadLettered`."""
 BUS_TASK_STATUS_PREFIX = "loom.task.status."
 """Prefix of the row types of :class:`~loom_protocol.tasks.TaskStatusChanged` (one per status)."""
+BUS_TASK_REPORT_PREFIX = "loom.task.report."
+"""Prefix of the row types of a worker's reports (one per status): what the worker said about its
+attempt, accepted by the dispatcher or not (its ``loom.task.status.<status>`` row says which)."""
 BUS_MEMBER_UP = "loom.registry.member.up"
 """Row type of an instance joining (:class:`~loom_protocol.agents.MemberChanged`)."""
 BUS_MEMBER_DOWN = "loom.registry.member.down"
@@ -86,6 +92,21 @@ def bus_task_status_type(status: TaskStatus | str) -> str:
         ValueError: If ``status`` is not a :class:`~loom_protocol.tasks.TaskStatus`.
     """
     return BUS_TASK_STATUS_PREFIX + TaskStatus(status).value
+
+
+def bus_task_report_type(status: TaskStatus | str) -> str:
+    """Row type of a worker's report of ``status``.
+
+    Args:
+        status: A task status.
+
+    Returns:
+        ``loom.task.report.<status>``.
+
+    Raises:
+        ValueError: If ``status`` is not a :class:`~loom_protocol.tasks.TaskStatus`.
+    """
+    return BUS_TASK_REPORT_PREFIX + TaskStatus(status).value
 
 
 def status_of_bus_type(row_type: str) -> str | None:

@@ -4,7 +4,8 @@ Every message read becomes exactly one of:
 
 * an ``events`` row: a CloudEvent from ``loom.event.>`` (kind ``event``); a task message from
   ``loom.task.>`` converted to a CloudEvent-shaped row (kind ``task``, type
-  ``loom.task.<submitted|assigned|cancel|dead>`` or ``loom.task.status.<status>``, id = its
+  ``loom.task.<submitted|assigned|cancel|dead>``, ``loom.task.status.<status>`` or
+  ``loom.task.report.<status>``, id = its
   ``Nats-Msg-Id``, data = the message as published) which also updates the ``tasks`` table;
   a membership change from ``loom.registry.member.>`` (kind ``member``, type
   ``loom.registry.member.<up|down>``). Kinds and row types are named in
@@ -13,8 +14,9 @@ Every message read becomes exactly one of:
   over the size limit), or a :class:`~loom_protocol.RejectedMessage` another service published
   on ``loom.rejected.<service>``.
 
-A worker's report (``loom.task.report.<instance>.<task>``) becomes nothing: it is addressed to
-the dispatcher, whose ``loom.task.status.<task>`` says what it accepted of it.
+A worker's report (``loom.task.report.<instance>.<task>``) becomes an ``events`` row typed
+``loom.task.report.<status>`` and changes no task row: the dispatcher's
+``loom.task.status.<task>`` says what it accepted of it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from loom_protocol import (
     TaskStatusChanged,
     TraceContext,
     bus_member_type,
+    bus_task_report_type,
     bus_task_status_type,
     validation_reason,
 )
@@ -277,7 +280,7 @@ def _duration(value: Any) -> float | None:
 
 # -- task and membership messages -------------------------------------------------------------
 
-_TASK_KINDS = ("submitted", "assigned", "status", "cancel", "cancelrequest", "dead")
+_TASK_KINDS = ("submitted", "assigned", "report", "status", "cancel", "cancelrequest", "dead")
 
 
 def _bus_event(
@@ -364,11 +367,10 @@ def _pending_approval(status: str | None, request: ApprovalRequest | None) -> st
 
 
 def _decode_task(inc: Incoming) -> Decoded:
-    parts = inc.subject.split(".")
-    if len(parts) == 5 and parts[2] == "report":
-        # a worker's report to the dispatcher: what it accepts of it comes on loom.task.status
-        return Decoded()
-    kind = parts[2] if len(parts) == 4 else ""
+    parts = inc.subject.split(".")  # loom.task.<kind>.<id>, or loom.task.report.<instance>.<id>
+    kind = parts[2] if len(parts) > 2 else ""
+    if len(parts) != (5 if kind == "report" else 4):
+        kind = ""
     if kind not in _TASK_KINDS:
         return Decoded(dead=dead_letter(inc, f"unknown task subject {inc.subject!r}"))
     try:
@@ -388,6 +390,10 @@ def _decode_task(inc: Incoming) -> Decoded:
             row = _task_row(
                 task, status=task.status.value, final=False, updated_at=task.updated_at, error=task.error
             )
+        elif kind == "report":  # a worker's, to the dispatcher: what it accepts comes as a status
+            change = TaskStatusChanged.model_validate(raw)
+            event = _task_event(inc, bus_task_report_type(change.status), change.at, raw, change)
+            row = None
         elif kind == "status":
             change = TaskStatusChanged.model_validate(raw)
             event = _task_event(inc, bus_task_status_type(change.status), change.at, raw, change)
