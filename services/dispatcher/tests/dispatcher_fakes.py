@@ -24,6 +24,7 @@ class Outbox:
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, Any, dict[str, object] | None]] = []
+        self.finals_refused = 0  # this many final statuses fail, as when the stream stores nothing
 
     async def assigned(self, task: Task) -> None:
         self.sent.append(("assigned", task, None))
@@ -32,6 +33,9 @@ class Outbox:
         self.sent.append(("status", task, None))
 
     async def final(self, task: Task) -> None:
+        if self.finals_refused > 0:
+            self.finals_refused -= 1
+            raise TimeoutError("the stream stored nothing")
         self.sent.append(("final", task, None))
 
     async def dead(self, task: Task, reason: str) -> None:

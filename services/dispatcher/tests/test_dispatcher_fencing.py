@@ -186,3 +186,23 @@ async def test_an_attempt_that_times_out_or_fails_is_a_strike_against_its_instan
     await dispatcher.submit(completing)
     await dispatcher.on_status(report(completing, S.COMPLETED, 1, "w2"))
     assert strikes.struck == ["w1", "w2"]  # a completed attempt is no strike
+
+
+async def test_a_report_whose_final_was_not_stored_fails_and_its_redelivery_announces_it(
+    store: TaskStore,
+) -> None:
+    outbox = Outbox()
+    dispatcher = Dispatcher(store, Picker("w1"), outbox, policy())
+    task = Task(target_agent="echo")
+    await dispatcher.submit(task)
+    outbox.finals_refused = 1
+    done = report(task, S.COMPLETED, 1, "w1", result="42")
+    with pytest.raises(TimeoutError):  # the consumer naks the report: it comes back
+        await dispatcher.on_status(done)
+    stored = await store.get(task.task_id)
+    assert stored is not None and stored.status is S.COMPLETED and stored.result == "42"
+    assert outbox.events(EventType.TASK_COMPLETED) and "final" not in outbox.kinds()
+    await dispatcher.on_status(done)  # the redelivery
+    (final,) = [t for kind, t, _ in outbox.sent if kind == "final"]
+    assert (final.status, final.result) == (S.COMPLETED, "42")
+    assert len(outbox.events(EventType.TASK_COMPLETED)) == 1 and not superseded_records(outbox)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from faststream.nats import NatsBroker
 from loom_protocol import (
@@ -46,12 +47,18 @@ from .metrics import SUBMISSIONS_REJECTED
 from .telemetry import current_trace, inject_headers, tracer
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 EVENTS_DROPPED = Counter("loom_dispatcher_events_dropped_total", "Events that could not be published")
 SUBMIT_RETRIES = Counter(
     "loom_dispatcher_submit_retries_total",
     "Submissions published again: JetStream did not answer (no stream leader, no ack)",
     ["error"],
+)
+ANNOUNCE_RETRIES = Counter(
+    "loom_dispatcher_announce_retries_total",
+    "Task statuses published again: JetStream did not answer (no stream leader, no ack)",
+    ["kind", "error"],
 )
 PUBLISH_FAILED = Counter(
     "loom_dispatcher_publish_failed_total",
@@ -147,12 +154,14 @@ class NatsOutbox:
         ack_timeout_s: float = 10.0,
         max_stall_s: float = 5.0,
         submit_retry_s: float = 8.0,
+        try_timeout_s: float = 2.0,
     ) -> None:
         self._broker = broker
         self._js: JetStreamContext | None = None
         self.acks = PendingAcks(ack_timeout_s)
         self._max_stall_s = max_stall_s
         self._submit_retry_s = submit_retry_s
+        self._try_timeout_s = try_timeout_s
 
     @property
     def js(self) -> JetStreamContext:
@@ -195,6 +204,43 @@ class NatsOutbox:
         )
         self.acks.track(fut, kind, msg_id)
 
+    async def _retried(self, publish: Callable[[], Awaitable[T]], on_retry: Callable[[Exception], None]) -> T:
+        """``publish()`` again while JetStream does not answer -- a stream without a leader (an
+        election after a node's loss) answers nothing -- or does not ack in time, for up to
+        ``submit_retry_s``; then its error is raised. Each try publishes with the same
+        ``Nats-Msg-Id``, so the stream stores the message once however often it is sent."""
+        deadline = time.monotonic() + self._submit_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return await publish()
+            except (NoStreamResponseError, NatsTimeoutError, TimeoutError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                on_retry(exc)
+                await asyncio.sleep(delay)  # backoff before the next try
+                delay = min(delay * 2, 1.0)
+
+    async def _stored(self, kind: str, subject: str, body: bytes, msg_id: str) -> None:
+        """Publish a status and wait until the stream stored it (retried as :meth:`_retried`)."""
+        headers = inject_headers({**_JSON, MSG_ID_HEADER: msg_id})
+        self._check_size(subject, body, headers)
+
+        async def once() -> None:
+            ack = await self.js.publish_async(
+                subject, body, wait_stall=self._max_stall_s, stream=TASKS_STREAM.name, headers=headers
+            )
+            await asyncio.wait_for(ack, self._try_timeout_s)
+
+        def retrying(exc: Exception) -> None:
+            ANNOUNCE_RETRIES.labels(kind, type(exc).__name__).inc()
+
+        try:
+            await self._retried(once, retrying)
+        except Exception:
+            PUBLISH_FAILED.labels(kind).inc()
+            raise
+
     async def submitted(self, task: Task) -> bool:
         """Publish a submission and wait for JetStream's ack; published again for up to
         ``submit_retry_s`` while JetStream does not answer, then the error is raised.
@@ -207,19 +253,11 @@ class NatsOutbox:
             task.to_json(),
             submitted_msg_id(task.task_id),
         )
-        # a stream without a leader (an election after a node's loss) answers nothing: publish
-        # again, with the same Nats-Msg-Id (stored once however often it is sent), for a while
-        deadline = time.monotonic() + self._submit_retry_s
-        delay = 0.05
-        while True:
-            try:
-                return await self._js_publish(subject, body, msg_id)
-            except (NoStreamResponseError, NatsTimeoutError) as exc:
-                if time.monotonic() + delay > deadline:
-                    raise
-                SUBMIT_RETRIES.labels(type(exc).__name__).inc()
-                await asyncio.sleep(delay)  # backoff before the next try
-                delay = min(delay * 2, 1.0)
+
+        def retrying(exc: Exception) -> None:
+            SUBMIT_RETRIES.labels(type(exc).__name__).inc()
+
+        return await self._retried(lambda: self._js_publish(subject, body, msg_id), retrying)
 
     async def watch_final(self, task_id: str) -> FinalStatus:
         """Start watching a task's final status; the caller unsubscribes the watch when done."""
@@ -238,12 +276,15 @@ class NatsOutbox:
         )
 
     async def final(self, task: Task) -> None:
+        """Announce a task's terminal state and wait until it is stored: clients, ingest and
+        other replicas learn the outcome from it alone. Raises when it could not be stored
+        (:meth:`_retried`)."""
         change = TaskStatusChanged.from_task(task, at=datetime.now(UTC), final=True)
         body = change.to_json()
         if len(body) > _MAX_RECORD_BYTES:  # the result is in the task record; waiters learn the end
             change = change.model_copy(update={"result": _omitted("result", len(body))})
             body = change.to_json()
-        await self._js_publish_async(
+        await self._stored(
             "final",
             subjects.task_status(task.task_id),
             body,
@@ -251,8 +292,9 @@ class NatsOutbox:
         )
 
     async def status(self, task: Task) -> None:
-        """Announce a status a task reached on its way (running, input required, handed back)."""
-        await self._js_publish_async(
+        """Announce a status a task reached on its way (running, input required, handed back)
+        and wait until it is stored; raises when it could not be (:meth:`_retried`)."""
+        await self._stored(
             "status",
             subjects.task_status(task.task_id),
             TaskStatusChanged.from_task(task, at=datetime.now(UTC)).to_json(),

@@ -383,9 +383,13 @@ class Dispatcher:
         if is_terminal(new.status):
             if new.status is TaskStatus.FAILED:
                 await self._strike(change.instance_id, "failed")
-            await self._announce(new)
+            # a final not stored fails the report: redelivered, it announces the final again
+            await self._announce(new, required=True)
             return
-        await self._outbox.status(new)  # the report, as accepted, for whoever follows the task
+        try:  # the report, as accepted, for whoever follows the task
+            await self._outbox.status(new)
+        except Exception as exc:  # stored in Redis all the same; GET and the next status tell
+            log.error("%s status not announced: %r", new.status.value, exc, extra={"task_id": new.task_id})
         if new.status is TaskStatus.INPUT_REQUIRED:
             log.info(
                 "task waits for approval", extra={"task_id": new.task_id}
@@ -586,16 +590,28 @@ class Dispatcher:
         if new is not None:
             await self._announce(new)
 
-    async def _announce(self, task: Task, *, cascade: bool = True) -> None:
+    async def _announce(self, task: Task, *, cascade: bool = True, required: bool = False) -> None:
         """Publish a task's terminal state; one that did not complete takes its children along
-        (unless ``cascade`` is False: the cascade that ended it goes on by itself)."""
+        (unless ``cascade`` is False: the cascade that ended it goes on by itself).
+
+        A final status the stream did not store (after the outbox's retries) is logged, and
+        raised once the rest is done when ``required`` (the report that decided the task is then
+        redelivered, and its repeat announces the final again: :meth:`_superseded`).
+        """
         metrics.observe_terminal(task, await self._label(task.target_agent))
-        await self._outbox.final(task)
+        unannounced: Exception | None = None
+        try:
+            await self._outbox.final(task)
+        except Exception as exc:
+            unannounced = exc
+            log.error("final status not stored: %r", exc, extra={"task_id": task.task_id})
         await self._outbox.event(
             _terminal_event(task.status), task, {"error": task.error} if task.error else None
         )
         if cascade and task.status in _CASCADING:
             await self._cascade(task.task_id, _CASCADING[task.status])
+        if required and unannounced is not None:
+            raise unannounced
 
     # -- cancellation -------------------------------------------------------------------------
     async def cancel(self, task_id: str, reason: str = "cancelled by user") -> Task | None:
