@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from dispatcher_fakes import Outbox, Picker, policy
 from loom_dispatcher import metrics
+from loom_dispatcher.admission import AgentDirectory
 from loom_dispatcher.dispatching import Dispatcher
 from loom_dispatcher.store import TaskStore
 from loom_protocol import EventType, Task, TaskStatus, TaskStatusChanged
@@ -206,3 +207,22 @@ async def test_a_report_whose_final_was_not_stored_fails_and_its_redelivery_anno
     (final,) = [t for kind, t, _ in outbox.sent if kind == "final"]
     assert (final.status, final.result) == (S.COMPLETED, "42")
     assert len(outbox.events(EventType.TASK_COMPLETED)) == 1 and not superseded_records(outbox)
+
+
+async def test_a_refused_task_is_stored_dead_before_its_final_and_a_redelivery_announces_it(
+    store: TaskStore,
+) -> None:
+    async def known() -> list[str]:
+        return ["echo"]
+
+    outbox = Outbox()
+    dispatcher = Dispatcher(store, Picker("w1"), outbox, policy(), AgentDirectory(known))
+    task = Task(target_agent="nobody")
+    outbox.finals_refused = 1
+    with pytest.raises(TimeoutError):  # the consumer naks the submission: it comes back
+        await dispatcher.submit(task)
+    stored = await store.get(task.task_id)  # whoever hears the final finds the task dead
+    assert stored is not None and stored.status is S.DEAD and "unknown agent 'nobody'" in (stored.error or "")
+    await dispatcher.submit(task)  # the redelivery
+    (final,) = [t for kind, t, _ in outbox.sent if kind == "final"]
+    assert final.status is S.DEAD and final.task_id == task.task_id

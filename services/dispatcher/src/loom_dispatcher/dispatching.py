@@ -248,6 +248,10 @@ class Dispatcher:
         if snap.task.status is TaskStatus.PENDING and snap.task.attempt == 0:
             await self._dispatch(snap)  # a compare-and-set: a sweeper or replica racing it is harmless
             return Admission.ACCEPTED
+        if snap.task.status is TaskStatus.DEAD and snap.task.attempt == 0:
+            # refused, or died waiting for an instance: its final again (one copy: the same id),
+            # in case the delivery that ended it could not store it
+            await self._outbox.final(snap.task)
         log.info("duplicate submission ignored", extra={"task_id": task.task_id})
         return Admission.DUPLICATE
 
@@ -257,14 +261,16 @@ class Dispatcher:
             return await self._route_stored(task, stored)
         reason, _ = self.unknown_reason(task.target_agent)
         dead = task.with_status(TaskStatus.DEAD, error=reason)
-        # published before it is stored: a publish that fails is redelivered and done again
-        # (both carry a Nats-Msg-Id), never skipped because the record already says dead
+        # the dead letter before the record: a publish that fails is redelivered and done again
+        # (it carries a Nats-Msg-Id), never skipped because the record already says dead
         await self._outbox.dead(dead, reason)
-        await self._outbox.final(dead)
         if not await self._store.create(dead, retry_at=None):
             return Admission.DUPLICATE
         metrics.UNKNOWN_AGENT.labels("nats").inc()
         log.info("task for an unknown agent dead-lettered", extra={"task_id": task.task_id})
+        # after the record, so whoever hears it finds the task dead; one not stored fails the
+        # submission, whose redelivery announces it again (_route_stored)
+        await self._outbox.final(dead)
         return Admission.UNKNOWN_AGENT
 
     async def try_dispatch(self, task_id: str) -> None:
