@@ -116,7 +116,12 @@ CONF
 # Redis's and TimescaleDB's, which compose.yaml interpolates though compose.host.yaml's services
 # use the machine's Redis and TimescaleDB (no password) instead
 "$PY" scripts/compose_env.py "$PASSWORDS"
-# the containers' LOOM_NATS_PASSWORD comes from the same file (compose interpolation)
+# the containers' LOOM_NATS_PASSWORD comes from the same file (compose interpolation), which a
+# variable of the same name in this shell would override: none is kept (e.g. exported from
+# make up's .loom/nats-auth/passwords.env)
+while IFS='=' read -r name _; do
+  unset "$name"
+done < <(grep -E '^[A-Za-z_][A-Za-z0-9_]*=' "$PASSWORDS")
 compose=("$DC" --progress quiet -p "$PROJECT" --env-file "$PASSWORDS"
   -f deploy/compose/compose.yaml -f deploy/compose/compose.host.yaml)
 (set -a; . "$PASSWORDS"; set +a; exec "$NATS_BIN" -c "$NATS_DIR/nats.conf" -t) >"$STATE/nats-server.log" 2>&1 ||
