@@ -33,6 +33,26 @@ from tests.integration.task_support import Finals, sleepy, submit_nats
 pytestmark = pytest.mark.component
 
 
+async def _completed_report(
+    nc: Any, task: Task, *, on: str, attempt: int, instance_id: str, answer: str, id_suffix: str = ""
+) -> None:
+    """Publish a ``completed`` report of ``task`` on instance ``on``'s report subject, as a worker
+    would; its body names ``attempt`` at ``instance_id``."""
+    change = TaskStatusChanged(
+        task_id=task.task_id,
+        target_agent=task.target_agent,
+        status=TaskStatus.COMPLETED,
+        attempt=attempt,
+        instance_id=instance_id,
+        result={"answer": answer},
+    )
+    await nc.jetstream().publish(
+        subjects.task_report(on, task.task_id),
+        change.to_json(),
+        headers={MSG_ID_HEADER: status_msg_id(task.task_id, attempt, TaskStatus.COMPLETED) + id_suffix},
+    )
+
+
 async def test_a_late_completed_of_a_superseded_attempt_is_recorded_and_not_applied(stack: Stack) -> None:
     await stack.registry()
     dispatcher = await stack.dispatcher(LOOM_RETRY_BACKOFF_S="0.05")
@@ -54,18 +74,8 @@ async def test_a_late_completed_of_a_superseded_attempt_is_recorded_and_not_appl
         refusals.append(RejectedMessage.from_json(msg.data))
 
     await nc.subscribe(subjects.rejected("dispatcher"), cb=on_refusal)
-    forged = TaskStatusChanged(
-        task_id=task.task_id,
-        target_agent="calculator",
-        status=TaskStatus.COMPLETED,
-        attempt=1,
-        instance_id="f0",
-        result={"answer": "forged"},
-    )
-    await nc.jetstream().publish(
-        subjects.task_report("f9", task.task_id),
-        forged.to_json(),
-        headers={MSG_ID_HEADER: status_msg_id(task.task_id, 1, TaskStatus.COMPLETED) + ":forged"},
+    await _completed_report(
+        nc, task, on="f9", attempt=1, instance_id="f0", answer="forged", id_suffix=":forged"
     )
     (refusal,) = await wait_for(lambda: refusals, 15, "the forged report's dead letter")
     assert refusal.subject == subjects.task_report("f9", task.task_id)
@@ -73,18 +83,8 @@ async def test_a_late_completed_of_a_superseded_attempt_is_recorded_and_not_appl
 
     superseded = ("loom_dispatcher_reports_superseded_total", '{status="completed"}')
     before = await metric_value(dispatcher, *superseded)  # process-wide: other tests count too
-    late = TaskStatusChanged(
-        task_id=task.task_id,
-        target_agent="calculator",
-        status=TaskStatus.COMPLETED,
-        attempt=7,
-        instance_id="gone",
-        result={"answer": "from a superseded attempt"},
-    )
-    await nc.jetstream().publish(
-        subjects.task_report("gone", task.task_id),
-        late.to_json(),
-        headers={MSG_ID_HEADER: status_msg_id(task.task_id, 7, TaskStatus.COMPLETED)},
+    await _completed_report(
+        nc, task, on="gone", attempt=7, instance_id="gone", answer="from a superseded attempt"
     )
 
     def recorded() -> list[dict[str, object]]:

@@ -48,6 +48,13 @@ def counted(status: str) -> float:
     return metrics.REPORTS_SUPERSEDED.labels(status)._value.get()
 
 
+async def _dispatched_to_w1(store: TaskStore, outbox: Outbox) -> tuple[Dispatcher, Task]:
+    dispatcher = Dispatcher(store, Picker("w1"), outbox, policy())
+    task = Task(target_agent="echo")
+    await dispatcher.submit(task)
+    return dispatcher, task
+
+
 async def _at_w2_after_w1_went_down(store: TaskStore, outbox: Outbox) -> tuple[Dispatcher, Task]:
     dispatcher = Dispatcher(store, Picker("w1", "w2"), outbox, policy())
     task = Task(target_agent="echo")
@@ -138,9 +145,7 @@ async def test_a_late_failed_after_the_same_attempt_completed_is_recorded_not_ap
     store: TaskStore,
 ) -> None:
     outbox = Outbox()
-    dispatcher = Dispatcher(store, Picker("w1"), outbox, policy())
-    task = Task(target_agent="echo")
-    await dispatcher.submit(task)
+    dispatcher, task = await _dispatched_to_w1(store, outbox)
     await dispatcher.on_status(report(task, S.COMPLETED, 1, "w1", result=1))
     await dispatcher.on_status(report(task, S.FAILED, 1, "w1"))
     stored = await store.get(task.task_id)
@@ -193,9 +198,7 @@ async def test_a_report_whose_final_was_not_stored_fails_and_its_redelivery_anno
     store: TaskStore,
 ) -> None:
     outbox = Outbox()
-    dispatcher = Dispatcher(store, Picker("w1"), outbox, policy())
-    task = Task(target_agent="echo")
-    await dispatcher.submit(task)
+    dispatcher, task = await _dispatched_to_w1(store, outbox)
     outbox.finals_refused = 1
     done = report(task, S.COMPLETED, 1, "w1", result="42")
     with pytest.raises(TimeoutError):  # the consumer naks the report: it comes back

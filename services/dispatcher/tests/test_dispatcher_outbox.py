@@ -16,18 +16,18 @@ from nats.aio.client import Client
 from nats.js.errors import NoStreamResponseError
 
 
+async def _stream_after_an_outage(nc: Client) -> None:
+    await asyncio.sleep(0.5)  # the outage: no stream answers for half a second
+    await nc.request(*stream_create_request(TASKS_STREAM), timeout=5)
+
+
 async def test_a_submission_is_published_again_until_the_stream_answers(nats_url: str, nc: Client) -> None:
     broker = NatsBroker(nats_url)
     await broker.connect()
     try:
         outbox = NatsOutbox(broker, submit_retry_s=10)
         task = Task(target_agent="echo", parameters={"n": 1})
-
-        async def stream_later() -> None:
-            await asyncio.sleep(0.5)  # the outage: no stream answers for half a second
-            await nc.request(*stream_create_request(TASKS_STREAM), timeout=5)
-
-        appearing = asyncio.create_task(stream_later())
+        appearing = asyncio.create_task(_stream_after_an_outage(nc))
         assert await outbox.submitted(task) is True
         await appearing
         assert (await nc.jetstream().stream_info(TASKS_STREAM.name)).state.messages == 1
@@ -58,12 +58,7 @@ async def test_a_final_status_is_published_again_until_the_stream_stores_it(
         outbox = NatsOutbox(broker, submit_retry_s=10)
         task = Task(target_agent="echo").with_status(TaskStatus.DISPATCHED, attempt=1, instance_id="w1")
         done = task.with_status(TaskStatus.COMPLETED, result={"answer": "42"})
-
-        async def stream_later() -> None:
-            await asyncio.sleep(0.5)  # the outage: no stream answers for half a second
-            await nc.request(*stream_create_request(TASKS_STREAM), timeout=5)
-
-        appearing = asyncio.create_task(stream_later())
+        appearing = asyncio.create_task(_stream_after_an_outage(nc))
         await outbox.final(done)
         await appearing
         await outbox.final(done)  # again (a redelivered report): stored once

@@ -197,12 +197,15 @@ class NatsOutbox:
         awaited ack that failed was never retried either, the redelivered message being a
         duplicate by then). Back-pressure: at most the client's pending-ack limit in flight.
         """
+        self.acks.track(await self._pipelined(subject, body, msg_id), kind, msg_id)
+
+    async def _pipelined(self, subject: str, body: bytes, msg_id: str) -> asyncio.Future[Any]:
+        """Publish on the task stream without waiting: the future of its ack."""
         headers = inject_headers({**_JSON, MSG_ID_HEADER: msg_id})
         self._check_size(subject, body, headers)
-        fut = await self.js.publish_async(
+        return await self.js.publish_async(
             subject, body, wait_stall=self._max_stall_s, stream=TASKS_STREAM.name, headers=headers
         )
-        self.acks.track(fut, kind, msg_id)
 
     async def _retried(self, publish: Callable[[], Awaitable[T]], on_retry: Callable[[Exception], None]) -> T:
         """``publish()`` again while JetStream does not answer -- a stream without a leader (an
@@ -223,14 +226,9 @@ class NatsOutbox:
 
     async def _stored(self, kind: str, subject: str, body: bytes, msg_id: str) -> None:
         """Publish a status and wait until the stream stored it (retried as :meth:`_retried`)."""
-        headers = inject_headers({**_JSON, MSG_ID_HEADER: msg_id})
-        self._check_size(subject, body, headers)
 
         async def once() -> None:
-            ack = await self.js.publish_async(
-                subject, body, wait_stall=self._max_stall_s, stream=TASKS_STREAM.name, headers=headers
-            )
-            await asyncio.wait_for(ack, self._try_timeout_s)
+            await asyncio.wait_for(await self._pipelined(subject, body, msg_id), self._try_timeout_s)
 
         def retrying(exc: Exception) -> None:
             ANNOUNCE_RETRIES.labels(kind, type(exc).__name__).inc()

@@ -396,10 +396,8 @@ class Dispatcher:
             await self._outbox.status(new)
         except Exception as exc:  # stored in Redis all the same; GET and the next status tell
             log.error("%s status not announced: %r", new.status.value, exc, extra={"task_id": new.task_id})
-        if new.status is TaskStatus.INPUT_REQUIRED:
-            log.info(
-                "task waits for approval", extra={"task_id": new.task_id}
-            )  # the worker emits approval.requested
+        if new.status is TaskStatus.INPUT_REQUIRED:  # the worker emits approval.requested
+            log.info("task waits for approval", extra={"task_id": new.task_id})
         elif new.status is TaskStatus.PENDING:
             metrics.TASKS_RETRIED.labels(await self._label(new.target_agent)).inc()
             await self._outbox.event(EventType.TASK_RETRIED, new, {"reason": "handed back by its worker"})
