@@ -117,6 +117,7 @@ async def test_malformed_messages_become_dead_letters_and_the_consumer_goes_on(
     oversize = event(data={"blob": "y" * SMALL_LIMIT}).to_json()
     nul = event(data={"text": "a\u0000b"})  # valid JSON and CloudEvent; PostgreSQL refuses \u0000 in jsonb
     long_source = event(source="/" + "s" * 2000)
+    forged = event(data={"text": "from w-2"}, instance_id="w-1", task_id="t-1")  # w-2 speaking as w-1
     corpus: list[tuple[str, bytes, str]] = [
         ("loom.event.garbage", b"\x00\xff\xfe garbage", "not valid JSON"),
         ("loom.event.array", b"[1, 2, 3]", "not a valid CloudEvent"),
@@ -127,8 +128,14 @@ async def test_malformed_messages_become_dead_letters_and_the_consumer_goes_on(
             oversize,
             f"message is {len(oversize)} bytes, over the limit of {SMALL_LIMIT} bytes",
         ),
-        ("loom.event.nul", nul.to_json(), "the database refused it"),
+        (subjects.instance_event("w-1", nul.type), nul.to_json(), "the database refused it"),
         ("loom.event.long", long_source.to_json(), "attribute 'source' is 2001 characters"),
+        (f"loom.event.{forged.type}", forged.to_json(), "is not an event subject"),  # no sender named
+        (
+            subjects.instance_event("w-2", forged.type),
+            forged.to_json(),
+            "must name instance 'w-2', its sender, not 'w-1'",
+        ),
         (subjects.task_status("t-1"), b"not a status", "not valid JSON"),
         (subjects.task_status("t-2"), b'{"taskId": "t-2"}', "not a valid task status message"),
         ("loom.task.unknown.x", b"{}", "unknown task subject"),

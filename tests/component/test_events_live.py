@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from loom_protocol import subjects
 from websockets.asyncio.client import ClientConnection, connect
 
 from tests.integration.events_support import (
@@ -128,9 +129,10 @@ async def test_filters_are_per_connection_and_bad_ones_get_a_reason(database_url
         ]
         for i, e in enumerate(events):
             body = {"id": f"f{i}", "source": "/t", "specversion": "1.0", **e}
-            await nc.publish(f"loom.event.{e['type']}", json.dumps(body).encode())
+            await nc.publish(subjects.service_event("ingest", e["type"]), json.dumps(body).encode())
         await nc.publish(
-            "loom.event.end", json.dumps({"id": "end", "source": "/t", "type": "tool.end"}).encode()
+            subjects.service_event("ingest", "tool.end"),
+            json.dumps({"id": "end", "source": "/t", "type": "tool.end"}).encode(),
         )
 
         async def received(ws: ClientConnection, last: str) -> list[int]:
@@ -143,7 +145,8 @@ async def test_filters_are_per_connection_and_bad_ones_get_a_reason(database_url
 
         assert await received(tools, last="end") == [0, 2]  # tool.end closes the tool.* stream
         await nc.publish(
-            "loom.event.c.d", json.dumps({"id": "end2", "type": "c.d", "agentid": "n1"}).encode()
+            subjects.service_event("ingest", "c.d"),
+            json.dumps({"id": "end2", "type": "c.d", "agentid": "n1"}).encode(),
         )
         assert await received(node, last="end2") == [1, 3]
 
@@ -181,7 +184,7 @@ async def test_a_slow_client_does_not_delay_a_fast_one_and_learns_what_it_missed
                 "type": "load.test",
                 "data": payloads[i],
             }
-            await nc.publish("loom.event.load.test", json.dumps(body).encode())
+            await nc.publish(subjects.service_event("ingest", "load.test"), json.dumps(body).encode())
         await nc.flush()
 
         async def fast_reads_all() -> list[str]:

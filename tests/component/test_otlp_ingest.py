@@ -311,7 +311,7 @@ async def test_worker_spans_carry_genai_attributes_and_read_back(monkeypatch: py
     provider.add_span_processor(SimpleSpanProcessor(captured))
     tracer = provider.get_tracer("loom.agent-worker")
     monkeypatch.setattr(emitter, "tracer", tracer)
-    sink = emitter.EventEmitter(None, "loom://w", capacity=100, outbox=object())  # type: ignore[arg-type]
+    sink = emitter.EventEmitter(None, "loom://w", capacity=100, instance_id="w1", outbox=object())  # type: ignore[arg-type]
     task = Task(target_agent="calculator", session_id="sess-1", parameters={})
     with tracer.start_as_current_span("agent calculator"):
         events = sink.for_task(task, "calculator", "w-1")
@@ -373,7 +373,7 @@ async def test_worker_spans_without_content_capture_carry_no_messages(
     captured = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(captured))
     monkeypatch.setattr(emitter, "tracer", provider.get_tracer("t"))
-    sink = emitter.EventEmitter(None, "loom://w", capacity=10, outbox=object())  # type: ignore[arg-type]
+    sink = emitter.EventEmitter(None, "loom://w", capacity=10, instance_id="w1", outbox=object())  # type: ignore[arg-type]
     events = sink.for_task(Task(target_agent="a", parameters={}), "a", "w-1")
     events.emit(LlmRequest(step=1, provider="p", model="m", messages=None))
     events.emit(LlmUsage(step=1, input_tokens=1, output_tokens=1, completion=None, content_captured=False))

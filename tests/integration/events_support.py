@@ -167,11 +167,18 @@ def event(event_type: str = "agent.thought", **kwargs: Any) -> CloudEvent:
     return new_event(event_type, source, **kwargs)
 
 
+def subject_of(e: CloudEvent) -> str:
+    """The subject Loom publishes ``e`` on: its instance's when it names one (a worker's event),
+    else ingest's (an event from outside NATS)."""
+    if e.instanceid is not None:
+        return subjects.instance_event(e.instanceid, e.type)
+    return subjects.service_event("ingest", e.type)
+
+
 async def publish(js: Any, events: Iterable[CloudEvent]) -> int:
     """Publish events to JetStream as Loom does (``Nats-Msg-Id`` = the event id); returns how many."""
     futures = [
-        await js.publish_async(subjects.event(e.type), e.to_json(), headers={MSG_ID_HEADER: e.id})
-        for e in events
+        await js.publish_async(subject_of(e), e.to_json(), headers={MSG_ID_HEADER: e.id}) for e in events
     ]
     acks = await asyncio.gather(*futures)
     return len(acks)

@@ -147,6 +147,13 @@ FORBIDDEN_PUBLISH = [
     ("client", "loom.registry.member.down"),
     ("client", "loom.registry.pick"),
     ("client", "loom.event.agent.answer"),
+    ("client", "loom.event.worker.w-1.agent.answer"),
+    ("w-1", "loom.event.worker.w-2.agent.answer"),  # an event in another instance's name
+    ("w-1", "loom.event.dispatcher.task.completed"),  # or in the dispatcher's
+    ("w-1", "loom.event.agent.answer"),  # or in nobody's
+    ("worker", "loom.event.ingest.agent.answer"),
+    ("ingest", "loom.event.worker.w-1.agent.answer"),
+    ("dispatcher", "loom.event.worker.w-1.agent.answer"),
     ("client", "$JS.API.STREAM.DELETE.LOOM_TASKS"),
     ("w-1", "loom.task.assigned.w-2"),
     ("w-1", "loom.registry.heartbeat.w-2"),  # another instance's heartbeat
@@ -242,6 +249,11 @@ async def test_each_roles_legitimate_paths_work(secured: Secured) -> None:
     assert reports[0].subject == "loom.task.report.w-1.t1"
     statuses = await _received(client.nc, subjects.task_status("t1"))
     await _delivered(dispatcher, subjects.task_status("t1"), b"completed", statuses)
+    # w-1's events go out in its own name, the dispatcher's in the dispatcher's
+    w1_events = await _received(admin.nc, subjects.instance_events_of("w-1"))
+    await _delivered(w1, subjects.instance_event("w-1", "agent.thought"), b"thought", w1_events)
+    lifecycle = await _received(admin.nc, subjects.service_events_of("dispatcher"))
+    await _delivered(dispatcher, subjects.service_event("dispatcher", "task.completed"), b"done", lifecycle)
 
     # and reads a task's last status from the stream (a direct get names the status subject)
     async def last_status() -> bytes | None:

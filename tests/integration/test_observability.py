@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import httpx
@@ -92,15 +93,23 @@ async def test_one_trace_spans_dispatcher_worker_and_ingest_with_parent_links(
         # ingest's spans of the tool's events are children of the tool span that emitted them
         tool_span = next(s for s in spans if s.name.startswith("execute_tool "))
 
-        def ingested_under_tool() -> list[str]:
+        def ingested_under_tool() -> list[str]:  # the event subjects, without the worker's instance
             return sorted(
-                s.name
+                re.sub(
+                    r"^ingest loom\.event\.worker\.[^.]+\.", "ingest loom.event.worker.<instance>.", s.name
+                )
                 for s in receiver.by_trace(caller_trace)
                 if s.service == "loom-ingest" and s.parent_span_id == tool_span.span_id
             )
 
         await wait_for(
-            lambda: ingested_under_tool() == ["ingest loom.event.tool.call", "ingest loom.event.tool.result"],
+            lambda: (
+                ingested_under_tool()
+                == [
+                    "ingest loom.event.worker.<instance>.tool.call",
+                    "ingest loom.event.worker.<instance>.tool.result",
+                ]
+            ),
             15,
             "the tool's events ingested under the tool span",
         )

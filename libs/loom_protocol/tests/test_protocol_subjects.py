@@ -75,10 +75,13 @@ def test_cancel_requests_and_cancels_are_told_apart() -> None:
         subjects.token_of(subjects.task_cancel("run:1"), subjects.TASK_CANCEL_REQUEST_ALL)
 
 
-def test_event_subject_keeps_the_dots_of_the_type() -> None:
-    assert subjects.event("agent.thought") == "loom.event.agent.thought"
-    assert subjects.event("error") == "loom.event.error"
-    assert subjects.event("registry.member.up") == "loom.event.registry.member.up"
+def test_an_event_subject_names_its_sender_and_keeps_the_dots_of_the_type() -> None:
+    assert subjects.instance_event("w-1", "agent.thought") == "loom.event.worker.w-1.agent.thought"
+    assert subjects.instance_event("w-1", "error") == "loom.event.worker.w-1.error"
+    assert subjects.service_event("dispatcher", "task.submitted") == "loom.event.dispatcher.task.submitted"
+    assert subjects.service_event("ingest", "registry.member.up") == "loom.event.ingest.registry.member.up"
+    assert subjects.instance_events_of("w-1") == "loom.event.worker.w-1.>"
+    assert subjects.service_events_of("ingest") == "loom.event.ingest.>"
 
 
 @pytest.mark.parametrize(
@@ -86,7 +89,48 @@ def test_event_subject_keeps_the_dots_of_the_type() -> None:
 )
 def test_event_subject_rejects_bad_types(event_type: str) -> None:
     with pytest.raises(ValueError):
-        subjects.event(event_type)
+        subjects.instance_event("w1", event_type)
+    with pytest.raises(ValueError):
+        subjects.service_event("ingest", event_type)
+
+
+@pytest.mark.parametrize("instance", ["", "w.1", "*", ">", "w 1"])
+def test_event_subject_rejects_bad_instances(instance: str) -> None:
+    with pytest.raises(ValueError):
+        subjects.instance_event(instance, "agent.thought")
+    with pytest.raises(ValueError):
+        subjects.instance_events_of(instance)
+
+
+@pytest.mark.parametrize("service", ["worker", "registry", "query", "", "*"])
+def test_only_the_event_services_have_event_subjects_of_their_own(service: str) -> None:
+    with pytest.raises(ValueError, match="does not publish events"):
+        subjects.service_event(service, "agent.thought")
+
+
+def test_the_sender_and_the_type_are_read_back_from_an_event_subject() -> None:
+    sender = subjects.event_sender(subjects.instance_event("w-1", "llm.usage"))
+    assert sender == subjects.EventSender("worker", "w-1", "llm.usage")
+    sender = subjects.event_sender(subjects.service_event("dispatcher", "task.completed"))
+    assert sender == subjects.EventSender("dispatcher", None, "task.completed")
+    assert subjects.event_sender("loom.event.ingest.x").event_type == "x"
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "loom.event.agent.thought",  # no sender
+        "loom.event.worker.w-1",  # no type
+        "loom.event.worker",
+        "loom.event.ingest",
+        "loom.event.registry.member.up",  # not a service that publishes events
+        "loom.event.worker.w-1.a..b",
+        "loom.task.status.t1",
+    ],
+)
+def test_a_subject_without_a_sender_is_not_an_event_subject(subject: str) -> None:
+    with pytest.raises(ValueError, match="not an event subject"):
+        subjects.event_sender(subject)
 
 
 def test_registry_member() -> None:
@@ -105,7 +149,10 @@ def test_token_of_single_wildcard() -> None:
 
 
 def test_token_of_tail_wildcard() -> None:
-    assert subjects.token_of("loom.event.agent.thought", subjects.EVENT_ALL) == "agent.thought"
+    assert (
+        subjects.token_of("loom.event.worker.w1.agent.thought", subjects.EVENT_ALL)
+        == "worker.w1.agent.thought"
+    )
     assert subjects.token_of("loom.rejected.dispatcher", subjects.REJECTED_ALL) == "dispatcher"
 
 
@@ -124,3 +171,34 @@ def test_token_of_tail_wildcard() -> None:
 def test_token_of_rejects_mismatches(subject: str, pattern: str) -> None:
     with pytest.raises(ValueError):
         subjects.token_of(subject, pattern)
+
+
+@pytest.mark.parametrize(
+    ("subject", "event_type", "instance", "reason"),
+    [
+        ("loom.event.worker.w1.llm.usage", "llm.usage", "w1", None),
+        ("loom.event.worker.w1.llm.usage", "llm.usage", None, None),
+        ("loom.event.dispatcher.task.completed", "task.completed", "w7", None),
+        (
+            "loom.event.worker.w1.llm.usage",
+            "llm.usage",
+            "w2",
+            "must name instance 'w1', its sender, not 'w2'",
+        ),
+        (
+            "loom.event.worker.w1.llm.usage",
+            "agent.thought",
+            "w1",
+            "must be of type 'llm.usage', not 'agent.thought'",
+        ),
+        ("loom.event.llm.usage", "llm.usage", None, "is not an event subject"),
+    ],
+)
+def test_an_event_may_come_only_from_the_sender_and_of_the_type_its_subject_names(
+    subject: str, event_type: str, instance: str | None, reason: str | None
+) -> None:
+    problem = subjects.event_sender_problem(subject, event_type, instance)
+    if reason is None:
+        assert problem is None
+    else:
+        assert problem is not None and reason in problem, problem

@@ -90,7 +90,9 @@ async def test_a_report_never_acknowledged_raises_report_not_sent_after_the_retr
 async def test_a_completed_task_whose_report_times_out_is_never_reported_failed() -> None:
     outbox = FlakyOutbox(fail_status="completed")
     reporter = StatusReporter(NatsBroker(), "w1", retries=2, retry_backoff_s=0.0, outbox=outbox)
-    emitter = EventEmitter(NatsBroker(), "/workers/w1", 1000, outbox=FlakyOutbox(failures=0))
+    emitter = EventEmitter(
+        NatsBroker(), "/workers/w1", 1000, instance_id="w1", outbox=FlakyOutbox(failures=0)
+    )
     executor = Executor(
         "w1",
         load_agents(["echo"], ScriptedProvider("m")),
@@ -111,7 +113,9 @@ async def test_a_completed_task_whose_report_times_out_is_never_reported_failed(
 
 async def test_an_event_batch_not_stored_is_retried_then_counted_and_reported() -> None:
     outbox = FlakyOutbox(failures=3)  # the batch and its two retries fail
-    emitter = EventEmitter(NatsBroker(), "/workers/w1", 100, retries=2, retry_backoff_s=0.0, outbox=outbox)
+    emitter = EventEmitter(
+        NatsBroker(), "/workers/w1", 100, instance_id="w1", retries=2, retry_backoff_s=0.0, outbox=outbox
+    )
     emitter.start()
     try:
         emitter.put(new_event("agent.thought", "/workers/w1", data={"text": "a"}))
@@ -126,7 +130,9 @@ async def test_an_event_batch_not_stored_is_retried_then_counted_and_reported() 
 
 async def test_an_event_batch_stored_on_a_retry_is_not_reported_lost() -> None:
     outbox = FlakyOutbox(failures=1)
-    emitter = EventEmitter(NatsBroker(), "/workers/w1", 100, retries=2, retry_backoff_s=0.0, outbox=outbox)
+    emitter = EventEmitter(
+        NatsBroker(), "/workers/w1", 100, instance_id="w1", retries=2, retry_backoff_s=0.0, outbox=outbox
+    )
     emitter.start()
     try:
         emitter.put(new_event("agent.thought", "/workers/w1", data={"text": "a"}))
@@ -225,7 +231,7 @@ async def _statuses_of(
     """What the worker published for one task, in order: status values and event types."""
     order: list[str] = []
     reporter = StatusReporter(NatsBroker(), "w1", outbox=RecordingOutbox(order))
-    emitter = EventEmitter(NatsBroker(), "/workers/w1", 1000, outbox=RecordingOutbox(order))
+    emitter = EventEmitter(NatsBroker(), "/workers/w1", 1000, instance_id="w1", outbox=RecordingOutbox(order))
     emitter.start()
     executor = Executor(
         "w1",

@@ -45,7 +45,7 @@ class Steps(Agent):
 
 def _executor(agent: Agent, outbox: FlakyOutbox) -> Executor:
     reporter = StatusReporter(NatsBroker(), "w1", retries=0, outbox=outbox)
-    emitter = EventEmitter(NatsBroker(), "/workers/w1", 100, outbox=FlakyOutbox(failures=0))
+    emitter = EventEmitter(NatsBroker(), "/workers/w1", 100, instance_id="w1", outbox=FlakyOutbox(failures=0))
     return Executor("w1", {"steps": agent}, reporter, emitter, lambda *_: None, [], 4)  # type: ignore[arg-type, return-value]
 
 

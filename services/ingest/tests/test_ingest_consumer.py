@@ -34,7 +34,10 @@ async def publish(nc: Client, n: int) -> None:
     js = nc.jetstream()
     for i in range(n):
         event = new_event("agent.thought", "/tests", data={"i": i})
-        await js.publish(subjects.event("agent.thought").replace("loom.", "test.ingest.", 1), event.to_json())
+        await js.publish(
+            subjects.instance_event("w1", "agent.thought").replace("loom.", "test.ingest.", 1),
+            event.to_json(),
+        )
 
 
 def config(durable: str = "d") -> ConsumerConfig:

@@ -101,7 +101,7 @@ def usage(i: int) -> tuple[Incoming, Any]:
         time=NOW - timedelta(seconds=i),
         data={"input_tokens": 10, "output_tokens": 1, "cost_usd": 0.5, "latency_s": 0.2},
     )
-    return item("loom.event.llm.usage", e.to_json(), i)
+    return item("loom.event.worker.w1.llm.usage", e.to_json(), i)
 
 
 async def test_a_batch_written_twice_is_stored_and_rolled_up_once(pool: asyncpg.Pool) -> None:
@@ -133,7 +133,9 @@ async def test_the_stored_event_is_the_published_one_plus_what_ingest_derived(po
             "ext": None,
         }
     ).encode()
-    await EventWriter(pool).write([item("loom.event.x", full.to_json(), 1), item("loom.event.x", raw, 2)])
+    await EventWriter(pool).write(
+        [item("loom.event.worker.w1.x", full.to_json(), 1), item("loom.event.worker.w1.x", raw, 2)]
+    )
     async with pool.acquire() as conn:
         rows = {
             r["id"]: (json.loads(r["attributes"]), r["data"])
@@ -152,14 +154,14 @@ async def test_a_poison_row_is_dead_lettered_and_its_batch_mates_are_kept(pool: 
     poison = new_event("x", "/w", data={"t": "\u0000"})
     batch = (
         [usage(i) for i in range(10)]
-        + [item("loom.event.x", poison.to_json(), 99)]
+        + [item("loom.event.worker.w1.x", poison.to_json(), 99)]
         + [usage(i) for i in range(10, 20)]
     )
     result = await EventWriter(pool).write(batch)
     assert result.events == 20 and result.split == 1
     async with pool.acquire() as conn:
         dead = await conn.fetchrow("SELECT subject, reason, raw, stream_seq FROM dead_letters")
-    assert dead["subject"] == "loom.event.x" and dead["stream_seq"] == 99
+    assert dead["subject"] == "loom.event.worker.w1.x" and dead["stream_seq"] == 99
     assert dead["reason"].startswith("the database refused it")
     assert bytes(dead["raw"]) == poison.to_json()
 
@@ -297,9 +299,11 @@ async def test_terminal_task_events_get_their_latency_across_batches(pool: async
         new_event("task.submitted", "/d", task_id="lat-2", agent_id="calc", time=NOW - timedelta(seconds=5)),
         new_event("task.failed", "/d", task_id="lat-2", agent_id="calc", time=NOW - timedelta(seconds=3)),
     ]
-    await store.write([item("loom.event.task.submitted", submitted.to_json(), 1)])
-    await store.write([item("loom.event.task.completed", completed.to_json(), 2)])
-    await store.write([item(f"loom.event.{e.type}", e.to_json(), 3 + i) for i, e in enumerate(same_batch)])
+    await store.write([item("loom.event.dispatcher.task.submitted", submitted.to_json(), 1)])
+    await store.write([item("loom.event.dispatcher.task.completed", completed.to_json(), 2)])
+    await store.write(
+        [item(f"loom.event.dispatcher.{e.type}", e.to_json(), 3 + i) for i, e in enumerate(same_batch)]
+    )
     async with pool.acquire() as conn:
         rows = await conn.fetch("SELECT task_id, type, latency_s FROM events ORDER BY task_id, time")
         hist = await conn.fetchval(
@@ -319,7 +323,7 @@ async def test_retention_drops_what_is_older_than_the_policy(pool: asyncpg.Pool)
     store = EventWriter(pool)
     old = new_event("x", "/w", time=NOW - timedelta(days=10))
     new = new_event("x", "/w", time=NOW - timedelta(days=1))
-    await store.write([item("loom.event.x", e.to_json(), i) for i, e in enumerate((old, new))])
+    await store.write([item("loom.event.worker.w1.x", e.to_json(), i) for i, e in enumerate((old, new))])
     async with pool.acquire() as conn:
         await conn.execute(
             "INSERT INTO tasks (task_id, status, updated_at) VALUES "

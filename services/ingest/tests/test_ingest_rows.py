@@ -70,7 +70,7 @@ def test_an_llm_usage_event_fills_every_column() -> None:
         time=NOW - timedelta(seconds=1),
         extensions={"seq": 4},
     )
-    decoded = decode(inc("loom.event.llm.usage", event.to_json()), LIMIT)
+    decoded = decode(inc("loom.event.worker.w1.llm.usage", event.to_json()), LIMIT)
     assert decoded.dead is None and decoded.task is None
     row = as_event(decoded.event)  # type: ignore[arg-type]
     assert row.pop("raw") == event.to_json().decode()  # the database splits it into data and attributes
@@ -99,7 +99,7 @@ def test_an_llm_usage_event_fills_every_column() -> None:
 
 def test_node_id_falls_back_to_source_and_time_to_jetstream() -> None:
     raw = json.dumps({"id": "e1", "source": "/svc", "specversion": "1.0", "type": "x", "seq": "3"}).encode()
-    row = as_event(decode(inc("loom.event.x", raw), LIMIT).event)  # type: ignore[arg-type]
+    row = as_event(decode(inc("loom.event.worker.w1.x", raw), LIMIT).event)  # type: ignore[arg-type]
     assert row["node_id"] == "/svc" and row["agent_id"] is None
     assert row["time"] == NOW
     assert row["seq"] is None  # only an integer seq orders events
@@ -118,13 +118,13 @@ def test_node_id_falls_back_to_source_and_time_to_jetstream() -> None:
 )
 def test_bad_usage_numbers_are_left_out_not_fatal(data: object, expected: tuple[object, ...]) -> None:
     event = new_event("llm.usage", "/w", data=data)
-    row = as_event(decode(inc("loom.event.llm.usage", event.to_json()), LIMIT).event)  # type: ignore[arg-type]
+    row = as_event(decode(inc("loom.event.worker.w1.llm.usage", event.to_json()), LIMIT).event)  # type: ignore[arg-type]
     assert (row["input_tokens"], row["output_tokens"], row["cost_usd"], row["latency_s"]) == expected
 
 
 def test_tool_result_latency_comes_from_duration_ms() -> None:
     event = new_event("tool.result", "/w", data={"duration_ms": 1500})
-    row = as_event(decode(inc("loom.event.tool.result", event.to_json()), LIMIT).event)  # type: ignore[arg-type]
+    row = as_event(decode(inc("loom.event.worker.w1.tool.result", event.to_json()), LIMIT).event)  # type: ignore[arg-type]
     assert row["latency_s"] == 1.5
 
 
@@ -143,7 +143,7 @@ def test_tool_result_latency_comes_from_duration_ms() -> None:
     ],
 )
 def test_malformed_events_become_dead_letters(payload: bytes, reason: str) -> None:
-    decoded = decode(inc("loom.event.x", payload, seq=9), LIMIT)
+    decoded = decode(inc("loom.event.worker.w1.x", payload, seq=9), LIMIT)
     assert decoded.event is None
     dead = as_dead(decoded.dead)  # type: ignore[arg-type]
     assert str(dead["reason"]).startswith(reason), dead["reason"]
@@ -152,13 +152,55 @@ def test_malformed_events_become_dead_letters(payload: bytes, reason: str) -> No
         NOW,
         "LOOM_EVENTS",
         9,
-        "loom.event.x",
+        "loom.event.worker.w1.x",
     )
     assert dead["rejected_by"] == "ingest"
 
 
+def test_an_event_without_an_instance_is_stored_as_the_instance_its_subject_names() -> None:
+    event = new_event("agent.thought", "/workers/w1/agents/calc", data={"content": "hm"}, task_id="t1")
+    row = as_event(decode(inc("loom.event.worker.w1.agent.thought", event.to_json()), LIMIT).event)  # type: ignore[arg-type]
+    assert row["instance_id"] == "w1"
+
+
+def test_a_service_event_may_name_any_instance() -> None:
+    event = new_event("task.completed", "/dispatcher", task_id="t1", instance_id="w7")
+    row = as_event(decode(inc("loom.event.dispatcher.task.completed", event.to_json()), LIMIT).event)  # type: ignore[arg-type]
+    assert (row["type"], row["instance_id"]) == ("task.completed", "w7")
+
+
+@pytest.mark.parametrize(
+    ("subject", "event_type", "instance", "reason"),
+    [
+        (
+            "loom.event.worker.w1.llm.usage",
+            "llm.usage",
+            "w2",
+            "an event on loom.event.worker.w1.llm.usage must name instance 'w1', its sender, not 'w2'",
+        ),
+        (
+            "loom.event.worker.w1.agent.thought",
+            "llm.usage",
+            "w1",
+            "an event on loom.event.worker.w1.agent.thought must be of type 'agent.thought', not 'llm.usage'",
+        ),
+        ("loom.event.llm.usage", "llm.usage", None, "'loom.event.llm.usage' is not an event subject"),
+        ("loom.event.query.x", "x", None, "'loom.event.query.x' is not an event subject"),
+    ],
+)
+def test_an_event_from_another_sender_than_its_subject_names_is_a_dead_letter(
+    subject: str, event_type: str, instance: str | None, reason: str
+) -> None:
+    event = new_event(event_type, "/workers/w2", instance_id=instance, task_id="t1")
+    decoded = decode(inc(subject, event.to_json()), LIMIT)
+    assert decoded.event is None
+    dead = as_dead(decoded.dead)  # type: ignore[arg-type]
+    assert str(dead["reason"]).startswith(reason), dead["reason"]
+    assert (dead["subject"], dead["raw"]) == (subject, event.to_json())
+
+
 def test_oversize_is_checked_before_parsing() -> None:
-    dead = as_dead(decode(inc("loom.event.x", b"x" * 101), 100).dead)  # type: ignore[arg-type]
+    dead = as_dead(decode(inc("loom.event.worker.w1.x", b"x" * 101), 100).dead)  # type: ignore[arg-type]
     assert dead["reason"] == "message is 101 bytes, over the limit of 100 bytes"
 
 

@@ -48,7 +48,7 @@ async def test_valid_events_are_published_on_their_subject_with_their_id() -> No
         "errors": [],
     }
     assert [(s, h[MSG_ID_HEADER]) for s, _, h in js.published] == [
-        ("loom.event.agent.thought", e["id"]) for e in events
+        ("loom.event.ingest.agent.thought", e["id"]) for e in events
     ]
     assert json.loads(js.published[0][1]) == events[0]
 

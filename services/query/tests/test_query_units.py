@@ -221,6 +221,9 @@ class FakeSocket:
         self.sent.append(json.loads(text))
 
 
+SUBJECT = "loom.event.worker.w1.x"
+
+
 async def test_a_full_client_queue_drops_and_reports_the_count_before_the_next_frame(
     wait_for: WaitFor,
 ) -> None:
@@ -231,19 +234,21 @@ async def test_a_full_client_queue_drops_and_reports_the_count_before_the_next_f
     sender = asyncio.create_task(client.send_forever())
     try:
         await asyncio.sleep(0)
-        feed.publish(json.dumps({"id": "e0", "type": "x"}).encode())
+        feed.publish(SUBJECT, json.dumps({"id": "e0", "type": "x"}).encode())
         for _ in range(3):  # the sender takes e0 and blocks on the socket
             await asyncio.sleep(0)
         for i in range(1, 6):
-            feed.publish(json.dumps({"id": f"e{i}", "type": "x"}).encode())
-        feed.publish(b"not json")
-        feed.publish(b"[1]")
+            feed.publish(SUBJECT, json.dumps({"id": f"e{i}", "type": "x"}).encode())
+        feed.publish(SUBJECT, b"not json")
+        feed.publish(SUBJECT, b"[1]")
+        feed.publish(SUBJECT, json.dumps({"id": "forged", "type": "x", "instanceid": "w2"}).encode())
+        feed.publish("loom.event.x", json.dumps({"id": "no-sender", "type": "x"}).encode())
         assert client.dropped == 3  # one taken by the blocked sender, two queued
         socket.gate.set()
         await wait_for(lambda: len(socket.sent) >= 4, 5.0)
         assert [m.get("data", {}).get("id", m["type"]) for m in socket.sent] == ["e0", "dropped", "e1", "e2"]
         assert socket.sent[1] == {"type": "dropped", "count": 3}
-        feed.publish(json.dumps({"id": "e9", "type": "x"}).encode())
+        feed.publish(SUBJECT, json.dumps({"id": "e9", "type": "x"}).encode())
         await wait_for(lambda: len(socket.sent) >= 5, 5.0)
         assert socket.sent[4]["data"]["id"] == "e9"
     finally:

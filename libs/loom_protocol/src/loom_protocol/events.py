@@ -1,8 +1,9 @@
 """Observation events: the CloudEvents 1.0 envelope, Loom's event types and ingest batches.
 
 Every observable step (a thought, a tool call, an LLM usage report, a task state change)
-is a :class:`CloudEvent` in the CloudEvents 1.0 JSON format, published on
-``loom.event.<type>`` and stored by ingest. Producers outside NATS send them to ingest's
+is a :class:`CloudEvent` in the CloudEvents 1.0 JSON format, published on a subject that names
+its sender and ends in its type (``loom.event.worker.<instance>.<type>``, see
+:mod:`loom_protocol.subjects`) and stored by ingest. Producers outside NATS send them to ingest's
 WebSocket as an :class:`EventBatch` and get an :class:`EventBatchAck` back.
 
 CloudEvents attribute names are already lower case (``specversion``, ``datacontenttype``),
@@ -56,7 +57,7 @@ class EventType(StrEnum):
     """The event types Loom itself emits (the CloudEvent ``type`` attribute).
 
     Other producers may use other types; these are the ones Loom's services and dashboards
-    know. Each is also the tail of its subject: ``loom.event.<type>``.
+    know. Each is also the tail of its subject (``loom.event.worker.<instance>.<type>``).
 
     Attributes:
         TASK_SUBMITTED: A task was accepted.

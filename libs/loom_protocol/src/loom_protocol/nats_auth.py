@@ -4,13 +4,13 @@ subjects its part of the protocol needs and nothing else.
 ==========  =====================================================================================
 role        may publish (besides replies and its own JetStream acks)
 ==========  =====================================================================================
-dispatcher  assignments, cancels, dead letters, status announcements, lifecycle events, picks;
+dispatcher  assignments, cancels, dead letters, status announcements, its lifecycle events, picks;
             the JetStream API (it creates the task streams and the API-key bucket)
 registry    membership changes; answers picks; the JetStream API (the registry stream)
-worker      its heartbeats, reports on its attempts, events, answer chunks, child tasks and their cancel
+worker      its heartbeats, reports on its attempts, its events, answer chunks, child tasks and cancel
             requests; its own key-value buckets (journal, session memory) and the protocol's
             streams where missing, nothing else of the JetStream API
-ingest      events received over HTTP and WebSocket, dead-letter records; the JetStream API (it
+ingest      events received over HTTP and WebSocket (as its own), dead-letter records; the JetStream API (it
             creates every stream and consumes them)
 query       nothing; reads events, answer chunks and the API-key bucket
 replay      nothing; reads the API-key bucket
@@ -19,10 +19,12 @@ admin       anything (operators and test harnesses)
 ==========  =====================================================================================
 
 Only the dispatcher publishes assignments, cancels and task statuses, only workers heartbeats and
-reports, only the registry membership changes. A worker user may be bound to one instance
-(:func:`role_permissions` with ``instance_id``): it then sends heartbeats and reports for and
-receives the assignments of that instance only, so the instance a report names is the
-connection's identity (the dispatcher checks that a report's body names its subject's instance).
+reports, only the registry membership changes; each event's subject names its sender (a worker
+instance, the dispatcher or ingest) and only that sender may publish there. A worker user may be
+bound to one instance (:func:`role_permissions` with ``instance_id``): it then sends heartbeats,
+reports and events for and receives the assignments of that instance only, so the instance a
+report or an event names is the connection's identity (the dispatcher checks that a report's body
+names its subject's instance, ingest that an event's ``instanceid`` does).
 No anonymous access: a server configured with :func:`server_users` accepts only these users.
 
 Each user has an inbox of its own (``_INBOX_<user>``, :func:`inbox_prefix`): replies to its
@@ -190,7 +192,7 @@ def role_permissions(role: Role | str, user: str, *, instance_id: str | None = N
                 subjects.TASK_STATUS_ALL,
                 subjects.TASK_CANCEL_ALL,
                 subjects.TASK_DEAD_ALL,
-                subjects.EVENT_ALL,
+                subjects.service_events_of("dispatcher"),
                 subjects.REJECTED_ALL,
                 subjects.REGISTRY_PICK,
                 subjects.REGISTRY_AGENTS,
@@ -224,7 +226,7 @@ def role_permissions(role: Role | str, user: str, *, instance_id: str | None = N
     if role is Role.INGEST:
         return Permissions(
             # events that arrive over WebSocket, CloudEvents HTTP and OTLP go through the stream
-            publish=[subjects.EVENT_ALL, subjects.REJECTED_ALL, *_JS_ADMIN, "$JS.ACK.>"],
+            publish=[subjects.service_events_of("ingest"), subjects.REJECTED_ALL, *_JS_ADMIN, "$JS.ACK.>"],
             subscribe=[inbox],
             deny_publish=_JS_ADMIN_ONLY,
         )
@@ -240,20 +242,22 @@ def role_permissions(role: Role | str, user: str, *, instance_id: str | None = N
             publish=[subjects.TASK_SUBMITTED_ALL, subjects.TASK_CANCEL_REQUEST_ALL, *tasks_read],
             subscribe=[subjects.TASK_STATUS_ALL, subjects.TASK_STREAM_ALL, inbox],
         )
-    heartbeat, assigned, reports = (
+    heartbeat, assigned, reports, events = (
         subjects.REGISTRY_HEARTBEAT_ALL,
         subjects.TASK_ASSIGNED_ALL,
         subjects.TASK_REPORT_ALL,
+        subjects.EVENT_WORKER_ALL,
     )
     if instance_id is not None:
         heartbeat = subjects.registry_heartbeat(instance_id)
         assigned = subjects.task_assigned(instance_id)
         reports = subjects.task_reports_of(instance_id)
+        events = subjects.instance_events_of(instance_id)
     return Permissions(
         publish=[
             heartbeat,
             reports,  # statuses are the dispatcher's: a worker reports to it
-            subjects.EVENT_ALL,
+            events,
             subjects.TASK_STREAM_ALL,
             subjects.TASK_SUBMITTED_ALL,  # an orchestrator's child tasks
             subjects.TASK_CANCEL_REQUEST_ALL,

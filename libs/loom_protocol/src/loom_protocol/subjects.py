@@ -13,7 +13,8 @@ subject                                carries
 ``loom.task.status.<task_id>``         :class:`~loom_protocol.tasks.TaskStatusChanged`, the dispatcher's
 ``loom.task.cancel.<task_id>``         :class:`~loom_protocol.tasks.TaskCancelRequested`
 ``loom.task.dead.<agent>``             :class:`~loom_protocol.tasks.TaskDeadLettered`
-``loom.event.<type>``                  :class:`~loom_protocol.events.CloudEvent`
+``loom.event.worker.<instance>.<type>`` :class:`~loom_protocol.events.CloudEvent` of one worker instance
+``loom.event.<service>.<type>``        a CloudEvent of ``dispatcher`` or ``ingest`` (:data:`EVENT_SERVICES`)
 ``loom.registry.heartbeat.<instance>`` :class:`~loom_protocol.agents.Heartbeat` (core NATS)
 ``loom.registry.pick``                 :class:`~loom_protocol.agents.PickRequest` (request/reply)
 ``loom.registry.agents``               empty request, :class:`~loom_protocol.agents.KnownAgents` reply
@@ -26,11 +27,15 @@ subject                                carries
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from loom_protocol.agents import MembershipChange
 
 __all__ = [
     "EVENT_ALL",
+    "EVENT_SERVICES",
+    "EVENT_WORKER_ALL",
+    "EventSender",
     "PREFIX",
     "REGISTRY_AGENTS",
     "REGISTRY_HEARTBEAT_ALL",
@@ -48,10 +53,15 @@ __all__ = [
     "TASK_STATUS_ALL",
     "TASK_STREAM_ALL",
     "TASK_SUBMITTED_ALL",
-    "event",
+    "event_sender",
+    "event_sender_problem",
+    "instance_event",
+    "instance_events_of",
     "registry_heartbeat",
     "registry_member",
     "rejected",
+    "service_event",
+    "service_events_of",
     "task_assigned",
     "task_cancel",
     "task_cancel_request",
@@ -91,6 +101,14 @@ TASK_ALL = "loom.task.>"
 """Everything about tasks (the LOOM_TASKS stream)."""
 EVENT_ALL = "loom.event.>"
 """All observation events (the LOOM_EVENTS stream)."""
+EVENT_WORKER_ALL = "loom.event.worker.*.>"
+"""The events of every worker instance: ``loom.event.worker.<instance>.<type>``. A worker user bound
+to an instance may publish only under its own instance token, so the instance an event's subject
+names is the connection's identity (ingest refuses an event whose ``instanceid`` says otherwise)."""
+EVENT_SERVICES = ("dispatcher", "ingest")
+"""The services that publish events under their own name, ``loom.event.<service>.<type>``: the
+dispatcher's task lifecycle events, and ingest's events from outside NATS (WebSocket, CloudEvents
+HTTP, OTLP)."""
 REGISTRY_HEARTBEAT_ALL = "loom.registry.heartbeat.*"
 """Heartbeats, one subject per instance (core NATS, not persisted)."""
 REGISTRY_PICK = "loom.registry.pick"
@@ -256,26 +274,152 @@ def task_dead(agent_id: str) -> str:
     return f"loom.task.dead.{_token(agent_id, 'agent id')}"
 
 
-def event(event_type: str) -> str:
-    """Subject an event of ``event_type`` is published on.
-
-    Event types contain dots (``agent.thought``); each dot-separated part must be a valid
-    token, so ``"agent.thought"`` gives ``loom.event.agent.thought``.
-
-    Args:
-        event_type: The CloudEvent ``type``.
-
-    Returns:
-        ``loom.event.<event_type>``.
-
-    Raises:
-        ValueError: If a part of ``event_type`` is empty or contains ``*``, ``>`` or whitespace.
-    """
+def _event_type(event_type: str) -> str:
     if not isinstance(event_type, str) or not event_type:
         raise ValueError(f"event type must be a non-empty string, got {event_type!r}")
     for part in event_type.split("."):
         _token(part, f"event type {event_type!r}: part")
-    return f"loom.event.{event_type}"
+    return event_type
+
+
+def _event_service(service: str) -> str:
+    if service not in EVENT_SERVICES:
+        raise ValueError(f"{service!r} does not publish events: the services that do are {EVENT_SERVICES}")
+    return service
+
+
+def instance_event(instance_id: str, event_type: str) -> str:
+    """Subject worker instance ``instance_id`` publishes an event of ``event_type`` on.
+
+    Event types contain dots (``agent.thought``); each dot-separated part must be a valid
+    token, so ``("w-1", "agent.thought")`` gives ``loom.event.worker.w-1.agent.thought``.
+
+    Args:
+        instance_id: The worker instance that emits the event.
+        event_type: The CloudEvent ``type``.
+
+    Returns:
+        ``loom.event.worker.<instance_id>.<event_type>``.
+
+    Raises:
+        ValueError: If ``instance_id`` is not a valid subject token, or a part of ``event_type``
+            is empty or contains ``*``, ``>`` or whitespace.
+    """
+    return f"loom.event.worker.{_token(instance_id, 'instance id')}.{_event_type(event_type)}"
+
+
+def instance_events_of(instance_id: str) -> str:
+    """Every event subject of ``instance_id`` (what a worker user bound to it may publish).
+
+    Args:
+        instance_id: The worker instance.
+
+    Returns:
+        ``loom.event.worker.<instance_id>.>``.
+
+    Raises:
+        ValueError: If ``instance_id`` is not a valid subject token.
+    """
+    return f"loom.event.worker.{_token(instance_id, 'instance id')}.>"
+
+
+def service_event(service: str, event_type: str) -> str:
+    """Subject ``service`` publishes an event of ``event_type`` on.
+
+    Args:
+        service: One of :data:`EVENT_SERVICES`.
+        event_type: The CloudEvent ``type``.
+
+    Returns:
+        ``loom.event.<service>.<event_type>``.
+
+    Raises:
+        ValueError: If ``service`` is not one of :data:`EVENT_SERVICES`, or a part of
+            ``event_type`` is empty or contains ``*``, ``>`` or whitespace.
+    """
+    return f"loom.event.{_event_service(service)}.{_event_type(event_type)}"
+
+
+def service_events_of(service: str) -> str:
+    """Every event subject of ``service`` (what its user may publish).
+
+    Args:
+        service: One of :data:`EVENT_SERVICES`.
+
+    Returns:
+        ``loom.event.<service>.>``.
+
+    Raises:
+        ValueError: If ``service`` is not one of :data:`EVENT_SERVICES`.
+    """
+    return f"loom.event.{_event_service(service)}.>"
+
+
+class EventSender(NamedTuple):
+    """Who published an event, and its type, as its subject says."""
+
+    origin: str
+    """``"worker"`` or one of :data:`EVENT_SERVICES`."""
+    instance_id: str | None
+    """The worker instance, for ``origin == "worker"``."""
+    event_type: str
+
+
+def event_sender(subject: str) -> EventSender:
+    """Read the sender and the event type out of an event subject.
+
+    Args:
+        subject: ``loom.event.worker.<instance>.<type>`` or ``loom.event.<service>.<type>``.
+
+    Returns:
+        The sender and the type.
+
+    Raises:
+        ValueError: If ``subject`` is neither.
+    """
+    parts = subject.split(".", 4) if isinstance(subject, str) else []
+    if len(parts) >= 4 and parts[:2] == ["loom", "event"]:
+        try:
+            if parts[2] == "worker" and len(parts) == 5:
+                return EventSender("worker", _token(parts[3], "instance id"), _event_type(parts[4]))
+            if parts[2] in EVENT_SERVICES:
+                return EventSender(parts[2], None, _event_type(subject.split(".", 3)[3]))
+        except ValueError as exc:
+            raise ValueError(f"{subject!r} is not an event subject: {exc}") from None
+    raise ValueError(
+        f"{subject!r} is not an event subject: events go on loom.event.worker.<instance>.<type> "
+        f"or loom.event.<service>.<type> for a service in {EVENT_SERVICES}"
+    )
+
+
+def event_sender_problem(subject: str, event_type: object, instance_id: object) -> str | None:
+    """Why an event of ``event_type`` naming ``instance_id`` may not come from ``subject``, or None.
+
+    An event's subject names its sender and ends in its type; a worker's event names no other
+    instance than the one its subject does (that token is the publishing connection's identity,
+    see :data:`EVENT_WORKER_ALL`). Ingest dead-letters such an event with this reason; the live
+    feeds drop it.
+
+    Args:
+        subject: The subject the event arrived on.
+        event_type: Its ``type`` attribute.
+        instance_id: Its ``instanceid`` attribute (``None`` when absent).
+
+    Returns:
+        The reason, or ``None`` when the event may come from ``subject``.
+    """
+    try:
+        sender = event_sender(subject)
+    except ValueError as exc:
+        return str(exc)
+    if sender.event_type != event_type:
+        return f"an event on {subject} must be of type {sender.event_type!r}, not {str(event_type)[:80]!r}"
+    if sender.instance_id is not None and instance_id is not None and instance_id != sender.instance_id:
+        return (
+            f"an event on {subject} must name instance {sender.instance_id!r}, its sender, "
+            f"not {str(instance_id)[:80]!r}"
+        )
+    return None
 
 
 def registry_heartbeat(instance_id: str) -> str:
@@ -328,7 +472,7 @@ def token_of(subject: str, prefix_constant: str) -> str:
 
     For a ``*`` wildcard this is the one last token (the agent id of a
     ``loom.task.submitted.<agent>`` subject); for ``>`` it is the whole remaining tail (the
-    event type of a ``loom.event.<type>`` subject).
+    event type of a ``loom.event.dispatcher.<type>`` subject for ``loom.event.dispatcher.>``).
 
     Args:
         subject: A concrete subject, e.g. ``"loom.task.submitted.calculator"``.

@@ -76,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         broker,
         f"/workers/{settings.instance_id}",
         settings.event_buffer,
+        instance_id=settings.instance_id,
         retries=settings.event_retries,
         retry_backoff_s=settings.event_backoff_s,
         outbox=Outbox(broker, ack_timeout_s=settings.publish_timeout_s),

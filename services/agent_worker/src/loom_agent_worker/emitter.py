@@ -73,12 +73,14 @@ class EventEmitter:
         capacity: int,
         batch: int = 256,
         *,
+        instance_id: str,
         retries: int = 6,
         retry_backoff_s: float = 0.25,
         outbox: Outbox | None = None,
     ) -> None:
         self._outbox = outbox or Outbox(broker)
         self._source = source
+        self._instance_id = instance_id
         self._queue: asyncio.Queue[CloudEvent] = asyncio.Queue(maxsize=capacity)
         self._batch = batch
         self._retries = retries
@@ -142,7 +144,10 @@ class EventEmitter:
 
     def _lost(self, reason: str, count: int) -> CloudEvent:
         return new_event(
-            ErrorReported.TYPE, self._source, data=ErrorReported(reason=reason, dropped=count).to_data()
+            ErrorReported.TYPE,
+            self._source,
+            data=ErrorReported(reason=reason, dropped=count).to_data(),
+            instance_id=self._instance_id,
         )
 
     async def _publish(self, events: list[CloudEvent]) -> None:
@@ -154,7 +159,10 @@ class EventEmitter:
                 await asyncio.sleep(self._retry_backoff_s * 2 ** (attempt - 1))
             try:
                 results: list[BaseException | None] = await self._outbox.pipelined(
-                    [(subjects.event(e.type), e.to_json(), _headers(e)) for e in left]
+                    [
+                        (subjects.instance_event(self._instance_id, e.type), e.to_json(), _headers(e))
+                        for e in left
+                    ]
                 )
             except Exception as exc:
                 results = [exc] * len(left)

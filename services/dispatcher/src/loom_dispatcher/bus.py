@@ -352,7 +352,9 @@ class NatsOutbox:
         # either (the ack decided nothing), and Nats-Msg-Id still deduplicates.
         try:
             await self._broker.connection.publish(
-                subjects.event(event_type), event.to_json(), headers=_event_headers(event.id, trace)
+                subjects.service_event("dispatcher", event_type),
+                event.to_json(),
+                headers=_event_headers(event.id, trace),
             )
         except Exception as exc:  # never fail a task for its observation event
             EVENTS_DROPPED.inc()

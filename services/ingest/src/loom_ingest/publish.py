@@ -1,6 +1,6 @@
 """Publishing checked events to JetStream for the HTTP ingest endpoints, with admission control.
 
-Each event goes to ``loom.event.<type>`` with ``Nats-Msg-Id`` = its id (JetStream keeps one copy
+Each event goes to ``loom.event.ingest.<type>`` with ``Nats-Msg-Id`` = its id (JetStream keeps one copy
 of a resent event); acknowledgements are awaited together, with one deadline. :class:`Admission`
 bounds the requests being published at once, so a flood is answered 429 at the door instead of
 queueing without end.
@@ -64,7 +64,7 @@ async def publish_all(
 def prepare(event: CloudEvent, max_bytes: int) -> tuple[CloudEvent, str, bytes] | str:
     """A built event with its subject and wire form, or why it cannot be stored (as ``/ws/ingest`` checks)."""
     try:
-        subject = subjects.event(event.type)
+        subject = subjects.service_event("ingest", event.type)
     except ValueError as exc:
         return f"type {event.type[:80]!r} cannot be a subject: {exc}"
     if (problem := attribute_problem(event)) is not None:

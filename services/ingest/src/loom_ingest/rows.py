@@ -51,6 +51,7 @@ from loom_protocol import (
     bus_member_type,
     bus_task_report_type,
     bus_task_status_type,
+    subjects,
     validation_reason,
 )
 from pydantic import ValidationError
@@ -197,9 +198,14 @@ def _decode_event(inc: Incoming) -> Decoded:
         event = CloudEvent.model_validate_json(inc.data)
     except ValidationError as exc:
         return Decoded(dead=dead_letter(inc, _invalid(exc, "CloudEvent")))
-    problem = attribute_problem(event)
-    if problem is not None:
+    if (problem := attribute_problem(event)) is not None:
         return Decoded(dead=dead_letter(inc, problem))
+    if (problem := subjects.event_sender_problem(inc.subject, event.type, event.instanceid)) is not None:
+        return Decoded(dead=dead_letter(inc, problem))
+    if event.instanceid is None:  # a worker's event is its instance's, named or not
+        instance_id = subjects.event_sender(inc.subject).instance_id
+        if instance_id is not None:
+            event = event.model_copy(update={"instanceid": instance_id})
     raw = inc.data.decode("utf-8")  # validated JSON, so valid UTF-8
     return Decoded(
         event=event_row(

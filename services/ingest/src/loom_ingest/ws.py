@@ -2,7 +2,7 @@
 
 A frame ``{"type": "event_batch", "events": [...]}`` is answered with an
 :class:`~loom_protocol.EventBatchAck`: each event is validated on its own, the valid ones are
-published to JetStream (``loom.event.<type>``, ``Nats-Msg-Id`` = the event id) and counted as
+published to JetStream (``loom.event.ingest.<type>``, ``Nats-Msg-Id`` = the event id) and counted as
 accepted once JetStream acknowledged them; the others are listed with their index and reason.
 A frame that is not such a batch gets ``{"type": "error", "reason": ...}``; the socket stays
 open either way. An event with a NUL character or a lone surrogate in any string, a number that
@@ -56,7 +56,7 @@ def check_event(raw: Any, max_bytes: int) -> tuple[CloudEvent, str, bytes] | str
     except ValidationError as exc:
         return f"not a valid CloudEvent: {validation_reason(exc)}"
     try:
-        subject = subjects.event(event.type)
+        subject = subjects.service_event("ingest", event.type)
     except ValueError as exc:
         return f"type {event.type[:80]!r} cannot be a subject: {exc}"
     if (problem := attribute_problem(event)) is not None:

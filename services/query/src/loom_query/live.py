@@ -185,9 +185,9 @@ class LiveFeed:
                 client.offer(frame)
 
     async def _on_msg(self, msg: Msg) -> None:
-        self.publish(msg.data)
+        self.publish(msg.subject, msg.data)
 
-    def publish(self, raw: bytes) -> None:
+    def publish(self, subject: str, raw: bytes) -> None:
         """Fan one NATS message out; called from the NATS callback, never blocks."""
         metrics.LIVE_EVENTS.inc()
         if not self.clients:
@@ -199,6 +199,8 @@ class LiveFeed:
             return  # ingest dead-letters it; the live feed only carries events
         if not isinstance(event, dict):
             return
+        if subjects.event_sender_problem(subject, event.get("type"), event.get("instanceid")) is not None:
+            return  # not from whom its subject names: ingest dead-letters it
         view = EventView.of(event)
         frame: str | None = None
         for client in self.clients:

@@ -175,7 +175,7 @@ async def ingest_burst(js: Any, database_url: str, source: str, n: int, timeout_
         start = time.perf_counter()
         for event in events:
             await js.publish_async(
-                subjects.event(event.type),
+                subjects.service_event("ingest", event.type),
                 event.to_json(),
                 headers={MSG_ID_HEADER: event.id, "content-type": "application/cloudevents+json"},
             )

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from loom_protocol import subjects
+
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -341,7 +343,9 @@ async def measure_live(browser: Any, url: str, nats_url: str, rate: int, seconds
         while time.perf_counter() - began < seconds:
             for _ in range(per_tick):
                 event = synthetic_event(published, task_id, trace_id, datetime.now(UTC))
-                await nc.publish(f"loom.event.{event['type']}", json.dumps(event).encode())
+                await nc.publish(
+                    subjects.instance_event(event["instanceid"], event["type"]), json.dumps(event).encode()
+                )
                 published += 1
             await nc.flush()
             ahead = (published / rate) - (time.perf_counter() - began)

@@ -76,6 +76,8 @@ class EventTail:
             return  # not an event: ingest dead-letters it
         if not queues:
             return
+        if subjects.event_sender_problem(msg.subject, event.get("type"), event.get("instanceid")) is not None:
+            return  # not from whom its subject names: ingest dead-letters it
         step = StepEvent(
             str(event.get("id", "")), str(event.get("type", "")), event.get("time"), event.get("data")
         )
