@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
 import logging.config
+import socket
 from collections.abc import Iterator
 
 import pytest
+import uvicorn
+from loom_protocol.http import AsgiReceive, AsgiScope, AsgiSend
 from loom_protocol.jetstream import ALL_STREAMS, TASKS_STREAM, stream_config
-from loom_protocol.logconfig import current_task_id, logging_config, otel_environment, tracing_enabled
+from loom_protocol.logconfig import (
+    current_task_id,
+    logging_config,
+    mark_websocket_denied,
+    otel_environment,
+    tracing_enabled,
+)
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 
 @pytest.fixture
@@ -127,3 +139,39 @@ def test_otel_environment_completes_what_is_set_and_is_none_when_off() -> None:
     assert env["OTEL_METRICS_EXPORTER"] == env["OTEL_LOGS_EXPORTER"] == "none"
     default = otel_environment({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, "loom-query")
     assert default is not None and default["OTEL_SERVICE_NAME"] == "loom-query"
+
+
+@pytest.mark.parametrize("marked", [True, False])
+async def test_a_websocket_denied_on_purpose_logs_no_incomplete_handshake_error(
+    lines: io.StringIO, marked: bool
+) -> None:
+    """A real uvicorn (its default WebSocket protocol) and a real client: the denial reaches the
+    client, and uvicorn's "without completing handshake" error is logged only for a handshake
+    nobody said was denied on purpose."""
+
+    async def app(scope: AsgiScope, receive: AsgiReceive, send: AsgiSend) -> None:
+        assert scope["type"] == "websocket"
+        await receive()
+        if marked:
+            mark_websocket_denied()
+        await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        with pytest.raises(InvalidStatus) as denied:
+            async with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=5):
+                pass
+        assert denied.value.response.status_code == 401
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 10)
+    errors = [r["message"] for r in _records(lines) if r["level"] == "ERROR"]
+    assert errors == ([] if marked else ["ASGI callable returned without completing handshake."])

@@ -39,6 +39,7 @@ from pydantic import Field, ValidationError
 
 from loom_protocol.base import Label, LoomModel, utc_now
 from loom_protocol.http import AsgiApp, AsgiReceive, AsgiScope, AsgiSend, ErrorBody, header
+from loom_protocol.logconfig import mark_websocket_denied
 
 __all__ = [
     "ACCESS_TOKEN_PARAM",
@@ -443,6 +444,7 @@ class ApiKeyMiddleware:
             return
         await receive()  # websocket.connect
         if "websocket.http.response" in scope.get("extensions", {}):
+            mark_websocket_denied()
             await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
             await send({"type": "websocket.http.response.body", "body": body})
         else:

@@ -30,10 +30,12 @@ from typing import Any, TypedDict
 
 __all__ = [
     "BrokerLogging",
+    "DeniedHandshakeFilter",
     "LogContextFilter",
     "broker_logging",
     "current_task_id",
     "logging_config",
+    "mark_websocket_denied",
     "otel_environment",
     "tracing_enabled",
 ]
@@ -67,6 +69,28 @@ class LogContextFilter(logging.Filter):
         return True
 
 
+_websocket_denied: ContextVar[bool] = ContextVar("loom_websocket_denied", default=False)
+# what uvicorn's websockets-sansio protocol logs when an application answers a handshake with an
+# HTTP response (the ASGI denial extension) and returns: it sends the response but never counts the
+# handshake as complete (Kludex/uvicorn#3138)
+_INCOMPLETE_HANDSHAKE = "ASGI callable returned without completing handshake."
+
+
+def mark_websocket_denied() -> None:
+    """Say that this connection's handshake was answered with an HTTP response on purpose (a
+    401, a 403, a 404): uvicorn's error about an incomplete handshake is then not logged for it.
+    Call it in the task that serves the connection, before sending the denial."""
+    _websocket_denied.set(True)
+
+
+class DeniedHandshakeFilter(logging.Filter):
+    """Drops uvicorn's "without completing handshake" error for a handshake that was denied on
+    purpose (:func:`mark_websocket_denied`); the same error for any other connection stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == _INCOMPLETE_HANDSHAKE and _websocket_denied.get())
+
+
 def logging_config(level: str = "INFO") -> dict[str, Any]:
     """The dictConfig of a Loom service: every record as one JSON line on standard output.
 
@@ -85,7 +109,10 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": f"{__name__}.LogContextFilter"}},
+        "filters": {
+            "context": {"()": f"{__name__}.LogContextFilter"},
+            "denied_handshake": {"()": f"{__name__}.DeniedHandshakeFilter"},
+        },
         "formatters": {
             "json": {
                 "()": "pythonjsonlogger.json.JsonFormatter",
@@ -106,6 +133,13 @@ def logging_config(level: str = "INFO") -> dict[str, Any]:
         "loggers": {
             **{name: {"level": "NOTSET", "handlers": [], "propagate": True} for name in library_loggers},
             "uvicorn.access": {"level": "WARNING", "handlers": [], "propagate": True},
+            # a filter on the logger: it sees the records logged there, before they propagate
+            "uvicorn.error": {
+                "level": "NOTSET",
+                "handlers": [],
+                "propagate": True,
+                "filters": ["denied_handshake"],
+            },
         },
     }
 

@@ -40,6 +40,7 @@ import orjson
 from fastapi import WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 from loom_protocol.limits import bad_text
+from loom_protocol.logconfig import mark_websocket_denied
 from prometheus_client import Counter, Gauge
 
 from . import fold
@@ -110,6 +111,7 @@ def parse_speed(value: Any) -> float:
 async def refuse(websocket: WebSocket, error: ReplayError) -> None:
     """Answer the handshake with the error's HTTP status, or accept and close with 4000+status."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        mark_websocket_denied()
         await websocket.send_denial_response(JSONResponse(error.body().to_wire(), status_code=error.status))
         return
     await websocket.accept()
