@@ -4,8 +4,8 @@
 # project's own Docker daemon, against infrastructure on this machine: a nats-server of its own
 # (127.0.0.1:$LOOM_SMOKE_NATS_PORT, a fresh JetStream store, the users of the chart's
 # deploy/k8s/loom/files/nats-auth.conf with passwords made for this run by scripts/compose_env.py),
-# the machine's Redis (keys under a prefix of this run) and TimescaleDB (a database of its own,
-# recreated), neither with a password.
+# `make infra`'s Redis (keys under a prefix of this run; its URL, password included, from .env) and
+# TimescaleDB (a database of its own, recreated).
 # The smoke waits for every container's healthcheck, checks that each service connected to NATS
 # as its role's user (the server's /connz), that NATS refuses a connection without a user (and
 # one with a wrong password) and that a call without the run's API key is refused (401), submits
@@ -17,7 +17,8 @@
 #   scripts/compose_smoke.sh          (make compose-smoke)
 # Settings: LOOM_SMOKE_KILL (the service to kill, default agent-worker), LOOM_SMOKE_NATS_PORT
 # (14222), LOOM_SMOKE_NATS_MONITOR_PORT (its monitoring port, 14822), LOOM_TSDB_PORT (5433),
-# LOOM_SMOKE_REDIS_URL (redis://127.0.0.1:6379/0), LOOM_SMOKE_WAIT_S (bound of each wait, 180).
+# LOOM_SMOKE_REDIS_URL (.env's LOOM_REDIS_URL, else redis://127.0.0.1:6379/0), LOOM_SMOKE_WAIT_S
+# (bound of each wait, 180).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +29,8 @@ KILL_SERVICE="${LOOM_SMOKE_KILL:-agent-worker}"
 NATS_PORT="${LOOM_SMOKE_NATS_PORT:-14222}"
 NATS_MONITOR_PORT="${LOOM_SMOKE_NATS_MONITOR_PORT:-14822}"
 TSDB_PORT="${LOOM_TSDB_PORT:-5433}"
-REDIS_URL="${LOOM_SMOKE_REDIS_URL:-redis://127.0.0.1:6379/0}"
+env_redis_url="$(sed -n 's/^LOOM_REDIS_URL=//p' "$ROOT/.env" 2>/dev/null | tail -n 1)"
+REDIS_URL="${LOOM_SMOKE_REDIS_URL:-${env_redis_url:-redis://127.0.0.1:6379/0}}"
 WAIT_S="${LOOM_SMOKE_WAIT_S:-180}"
 DB="loom_compose_smoke"
 DISPATCHER="http://127.0.0.1:18001"
@@ -135,7 +137,7 @@ until listening "$NATS_PORT"; do
   sleep 0.1
 done
 pg_isready -q -h 127.0.0.1 -p "$TSDB_PORT" || die "no TimescaleDB on 127.0.0.1:$TSDB_PORT (make infra starts it)"
-redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 || die "no Redis at $REDIS_URL (make infra starts it)"
+redis-cli -u "$REDIS_URL" ping 2>/dev/null | grep -q PONG || die "no Redis at ${REDIS_URL##*@} (make infra starts it)"
 psql_tsdb -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB" >/dev/null
 psql_tsdb -d "$DB" -c "CREATE EXTENSION IF NOT EXISTS timescaledb" >/dev/null 2>&1
 export LOOM_COMPOSE_NATS_URL="nats://127.0.0.1:$NATS_PORT"

