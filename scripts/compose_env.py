@@ -2,7 +2,9 @@
 
 uv run python scripts/compose_env.py [FILE] [--worker ID ...]
     makes FILE (default deploy/compose/.env; mode 600, ``NAME=value`` lines) hold
-    - the NATS users' passwords, LOOM_NATS_PASSWORD_<USER> (scripts/nats_auth.py passwords),
+    - the NATS users' passwords, LOOM_NATS_PASSWORD_<USER> (scripts/nats_auth.py passwords): one
+      per role, and one per worker instance of deploy/services.toml (``instances``, each a compose
+      service with a user of its own) and of --worker,
     - LOOM_REDIS_PASSWORD, which the bundled Redis requires (--requirepass),
     - LOOM_POSTGRES_PASSWORD, the bundled TimescaleDB's postgres user's,
     each 32 letters and digits (they travel in the services' URLs). Passwords already in FILE are
@@ -18,14 +20,22 @@ import os
 import re
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 from dotenv import dotenv_values
 from nats_auth import assigned, new_password, write_passwords
 
-ENV_FILE = Path(__file__).resolve().parents[1] / "deploy" / "compose" / ".env"
+ROOT = Path(__file__).resolve().parents[1]
+ENV_FILE = ROOT / "deploy" / "compose" / ".env"
 PASSWORDS = ("LOOM_REDIS_PASSWORD", "LOOM_POSTGRES_PASSWORD")
 _URL_SAFE = re.compile(r"^[A-Za-z0-9]{16,}$")
+
+
+def compose_instances(services_toml: Path = ROOT / "deploy" / "services.toml") -> list[str]:
+    """The worker instances compose runs as services of their own (services.toml ``instances``)."""
+    services = tomllib.loads(services_toml.read_text()).get("service", [])
+    return [instance for svc in services for instance in svc.get("instances", [])]
 
 
 def write_compose_env(path: Path, workers: list[str]) -> list[str]:
@@ -51,7 +61,7 @@ def write_compose_env(path: Path, workers: list[str]) -> list[str]:
         with os.fdopen(fd, "w") as out:
             out.write("\n".join(lines + others) + "\n")
         # the NATS passwords first (kept where valid, else made), every other line as it is
-        write_passwords(tmp, workers)
+        write_passwords(tmp, list(dict.fromkeys([*compose_instances(), *workers])))
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)

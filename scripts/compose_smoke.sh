@@ -3,7 +3,7 @@
 # (deploy/compose/compose.yaml + compose.host.yaml: host network, 127.0.0.1:18001-18005) on the
 # project's own Docker daemon, against infrastructure on this machine: a nats-server of its own
 # (127.0.0.1:$LOOM_SMOKE_NATS_PORT, a fresh JetStream store, the users of the chart's
-# deploy/k8s/loom/files/nats-auth.conf with passwords made for this run by scripts/compose_env.py),
+# deploy/compose/nats-auth.conf with passwords made for this run by scripts/compose_env.py),
 # `make infra`'s Redis (keys under a prefix of this run; its URL, password included, from .env) and
 # TimescaleDB (a database of its own, recreated).
 # The smoke waits for every container's healthcheck, checks that each service connected to NATS
@@ -15,7 +15,7 @@
 # everything down (containers, the nats-server, the database, the keys, the daemon if it started
 # it) even on failure.
 #   scripts/compose_smoke.sh          (make compose-smoke)
-# Settings: LOOM_SMOKE_KILL (the service to kill, default agent-worker), LOOM_SMOKE_NATS_PORT
+# Settings: LOOM_SMOKE_KILL (the service to kill, default agent-worker-0), LOOM_SMOKE_NATS_PORT
 # (14222), LOOM_SMOKE_NATS_MONITOR_PORT (its monitoring port, 14822), LOOM_TSDB_PORT (5433),
 # LOOM_SMOKE_REDIS_URL (.env's LOOM_REDIS_URL, else redis://127.0.0.1:6379/0), LOOM_SMOKE_WAIT_S
 # (bound of each wait, 180).
@@ -25,7 +25,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 STATE="$ROOT/.loom/compose-smoke"
 PROJECT="loom-smoke"
-KILL_SERVICE="${LOOM_SMOKE_KILL:-agent-worker}"
+KILL_SERVICE="${LOOM_SMOKE_KILL:-agent-worker-0}"
 NATS_PORT="${LOOM_SMOKE_NATS_PORT:-14222}"
 NATS_MONITOR_PORT="${LOOM_SMOKE_NATS_MONITOR_PORT:-14822}"
 TSDB_PORT="${LOOM_TSDB_PORT:-5433}"
@@ -107,7 +107,7 @@ PASSWORDS="$NATS_DIR/passwords.env"
 rm -rf "$NATS_DIR"
 mkdir -p "$NATS_DIR"
 chmod 700 "$NATS_DIR"
-cp deploy/k8s/loom/files/nats-auth.conf "$NATS_DIR/nats-auth.conf"
+cp deploy/compose/nats-auth.conf "$NATS_DIR/nats-auth.conf"
 cat >"$NATS_DIR/nats.conf" <<CONF
 listen: "127.0.0.1:$NATS_PORT"
 http: "127.0.0.1:$NATS_MONITOR_PORT"
@@ -203,8 +203,8 @@ PY
 users="$(curl -sS --max-time 10 "http://127.0.0.1:$NATS_MONITOR_PORT/connz?auth=true&limit=1024" |
   python3 -c 'import json, sys; print(" ".join(sorted({c.get("authorized_user", "-") for c in json.load(sys.stdin)["connections"]})))')" ||
   die "no /connz from the nats-server's monitoring port $NATS_MONITOR_PORT"
-[ "$users" = "dispatcher ingest query registry replay worker" ] ||
-  die "the connections to NATS are of the users '$users', not exactly the six services' roles"
+[ "$users" = "dispatcher ingest query registry replay worker-0 worker-1" ] ||
+  die "the connections to NATS are of the users '$users', not exactly the services' roles and the two workers' instances"
 log "NATS: the services are connected as $users"
 
 # NATS takes only Loom's users: no anonymous connection, no wrong password (the right one, the

@@ -70,8 +70,10 @@ CHECKOV_CHECKS: dict[str, str] = {
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 INFRA_WORKLOADS = ("nats", "timescaledb", "redis", "prometheus")
 
-# Loom's NATS users block (scripts/nats_auth.py config), which compose and the chart both load.
+# Loom's NATS users blocks (scripts/nats_auth.py config): the chart's (one user per role), and
+# compose's, which adds a user bound to each worker instance of services.toml (`instances`).
 NATS_AUTH_CONF = CHART_DIR / "files" / "nats-auth.conf"
+COMPOSE_NATS_AUTH_CONF = REPO / "deploy" / "compose" / "nats-auth.conf"
 # The NATS user (its role, loom_protocol.nats_auth.Role) each service connects as.
 NATS_USERS = {
     "agent-worker": "worker",
@@ -137,10 +139,31 @@ def load_services(path: Path = SERVICES_TOML) -> list[dict[str, Any]]:
     problems += [f"duplicate service name {n}" for n in sorted({n for n in names if names.count(n) > 1})]
     ports = [s.get("port") for s in services]
     problems += [f"duplicate port {p}" for p in sorted({p for p in ports if ports.count(p) > 1})]
+    for svc in services:
+        instances = svc.get("instances")
+        if instances is None:
+            continue
+        if not (isinstance(instances, list) and all(isinstance(i, str) for i in instances)):
+            problems.append(f"{svc.get('name')}: instances must be a list of instance ids")
+        elif len(instances) != svc.get("replicas") or len(set(instances)) != len(instances):
+            problems.append(
+                f"{svc.get('name')}: instances {instances} are not {svc.get('replicas')} distinct ids"
+            )
+        elif bad := [i for i in instances if not re.fullmatch(r"[A-Za-z0-9_-]+", i)]:
+            problems.append(f"{svc.get('name')}: instance ids {bad} are not letters, digits, - and _")
     if not services:
         problems.append("no [[service]] entries")
     _fail(f"{path} is malformed", problems)
     return services
+
+
+def compose_services(svc: Mapping[str, Any]) -> dict[str, str | None]:
+    """The compose services that run one service of services.toml: ``<name>-<n>`` for each of its
+    ``instances`` (compose service -> instance id), else its own name (-> None)."""
+    instances = svc.get("instances") or []
+    if not instances:
+        return {svc["name"]: None}
+    return {f"{svc['name']}-{n}": instance for n, instance in enumerate(instances)}
 
 
 def load_infra(path: Path = SERVICES_TOML) -> list[dict[str, Any]]:
@@ -337,8 +360,10 @@ def nats_password_variable(user: str) -> str:
 
 
 def sample_nats_passwords() -> dict[str, str]:
-    """A password for every user of the committed users block (for rendering and config checks)."""
-    return {var: f"check-{user}-password" for user, var in nats_users(NATS_AUTH_CONF.read_text()).items()}
+    """A password for every user of the committed users blocks (compose's holds the chart's and its
+    workers'), for rendering and config checks."""
+    users = nats_users(COMPOSE_NATS_AUTH_CONF.read_text())
+    return {var: f"check-{user}-password" for user, var in users.items()}
 
 
 def nats_config_valid(conf: Path, env: Mapping[str, str], args: Sequence[str] = ()) -> None:
@@ -447,14 +472,13 @@ def compose_matches_services(
     problems: list[str] = []
     got = model.get("services", {})
     extras = {"prometheus", "consul"}
-    want = {s["name"] for s in services} | {i["name"] for i in infra} | extras
+    want = {n for s in services for n in compose_services(s)} | {i["name"] for i in infra} | extras
     if set(got) != want:
         problems.append(f"compose services {sorted(got)} != services.toml + infra {sorted(want)}")
-    for svc in services:
-        c = got.get(svc["name"])
+    for svc, n, instance in ((s, n, i) for s in services for n, i in compose_services(s).items()):
+        c = got.get(n)
         if c is None:
             continue
-        n = svc["name"]
         build = c.get("build") or {}
         if Path(build.get("context", "")).resolve() != root.resolve():
             problems.append(f"{n}: build context {build.get('context')} is not the repository root")
@@ -467,9 +491,16 @@ def compose_matches_services(
         if c.get("image", "").split(":")[0] != svc["image"]:
             problems.append(f"{n}: image {c.get('image')} != {svc['image']}")
         replicas = (c.get("deploy") or {}).get("replicas", 1)
-        if replicas != svc["replicas"]:
-            problems.append(f"{n}: replicas {replicas} != {svc['replicas']}")
+        want_replicas = 1 if instance else svc["replicas"]
+        if replicas != want_replicas:
+            problems.append(f"{n}: replicas {replicas} != {want_replicas}")
         env = c.get("environment") or {}
+        if instance:
+            if env.get("LOOM_INSTANCE_ID") != instance:
+                problems.append(f"{n}: LOOM_INSTANCE_ID {env.get('LOOM_INSTANCE_ID')!r} is not {instance!r}")
+            aliases = ((c.get("networks") or {}).get("default") or {}).get("aliases") or []
+            if svc["name"] not in aliases:
+                problems.append(f"{n}: not also named {svc['name']} on the network (aliases {aliases})")
         if str(env.get("LOOM_HTTP_PORT")) != str(svc["port"]):
             problems.append(f"{n}: LOOM_HTTP_PORT {env.get('LOOM_HTTP_PORT')} != {svc['port']}")
         for key in ("LOOM_NATS_URL", "LOOM_HTTP_HOST"):
@@ -482,7 +513,7 @@ def compose_matches_services(
                     f"but {need} is {'' if need in svc['needs'] else 'not '}in its needs"
                 )
         published = [(p.get("published"), p.get("target")) for p in c.get("ports") or []]
-        if svc["replicas"] > 1:
+        if svc["replicas"] > 1 or instance:
             bad = [p for p in published if p[0] and "-" not in str(p[0])]
             if bad:
                 problems.append(f"{n}: {svc['replicas']} replicas cannot share the fixed host port(s) {bad}")
@@ -562,16 +593,16 @@ def compose_nats_auth(
     nodes: Sequence[str] = ("nats",),
 ) -> None:
     """NATS with users in a compose model resolved with `passwords` (LOOM_NATS_PASSWORD_<USER>):
-    each NATS node runs deploy/compose/nats.conf with the committed users block beside it (both
+    each NATS node runs deploy/compose/nats.conf with compose's users block beside it (both
     read-only) and gets every user's password; each Loom service connects as its role with the
-    password of its role's variable."""
+    password of its role's variable, and a worker instance's service as its instance's user."""
     problems: list[str] = []
     got = model.get("services", {})
-    users = nats_users(NATS_AUTH_CONF.read_text())
+    users = nats_users(COMPOSE_NATS_AUTH_CONF.read_text())
     conf = f"{NATS_CONF_DIR}/nats.conf"
     want_mounts = {
         conf: (REPO / "deploy" / "compose" / "nats.conf").resolve(),
-        f"{NATS_CONF_DIR}/nats-auth.conf": NATS_AUTH_CONF.resolve(),
+        f"{NATS_CONF_DIR}/nats-auth.conf": COMPOSE_NATS_AUTH_CONF.resolve(),
     }
     for name in nodes:
         node = got.get(name)
@@ -592,18 +623,20 @@ def compose_nats_auth(
         for user, var in users.items():
             if env.get(var) != passwords.get(var):
                 problems.append(f"{name}: {var} (user {user}) is {env.get(var)!r}, not from ${{{var}}}")
-    for svc in services:
-        n = svc["name"]
-        env = (got.get(n) or {}).get("environment") or {}
-        role = NATS_USERS.get(n)
+    for svc, n, instance in ((s, n, i) for s in services for n, i in compose_services(s).items()):
+        if n not in got:  # compose_matches_services says which are missing
+            continue
+        env = got[n].get("environment") or {}
+        role = NATS_USERS.get(svc["name"])
         if role is None:
             problems.append(f"{n}: no NATS user known for it (checks.NATS_USERS)")
             continue
-        if env.get("LOOM_NATS_USER") != role:
-            problems.append(f"{n}: LOOM_NATS_USER {env.get('LOOM_NATS_USER')!r} is not its role {role!r}")
-        var = nats_password_variable(role)
+        user = instance or role
+        if env.get("LOOM_NATS_USER") != user:
+            problems.append(f"{n}: LOOM_NATS_USER {env.get('LOOM_NATS_USER')!r} is not {user!r}")
+        var = nats_password_variable(user)
         if var not in users.values():
-            problems.append(f"{n}: the users block has no user {role!r}")
+            problems.append(f"{n}: the users block has no user {user!r}")
         if env.get("LOOM_NATS_PASSWORD") != passwords.get(var):
             problems.append(f"{n}: LOOM_NATS_PASSWORD is not ${{{var}}}")
     _fail("compose does not run NATS with Loom's users", problems)
@@ -639,8 +672,7 @@ def compose_store_auth(
         ("LOOM_REDIS_URL", "redis"): f"redis://:{redis_pw}@redis:6379/0",
         ("LOOM_DATABASE_URL", "timescaledb"): f"postgresql://postgres:{pg_pw}@timescaledb:5432/loom",
     }
-    for svc in services:
-        n = svc["name"]
+    for svc, n in ((s, n) for s in services for n in compose_services(s)):
         env = (got.get(n) or {}).get("environment") or {}
         for (key, need), url in want.items():
             if need in svc["needs"] and env.get(key) != url:
@@ -697,7 +729,7 @@ def compose_host_matches(model: Mapping[str, Any], services: Sequence[Mapping[st
     127.0.0.1 ports of their own (clear of `make up`'s), each healthcheck on its port."""
     problems: list[str] = []
     got = model.get("services", {})
-    want = {s["name"] for s in services}
+    want = {n for s in services for n in compose_services(s)}
     if set(got) != want:
         problems.append(f"host stack runs {sorted(got)}, not exactly the Loom services {sorted(want)}")
     usual = {int(s["port"]) for s in services}

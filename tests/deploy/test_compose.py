@@ -22,12 +22,13 @@ def test_compose_matches_services(compose_model: dict, services: list[dict], inf
 
 
 def test_worker_stop_grace_exceeds_drain(compose_model: dict) -> None:
-    worker = compose_model["services"]["agent-worker"]
-    drain = float(worker["environment"]["LOOM_DRAIN_TIMEOUT_S"])
-    grace = worker.get("stop_grace_period", "10s")
-    assert grace.endswith("s") and float(grace[:-1]) > drain, (
-        f"agent-worker stop_grace_period {grace} must exceed LOOM_DRAIN_TIMEOUT_S={drain}"
-    )
+    for name in ("agent-worker-0", "agent-worker-1"):
+        worker = compose_model["services"][name]
+        drain = float(worker["environment"]["LOOM_DRAIN_TIMEOUT_S"])
+        grace = worker.get("stop_grace_period", "10s")
+        assert grace.endswith("s") and float(grace[:-1]) > drain, (
+            f"{name} stop_grace_period {grace} must exceed LOOM_DRAIN_TIMEOUT_S={drain}"
+        )
 
 
 def test_env_comes_from_one_file(compose_model: dict, services: list[dict]) -> None:
@@ -35,8 +36,8 @@ def test_env_comes_from_one_file(compose_model: dict, services: list[dict]) -> N
     keys = {
         line.split("=", 1)[0] for line in env_file.splitlines() if "=" in line and not line.startswith("#")
     }
-    for svc in services:
-        env = compose_model["services"][svc["name"]]["environment"]
+    for name in (n for svc in services for n in checks.compose_services(svc)):
+        env = compose_model["services"][name]["environment"]
         own = set(env) - keys
         # LOOM_API_KEYS: a secret from the operator's shell (${LOOM_API_KEYS}), never in a file;
         # the NATS user and password are each service's own (test_nats_auth.py); the Redis and
@@ -49,10 +50,9 @@ def test_env_comes_from_one_file(compose_model: dict, services: list[dict]) -> N
             "LOOM_NATS_PASSWORD",
             "LOOM_REDIS_URL",
             "LOOM_DATABASE_URL",
+            "LOOM_INSTANCE_ID",  # a worker instance's own id (services.toml instances)
         }
-        assert own <= own_ok, (
-            f"{svc['name']} sets {sorted(own)} in compose.yaml: shared settings belong in loom.env"
-        )
+        assert own <= own_ok, f"{name} sets {sorted(own)} in compose.yaml: shared settings belong in loom.env"
 
 
 def test_compose_host_override(services: list[dict]) -> None:
@@ -119,13 +119,14 @@ def test_config_bites_on_missing_env_file(stack: Path) -> None:
 def test_consistency_bites_on_drift(stack: Path, services: list[dict], infra: list[dict]) -> None:
     compose = stack / "deploy/compose/compose.yaml"
     edit(compose, 'ports: ["${LOOM_BIND_ADDRESS:-127.0.0.1}:8004:8004"]', 'ports: ["8014:8004"]')
-    edit(compose, "    deploy:\n      replicas: 2\n", "")
+    edit(compose, "      LOOM_INSTANCE_ID: worker-1\n", "      LOOM_INSTANCE_ID: worker-0\n")
     edit(compose, "      timescaledb: {condition: service_healthy}\n\n  query:", "\n  query:")
     edit(compose, "MODULE: loom_registry", "MODULE: loom_registri")
     model = checks.compose_config(compose)
     with pytest.raises(
         checks.CheckFailed,
-        match=r"(?s)agent-worker: replicas 1 != 2.*registry: build args.*ingest: depends_on.*query: port",
+        match=r"(?s)agent-worker-1: LOOM_INSTANCE_ID 'worker-0' is not 'worker-1'.*registry: build args.*"
+        r"ingest: depends_on.*query: port",
     ):
         checks.compose_matches_services(model, services, infra, root=stack)
 
@@ -164,6 +165,7 @@ def test_compose_cluster_override(services: list[dict]) -> None:
         assert command[command.index("--cluster_name") + 1] == "loom"
     urls = "nats://nats:4222,nats://nats-2:4222,nats://nats-3:4222"
     for svc in services:
-        env = model["services"][svc["name"]]["environment"]
-        assert env["LOOM_NATS_URL"] == urls and env["LOOM_NATS_REPLICAS"] == "3", svc["name"]
-        assert env["LOOM_HTTP_PORT"] == str(svc["port"])  # the base file's own settings stay
+        for name in checks.compose_services(svc):
+            env = model["services"][name]["environment"]
+            assert env["LOOM_NATS_URL"] == urls and env["LOOM_NATS_REPLICAS"] == "3", name
+            assert env["LOOM_HTTP_PORT"] == str(svc["port"])  # the base file's own settings stay

@@ -82,12 +82,12 @@ def test_store_auth_check_bites(services: list[dict]) -> None:
     model["services"]["query"]["environment"]["LOOM_DATABASE_URL"] = (
         "postgresql://postgres:loom-dev@timescaledb:5432/loom"
     )
-    model["services"]["agent-worker"]["environment"]["LOOM_REDIS_URL"] = "redis://redis:6379/0"
+    model["services"]["agent-worker-1"]["environment"]["LOOM_REDIS_URL"] = "redis://redis:6379/0"
     del model["services"]["registry"]["environment"]["LOOM_REDIS_URL"]
     with pytest.raises(
         checks.CheckFailed,
         match=r"(?s)redis: command .* does not --requirepass.*REDISCLI_AUTH.*PONG.*POSTGRES_PASSWORD.*"
-        r"agent-worker: gets LOOM_REDIS_URL.*registry: LOOM_REDIS_URL None.*query: LOOM_DATABASE_URL",
+        r"agent-worker-1: gets LOOM_REDIS_URL.*registry: LOOM_REDIS_URL None.*query: LOOM_DATABASE_URL",
     ):
         checks.compose_store_auth(model, services, passwords)
 
@@ -96,11 +96,11 @@ def test_compose_check_bites_on_a_store_url_a_service_does_not_need(
     services: list[dict], infra: list[dict]
 ) -> None:
     model = checks.compose_config(checks.COMPOSE_FILE)
-    model["services"]["agent-worker"]["environment"]["LOOM_DATABASE_URL"] = "postgresql://x@y/z"
+    model["services"]["agent-worker-0"]["environment"]["LOOM_DATABASE_URL"] = "postgresql://x@y/z"
     del model["services"]["dispatcher"]["environment"]["LOOM_REDIS_URL"]
     with pytest.raises(
         checks.CheckFailed,
-        match=r"(?s)agent-worker: LOOM_DATABASE_URL is set, but timescaledb is not in its needs.*"
+        match=r"(?s)agent-worker-0: LOOM_DATABASE_URL is set, but timescaledb is not in its needs.*"
         r"dispatcher: LOOM_REDIS_URL is not set, but redis is in its needs",
     ):
         checks.compose_matches_services(model, services, infra)

@@ -56,6 +56,19 @@ def test_users_block_has_one_user_per_role_named_after_it() -> None:
     assert listed and listed.group(1).split() == ROLES
 
 
+def test_compose_users_block_adds_a_user_bound_to_each_worker_instance(services: list[dict]) -> None:
+    instances = [i for svc in services for i in svc.get("instances", [])]
+    assert instances == ["worker-0", "worker-1"]
+    users = checks.nats_users(checks.COMPOSE_NATS_AUTH_CONF.read_text())
+    assert list(users) == ROLES + instances
+    text = checks.COMPOSE_NATS_AUTH_CONF.read_text()
+    for instance in instances:  # its own heartbeats, reports, events and assignments only
+        entry = next(line for line in text.splitlines() if f'{{user: "{instance}"' in line)
+        for subject in ("loom.registry.heartbeat", "loom.task.assigned", "loom.task.report"):
+            assert f'"{subject}.{instance}' in entry and f'"{subject}.*' not in entry, (instance, subject)
+        assert f'"loom.event.worker.{instance}.>"' in entry and '"loom.event.worker.*.>"' not in entry
+
+
 # ------------------------------------------------------------------ compose
 
 
@@ -89,7 +102,7 @@ def test_compose_nats_config_parses_with_the_users(tmp_path: Path) -> None:
     directory = tmp_path / "loom"
     directory.mkdir()
     shutil.copy(COMPOSE_DIR / "nats.conf", directory / "nats.conf")
-    shutil.copy(checks.NATS_AUTH_CONF, directory / "nats-auth.conf")
+    shutil.copy(checks.COMPOSE_NATS_AUTH_CONF, directory / "nats-auth.conf")
     conf = _without_store_dir(directory / "nats.conf")
     passwords = checks.sample_nats_passwords()
     checks.nats_config_valid(conf, passwords)
@@ -116,12 +129,14 @@ def test_compose_nats_check_bites(services: list[dict]) -> None:
     model = checks.compose_config(checks.COMPOSE_FILE, profiles=(), nats_passwords=passwords)
     model["services"]["query"]["environment"]["LOOM_NATS_USER"] = "admin"
     model["services"]["replay"]["environment"]["LOOM_NATS_PASSWORD"] = passwords["LOOM_NATS_PASSWORD_QUERY"]
+    model["services"]["agent-worker-1"]["environment"]["LOOM_NATS_USER"] = "worker"  # the shared user
     del model["services"]["nats"]["environment"]["LOOM_NATS_PASSWORD_CLIENT"]
     model["services"]["nats"]["volumes"] = model["services"]["nats"]["volumes"][:2]
     with pytest.raises(
         checks.CheckFailed,
-        match=r"(?s)nats: deploy/k8s/loom/files/nats-auth.conf is not mounted.*"
-        r"nats: LOOM_NATS_PASSWORD_CLIENT.*query: LOOM_NATS_USER 'admin'.*replay: LOOM_NATS_PASSWORD",
+        match=r"(?s)nats: deploy/compose/nats-auth.conf is not mounted.*"
+        r"nats: LOOM_NATS_PASSWORD_CLIENT.*agent-worker-1: LOOM_NATS_USER 'worker' is not 'worker-1'.*"
+        r"query: LOOM_NATS_USER 'admin'.*replay: LOOM_NATS_PASSWORD",
     ):
         checks.compose_nats_auth(model, services, passwords)
 
