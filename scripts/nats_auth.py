@@ -4,6 +4,10 @@ python scripts/nats_auth.py config FILE [--worker ID ...]
     writes the block (loom_protocol.nats_auth.authorization): one user per role, named after
     it, and one worker user bound to each instance ID; each password is read by nats-server
     from its environment, LOOM_NATS_PASSWORD_<USER>
+python scripts/nats_auth.py instance-user FILE
+    writes the users-list entry of a worker user bound to one instance, for the instance
+    __INSTANCE__ with the password $__PASSWORD__: the Helm chart's per-instance workers
+    (worker.instances) replace both
 python scripts/nats_auth.py passwords FILE [--worker ID ...]
     makes FILE (mode 600, ``NAME=value`` lines) hold a random password for each of those
     users (32 letters and digits); passwords already in FILE are kept
@@ -19,7 +23,9 @@ import string
 from pathlib import Path
 
 from dotenv import dotenv_values
-from loom_protocol.nats_auth import Role, authorization, password_variable
+from loom_protocol.nats_auth import Role, authorization, password_variable, server_users
+
+INSTANCE, PASSWORD = "__INSTANCE__", "$__PASSWORD__"
 
 
 def write_config(path: Path, workers: list[str]) -> None:
@@ -28,6 +34,20 @@ def write_config(path: Path, workers: list[str]) -> None:
         "# Loom's NATS users and their permissions (scripts/nats_auth.py config; do not edit):\n"
         "# each password comes from the server's environment, LOOM_NATS_PASSWORD_<USER>.\n"
         + authorization(workers)
+    )
+
+
+def write_instance_user(path: Path, workers: list[str]) -> None:
+    if workers:
+        raise SystemExit("instance-user takes no --worker: it writes the entry of __INSTANCE__")
+    entry = server_users([(INSTANCE, Role.WORKER, PASSWORD)], {INSTANCE: INSTANCE})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "# A worker user bound to one instance (scripts/nats_auth.py instance-user; do not edit): the\n"
+        f"# chart puts one in its users block per worker.instances entry, {INSTANCE} and {PASSWORD}\n"
+        "# replaced by the instance id and its password variable. The entry is the last line.\n"
+        + entry.removeprefix("[\n  ").removesuffix("\n]")
+        + "\n"
     )
 
 
@@ -74,11 +94,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["config", "passwords"])
+    parser.add_argument("what", choices=["config", "instance-user", "passwords"])
     parser.add_argument("file", type=Path)
     parser.add_argument("--worker", action="append", default=[], help="an instance id with a user of its own")
     args = parser.parse_args()
-    (write_config if args.what == "config" else write_passwords)(args.file, args.worker)
+    write = {"config": write_config, "instance-user": write_instance_user, "passwords": write_passwords}
+    write[args.what](args.file, args.worker)
 
 
 if __name__ == "__main__":

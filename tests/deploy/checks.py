@@ -892,28 +892,37 @@ def chart_nats_auth(
     *,
     secret: str = "loom-secrets",
     in_chart: bool = True,
+    instances: Sequence[str] = (),
+    users_block: Path = NATS_AUTH_CONF,
 ) -> None:
     """NATS with users in the rendered chart: each service's Deployment connects as its role
-    (LOOM_NATS_USER) with LOOM_NATS_PASSWORD from the Secret `secret` (key LOOM_NATS_PASSWORD_<ROLE>);
-    a Secret the chart makes holds every user's password; the in-chart NATS (in_chart) runs a
-    configuration that includes the committed users block and reads every password from that Secret."""
+    (LOOM_NATS_USER) with LOOM_NATS_PASSWORD from the Secret `secret` (key LOOM_NATS_PASSWORD_<ROLE>),
+    or, rendered with worker.instances = `instances`, the agent worker's Deployment agent-worker-<n>
+    as instance n's user; a Secret the chart makes holds every user's password; the in-chart NATS
+    (in_chart) runs a configuration that includes `users_block` and reads every password from
+    that Secret."""
     problems: list[str] = []
-    users = nats_users(NATS_AUTH_CONF.read_text())
+    users = nats_users(users_block.read_text())
     deployments = objects(docs, "Deployment")
     for svc in services:
-        n = svc["name"]
-        d = deployments.get(n)
-        if d is None:
-            problems.append(f"{n}: no Deployment")
-            continue
-        env = {e["name"]: e for e in pod_spec(d)["containers"][0].get("env", [])}
-        role = NATS_USERS.get(n, "?")
-        if (env.get("LOOM_NATS_USER") or {}).get("value") != role:
-            problems.append(f"{n}: LOOM_NATS_USER {env.get('LOOM_NATS_USER')} is not its role {role!r}")
-        ref = ((env.get("LOOM_NATS_PASSWORD") or {}).get("valueFrom") or {}).get("secretKeyRef")
-        want = {"name": secret, "key": nats_password_variable(role)}
-        if ref != want:
-            problems.append(f"{n}: LOOM_NATS_PASSWORD comes from {ref}, not the Secret key {want}")
+        role = NATS_USERS.get(svc["name"], "?")
+        units = {svc["name"]: role}
+        if instances and svc["name"] == "agent-worker":
+            units = {f"{svc['name']}-{i}": instance for i, instance in enumerate(instances)}
+            if svc["name"] in deployments:
+                problems.append(f"{svc['name']}: a shared Deployment beside the instances' own")
+        for n, user in units.items():
+            d = deployments.get(n)
+            if d is None:
+                problems.append(f"{n}: no Deployment")
+                continue
+            env = {e["name"]: e for e in pod_spec(d)["containers"][0].get("env", [])}
+            if (env.get("LOOM_NATS_USER") or {}).get("value") != user:
+                problems.append(f"{n}: LOOM_NATS_USER {env.get('LOOM_NATS_USER')} is not {user!r}")
+            ref = ((env.get("LOOM_NATS_PASSWORD") or {}).get("valueFrom") or {}).get("secretKeyRef")
+            want = {"name": secret, "key": nats_password_variable(user)}
+            if ref != want:
+                problems.append(f"{n}: LOOM_NATS_PASSWORD comes from {ref}, not the Secret key {want}")
     made = objects(docs, "Secret").get(secret)
     if made is not None:
         data = made.get("stringData") or {}
@@ -930,8 +939,8 @@ def chart_nats_auth(
     config = (configs.get("nats-config") or {}).get("data") or {}
     if not re.search(r"(?m)^include\s+\"?nats-auth\.conf\"?\s*$", config.get("nats.conf", "")):
         problems.append("ConfigMap nats-config: nats.conf does not include nats-auth.conf")
-    if config.get("nats-auth.conf", "").strip() != NATS_AUTH_CONF.read_text().strip():
-        problems.append("ConfigMap nats-config: nats-auth.conf is not files/nats-auth.conf")
+    if config.get("nats-auth.conf", "").strip() != users_block.read_text().strip():
+        problems.append(f"ConfigMap nats-config: nats-auth.conf is not {users_block.relative_to(REPO)}")
     if nats is None:
         problems.append("no NATS StatefulSet")
         _fail("the chart does not run NATS with Loom's users", problems)

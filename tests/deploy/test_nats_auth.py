@@ -243,6 +243,44 @@ def test_chart_nats_settings_bite(rendered: dict, services: list[dict]) -> None:
         checks.chart_nats_auth(docs, services)
 
 
+def test_chart_worker_instances_each_connect_as_their_own_user(services: list[dict], tmp_path: Path) -> None:
+    """worker.instances: a Deployment of one pod per instance, connecting as the instance's user,
+    whose entry in the server's users block is the one compose's block has for it."""
+    instances = [i for svc in services for i in svc.get("instances", [])]
+    docs = checks.render_chart(checks.CHART_DIR, {"worker": {"instances": instances}})
+    checks.kube_validate(docs)
+    checks.chart_nats_auth(docs, services, instances=instances, users_block=checks.COMPOSE_NATS_AUTH_CONF)
+    deployments = checks.objects(docs, "Deployment")
+    selectors = []
+    for n, instance in enumerate(instances):
+        d = deployments[f"agent-worker-{n}"]
+        assert d["spec"]["replicas"] == 1 and d["spec"]["strategy"] == {"type": "Recreate"}
+        env = {e["name"]: e for e in checks.pod_spec(d)["containers"][0]["env"]}
+        assert env["LOOM_INSTANCE_ID"]["value"] == instance
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert labels["app.kubernetes.io/component"] == "agent-worker"  # the Service, PDB, policies
+        selectors.append(d["spec"]["selector"]["matchLabels"])
+    assert len({json.dumps(sel, sort_keys=True) for sel in selectors}) == len(instances)
+    assert "agent-worker" not in checks.objects(docs, "HorizontalPodAutoscaler")
+    conf = _without_store_dir(_write_chart_config(docs, tmp_path / "loom"))
+    env = _nats_env(docs)
+    assert sorted(env) == sorted(checks.sample_nats_passwords())
+    checks.nats_config_valid(conf, env)
+    # the default: one Deployment sharing the worker user, scaled by its HPA
+    checks.chart_nats_auth(checks.render_chart(checks.CHART_DIR, {}), services)
+
+
+def test_chart_worker_instances_are_checked(services: list[dict]) -> None:
+    for bad in (["worker"], ["Worker-0"], ["w.0"], ["a", "a"]):
+        with pytest.raises(checks.CheckFailed, match="instances"):
+            checks.chart_schema(checks.CHART_DIR, {"worker": {"instances": bad}})
+    docs = checks.render_chart(checks.CHART_DIR, {"worker": {"instances": ["worker-0"]}})
+    with pytest.raises(checks.CheckFailed, match=r"agent-worker-0: LOOM_NATS_USER .* is not 'worker-7'"):
+        checks.chart_nats_auth(
+            docs, services, instances=["worker-7"], users_block=checks.COMPOSE_NATS_AUTH_CONF
+        )
+
+
 def test_nats_refuses_a_password_it_cannot_parse(tmp_path: Path) -> None:
     """Why the chart's passwords start with a letter: nats-server parses the value of a variable
     a configuration reads, and a password like these is not a string to it."""

@@ -19,13 +19,17 @@ USERS_BLOCK = REPO / "deploy" / "k8s" / "loom" / "files" / "nats-auth.conf"
 COMPOSE_BLOCK = REPO / "deploy" / "compose" / "nats-auth.conf"
 
 
-def _render(out: Path, *args: str) -> str:
+def _render_instance_user(out: Path) -> str:
+    return _render(out, what="instance-user")
+
+
+def _render(out: Path, *args: str, what: str = "config") -> str:
     # the workspace's environment has loom_protocol (this project's has not)
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
     uv = shutil.which("uv", path=env.get("PATH"))
     assert uv, "uv is not on PATH"
     result = subprocess.run(
-        [uv, "run", "--frozen", "--quiet", "python", "scripts/nats_auth.py", "config", str(out), *args],
+        [uv, "run", "--frozen", "--quiet", "python", "scripts/nats_auth.py", what, str(out), *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -51,4 +55,12 @@ def test_compose_users_block_is_what_the_script_renders_for_the_instances(tmp_pa
     command = "uv run python scripts/nats_auth.py config deploy/compose/nats-auth.conf " + " ".join(workers)
     assert COMPOSE_BLOCK.read_text() == _render(tmp_path / "nats-auth.conf", *workers), (
         f"deploy/compose/nats-auth.conf is stale: run `{command}`"
+    )
+
+
+def test_chart_instance_user_template_is_what_the_script_renders(tmp_path: Path) -> None:
+    template = REPO / "deploy" / "k8s" / "loom" / "files" / "nats-worker-user.conf"
+    assert template.read_text() == _render_instance_user(tmp_path / "nats-worker-user.conf"), (
+        "deploy/k8s/loom/files/nats-worker-user.conf is stale: run "
+        "`uv run python scripts/nats_auth.py instance-user deploy/k8s/loom/files/nats-worker-user.conf`"
     )

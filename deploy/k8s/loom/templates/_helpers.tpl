@@ -179,6 +179,28 @@ loom image; the tag from worker.image.tag, else image.tag, else appVersion. */}}
 named after the role (tests/deploy checks the two agree). */}}
 {{- define "loom.natsRoles" -}}admin dispatcher registry worker ingest query replay client{{- end -}}
 
+{{/* Every NATS user: the roles, then a worker user per worker.instances entry (bound to it). */}}
+{{- define "loom.natsUsers" -}}
+{{- concat (splitList " " (include "loom.natsRoles" .)) (.Values.worker.instances | default list) | join " " -}}
+{{- end -}}
+
+{{/* The users block the in-chart server includes: files/nats-auth.conf, plus the entry of
+files/nats-worker-user.conf for each worker.instances entry, its __INSTANCE__ and $__PASSWORD__
+replaced by the instance id and its password variable. */}}
+{{- define "loom.natsAuthConf" -}}
+{{- $block := .Files.Get "files/nats-auth.conf" -}}
+{{- with .Values.worker.instances -}}
+{{- $template := last (splitList "\n" (trim ($.Files.Get "files/nats-worker-user.conf"))) -}}
+{{- $entries := list -}}
+{{- range $instance := . -}}
+{{- $entry := replace "$__PASSWORD__" (printf "$%s" (include "loom.natsPasswordKey" $instance)) $template -}}
+{{- $entries = append $entries (replace "__INSTANCE__" $instance $entry) -}}
+{{- end -}}
+{{- $block = replace "\n]\n}" (printf ",\n  %s\n]\n}" (join ",\n  " $entries)) $block -}}
+{{- end -}}
+{{- $block -}}
+{{- end -}}
+
 {{/* The NATS user (its role) a service connects as: include "loom.natsUser" "agent-worker" */}}
 {{- define "loom.natsUser" -}}
 {{- $users := dict "agent-worker" "worker" "dispatcher" "dispatcher" "registry" "registry" "ingest" "ingest" "query" "query" "replay" "replay" -}}
@@ -186,7 +208,7 @@ named after the role (tests/deploy checks the two agree). */}}
 {{- end -}}
 
 {{/* The Secret key holding a NATS user's password: include "loom.natsPasswordKey" "worker" */}}
-{{- define "loom.natsPasswordKey" -}}LOOM_NATS_PASSWORD_{{ upper . }}{{- end -}}
+{{- define "loom.natsPasswordKey" -}}LOOM_NATS_PASSWORD_{{ upper . | replace "-" "_" }}{{- end -}}
 
 {{/* Every role's NATS password for the chart's Secret, as JSON {LOOM_NATS_PASSWORD_<ROLE>: ...}:
 natsAuth.passwords, else what the release's Secret holds (kept across upgrades), else a new
@@ -200,7 +222,7 @@ random one (a letter first: nats-server parses the value). Made once per render 
 {{- end -}}
 {{- $given := .Values.natsAuth.passwords | default dict -}}
 {{- $out := dict -}}
-{{- range $role := splitList " " (include "loom.natsRoles" $) -}}
+{{- range $role := splitList " " (include "loom.natsUsers" $) -}}
 {{- $key := include "loom.natsPasswordKey" $role -}}
 {{- if get $given $role -}}
 {{- $_ := set $out $key (get $given $role) -}}
@@ -215,10 +237,14 @@ random one (a letter first: nats-server parses the value). Made once per render 
 {{- get .Values.natsAuth "rendered" | toJson -}}
 {{- end -}}
 
-{{/* A service's NATS user and its password from the Secret: include "loom.natsEnv" (list $ "dispatcher") */}}
+{{/* A service's NATS user and its password from the Secret: include "loom.natsEnv" (list $ "dispatcher"),
+or a worker instance's own user: include "loom.natsEnv" (list $ "agent-worker" "worker-0") */}}
 {{- define "loom.natsEnv" -}}
 {{- $root := index . 0 -}}
 {{- $user := include "loom.natsUser" (index . 1) }}
+{{- if and (gt (len .) 2) (index . 2) }}
+{{- $user = index . 2 }}
+{{- end }}
 - name: LOOM_NATS_USER
   value: {{ $user | quote }}
 - name: LOOM_NATS_PASSWORD
