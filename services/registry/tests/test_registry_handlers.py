@@ -29,12 +29,14 @@ from nats.micro.request import ERROR_CODE_HEADER, ERROR_HEADER
 class FakeMembership:
     def __init__(self) -> None:
         self.recorded: list[Heartbeat] = []
+        self.forgotten: list[str] = []
 
     async def record(self, hb: Heartbeat) -> bool:
         self.recorded.append(hb)
         return len(self.recorded) == 1
 
     async def forget(self, instance_id: str) -> bool:
+        self.forgotten.append(instance_id)
         return True
 
 
@@ -82,6 +84,28 @@ async def test_a_malformed_heartbeat_becomes_a_dead_letter() -> None:
     assert first.subject == subjects.registry_heartbeat("w1") and first.raw == '{"instanceId": "w1"}'
     assert "'heartbeat.host': Field required" in first.reason
     assert second.subject == subjects.registry_heartbeat("w2") and second.raw == "not json"
+
+
+async def test_a_heartbeat_about_another_instance_than_its_subject_is_a_dead_letter() -> None:
+    """A worker bound to w1 may publish only w1's heartbeat subject: a body naming w2 there (a
+    forged draining goodbye, a fake registration) is refused, and w2 stays as it was."""
+    broker, membership, out = _broker()
+    forged = Heartbeat(
+        instance_id="w2",
+        agents=[AgentCard(agent_id="echo", name="echo")],
+        host="h",
+        pid=1,
+        load=InstanceLoad(in_flight=0, capacity=4),
+        draining=True,
+    )
+    async with TestNatsBroker(broker) as br:
+        await br.publish(forged.to_json(), subjects.registry_heartbeat("w1"))
+    assert membership.recorded == [] and membership.forgotten == []
+    assert [type(r) for r in out] == [RejectedMessage]
+    assert out[0].subject == subjects.registry_heartbeat("w1")
+    assert (
+        out[0].reason == "a heartbeat on loom.registry.heartbeat.w1 must be about its own instance, not 'w2'"
+    )
 
 
 class Published:

@@ -2,6 +2,8 @@
 
 Heartbeats are a typed FastStream handler (its parameter is the model, FastStream validates);
 the router's exception middleware turns a heartbeat the model refuses into a dead-letter record.
+A heartbeat speaks only for the instance its subject names (a worker user bound to an instance may
+publish only that subject): one naming another instance is dead-lettered, never recorded.
 """
 
 from __future__ import annotations
@@ -74,9 +76,15 @@ def build_router(
 
     # no_reply: a heartbeat needs no answer. Picks are answered by picks.PickServer.
     @router.subscriber(subjects.REGISTRY_HEARTBEAT_ALL, queue="registry", max_workers=16, no_reply=True)
-    async def on_heartbeat(heartbeat: Heartbeat) -> None:
+    async def on_heartbeat(heartbeat: Heartbeat, message: NatsMessage) -> None:
         HEARTBEATS.inc()
         hb = heartbeat
+        subject = message.raw_message.subject
+        if subject != subjects.registry_heartbeat(hb.instance_id):
+            reason = f"a heartbeat on {subject} must be about its own instance, not {hb.instance_id!r}"
+            log.warning("message on %s refused: %s", subject, reason)
+            await reject(broker, subject, message.body, reason)
+            return
         if hb.draining and hb.load.in_flight == 0:  # a drained worker's goodbye: deregister it now
             if await membership.forget(hb.instance_id):
                 log.info("instance deregistered", extra={"instance_id": hb.instance_id})

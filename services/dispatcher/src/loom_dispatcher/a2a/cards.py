@@ -58,6 +58,8 @@ class CardBook:
             heartbeat = Heartbeat.from_json(msg.data)
         except (ValidationError, ValueError):
             return  # the registry dead-letters it
+        if msg.subject != subjects.registry_heartbeat(heartbeat.instance_id):
+            return  # about another instance than its sender: the registry dead-letters it
         for card in heartbeat.agents:
             self._cards[card.agent_id] = card
             if (heard := self._heard.pop(card.agent_id, None)) is not None:
