@@ -16,6 +16,7 @@ from a2a.client import A2ACardResolver, ClientConfig, ClientFactory
 from a2a.client.errors import A2AClientError
 from a2a.helpers.proto_helpers import new_text_part
 from a2a.types import Message, Role, SendMessageRequest, TaskState
+from loom_protocol.auth import API_KEYS_BUCKET, key_hash
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
@@ -156,7 +157,7 @@ async def test_websockets_take_the_key_in_the_query_string(services: Services) -
 
 
 async def test_keys_created_at_run_time_work_everywhere_until_revoked(
-    services: Services, http: httpx.AsyncClient
+    services: Services, http: httpx.AsyncClient, stack: Stack
 ) -> None:
     s = services
     created = await http.post(
@@ -170,6 +171,11 @@ async def test_keys_created_at_run_time_work_everywhere_until_revoked(
     listed = (await http.get(f"{s.dispatcher.url}/api/keys", headers=bearer(ADMIN))).json()["keys"]
     assert [(r["id"], r["name"]) for r in listed] == [(record["id"], "ci-bot")]
     assert key not in str(listed)  # only its hint
+    # stored hashed: the bucket every service reads holds the key's SHA-256, never the key
+    bucket = await (await stack.nats()).jetstream().key_value(API_KEYS_BUCKET)
+    stored = {name: (await bucket.get(name)).value or b"" for name in await bucket.keys()}
+    assert stored and all(key not in name and key.encode() not in value for name, value in stored.items())
+    assert any(key_hash(key) in name or key_hash(key).encode() in value for name, value in stored.items())
 
     done = await submit(http, s.dispatcher, key)  # the dispatcher knows it at once
     assert done.status_code == 200, done.text

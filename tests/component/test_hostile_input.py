@@ -300,6 +300,41 @@ async def test_replay_answers_hostile_input_with_4xx(database_url: str, stack: S
     await _healthy(replay.url)
 
 
+async def test_a_dead_task_replays_to_a_4xx_and_a_hostile_breakpoint_leaves_the_player_open(
+    database_url: str, stack: Stack
+) -> None:
+    """A task that died unrouted (its agent never ran) has a recording of two lifecycle events:
+    a deterministic replay of it is the dispatcher's 4xx, not a 502; a play session over it
+    answers a breakpoint with a lone surrogate with an error frame and goes on playing."""
+    await stack.registry()
+    await stack.dispatcher()
+    await start_pipeline(stack, database_url)
+    replay = await start_replay(stack, database_url)
+    dead = Task(target_agent="nosuchagent", parameters={"prompt": "x"})
+    await submit_nats(await stack.nats(), dead)
+    stored = "SELECT count(*) FROM events WHERE task_id = $1 AND type = 'loom.task.status.dead'"
+    await wait_count(database_url, stored, 1, 30, dead.task_id)
+    async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+        replayed = await client.post(f"{replay.url}/api/replay/deterministic", json={"taskId": dead.task_id})
+        assert 400 <= replayed.status_code < 500, replayed.text
+        assert "unknown agent 'nosuchagent'" in replayed.json()["error"]["message"]
+        created = await client.post(f"{replay.url}/api/replay/create", params={"task_id": dead.task_id})
+        assert created.status_code == 201, created.text
+        session = created.json()["sessionId"]
+    async with connect(ws_url(replay, f"/api/replay/{session}/play?speed=1000"), open_timeout=10) as ws:
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "started"
+        await ws.send('{"action": "breakpoint", "type": "\\ud800"}')  # JSON's escape: a lone surrogate
+        frames: list[dict[str, Any]] = []
+        while not frames or frames[-1]["type"] != "error":
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        assert frames[-1]["status"] == 422 and "breakpoint type" in frames[-1]["reason"], frames[-1]
+        await ws.send('{"action": "breakpoint", "type": "task.dead"}')  # the socket still serves
+        while frames[-1]["type"] != "breakpoints":
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        assert frames[-1]["breakpoints"] == [{"type": "task.dead"}], frames[-1]
+    await _healthy(replay.url)
+
+
 async def test_heartbeats_with_absurd_intervals_are_dead_lettered(stack: Stack) -> None:
     registry = await stack.registry()
     nc = await stack.nats()

@@ -46,6 +46,10 @@ DATABASE_URL = "postgresql://postgres@127.0.0.1:5433/loom"
 """Default of ``LOOM_DATABASE_URL`` (TimescaleDB)."""
 
 
+_ORIGIN = r"(\*|https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?)"
+_CORS_ORIGINS = rf"^\s*({_ORIGIN}\s*(,\s*{_ORIGIN}\s*)*)?$"
+
+
 class ServiceSettings(BaseModel):
     """The settings every service has, whatever else it needs, and how all of them are read.
 
@@ -82,6 +86,10 @@ class ServiceSettings(BaseModel):
         oidc_jwks_url: The provider's signing keys (``LOOM_OIDC_JWKS_URL``); unset: the
             ``jwks_uri`` of the issuer's discovery document.
         oidc_scopes_claim: The claim that lists a token's Loom scopes (``LOOM_OIDC_SCOPES_CLAIM``).
+        cors_origins: The web origins whose pages may call this service's API from a browser
+            (``LOOM_CORS_ORIGINS``: comma-separated ``https://host[:port]``, or ``*``); empty (the
+            default): none, no CORS headers at all. Studio, served by the query service, is
+            same-origin and needs none.
     """
 
     model_config: ClassVar[Any] = {
@@ -104,6 +112,22 @@ class ServiceSettings(BaseModel):
     oidc_audience: str = "loom"
     oidc_jwks_url: str = ""
     oidc_scopes_claim: str = "scope"
+    cors_origins: str = Field(default="", pattern=_CORS_ORIGINS)
+
+    def cors_options(self) -> dict[str, Any] | None:
+        """Keyword arguments for Starlette's ``CORSMiddleware`` (``app.add_middleware(
+        CORSMiddleware, **options)``) when ``cors_origins`` names any, else None: CORS off.
+        Browsers may send the API key (``Authorization``) and JSON, never cookies."""
+        origins = [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+        if not origins:
+            return None
+        return {
+            "allow_origins": origins,
+            "allow_methods": ["GET", "POST", "PUT", "DELETE"],
+            "allow_headers": ["authorization", "content-type"],
+            "allow_credentials": False,
+            "max_age": 600,
+        }
 
     def nats_connection(self, url: str) -> NatsConnection:
         """How to connect to the NATS servers of ``url`` with this service's credentials."""

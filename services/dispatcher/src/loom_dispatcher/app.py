@@ -9,6 +9,7 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
@@ -155,4 +156,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(keys.router)
     # outermost: before any body is read
     app.add_middleware(ApiKeyMiddleware, ring=state.keys, policy=ACCESS, tokens=oidc_verifier(settings))
+    if (cors := settings.cors_options()) is not None:  # outermost: answers browsers' preflights
+        app.add_middleware(CORSMiddleware, **cors)
     return app

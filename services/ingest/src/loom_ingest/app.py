@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
@@ -100,4 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(otlp_http.router)
     app.include_router(ce_http.router)
     app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS, tokens=oidc_verifier(settings))
+    if (cors := settings.cors_options()) is not None:  # outermost: answers browsers' preflights
+        app.add_middleware(CORSMiddleware, **cors)
     return app

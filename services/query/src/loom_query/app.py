@@ -15,6 +15,7 @@ import os
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
@@ -112,4 +113,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_studio(app)  # last: it answers only the paths no route took
     app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS, tokens=oidc_verifier(settings))
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)  # 413 while a body is read
+    if (cors := settings.cors_options()) is not None:  # outermost: answers browsers' preflights
+        app.add_middleware(CORSMiddleware, **cors)
     return app

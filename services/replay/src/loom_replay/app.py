@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 from loom_auth import oidc_verifier
 from loom_protocol.auth import (
@@ -88,4 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.add_middleware(ApiKeyMiddleware, ring=keys, policy=ACCESS, tokens=oidc_verifier(settings))
     app.add_middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES)  # 413 while a body is read
+    if (cors := settings.cors_options()) is not None:  # outermost: answers browsers' preflights
+        app.add_middleware(CORSMiddleware, **cors)
     return app
