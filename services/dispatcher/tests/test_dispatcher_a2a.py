@@ -39,6 +39,7 @@ from loom_protocol import (
     Task,
     TaskStatus,
     TaskStatusChanged,
+    subjects,
 )
 from redis.asyncio import Redis
 
@@ -210,10 +211,13 @@ async def test_agent_cards_follow_heartbeats_and_render_as_the_proto() -> None:
     @dataclass
     class Msg:
         data: bytes
+        subject: str = subjects.registry_heartbeat("w1")
 
     waiting = asyncio.ensure_future(book.wait("calculator", 5))
     await asyncio.sleep(0)
     await book._on_heartbeat(Msg(b"{not a heartbeat"))
+    await book._on_heartbeat(Msg(beat.to_json(), subjects.registry_heartbeat("w2")))  # w2 speaking for w1
+    assert book.all() == []
     await book._on_heartbeat(Msg(beat.to_json()))
     assert await waiting == card
     assert await book.wait("echo", 0.01) is None
