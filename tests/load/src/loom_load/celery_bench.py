@@ -21,6 +21,7 @@ from typing import Any
 from . import procstat
 from .ledger import Ledger
 from .loom import echo_params
+from .settings import redact
 from .stats import Latency, Timeline, rate
 
 Progress = Callable[[int], None]
@@ -207,7 +208,7 @@ def run_celery(
     import celery
 
     out: dict[str, Any] = {
-        "broker": url,
+        "broker": redact(url),  # the report is a file: no password in it
         "queue": queue,
         "worker_concurrency": workers,
         "celery": celery.__version__,

@@ -43,10 +43,10 @@ class Targets:
                     raise ValueError(f"{name}={url!r}: only loopback targets are allowed (got host {host!r})")
 
     def redacted(self) -> dict[str, str]:
-        return {name: _redact(url) for name, url in asdict(self).items()}
+        return {name: redact(url) for name, url in asdict(self).items()}
 
 
-def _redact(urls: str) -> str:
+def redact(urls: str) -> str:
     """``urls`` (one, or several comma-separated) with each password replaced by ``***``."""
     return ",".join(_redact_one(url) for url in urls.split(","))
 
