@@ -26,6 +26,7 @@ subject                                carries
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple
 
@@ -365,6 +366,7 @@ class EventSender(NamedTuple):
     event_type: str
 
 
+@functools.lru_cache(maxsize=4096)  # a few subjects carry nearly every event: parse each once
 def event_sender(subject: str) -> EventSender:
     """Read the sender and the event type out of an event subject.
 
