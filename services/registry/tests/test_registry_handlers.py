@@ -57,15 +57,20 @@ def _broker() -> tuple[NatsBroker, FakeMembership, list[Any]]:
     return broker, membership, out
 
 
-async def test_a_heartbeat_records_the_instance_and_announces_it_once() -> None:
-    broker, membership, out = _broker()
-    hb = Heartbeat(
-        instance_id="w1",
+def _heartbeat(instance_id: str, *, draining: bool = False) -> Heartbeat:
+    return Heartbeat(
+        instance_id=instance_id,
         agents=[AgentCard(agent_id="echo", name="echo")],
         host="h",
         pid=1,
         load=InstanceLoad(in_flight=0, capacity=4),
+        draining=draining,
     )
+
+
+async def test_a_heartbeat_records_the_instance_and_announces_it_once() -> None:
+    broker, membership, out = _broker()
+    hb = _heartbeat("w1")
     async with TestNatsBroker(broker) as br:
         await br.publish(hb.to_json(), subjects.registry_heartbeat("w1"))
         await br.publish(hb.to_json(), subjects.registry_heartbeat("w1"))
@@ -90,14 +95,7 @@ async def test_a_heartbeat_about_another_instance_than_its_subject_is_a_dead_let
     """A worker bound to w1 may publish only w1's heartbeat subject: a body naming w2 there (a
     forged draining goodbye, a fake registration) is refused, and w2 stays as it was."""
     broker, membership, out = _broker()
-    forged = Heartbeat(
-        instance_id="w2",
-        agents=[AgentCard(agent_id="echo", name="echo")],
-        host="h",
-        pid=1,
-        load=InstanceLoad(in_flight=0, capacity=4),
-        draining=True,
-    )
+    forged = _heartbeat("w2", draining=True)
     async with TestNatsBroker(broker) as br:
         await br.publish(forged.to_json(), subjects.registry_heartbeat("w1"))
     assert membership.recorded == [] and membership.forgotten == []
