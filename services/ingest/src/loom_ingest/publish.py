@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom_protocol import MSG_ID_HEADER, CloudEvent, subjects
 
 from .rows import attribute_problem
-from .ws import Publisher
+
+if TYPE_CHECKING:  # ws checks its events with prepare, below
+    from .ws import Publisher
 
 _HEADERS = {"content-type": "application/cloudevents+json"}
 

@@ -19,12 +19,12 @@ import logging
 from typing import Any, Protocol
 
 from fastapi import WebSocket, WebSocketDisconnect
-from loom_protocol import MSG_ID_HEADER, BatchError, CloudEvent, EventBatchAck, subjects, validation_reason
+from loom_protocol import MSG_ID_HEADER, BatchError, CloudEvent, EventBatchAck, validation_reason
 from loom_protocol.limits import check_json_value
 from pydantic import ValidationError
 
 from . import metrics
-from .rows import attribute_problem
+from .publish import prepare
 
 log = logging.getLogger(__name__)
 _HEADERS = {"content-type": "application/cloudevents+json"}
@@ -55,16 +55,7 @@ def check_event(raw: Any, max_bytes: int) -> tuple[CloudEvent, str, bytes] | str
         event = CloudEvent.model_validate(raw)
     except ValidationError as exc:
         return f"not a valid CloudEvent: {validation_reason(exc)}"
-    try:
-        subject = subjects.service_event("ingest", event.type)
-    except ValueError as exc:
-        return f"type {event.type[:80]!r} cannot be a subject: {exc}"
-    if (problem := attribute_problem(event)) is not None:
-        return problem
-    body = event.to_json()
-    if len(body) > max_bytes:
-        return f"event is {len(body)} bytes, over the limit of {max_bytes} bytes"
-    return event, subject, body
+    return prepare(event, max_bytes)
 
 
 def _kind(value: Any) -> str:
