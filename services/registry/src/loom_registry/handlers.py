@@ -66,11 +66,13 @@ def build_router(
     # then handled, never redelivered or crashed on
     dead_letters = ExceptionMiddleware()
 
-    @dead_letters.add_handler(ValidationError)
-    async def dead_letter(exc: ValidationError, message: NatsMessage) -> None:
-        reason = validation_reason(exc)
+    async def refuse(message: NatsMessage, reason: str) -> None:
         log.warning("message on %s refused: %s", message.raw_message.subject, reason)
         await reject(broker, message.raw_message.subject, message.body, reason)
+
+    @dead_letters.add_handler(ValidationError)
+    async def dead_letter(exc: ValidationError, message: NatsMessage) -> None:
+        await refuse(message, validation_reason(exc))
 
     router = NatsRouter(middlewares=[dead_letters])
 
@@ -81,9 +83,9 @@ def build_router(
         hb = heartbeat
         subject = message.raw_message.subject
         if subject != subjects.registry_heartbeat(hb.instance_id):
-            reason = f"a heartbeat on {subject} must be about its own instance, not {hb.instance_id!r}"
-            log.warning("message on %s refused: %s", subject, reason)
-            await reject(broker, subject, message.body, reason)
+            await refuse(
+                message, f"a heartbeat on {subject} must be about its own instance, not {hb.instance_id!r}"
+            )
             return
         if hb.draining and hb.load.in_flight == 0:  # a drained worker's goodbye: deregister it now
             if await membership.forget(hb.instance_id):
