@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from dotenv import dotenv_values
+from loom_protocol.settings import redacted
 from rich.console import Console
 from rich.table import Table
 
@@ -31,18 +32,9 @@ def _infra() -> list[tuple[str, int, str]]:
     ]
     return [
         *rows,
-        ("Redis", urlsplit(redis).port or 6379, _without_password(redis)),
-        ("TimescaleDB", urlsplit(database).port or 5432, _without_password(database)),
+        ("Redis", urlsplit(redis).port or 6379, redacted(redis)),
+        ("TimescaleDB", urlsplit(database).port or 5432, redacted(database)),
     ]
-
-
-def _without_password(url: str) -> str:
-    """``url`` with its password (if any) shown as ``***``: the table is printed to a terminal."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = f"{parts.username}:***" if parts.username else ":***"
-    return parts._replace(netloc=f"{user}@{parts.hostname}:{parts.port}").geturl()
 
 
 SERVICES = [

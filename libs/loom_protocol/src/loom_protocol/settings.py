@@ -30,6 +30,7 @@ __all__ = [
     "ServiceSettings",
     "nats_connection",
     "nats_servers",
+    "redacted",
 ]
 
 ENV_PREFIX = "LOOM_"
@@ -215,3 +216,16 @@ def nats_connection(url: str, user: str = "", password: str = "", creds: str = "
     if creds:
         options["user_credentials"] = creds
     return NatsConnection(servers, options)
+
+
+def redacted(urls: str) -> str:
+    """``urls`` (one, or several comma-separated, as ``LOOM_NATS_URL``) with each password shown as
+    ``***``: for what is printed or written to a report."""
+    return ",".join(_redacted_one(url) for url in urls.split(","))
+
+
+def _redacted_one(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))

@@ -154,7 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.router)
     app.include_router(a2a.router)  # A2A: every agent at /a2a/<agentId> (docs/adr/0003-a2a.md)
     app.include_router(keys.router)
-    # outermost: before any body is read
+    # before any body is read (outside it: only CORS, when on)
     app.add_middleware(ApiKeyMiddleware, ring=state.keys, policy=ACCESS, tokens=oidc_verifier(settings))
     if (cors := settings.cors_options()) is not None:  # outermost: answers browsers' preflights
         app.add_middleware(CORSMiddleware, **cors)

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from loom_protocol.settings import redacted
+
 from . import procstat
 from .ledger import Ledger
 from .loom import echo_params
-from .settings import redact
 from .stats import Latency, Timeline, rate
 
 Progress = Callable[[int], None]
@@ -208,7 +209,7 @@ def run_celery(
     import celery
 
     out: dict[str, Any] = {
-        "broker": redact(url),  # the report is a file: no password in it
+        "broker": redacted(url),  # the report is a file: no password in it
         "queue": queue,
         "worker_concurrency": workers,
         "celery": celery.__version__,

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from dotenv import dotenv_values
-from loom_protocol.settings import nats_connection
+from loom_protocol.settings import nats_connection, redacted
 
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
@@ -43,20 +43,7 @@ class Targets:
                     raise ValueError(f"{name}={url!r}: only loopback targets are allowed (got host {host!r})")
 
     def redacted(self) -> dict[str, str]:
-        return {name: redact(url) for name, url in asdict(self).items()}
-
-
-def redact(urls: str) -> str:
-    """``urls`` (one, or several comma-separated) with each password replaced by ``***``."""
-    return ",".join(_redact_one(url) for url in urls.split(","))
-
-
-def _redact_one(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+        return {name: redacted(url) for name, url in asdict(self).items()}
 
 
 def find_dotenv(start: Path | None = None) -> Path | None:

@@ -20,13 +20,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from loom_protocol.settings import redacted
 from taskiq import AsyncTaskiqTask
 from taskiq.exceptions import TaskiqResultTimeoutError
 
 from . import subproc, taskiq_app
 from .loom import echo_params
 from .peer_loop import Progress, TaskFailed, both_workloads, wait_ready
-from .settings import redact
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ async def run_taskiq(
     out: dict[str, Any] = {
         "broker": f"JetStream pull ({named['stream']}, durable {named['durable']}, "
         f"fetch batch {taskiq_app.FETCH_BATCH})",
-        "result_backend": f"Redis {redact(redis_url)}, poll every {CHECK_INTERVAL_S * 1000:g} ms",
+        "result_backend": f"Redis {redacted(redis_url)}, poll every {CHECK_INTERVAL_S * 1000:g} ms",
         "workers": workers,
         "versions": {p: version(p) for p in ("taskiq", "taskiq-nats", "taskiq-redis")},
         "cpu": {},
