@@ -62,6 +62,8 @@ timescaledb.telemetry_level = off
 max_connections = 200
 shared_buffers = 256MB
 synchronous_commit = on
+# the load harness reads when each event's row became visible (pg_xact_commit_timestamp)
+track_commit_timestamp = on
 CONF
   if ! grep -q 'loom-local' "$conf/pg_hba.conf"; then
     # local development database on loopback only: trust, as the machine's own PostgreSQL does

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from loom_load.ingest import LagTracker
 from loom_load.stats import Latency, Timeline, rate, ratio, sustained_rate, thin
 
 
@@ -92,3 +93,18 @@ def test_sustained_rate_ignores_ramp_and_tail() -> None:
     assert sustained_rate([(0.0, 0)], 10) is None
     assert sustained_rate(samples, 0) is None
     assert sustained_rate([(0.0, 0), (1.0, 5)], 100) is None  # never reached 90 %
+
+
+def test_ingest_lag_is_the_commit_time_when_every_row_has_one() -> None:
+    tracker = LagTracker("postgresql://unused", {"id", "time"})
+    for poll_s, commit_s in ((0.30, 0.05), (0.25, 0.08)):
+        tracker.poll_lag.record(poll_s)
+        tracker.commit_lag.record(commit_s)
+    summary = tracker.summary()
+    assert summary["lag_method"] == "commit time (exact)"
+    assert summary["lag"]["max_ms"] < 100 < summary["poll_lag"]["min_ms"]
+
+    tracker.poll_lag.record(0.4)  # a row committed before commit times were kept
+    summary = tracker.summary()
+    assert summary["lag_method"].startswith("polled every 100 ms")
+    assert summary["lag"]["count"] == 3 and summary["lag"]["max_ms"] >= 400

@@ -1,10 +1,14 @@
 """Ingest, seen from the outside: event time → row visible in TimescaleDB's ``events`` table.
 
 * :class:`LagTracker` is fed (id, time) of every CloudEvent of this run the harness hears on
-  NATS, and polls ``events`` for the ids not yet visible. A row is visible at the latest at
-  the poll that found it (lag = poll start − event time, resolution: the poll interval). When
-  the table has an ``ingested_at`` column, ``ingested_at − time`` is reported as well (the
-  insert's transaction start: a lower bound).
+  NATS, and polls ``events`` for the ids not yet visible. When the server keeps commit
+  timestamps (``track_commit_timestamp = on``, as the local stack's TimescaleDB does), the lag
+  is exact: the commit time of the transaction that inserted the row (the moment it became
+  visible, ``pg_xact_commit_timestamp(xmin)``) − event time. Otherwise a row is visible at the
+  latest at the poll that found it (lag = poll start − event time, resolution: the poll
+  interval and the poll's own duration); that figure is reported either way as ``poll_lag``.
+  When the table has an ``ingested_at`` column, ``ingested_at − time`` is reported as well
+  (the insert's transaction start: a lower bound).
 * :func:`ingest_burst` publishes a burst of synthetic events (type ``bench.synthetic``, a
   source unique to the run) and follows their count in ``events``: sustained rows/s.
 
@@ -63,8 +67,10 @@ class LagTracker:
         self.interval_s = interval_s
         self._batch = batch
         self._pending: OrderedDict[str, float] = OrderedDict()  # event id -> event time (epoch s)
-        self.lag = Latency()
-        self.insert_lag = Latency()
+        self.commit_lag = Latency()  # exact: commit time − event time
+        self.poll_lag = Latency()  # an upper bound: poll start − event time
+        self.insert_lag = Latency()  # a lower bound: transaction start − event time
+        self.commit_timestamps: bool | None = None  # known once the poller connected
         self.timeline = Timeline(time.perf_counter(), bucket_s=1.0)
         self.heard = 0
         self.visible = 0
@@ -100,7 +106,13 @@ class LagTracker:
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             self.error = f"cannot connect to the database: {exc}"
             return
+        try:
+            self.commit_timestamps = await conn.fetchval("SHOW track_commit_timestamp") == "on"
+        except asyncpg.PostgresError:
+            self.commit_timestamps = False
         select = "id, time" + (", ingested_at" if self._has_ingested_at else "")
+        if self.commit_timestamps:
+            select += ", pg_xact_commit_timestamp(xmin) AS committed_at"
         query = (
             f"SELECT {select} FROM events "  # noqa: S608 -- fixed column names, values are parameters
             "WHERE time >= $2 AND time <= $3 AND id = ANY($1::text[])"
@@ -125,7 +137,9 @@ class LagTracker:
                     if at is None:
                         continue
                     self.visible += 1
-                    self.lag.record(snapshot - at)
+                    self.poll_lag.record(snapshot - at)
+                    if self.commit_timestamps and row["committed_at"] is not None:
+                        self.commit_lag.record(row["committed_at"].timestamp() - at)
                     if self._has_ingested_at and row["ingested_at"] is not None:
                         self.insert_lag.record(row["ingested_at"].timestamp() - at)
                     self.timeline.add(now)
@@ -134,14 +148,28 @@ class LagTracker:
         finally:
             await conn.close()
 
+    @property
+    def lag(self) -> Latency:
+        """The exact figure when every visible row had a commit time, else the poll's."""
+        exact = self.commit_lag.count and self.commit_lag.count == self.poll_lag.count
+        return self.commit_lag if exact else self.poll_lag
+
     def summary(self) -> dict[str, Any]:
+        lag = self.lag
+        method = (
+            "commit time (exact)"
+            if lag is self.commit_lag
+            else f"polled every {round(self.interval_s * 1000)} ms (upper bound)"
+        )
         out: dict[str, Any] = {
             "events_heard_on_nats": self.heard,
             "rows_visible": self.visible,
             "rows_not_visible": len(self._pending),
             "poll_interval_ms": round(self.interval_s * 1000),
-            "lag": self.lag.summary(),
-            "cdf": self.lag.cdf(),
+            "lag": lag.summary(),
+            "lag_method": method,
+            "cdf": lag.cdf(),
+            "poll_lag": self.poll_lag.summary(),
             "timeline": self.timeline.series(),
         }
         if self.insert_lag.count:

@@ -364,7 +364,7 @@ def figures(results: dict[str, Any]) -> list[Figure]:
                 f"ingest lag event→row {p[:-3]}",
                 value,
                 "ms",
-                ingest_na if value is None else "",
+                ingest_na if value is None else str(lag.get("lag_method", "")),
             )
         )
     burst: dict[str, Any] = ingest["burst"] if isinstance(ingest.get("burst"), dict) else {}
