@@ -1,7 +1,8 @@
 """Ingest's hand-written JetStream consumer against a real nats-server (``nats_url``:
 services/conftest.py), the database replaced by a fake writer: batches by size, the server's
-408 on an expired pull, a deleted consumer (409), acks only after a commit, a failing commit
-retried without acks, and the messages in hand nak'd on stop."""
+408 on an expired pull, a deleted consumer (409), the group commit (a batch is what arrived
+during the previous commit), acks only after a commit, a failing commit retried without acks,
+and the messages in hand nak'd on stop."""
 
 from __future__ import annotations
 
@@ -86,11 +87,14 @@ class Writer:
         self.stuck = stuck
         self.committed: list[int] = []
         self.attempts = 0
+        self.gate: asyncio.Event | None = None  # when set to an Event: each write waits for it
 
     async def write(self, items: Sequence[Item]) -> WriteResult:
         self.attempts += 1
         if self.stuck:
             await asyncio.Event().wait()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.failures:
             self.failures -= 1
             raise ConnectionError("database down")
@@ -125,6 +129,30 @@ def stream_consumer(nc: Client, writer: Writer) -> StreamConsumer:
 async def counts(nc: Client) -> tuple[int, int]:
     info = await nc.jetstream().consumer_info(STREAM, "d")
     return info.num_pending, info.num_ack_pending
+
+
+async def test_a_batch_is_what_arrived_during_the_previous_commit(nc: Client, wait_for: WaitFor) -> None:
+    writer = Writer()
+    consumer = stream_consumer(nc, writer)
+    running = asyncio.create_task(consumer.run())
+    try:
+        await publish(nc, 1)
+        await wait_for(lambda: writer.committed == [1])  # alone on a quiet stream: written by itself
+        writer.gate = asyncio.Event()
+        await publish(nc, 1)
+        await wait_for(lambda: writer.attempts == 2)  # that one is being committed...
+        await publish(nc, 40)
+        await wait_for(lambda: consumer.read_ahead == 40)  # ...while 40 more are read and decoded
+        writer.gate.set()
+        await wait_for(lambda: writer.committed == [1, 1, 40])  # then taken together, at once
+        deadline = time.monotonic() + 10
+        while await counts(nc) != (0, 0):  # each acked after its commit
+            assert time.monotonic() < deadline, await counts(nc)
+            await asyncio.sleep(0.05)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
 
 
 async def test_acks_follow_the_commit_and_a_failing_commit_is_retried(nc: Client, wait_for: WaitFor) -> None:

@@ -246,6 +246,19 @@ def test_a_submitted_task_becomes_a_bus_row_and_a_task_update() -> None:
     assert update["created_at"] == task.created_at
 
 
+def test_a_bus_row_never_carries_a_number_postgresql_refuses() -> None:
+    body = json.loads(_task().to_json())
+    body["parameters"] = {"prompt": "NaN and Infinity", "x": "__nan__", "y": ["__inf__", 1.5]}
+    text = json.dumps(body).replace('"__nan__"', "NaN").replace('"__inf__"', "-Infinity")
+    decoded = decode(inc("loom.task.submitted.calc", text.encode(), stream="LOOM_TASKS"), LIMIT)
+
+    def refuse(literal: str) -> None:
+        raise AssertionError(f"{literal} in the stored JSON")
+
+    stored = json.loads(str(as_event(decoded.event)["raw"]), parse_constant=refuse)  # type: ignore[arg-type]
+    assert stored["data"]["parameters"] == {"prompt": "NaN and Infinity", "x": None, "y": [None, 1.5]}
+
+
 def test_status_messages_carry_final_and_result() -> None:
     change = TaskStatusChanged.from_task(
         _task().with_status(TaskStatus.DISPATCHED).with_status(TaskStatus.COMPLETED, result={"answer": "2"})

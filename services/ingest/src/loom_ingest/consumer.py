@@ -6,11 +6,14 @@ subscriber: ingest needs a batch to stay unacknowledged for as long as the datab
 after its transaction committed; FastStream's batch subscriber decides acks per handler call
 and decodes/logs every message, and nats-py's ``fetch`` costs ~150 µs per message.
 
-Each stream has one :class:`StreamConsumer` with two stages joined by a small queue: the
-reader fetches and decodes a batch (by size, or by time once the first message arrived)
-while the writer commits the previous one, so Python's decoding overlaps the database's
-work. Redelivered messages (after a crash or an expired ack deadline) are absorbed by the
-idempotent insert.
+Each stream has one :class:`StreamConsumer` with two stages, a group commit: the reader
+decodes messages as they arrive into the next batch while the writer commits the current one,
+so Python's decoding overlaps the database's work; the writer, once it is free, takes what is
+waiting (up to ``batch_size``) at once. A writer that was idle waits ``linger_s`` after the
+first message for company. So a batch is as large as what arrived during the last commit:
+small and immediate on a quiet stack, large under load, and a message never waits for more
+than the commit before its own. Redelivered messages (after a crash or an expired ack
+deadline) are absorbed by the idempotent insert.
 """
 
 from __future__ import annotations
@@ -82,9 +85,18 @@ class StreamConsumer:
     subject: str
     durable: str
     options: ConsumerOptions
-    _queue: asyncio.Queue[Batch] = field(default_factory=lambda: asyncio.Queue(maxsize=2), init=False)
-    _current: Batch | None = field(default=None, init=False)
+    _next: Batch = field(default_factory=lambda: Batch([], []), init=False)  # read, not yet taken
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # _next has messages
+    _full: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # _next has batch_size
+    _room: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # _next has fewer
+    _current: Batch | None = field(default=None, init=False)  # being committed
+    _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # all read is committed
     _puller: Puller | None = field(default=None, init=False)
+
+    @property
+    def read_ahead(self) -> int:
+        """Messages read and decoded, waiting for the writer."""
+        return len(self._next.msgs)
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -113,19 +125,19 @@ class StreamConsumer:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reader
-        if not writer.done():
-            joined = asyncio.create_task(self._queue.join())
+        if not writer.done() and (self._current is not None or self._next.msgs):
+            self._idle.clear()
+            idle = asyncio.create_task(self._idle.wait())
             await asyncio.wait(
-                {joined, writer}, timeout=self.options.drain_s, return_when=asyncio.FIRST_COMPLETED
+                {idle, writer}, timeout=self.options.drain_s, return_when=asyncio.FIRST_COMPLETED
             )
-            joined.cancel()
+            idle.cancel()
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer
         held = [self._current.msgs] if self._current is not None else []
-        while not self._queue.empty():
-            held.append(self._queue.get_nowait().msgs)
-        self._current = None
+        held.append(self._next.msgs)
+        self._current, self._next = None, Batch([], [])
         if self._puller is not None:
             await self._puller.stop()
             held.append(self._puller.take_buffered())
@@ -150,36 +162,63 @@ class StreamConsumer:
     async def _read_forever(self) -> None:
         opt = self.options
         while True:
+            room = opt.batch_size - len(self._next.msgs)
+            if room <= 0:  # the writer is behind: stop taking (the puller stops pulling)
+                self._room.clear()
+                await self._room.wait()
+                continue
             puller = self._puller
             assert puller is not None
             try:
-                msgs = await puller.take(opt.batch_size, opt.fetch_wait_s, opt.linger_s)
+                msgs = await puller.take(room, opt.fetch_wait_s, 0.0)
             except ConsumerGone as exc:
                 log.warning("consumer %s on %s went away (%s); recreating it", self.durable, self.stream, exc)
                 await puller.stop()
                 self._puller = await self._start_puller()
                 continue
             if not msgs:
-                metrics.LAG_SECONDS.labels(self.stream).set(0)
+                if not self._next.msgs and self._current is None:
+                    metrics.LAG_SECONDS.labels(self.stream).set(0)
                 continue
-            items: list[Item] = []
+            batch = self._next
+            if not batch.msgs:
+                batch = self._next = Batch([], [])  # its read_ns: when its first message was read
             for msg in msgs:
                 inc = incoming(msg)
-                items.append((inc, decode(inc, opt.max_event_bytes)))
-            await self._queue.put(Batch(msgs, items))
+                batch.items.append((inc, decode(inc, opt.max_event_bytes)))
+            batch.msgs.extend(msgs)
+            self._arrived.set()
+            if len(batch.msgs) >= opt.batch_size:
+                self._full.set()
 
     # -- writing ------------------------------------------------------------------------------
+    async def _take(self) -> Batch:
+        """The next batch: what is waiting, at once; else the first arrival and ``linger_s`` more."""
+        if not self._next.msgs:
+            self._arrived.clear()
+            await self._arrived.wait()
+            if self.options.linger_s > 0 and len(self._next.msgs) < self.options.batch_size:
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.options.linger_s):
+                        await self._full.wait()
+        batch, self._next = self._next, Batch([], [])
+        self._room.set()
+        return batch
+
     async def _write_forever(self) -> None:
         while True:
-            batch = self._current = await self._queue.get()
+            batch = await self._take()
+            self._current = batch
             await self._commit(batch)
             trace_committed(batch.msgs, batch.read_ns)
             self._current = None
             for msg in batch.msgs:
                 with contextlib.suppress(Exception):  # a lost ack means a harmless redelivery
                     await msg.ack()
-            self._queue.task_done()
             self._observe(batch)
+            if not self._next.msgs:
+                self._idle.set()
 
     async def _commit(self, batch: Batch) -> None:
         """Write until it sticks: a database outage keeps the batch unacked and retries."""

@@ -54,6 +54,7 @@ from loom_protocol import (
     subjects,
     validation_reason,
 )
+from loom_protocol.base import trace_id_of
 from pydantic import ValidationError
 
 EVENT_COLUMNS = (
@@ -289,11 +290,11 @@ def _duration(value: Any) -> float | None:
 _TASK_KINDS = ("submitted", "assigned", "report", "status", "cancel", "cancelrequest", "dead")
 
 
-def _bus_event(
+def _bus_row(
     inc: Incoming,
+    kind: str,
     type_: str,
     time: datetime,
-    data: Any,
     *,
     task_id: str | None = None,
     session_id: str | None = None,
@@ -301,34 +302,82 @@ def _bus_event(
     trace: TraceContext | None = None,
     instance_id: str | None = None,
     agent_id: str | None = None,
-) -> CloudEvent:
-    payload: dict[str, Any] = {
-        "id": inc.msg_id or f"{inc.stream}:{inc.stream_seq}",
-        "source": f"/nats/{inc.stream}",
+    node_id: str | None = None,
+) -> EventRow:
+    """The ``events`` row a bus message is stored as: a CloudEvent whose data is the message.
+
+    Built directly rather than through :class:`CloudEvent` (whose validation cost more than the
+    message's own): every value is the message's subject and stream position or a field of the
+    wire model it was validated as. The message's JSON text is spliced in as ``data``.
+    """
+    event_id = inc.msg_id or f"{inc.stream}:{inc.stream_seq}"
+    source = f"/nats/{inc.stream}"
+    traceparent = trace.traceparent if trace else None
+    trace_id = trace_id_of(traceparent)
+    envelope = {
+        "id": event_id,
+        "source": source,
         "specversion": "1.0",
         "type": type_,
         "subject": inc.subject,
-        "time": time,
-        "data": data,
+        "time": time.isoformat().replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
         "taskid": task_id,
         "sessionid": session_id,
         "parenttaskid": parent_task_id,
-        "traceparent": trace.traceparent if trace else None,
+        "traceparent": traceparent,
         "tracestate": trace.tracestate if trace else None,
+        "traceid": trace_id,
         "instanceid": instance_id,
         "agentid": agent_id,
     }
-    return CloudEvent.model_validate({k: v for k, v in payload.items() if v is not None})
+    head = _JSON.encode({k: v for k, v in envelope.items() if v is not None})
+    if b"NaN" in inc.data or b"Infinity" in inc.data:
+        # literals Python's and pydantic's JSON parsers accept and PostgreSQL's jsonb refuses:
+        # parsed and written again, those numbers become null
+        data = _JSON.encode(_finite(json.loads(inc.data)))
+    else:
+        data = inc.data.decode("utf-8")  # validated JSON, so valid UTF-8
+    return (
+        time,
+        event_id,
+        kind,
+        type_,
+        source,
+        inc.subject,
+        trace_id,
+        task_id,
+        session_id,
+        parent_task_id,
+        node_id or agent_id or source,
+        agent_id,
+        instance_id,
+        None,
+        None,
+        None,
+        None,
+        None,
+        f'{head[:-1]},"data":{data}}}',
+        inc.stream_seq,
+    )
 
 
-def _task_event(
-    inc: Incoming, type_: str, time: datetime, data: Any, of: Task | TaskStatusChanged
-) -> CloudEvent:
-    return _bus_event(
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _task_bus_row(inc: Incoming, type_: str, time: datetime, of: Task | TaskStatusChanged) -> EventRow:
+    return _bus_row(
         inc,
+        KIND_TASK,
         type_,
         time,
-        data,
         task_id=of.task_id,
         session_id=of.session_id,
         parent_task_id=of.parent_task_id,
@@ -380,29 +429,24 @@ def _decode_task(inc: Incoming) -> Decoded:
     if kind not in _TASK_KINDS:
         return Decoded(dead=dead_letter(inc, f"unknown task subject {inc.subject!r}"))
     try:
-        raw = json.loads(inc.data)
-    except ValueError as exc:
-        return Decoded(dead=dead_letter(inc, f"not valid JSON: {exc}"))
-    try:
         if kind in ("submitted", "assigned"):
-            task = Task.model_validate(raw)
-            event = _task_event(
+            task = Task.model_validate_json(inc.data)
+            event = _task_bus_row(
                 inc,
                 BUS_TASK_SUBMITTED if kind == "submitted" else BUS_TASK_ASSIGNED,
                 task.updated_at,
-                raw,
                 task,
             )
             row = _task_row(
                 task, status=task.status.value, final=False, updated_at=task.updated_at, error=task.error
             )
         elif kind == "report":  # a worker's, to the dispatcher: what it accepts comes as a status
-            change = TaskStatusChanged.model_validate(raw)
-            event = _task_event(inc, bus_task_report_type(change.status), change.at, raw, change)
+            change = TaskStatusChanged.model_validate_json(inc.data)
+            event = _task_bus_row(inc, bus_task_report_type(change.status), change.at, change)
             row = None
         elif kind == "status":
-            change = TaskStatusChanged.model_validate(raw)
-            event = _task_event(inc, bus_task_status_type(change.status), change.at, raw, change)
+            change = TaskStatusChanged.model_validate_json(inc.data)
+            event = _task_bus_row(inc, bus_task_status_type(change.status), change.at, change)
             row = (
                 change.task_id,
                 change.target_agent,
@@ -426,50 +470,42 @@ def _decode_task(inc: Incoming) -> Decoded:
                 None,
             )
         elif kind == "dead":
-            record = TaskDeadLettered.model_validate(raw)
+            record = TaskDeadLettered.model_validate_json(inc.data)
             task = record.task
-            event = _task_event(inc, BUS_TASK_DEAD, record.at, raw, task)
+            event = _task_bus_row(inc, BUS_TASK_DEAD, record.at, task)
             row = _task_row(
                 task, status=TaskStatus.DEAD.value, final=True, updated_at=record.at, error=record.reason
             )
         elif kind == "cancelrequest":  # a request to the dispatcher: its decision changes the task
-            request = TaskCancelRequested.model_validate(raw)
-            event = _bus_event(inc, BUS_TASK_CANCEL_REQUEST, request.at, raw, task_id=request.task_id)
+            request = TaskCancelRequested.model_validate_json(inc.data)
+            event = _bus_row(inc, KIND_TASK, BUS_TASK_CANCEL_REQUEST, request.at, task_id=request.task_id)
             row = None
         else:
-            cancel = TaskCancelRequested.model_validate(raw)
-            event = _bus_event(inc, BUS_TASK_CANCEL, cancel.at, raw, task_id=cancel.task_id)
+            cancel = TaskCancelRequested.model_validate_json(inc.data)
+            event = _bus_row(inc, KIND_TASK, BUS_TASK_CANCEL, cancel.at, task_id=cancel.task_id)
             # created_at, updated_at, cancel_requested_at: the request's time
             row = (cancel.task_id, *([None] * 4), False, *([None] * 9), *([cancel.at] * 3), None, None)
     except ValidationError as exc:
         return Decoded(dead=dead_letter(inc, _invalid(exc, f"task {kind} message")))
-    return Decoded(
-        event=event_row(event, kind=KIND_TASK, fallback_time=inc.timestamp, stream_seq=inc.stream_seq),
-        task=row,
-    )
+    return Decoded(event=event, task=row)
 
 
 def _decode_member(inc: Incoming) -> Decoded:
     try:
-        raw = json.loads(inc.data)
-        change = MemberChanged.model_validate(raw)
-    except ValueError as exc:  # ValidationError is a ValueError
-        reason = (
-            _invalid(exc, "MemberChanged") if isinstance(exc, ValidationError) else f"not valid JSON: {exc}"
+        change = MemberChanged.model_validate_json(inc.data)
+    except ValidationError as exc:
+        return Decoded(dead=dead_letter(inc, _invalid(exc, "MemberChanged")))
+    # a membership row belongs to the instance (node_id), not to the bus "source"
+    return Decoded(
+        event=_bus_row(
+            inc,
+            KIND_MEMBER,
+            bus_member_type(change.change),
+            change.at,
+            instance_id=change.instance_id,
+            node_id=change.instance_id,
         )
-        return Decoded(dead=dead_letter(inc, reason))
-    event = _bus_event(
-        inc,
-        bus_member_type(change.change),
-        change.at,
-        raw,
-        instance_id=change.instance_id,
-        agent_id=None,
     )
-    row = event_row(event, kind=KIND_MEMBER, fallback_time=inc.timestamp, stream_seq=inc.stream_seq)
-    # a membership row belongs to the instance, not to the bus "source"
-    row = (*row[:10], change.instance_id, *row[11:])
-    return Decoded(event=row)
 
 
 def _decode_rejected(inc: Incoming) -> Decoded:
