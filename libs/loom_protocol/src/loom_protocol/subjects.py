@@ -289,6 +289,7 @@ def _event_service(service: str) -> str:
     return service
 
 
+@functools.lru_cache(maxsize=1024)  # called per event; its checks, once per pair
 def instance_event(instance_id: str, event_type: str) -> str:
     """Subject worker instance ``instance_id`` publishes an event of ``event_type`` on.
 
@@ -324,6 +325,7 @@ def instance_events_of(instance_id: str) -> str:
     return f"loom.event.worker.{_token(instance_id, 'instance id')}.>"
 
 
+@functools.lru_cache(maxsize=1024)  # called per event; its checks, once per pair
 def service_event(service: str, event_type: str) -> str:
     """Subject ``service`` publishes an event of ``event_type`` on.
 

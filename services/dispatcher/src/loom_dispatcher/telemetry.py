@@ -23,9 +23,10 @@ def current_trace() -> TraceContext | None:
     return TraceContext.model_validate(carrier) if "traceparent" in carrier else None
 
 
-def context_of(task_trace: TraceContext) -> Context:
-    """An OpenTelemetry context whose parent is the task's recorded trace."""
-    return propagate.extract(task_trace.model_dump(exclude_none=True))
+def context_of(task_trace: TraceContext) -> Context | None:
+    """An OpenTelemetry context whose parent is the task's recorded trace (None: tracing is off,
+    the current context then, which spans of the no-op tracer ignore)."""
+    return propagate.extract(task_trace.model_dump(exclude_none=True)) if TRACING else None
 
 
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:
