@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from loom_load.live import LiveFeed, find_events, phase_of
-from loom_load.observe import Trace, hop_latencies, parse_time
+from loom_load.live import LiveFeed, find_events
+from loom_load.observe import Observer, Trace, hop_latencies, parse_time, phase_of
 from loom_load.procstat import classify, cpu_percent
 from loom_load.pyspy import top_frames
 from loom_load.settings import PROFILES, Targets, celery_url_from_redis, resolve_targets
@@ -131,3 +132,25 @@ def test_the_stacks_nats_user_travels_in_every_server_url(
         "nats://admin:s3cret@127.0.0.1:4224",
     ]
     assert "s3cret" not in str(targets.redacted())
+
+
+def test_event_sinks_hear_the_phase_of_the_runs_task() -> None:
+    observer = Observer("lt1-", "/tests/load/lt1")
+    heard: list[tuple[str, str, str | None]] = []
+    observer.sinks.append(lambda event_id, at, source, phase: heard.append((event_id, source, phase)))
+
+    class Msg:
+        def __init__(self, event: dict[str, str]) -> None:
+            self.data = json.dumps({"time": "2026-01-02T03:04:05Z", "source": "/x", **event}).encode()
+
+    for event in (
+        {"id": "e1", "taskid": "lt1-echo-nats-closed-7"},
+        {"id": "e2", "taskid": "child", "parenttaskid": "lt1-orchestrator-2"},
+        {"id": "e3", "source": "/tests/load/lt1"},  # the burst's
+    ):
+        asyncio.run(observer._on_event(Msg(event)))
+    assert heard == [
+        ("e1", "/x", "echo-nats-closed"),
+        ("e2", "/x", "orchestrator"),
+        ("e3", "/tests/load/lt1", None),
+    ]

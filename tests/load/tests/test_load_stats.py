@@ -104,7 +104,13 @@ def test_ingest_lag_is_the_commit_time_when_every_row_has_one() -> None:
     assert summary["lag_method"] == "commit time (exact)"
     assert summary["lag"]["max_ms"] < 100 < summary["poll_lag"]["min_ms"]
 
+    tracker.by_phase["echo-nats-closed"] = (Latency(), Latency())
+    tracker.by_phase["echo-nats-closed"][0].record(0.02)
+    tracker.by_phase["echo-nats-closed"][1].record(0.3)
+    assert tracker.summary()["by_phase"]["echo-nats-closed"]["max_ms"] < 100  # the same method, by phase
+
     tracker.poll_lag.record(0.4)  # a row committed before commit times were kept
     summary = tracker.summary()
     assert summary["lag_method"].startswith("polled every 100 ms")
     assert summary["lag"]["count"] == 3 and summary["lag"]["max_ms"] >= 400
+    assert summary["by_phase"]["echo-nats-closed"]["max_ms"] >= 300

@@ -66,11 +66,14 @@ class LagTracker:
         self._has_ingested_at = "ingested_at" in columns
         self.interval_s = interval_s
         self._batch = batch
-        self._pending: OrderedDict[str, float] = OrderedDict()  # event id -> event time (epoch s)
+        # event id -> (event time (epoch s), the phase of this run's task it belongs to or None)
+        self._pending: OrderedDict[str, tuple[float, str | None]] = OrderedDict()
         self.commit_lag = Latency()  # exact: commit time − event time
         self.poll_lag = Latency()  # an upper bound: poll start − event time
         self.insert_lag = Latency()  # a lower bound: transaction start − event time
         self.commit_timestamps: bool | None = None  # known once the poller connected
+        # per phase: (commit lag, poll lag) of the events of its tasks
+        self.by_phase: dict[str, tuple[Latency, Latency]] = {}
         self.timeline = Timeline(time.perf_counter(), bucket_s=1.0)
         self.heard = 0
         self.visible = 0
@@ -80,11 +83,11 @@ class LagTracker:
         self._task: asyncio.Task[None] | None = None
         self.sources_excluded: set[str] = set()
 
-    def add(self, event_id: str, at: float, source: str) -> None:
+    def add(self, event_id: str, at: float, source: str, phase: str | None = None) -> None:
         if source in self.sources_excluded:
             return
         if event_id not in self._pending:
-            self._pending[event_id] = at
+            self._pending[event_id] = (at, phase)
             self.heard += 1
 
     def start(self) -> None:
@@ -123,7 +126,7 @@ class LagTracker:
                 if not self._pending:
                     continue
                 ids = list(itertools.islice(self._pending, self._batch))  # oldest first
-                times = [self._pending[i] for i in ids]
+                times = [self._pending[i][0] for i in ids]
                 lo, hi = min(times) - 1.0, max(times) + 1.0
                 snapshot = time.time()
                 try:
@@ -133,13 +136,23 @@ class LagTracker:
                     return
                 now = time.perf_counter()
                 for row in rows:
-                    at = self._pending.pop(row["id"], None)
-                    if at is None:
+                    pending = self._pending.pop(row["id"], None)
+                    if pending is None:
                         continue
+                    at, phase = pending
                     self.visible += 1
+                    commit, poll = (
+                        self.by_phase.setdefault(phase, (Latency(), Latency()))
+                        if phase is not None
+                        else (None, None)
+                    )
                     self.poll_lag.record(snapshot - at)
+                    if poll is not None:
+                        poll.record(snapshot - at)
                     if self.commit_timestamps and row["committed_at"] is not None:
                         self.commit_lag.record(row["committed_at"].timestamp() - at)
+                        if commit is not None:
+                            commit.record(row["committed_at"].timestamp() - at)
                     if self._has_ingested_at and row["ingested_at"] is not None:
                         self.insert_lag.record(row["ingested_at"].timestamp() - at)
                     self.timeline.add(now)
@@ -170,6 +183,10 @@ class LagTracker:
             "lag_method": method,
             "cdf": lag.cdf(),
             "poll_lag": self.poll_lag.summary(),
+            "by_phase": {
+                phase: (commit if lag is self.commit_lag else poll).summary()
+                for phase, (commit, poll) in sorted(self.by_phase.items())
+            },
             "timeline": self.timeline.series(),
         }
         if self.insert_lag.count:

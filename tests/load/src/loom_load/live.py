@@ -20,7 +20,7 @@ from typing import Any
 
 import websockets
 
-from .observe import parse_time
+from .observe import parse_time, phase_of
 from .stats import Latency
 
 _CONTAINERS = ("events", "event", "data", "batch", "items", "payload")
@@ -40,11 +40,6 @@ def find_events(message: Any, depth: int = 0) -> Iterator[dict[str, Any]]:
         for key in _CONTAINERS:
             if key in message:
                 yield from find_events(message[key], depth + 1)
-
-
-def phase_of(task_id: str, prefix: str) -> str:
-    """The phase a task of this run belongs to: its id is ``<prefix><phase>-<n>``."""
-    return task_id.removeprefix(prefix).rsplit("-", 1)[0]
 
 
 class LiveFeed:

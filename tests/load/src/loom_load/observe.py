@@ -63,6 +63,11 @@ class Trace:
     events: int = 0
 
 
+def phase_of(task_id: str, prefix: str) -> str:
+    """The phase a task of this run belongs to: its id is ``<prefix><phase>-<n>``."""
+    return task_id.removeprefix(prefix).rsplit("-", 1)[0]
+
+
 def parse_time(value: Any) -> float | None:
     """An RFC 3339 timestamp as epoch seconds, or None."""
     if not isinstance(value, str):
@@ -90,8 +95,9 @@ def hop_latencies(traces: Mapping[str, Trace], task_ids: Sequence[str]) -> dict[
     return out
 
 
-EventSink = Callable[[str, float, str], None]
-"""Called with (event id, event time, source) for every CloudEvent of this run."""
+EventSink = Callable[[str, float, str, str | None], None]
+"""Called for every CloudEvent of this run with (event id, event time, source, the phase of the
+run's task it belongs to or None)."""
 
 
 class Observer:
@@ -236,5 +242,9 @@ class Observer:
                 trace.assigned = at if trace.assigned is None else min(trace.assigned, at)
         elif isinstance(parent, str) and parent.startswith(self.prefix):
             self.trace(parent).events += 1
+        ours = task_id if isinstance(task_id, str) and task_id.startswith(self.prefix) else parent
+        phase = (
+            phase_of(ours, self.prefix) if isinstance(ours, str) and ours.startswith(self.prefix) else None
+        )
         for sink in self.sinks:
-            sink(event_id, at, source)
+            sink(event_id, at, source, phase)
