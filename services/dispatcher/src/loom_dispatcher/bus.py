@@ -203,9 +203,10 @@ class NatsOutbox:
         """Publish on the task stream without waiting: the future of its ack."""
         headers = inject_headers({**_JSON, MSG_ID_HEADER: msg_id})
         self._check_size(subject, body, headers)
-        return await self.js.publish_async(
-            subject, body, wait_stall=self._max_stall_s, stream=TASKS_STREAM.name, headers=headers
-        )
+        # a stall (the client's pending-ack limit reached) is bounded by a timeout scope: nats-py's
+        # wait_stall is a wait_for, which on Python 3.11 runs every publish as a task of its own
+        async with asyncio.timeout(self._max_stall_s):
+            return await self.js.publish_async(subject, body, stream=TASKS_STREAM.name, headers=headers)
 
     async def _retried(self, publish: Callable[[], Awaitable[T]], on_retry: Callable[[Exception], None]) -> T:
         """``publish()`` again while JetStream does not answer -- a stream without a leader (an
