@@ -112,7 +112,8 @@ class KvJournal:
         key = journal_key(task_id, kind, entry_id)
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self.kv.create(key, entry.to_json()), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):  # not wait_for: no task per write (3.11)
+                await self.kv.create(key, entry.to_json())
         except KeyWrongLastSequenceError:
             log.warning("journal entry %s was recorded by another attempt; kept as it is", key)
             return False

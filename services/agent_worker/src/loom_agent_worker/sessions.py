@@ -136,12 +136,11 @@ class KvSessionStore:
                 return
             value = self._encode(memory)
             try:
-                if memory.revision is None:
-                    revision = await asyncio.wait_for(self.kv.create(key, value), self.timeout_s)
-                else:
-                    revision = await asyncio.wait_for(
-                        self.kv.update(key, value, last=memory.revision), self.timeout_s
-                    )
+                async with asyncio.timeout(self.timeout_s):  # not wait_for: no task per call (3.11)
+                    if memory.revision is None:
+                        revision = await self.kv.create(key, value)
+                    else:
+                        revision = await self.kv.update(key, value, last=memory.revision)
             except KeyWrongLastSequenceError:
                 CONFLICTS.inc()
                 stored, stored_revision = await self._get(memory.session_id)
@@ -159,7 +158,8 @@ class KvSessionStore:
 
     async def _get(self, session_id: str) -> tuple[SessionSnapshot | None, int | None]:
         try:
-            entry = await asyncio.wait_for(self.kv.get(session_key(session_id)), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                entry = await self.kv.get(session_key(session_id))
         except KeyNotFoundError:
             return None, None
         except Exception as exc:

@@ -161,7 +161,8 @@ async def answer_events(
     while not (final and (done_chunk or not streamed)):
         wait_s = grace_s if final else min(ping_s, timeout_s - quiet_s)
         try:
-            item = await asyncio.wait_for(reader.queue.get(), wait_s)
+            async with asyncio.timeout(wait_s):  # not wait_for: no task per chunk (3.11)
+                item = await reader.queue.get()
         except TimeoutError:
             if final:
                 break  # the last chunks never came (the worker stopped mid-answer): end anyway
