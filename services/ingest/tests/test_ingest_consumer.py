@@ -102,10 +102,10 @@ class Writer:
         return WriteResult(events=len(items))
 
 
-def stream_consumer(nc: Client, writer: Writer) -> StreamConsumer:
+def stream_consumer(nc: Client, writer: Writer, linger_s: float = 0.05) -> StreamConsumer:
     options = ConsumerOptions(
         batch_size=100,
-        linger_s=0.05,
+        linger_s=linger_s,
         fetch_wait_s=0.3,
         ack_wait_s=30,
         max_ack_pending=1000,
@@ -149,6 +149,22 @@ async def test_a_batch_is_what_arrived_during_the_previous_commit(nc: Client, wa
         while await counts(nc) != (0, 0):  # each acked after its commit
             assert time.monotonic() < deadline, await counts(nc)
             await asyncio.sleep(0.05)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_a_quiet_stream_commits_a_lone_message_at_once_and_a_trickle_once_per_linger(
+    nc: Client, wait_for: WaitFor
+) -> None:
+    writer = Writer()
+    running = asyncio.create_task(stream_consumer(nc, writer, linger_s=5.0).run())
+    try:
+        await publish(nc, 1)
+        await wait_for(lambda: writer.committed == [1], timeout_s=2.5)  # at once, not after 5 s
+        await publish(nc, 3)  # within 5 s of that commit: they wait for it to be 5 s old
+        await wait_for(lambda: writer.committed == [1, 3], timeout_s=15)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -14,11 +14,10 @@ class Settings(BaseSettings, ServiceSettings):
     http_port: int = 8003
 
     durable_prefix: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]+$")
-    # batching (a group commit): a batch is what arrived while the previous one was committed,
-    # at most batch_size messages; a writer that was idle waits batch_linger_s after the first
-    # message for more (or until batch_size arrived)
+    # batching (a group commit): a batch is everything read while the previous one was committed,
+    # at most batch_size messages, taken at most once per batch_linger_s (a full one at once)
     batch_size: int = Field(default=2000, ge=1, le=10_000)
-    batch_linger_s: float = Field(default=0.02, ge=0, le=5)
+    batch_linger_s: float = Field(default=0.05, ge=0, le=5)
     fetch_wait_s: float = Field(default=1.0, gt=0)
     ack_wait_s: float = Field(default=10.0, gt=0)
     max_ack_pending: int = Field(default=20_000, ge=1)

@@ -8,12 +8,12 @@ and decodes/logs every message, and nats-py's ``fetch`` costs ~150 µs per messa
 
 Each stream has one :class:`StreamConsumer` with two stages, a group commit: the reader
 decodes messages as they arrive into the next batch while the writer commits the current one,
-so Python's decoding overlaps the database's work; the writer, once it is free, takes what is
-waiting (up to ``batch_size``) at once. A writer that was idle waits ``linger_s`` after the
-first message for company. So a batch is as large as what arrived during the last commit:
-small and immediate on a quiet stack, large under load, and a message never waits for more
-than the commit before its own. Redelivered messages (after a crash or an expired ack
-deadline) are absorbed by the idempotent insert.
+so Python's decoding overlaps the database's work; the writer takes everything read (up to
+``batch_size``) once it is free and the previous batch was taken at least ``linger_s`` ago.
+Under load, where a commit takes longer than that, a batch is what arrived during the previous
+commit and a message never waits behind more than one commit; on a quiet stream a lone message
+is written at once and a stream of them at most once per ``linger_s``. Redelivered messages
+(after a crash or an expired ack deadline) are absorbed by the idempotent insert.
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ class StreamConsumer:
     _room: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # _next has fewer
     _current: Batch | None = field(default=None, init=False)  # being committed
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # all read is committed
+    _last_start: float = field(default=0.0, init=False)  # monotonic time the last batch was taken
     _puller: Puller | None = field(default=None, init=False)
 
     @property
@@ -193,16 +194,20 @@ class StreamConsumer:
 
     # -- writing ------------------------------------------------------------------------------
     async def _take(self) -> Batch:
-        """The next batch: what is waiting, at once; else the first arrival and ``linger_s`` more."""
+        """The next batch: what was read, once the previous commit started ``linger_s`` ago (or a
+        full batch at once). Commits slower than ``linger_s`` (under load) add no wait; on a quiet
+        stream a lone message goes at once and what follows within ``linger_s`` goes together."""
         if not self._next.msgs:
             self._arrived.clear()
             await self._arrived.wait()
-            if self.options.linger_s > 0 and len(self._next.msgs) < self.options.batch_size:
-                self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.options.linger_s):
-                        await self._full.wait()
+        wait_s = self._last_start + self.options.linger_s - time.monotonic()
+        if wait_s > 0 and len(self._next.msgs) < self.options.batch_size:
+            self._full.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_s):
+                    await self._full.wait()
         batch, self._next = self._next, Batch([], [])
+        self._last_start = time.monotonic()
         self._room.set()
         return batch
 
