@@ -131,6 +131,14 @@ async def counts(nc: Client) -> tuple[int, int]:
     return info.num_pending, info.num_ack_pending
 
 
+async def all_acked(nc: Client, timeout_s: float = 10.0) -> None:
+    """Wait until the consumer holds nothing pending or unacknowledged; fail at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while await counts(nc) != (0, 0):
+        assert time.monotonic() < deadline, await counts(nc)
+        await asyncio.sleep(0.05)
+
+
 async def test_a_batch_is_what_arrived_during_the_previous_commit(nc: Client, wait_for: WaitFor) -> None:
     writer = Writer()
     consumer = stream_consumer(nc, writer)
@@ -145,10 +153,7 @@ async def test_a_batch_is_what_arrived_during_the_previous_commit(nc: Client, wa
         await wait_for(lambda: consumer.read_ahead == 40)  # ...while 40 more are read and decoded
         writer.gate.set()
         await wait_for(lambda: writer.committed == [1, 1, 40])  # then taken together, at once
-        deadline = time.monotonic() + 10
-        while await counts(nc) != (0, 0):  # each acked after its commit
-            assert time.monotonic() < deadline, await counts(nc)
-            await asyncio.sleep(0.05)
+        await all_acked(nc)  # each after its commit
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -178,10 +183,7 @@ async def test_acks_follow_the_commit_and_a_failing_commit_is_retried(nc: Client
     try:
         await wait_for(lambda: sum(writer.committed) == 30)
         assert writer.attempts >= 4
-        deadline = time.monotonic() + 10
-        while await counts(nc) != (0, 0):
-            assert time.monotonic() < deadline, await counts(nc)
-            await asyncio.sleep(0.05)
+        await all_acked(nc)
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):
