@@ -91,6 +91,9 @@ class ServiceSettings(BaseModel):
             (``LOOM_CORS_ORIGINS``: comma-separated ``https://host[:port]``, or ``*``); empty (the
             default): none, no CORS headers at all. Studio, served by the query service, is
             same-origin and needs none.
+        gc_threshold: Net allocations between two young-generation garbage collections
+            (``LOOM_GC_THRESHOLD``; Python's default is 700), start-up objects frozen out of
+            collection (:mod:`loom_protocol.collector`); 0 leaves the interpreter's settings.
     """
 
     model_config: ClassVar[Any] = {
@@ -114,6 +117,7 @@ class ServiceSettings(BaseModel):
     oidc_jwks_url: str = ""
     oidc_scopes_claim: str = "scope"
     cors_origins: str = Field(default="", pattern=_CORS_ORIGINS)
+    gc_threshold: int = Field(default=20_000, ge=0)
 
     def cors_options(self) -> dict[str, Any] | None:
         """Keyword arguments for Starlette's ``CORSMiddleware`` (``app.add_middleware(

@@ -10,6 +10,7 @@ import sys
 from typing import NoReturn
 
 import uvicorn
+from loom_protocol.collector import tune_collector
 from loom_protocol.logconfig import logging_config as log_config
 from loom_protocol.logconfig import otel_environment
 from opentelemetry.instrumentation.auto_instrumentation import initialize
@@ -40,4 +41,5 @@ try:
     app = create_app(s)
 except AgentLoadError as exc:
     _refuse(str(exc))
+tune_collector(s.gc_threshold)  # once start-up imports are done
 uvicorn.run(app, host=s.http_host, port=s.http_port, log_config=log_config(s.log_level))

@@ -5,6 +5,7 @@ import os
 import socket
 
 import uvicorn
+from loom_protocol.collector import tune_collector
 from loom_protocol.logconfig import logging_config as log_config
 from loom_protocol.logconfig import otel_environment
 from opentelemetry.instrumentation.auto_instrumentation import initialize
@@ -18,6 +19,7 @@ if otel := otel_environment(os.environ, "loom-ingest"):
 
 from .app import create_app  # noqa: E402 (after OpenTelemetry's auto-instrumentation patched its imports)
 
+tune_collector(s.gc_threshold)  # once start-up imports are done
 config = uvicorn.Config(
     create_app,
     factory=True,
