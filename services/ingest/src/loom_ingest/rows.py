@@ -208,11 +208,7 @@ def _decode_event(inc: Incoming) -> Decoded:
         if instance_id is not None:
             event = event.model_copy(update={"instanceid": instance_id})
     raw = inc.data.decode("utf-8")  # validated JSON, so valid UTF-8
-    return Decoded(
-        event=event_row(
-            event, kind=KIND_EVENT, fallback_time=inc.timestamp, stream_seq=inc.stream_seq, raw=raw
-        )
-    )
+    return Decoded(event=event_row(event, fallback_time=inc.timestamp, stream_seq=inc.stream_seq, raw=raw))
 
 
 def attribute_problem(event: CloudEvent) -> str | None:
@@ -224,18 +220,14 @@ def attribute_problem(event: CloudEvent) -> str | None:
     return None
 
 
-def event_row(
-    event: CloudEvent, *, kind: str, fallback_time: datetime, stream_seq: int | None, raw: str | None = None
-) -> EventRow:
-    """The staging row of a validated event (columns in :data:`EVENT_COLUMNS` order).
-
-    ``raw`` is the JSON text the event was validated from; without it the event is serialised.
-    """
+def event_row(event: CloudEvent, *, fallback_time: datetime, stream_seq: int | None, raw: str) -> EventRow:
+    """The staging row of a validated CloudEvent (columns in :data:`EVENT_COLUMNS` order); ``raw``
+    is the JSON text it was validated from. Bus messages make theirs with :func:`_bus_row`."""
     data = event.data
     seq = (event.model_extra or {}).get("seq")
     input_tokens = output_tokens = None
     cost_usd = latency_s = None
-    if kind == KIND_EVENT and isinstance(data, dict):
+    if isinstance(data, dict):
         if event.type == EventType.LLM_USAGE:
             input_tokens = _count(data.get("input_tokens"))
             output_tokens = _count(data.get("output_tokens"))
@@ -247,7 +239,7 @@ def event_row(
     return (
         event.time or fallback_time,
         event.id,
-        kind,
+        KIND_EVENT,
         event.type,
         event.source,
         event.subject,
@@ -263,7 +255,7 @@ def event_row(
         output_tokens,
         cost_usd,
         latency_s,
-        raw if raw is not None else event.model_dump_json(exclude_none=True),
+        raw,
         stream_seq,
     )
 
