@@ -141,18 +141,14 @@ class LagTracker:
                         continue
                     at, phase = pending
                     self.visible += 1
-                    commit, poll = (
-                        self.by_phase.setdefault(phase, (Latency(), Latency()))
-                        if phase is not None
-                        else (None, None)
-                    )
-                    self.poll_lag.record(snapshot - at)
-                    if poll is not None:
+                    figures = [(self.commit_lag, self.poll_lag)]  # the whole run's, and its phase's
+                    if phase is not None:
+                        figures.append(self.by_phase.setdefault(phase, (Latency(), Latency())))
+                    committed = row["committed_at"] if self.commit_timestamps else None
+                    for commit, poll in figures:
                         poll.record(snapshot - at)
-                    if self.commit_timestamps and row["committed_at"] is not None:
-                        self.commit_lag.record(row["committed_at"].timestamp() - at)
-                        if commit is not None:
-                            commit.record(row["committed_at"].timestamp() - at)
+                        if committed is not None:
+                            commit.record(committed.timestamp() - at)
                     if self._has_ingested_at and row["ingested_at"] is not None:
                         self.insert_lag.record(row["ingested_at"].timestamp() - at)
                     self.timeline.add(now)

@@ -232,7 +232,9 @@ class Observer:
         self.events_timeline.add(time.perf_counter())
         task_id = event.get("taskid")
         parent = event.get("parenttaskid")
+        phase: str | None = None  # of the run's task the event belongs to
         if isinstance(task_id, str) and task_id.startswith(self.prefix):
+            phase = phase_of(task_id, self.prefix)
             trace = self.trace(task_id)
             trace.events += 1
             kind = event.get("type")
@@ -241,10 +243,7 @@ class Observer:
             elif kind == "task.assigned":
                 trace.assigned = at if trace.assigned is None else min(trace.assigned, at)
         elif isinstance(parent, str) and parent.startswith(self.prefix):
+            phase = phase_of(parent, self.prefix)
             self.trace(parent).events += 1
-        ours = task_id if isinstance(task_id, str) and task_id.startswith(self.prefix) else parent
-        phase = (
-            phase_of(ours, self.prefix) if isinstance(ours, str) and ours.startswith(self.prefix) else None
-        )
         for sink in self.sinks:
             sink(event_id, at, source, phase)

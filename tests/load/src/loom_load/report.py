@@ -95,8 +95,9 @@ TARGETS: dict[str, tuple[str, float]] = {
 _SHOWN_OP = {">=": "≥", "<=": "≤", "<": "<", ">": ">"}
 
 OPEN_PHASE = "echo-nats-open"
-CLOSED_PHASE = "echo-nats-closed"
 """The phase whose events give the live feed's figure: a steady load of about 1k events/s."""
+CLOSED_PHASE = "echo-nats-closed"
+"""The echo closed loop over NATS: the throughput, CPU per task and ingest lag figures' phase."""
 
 PEER_TITLES = {
     "celery": "Celery",
