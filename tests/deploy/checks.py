@@ -275,7 +275,12 @@ def dockerfile_policy(dockerfile: Path, services: Sequence[Mapping[str, Any]]) -
     elif users[-1].args.split(":")[0] in ("root", "0"):
         problems.append(f"line {users[-1].line}: the final USER is root")
     copied = {a for x in ins if x.keyword == "COPY" for a in x.args.split() if not a.startswith("--")}
-    for member in ["libs/loom_protocol", "libs/loom_auth", *(str(s["dir"]) for s in services)]:
+    for member in [
+        "libs/loom_protocol",
+        "libs/loom_auth",
+        "libs/loom_nats",
+        *(str(s["dir"]) for s in services),
+    ]:
         if f"{member}/pyproject.toml" not in copied:
             problems.append(f"{member}/pyproject.toml is not copied (uv needs every workspace member)")
     if "uv.lock" not in copied:
@@ -1251,7 +1256,12 @@ def tilt_matches(
             problems.append(f"{ref}: build_args {b.get('build_args')} != {build_args(svc)}")
         steps = b.get("live_update") or []
         syncs = {(s["src"], s["dest"]) for s in steps if isinstance(s, dict) and s.get("step") == "sync"}
-        for src in (f"{svc['dir']}/src", "libs/loom_protocol/src", "libs/loom_auth/src"):
+        for src in (
+            f"{svc['dir']}/src",
+            "libs/loom_protocol/src",
+            "libs/loom_auth/src",
+            "libs/loom_nats/src",
+        ):
             if (src, f"/app/{src}") not in syncs:
                 problems.append(f"{ref}: live_update does not sync {src} to /app/{src}")
             elif not (root / src).is_dir():

@@ -40,6 +40,7 @@ def test_tiltfile_declarations(tilt: checks.TiltRecord, services: list[dict]) ->
             "services/dispatcher/pyproject.toml",
             "libs/loom_protocol/pyproject.toml",
             "libs/loom_auth/pyproject.toml",
+            "libs/loom_nats/pyproject.toml",
         ],
     }
     # the restart marker must be writable by the non-root user (/app is chowned in the Dockerfile)

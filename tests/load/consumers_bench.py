@@ -14,7 +14,7 @@ CPU time per message (this process only; the server's share is the same for ever
 * ``faststream-pull-workers``: the same with ``max_workers=64`` (concurrent handlers);
 * ``dispatcher-pullconsumer``: ``loom_dispatcher.consumer.PullConsumer`` (64 in flight);
 * ``faststream-batch``: ``PullSub(batch_size=2000, batch=True)``, a ``list[Any]`` handler;
-* ``ingest-puller``: ``loom_ingest.puller.Puller.take`` in batches of up to 2000.
+* ``ingest-puller``: ``loom_nats.Puller.take`` in batches of up to 2000.
 
 ``--latency-ms`` makes each per-message handler await that long (a Redis round trip), which
 is where concurrency, not per-message CPU, decides the rate.
@@ -42,7 +42,7 @@ import nats
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
 from loom_dispatcher.consumer import PullConsumer  # type: ignore[import-untyped]
-from loom_ingest.puller import Puller  # type: ignore[import-untyped]
+from loom_nats import Puller  # type: ignore[import-untyped]
 from loom_protocol import Task
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, StorageType, StreamConfig

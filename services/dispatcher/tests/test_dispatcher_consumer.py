@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import nats
 import pytest
 from loom_dispatcher.consumer import PullConsumer
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, StreamConfig
 
 STREAM = "TESTCONSUMER"
@@ -94,6 +97,72 @@ async def test_stop_naks_what_is_still_in_hand(nc: Client, wait_for: WaitFor) ->
         await wait_for(lambda: len(seen) == 1, timeout_s=5)
     finally:
         await again.stop()
+
+
+async def test_stop_naks_what_was_pulled_and_not_yet_handed_out(nc: Client, wait_for: WaitFor) -> None:
+    started = asyncio.Event()
+
+    async def stuck(subject: str, body: bytes) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    async with pull_requests(nc) as requests:
+        c = consumer(nc, stuck)
+        c.max_in_flight, c.fetch_timeout_s = 2, 1.0
+        await c.start()
+        js = nc.jetstream()
+        await js.publish(SUBJECT, b"0")
+        await asyncio.wait_for(started.wait(), 10)
+        # the first request (2 messages) expired with one delivered; the next asks for 2 again
+        await wait_for(lambda: len(requests) >= 2)
+        await js.publish(SUBJECT, b"1")
+        await js.publish(SUBJECT, b"2")  # delivered, but both slots are taken: it waits in the buffer
+        deadline = time.monotonic() + 10
+        while (await pending(nc))[1] < 3:
+            assert time.monotonic() < deadline, "the third message was not pulled"
+            await asyncio.sleep(0.02)
+    await c.stop(timeout_s=0.1)
+    again, seen = collecting(nc)  # all three at once, not after ack_wait (30 s)
+    await again.start()
+    try:
+        await wait_for(lambda: sorted(seen) == [b"0", b"1", b"2"], timeout_s=5)
+    finally:
+        await again.stop()
+
+
+@contextlib.asynccontextmanager
+async def pull_requests(nc: Client) -> AsyncIterator[list[bytes]]:
+    """The bodies of the pull requests sent for consumer ``d``, seen by a second connection."""
+    requests: list[bytes] = []
+
+    async def on_request(msg: Msg) -> None:
+        requests.append(msg.data)
+
+    watcher = await nats.connect(nc.connected_url.geturl())  # type: ignore[union-attr]
+    try:
+        await watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.d", cb=on_request)
+        await watcher.flush()
+        yield requests
+    finally:
+        await watcher.close()
+
+
+async def test_a_trickle_of_messages_is_served_by_open_pull_requests_not_one_per_message(
+    nc: Client, wait_for: WaitFor
+) -> None:
+    async with pull_requests(nc) as requests:
+        c, seen = collecting(nc)
+        c.fetch_timeout_s = 5.0
+        await c.start()
+        try:
+            js = nc.jetstream()
+            for i in range(100):  # one at a time: each is handled before the next is sent
+                await js.publish(SUBJECT, b"%d" % i)
+                await wait_for(lambda n=i + 1: len(seen) == n)
+            # one request per max_in_flight (64) messages, or per expiry: not one or two per message
+            assert len(requests) <= 5, requests
+        finally:
+            await c.stop()
 
 
 async def test_a_deleted_consumer_is_created_again(nc: Client, wait_for: WaitFor) -> None:

@@ -15,8 +15,8 @@ from typing import cast
 import pytest
 from loom_ingest.consumer import ConsumerOptions, StreamConsumer
 from loom_ingest.health import DatabaseHealth
-from loom_ingest.puller import ConsumerGone, Puller
 from loom_ingest.store import EventWriter, Item, WriteResult
+from loom_nats import ConsumerGone, Puller
 from loom_protocol import new_event, subjects
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig

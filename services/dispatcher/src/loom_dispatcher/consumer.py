@@ -1,14 +1,18 @@
-"""The dispatcher's hot JetStream consumers: a plain nats-py pull loop per durable consumer.
+"""The dispatcher's hot JetStream consumers: a continuous pull (:class:`loom_nats.Puller`) per
+durable consumer, each message handled in its own task.
 
 FastStream's per-message machinery (message object, middlewares, log context, ack scope, and
 with ``max_workers`` an anyio memory stream and two semaphores per message) cost more CPU
 than the handlers it wraps; on the task path that was the largest share of the dispatcher's
 CPU after Redis. This loop keeps what the handlers need from it:
 
-- at most ``max_in_flight`` messages handled at once, each in its own task; the next fetch
-  is issued as soon as a slot is free, so a slow message never holds back the others;
+- at most ``max_in_flight`` messages handled at once, each in its own task; the next message
+  is taken as soon as a slot is free, so a slow message never holds back the others. The pull
+  request stays open across messages (nats-py's ``fetch`` waited for each message with its own
+  ``wait_for``, a task and an event-loop turn per message);
 - ack after the handler returns, nak (redelivery) when it raises, as ``AckPolicy.NACK_ON_ERROR``,
-  and nak what is still in hand when :meth:`PullConsumer.stop` gives up waiting for it;
+  and nak what is still in hand (or pulled and not yet handed out) when :meth:`PullConsumer.stop`
+  gives up waiting for it;
 - a consumer deleted under it (the server answers 409, then 503) is created again;
 - a consumer span per message continuing the trace in its headers, when tracing is on;
 - a message larger than a task may be (:data:`~loom_protocol.limits.MAX_TASK_BYTES`: forwarding
@@ -30,16 +34,14 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from dataclasses import KW_ONLY, dataclass, field, replace
 
+from loom_nats import ConsumerGone, Puller
 from loom_protocol import RejectedMessage, subjects
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig
-from nats.js.errors import NotFoundError, ServiceUnavailableError
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
@@ -87,30 +89,33 @@ class PullConsumer:
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _loop_task: asyncio.Task[None] | None = field(default=None, init=False)
     _stopping: bool = field(default=False, init=False)
-    _psub: Any = field(default=None, init=False)
+    _puller: Puller | None = field(default=None, init=False)
 
     async def start(self) -> None:
-        self._psub = await self._subscribe()
+        self._puller = await self._start_puller()
         self._loop_task = asyncio.create_task(self._fetch_forever(), name=f"consume-{self.durable}")
 
-    async def _subscribe(self) -> Any:
-        js = self.connection().jetstream()
-        return await js.pull_subscribe(
-            self.subject, durable=self.durable, stream=self.stream, config=self.config
-        )
+    async def _start_puller(self) -> Puller:
+        nc = self.connection()
+        config = replace(self.config, durable_name=self.durable, filter_subject=self.subject)
+        puller = Puller(nc, nc.jetstream(), self.stream, config, batch=self.max_in_flight)
+        await puller.start()
+        return puller
 
     async def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop fetching, give the messages in hand ``timeout_s`` to finish, nak the rest."""
-        self._stopping = True  # the loop also checks it: a cancellation can be swallowed in a fetch
+        """Stop pulling, give the messages in hand ``timeout_s`` to finish, nak the rest."""
+        self._stopping = True  # the loop also checks it: a cancellation can be swallowed in a take
         if self._loop_task is not None:
             self._loop_task.cancel()
             await asyncio.wait({self._loop_task}, timeout=timeout_s)
-        if self._psub is not None:
+        if self._puller is not None:
             # closes this client's inbox only (the durable consumer stays); what the server had
             # already sent to it is unacknowledged and comes back after ack_wait. Left open,
             # the connection's drain would wait for those messages to be read, in vain.
-            with contextlib.suppress(Exception):
-                await self._psub.unsubscribe()
+            await self._puller.stop()
+            for msg in self._puller.take_buffered():  # pulled, never handed out: redelivered at once
+                with contextlib.suppress(Exception):
+                    await msg.nak()
         if self._in_flight:
             _, late = await asyncio.wait(list(self._in_flight), timeout=timeout_s)
             for task in late:
@@ -130,12 +135,11 @@ class PullConsumer:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
+            assert self._puller is not None
             try:
-                msgs: list[Msg] = await self._psub.fetch(batch=free, timeout=self.fetch_timeout_s)
-            except (TimeoutError, NatsTimeoutError):
-                continue  # nothing to do (nats-py raises either, depending on where it waited)
-            except (ServiceUnavailableError, NotFoundError):
-                await self._resubscribe()
+                msgs = await self._puller.take(free, self.fetch_timeout_s, 0.0)
+            except ConsumerGone as exc:
+                await self._resubscribe(exc)
                 continue
             except ConnectionClosedError:
                 await asyncio.sleep(0.5)  # closed for good: the loop's next turn ends the process
@@ -144,20 +148,26 @@ class PullConsumer:
                 log.exception("fetch from %s failed; trying again", self.durable)
                 await asyncio.sleep(0.5)
                 continue
-            for msg in msgs:
-                task = asyncio.create_task(self._one(msg))
-                self._in_flight.add(task)
-                task.add_done_callback(self._done)
+            self._hand_out(msgs)
 
-    async def _resubscribe(self) -> None:
+    def _hand_out(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            task = asyncio.create_task(self._one(msg))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+
+    async def _resubscribe(self, reason: ConsumerGone) -> None:
         """The consumer is gone (deleted, or the stream was recreated): create it again."""
-        log.warning("consumer %s on %s is gone; creating it again", self.durable, self.stream)
-        with contextlib.suppress(Exception):
-            await self._psub.unsubscribe()
+        log.warning("consumer %s on %s is gone (%s); creating it again", self.durable, self.stream, reason)
+        assert self._puller is not None
+        await self._puller.stop()
+        # what it pulled and had not handed out was delivered by the consumer that is gone: its
+        # acks would go nowhere, and the new consumer delivers again what its policy says
+        self._puller.take_buffered()
         while True:
             try:
-                self._psub = await self._subscribe()
-                return
+                self._puller = await self._start_puller()
+                break
             except Exception as exc:
                 log.warning("cannot create consumer %s: %r; trying again", self.durable, exc)
                 await asyncio.sleep(0.5)

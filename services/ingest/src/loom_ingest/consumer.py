@@ -1,6 +1,6 @@
 """The hot path: durable JetStream pull consumers, batched writes, acks after commit.
 
-The JetStream pull protocol is used directly (:mod:`.puller`) rather than a FastStream
+The JetStream pull protocol is used directly (:class:`loom_nats.Puller`) rather than a FastStream
 subscriber: ingest needs a batch to stay unacknowledged for as long as the database is down
 (retrying with backoff, extending the ack deadline with ``in_progress``), and to be acked only
 after its transaction committed; FastStream's batch subscriber decides acks per handler call
@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from datetime import UTC, datetime
 
+from loom_nats import ConsumerGone, Puller
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -34,7 +35,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from . import metrics
 from .health import DatabaseHealth
-from .puller import ConsumerGone, Puller
 from .rows import Incoming, decode, msg_id_of
 from .store import EventWriter, Item
 from .telemetry import trace_committed
