@@ -128,11 +128,12 @@ async def run_calculator(
         assert resp.status_code == 200, resp.text
         task = resp.json()
         assert task["status"] == "completed", task
-        # the worker's last event of the task is memory.consolidate: wait until ingest stored it
+        # the worker's last event of the task is memory.consolidate, the dispatcher's is
+        # task.completed (published once the outcome is stored): wait until ingest stored both
         await wait_count(
             database_url,
-            "SELECT count(*) FROM events WHERE task_id = $1 AND type = 'memory.consolidate'",
-            1,
+            "SELECT count(*) FROM events WHERE task_id = $1 AND type IN ('memory.consolidate', 'task.completed')",
+            2,
             20,
             task["taskId"],
         )
