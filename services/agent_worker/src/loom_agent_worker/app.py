@@ -31,7 +31,7 @@ from .runtime.providers import OpenAICompatibleProvider, load_prices
 from .sessions import KvSessionStore
 from .state import State
 from .streaming import NatsAnswerStream
-from .subscribers import build_router
+from .subscribers import Assignments, build_router
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     heart = Heartbeater(broker, executor, settings.heartbeat_interval_s, VERSION)
     broker.include_router(build_router(executor, reporter))
+    assignments = Assignments(executor, reporter, traced=traced)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         emitter.start()
         await broker.start()
+        await assignments.start(nc)
         heart.start()
         log.info("worker up", extra={"instance_id": settings.instance_id, "agents": list(agents)})
         try:
@@ -139,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await heart.stop()
             await reporter.flush()
             await emitter.stop()
+            await assignments.stop()
             await broker.stop()
             if isinstance(provider, OpenAICompatibleProvider):
                 await provider.aclose()  # its HTTP connection pool
