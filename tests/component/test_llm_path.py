@@ -132,7 +132,8 @@ async def run_calculator(
         # task.completed (published once the outcome is stored): wait until ingest stored both
         await wait_count(
             database_url,
-            "SELECT count(*) FROM events WHERE task_id = $1 AND type IN ('memory.consolidate', 'task.completed')",
+            "SELECT count(*) FROM events WHERE task_id = $1"
+            " AND type IN ('memory.consolidate', 'task.completed')",
             2,
             20,
             task["taskId"],

@@ -379,7 +379,7 @@ def figures(results: dict[str, Any]) -> list[Figure]:
             f"ingest sustained (burst of {burst.get('events', '?')})",
             ingest_rate,
             "rows/s",
-            note=(ingest_na or _na_reason(burst)) if ingest_rate is None else "",
+            note=(ingest_na or _na_reason(burst)) if ingest_rate is None else str(burst.get("note") or ""),
         )
     )
 
