@@ -85,6 +85,7 @@ EXPECTED_ALL = [
     "MemoryTier",
     "NATS_URL",
     "NewApiKey",
+    "PICK_FUNCTION",
     "PICK_SCRIPT",
     "PICK_STRATEGIES",
     "PickReply",

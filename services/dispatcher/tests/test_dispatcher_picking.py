@@ -10,8 +10,8 @@ import json
 import pytest
 from loom_dispatcher.errors import RegistryUnavailable
 from loom_dispatcher.picking import RedisPicker, RedisStrikes
-from loom_dispatcher.store import TaskStore
-from loom_protocol import RegistryKeys
+from loom_dispatcher.store import Scores, TaskStore
+from loom_protocol import RegistryKeys, Task, TaskStatus
 from redis.asyncio import Redis
 
 
@@ -98,3 +98,44 @@ async def test_an_instance_with_enough_strikes_is_picked_only_when_no_other_is_l
     await strikes.strike("bad")
     await strikes.strike("bad")
     assert await picked(off) == {"good", "bad"}
+
+
+async def test_a_new_task_is_picked_for_and_stored_in_one_step(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    keys = RegistryKeys(prefix)
+    for instance_id in ("w0", "w1"):
+        await heartbeat(client, keys, instance_id, "echo")
+    store = TaskStore(client, prefix)
+    picker = RedisPicker(store.scripts, prefix)
+    tasks = [Task(task_id=f"t{n}", target_agent="echo", parent_task_id="p1") for n in range(4)]
+    placed = await asyncio.gather(
+        *(store.create_at_pick(t, picker.pick_call("echo"), retry_at=10.0, deadline=99.0) for t in tasks)
+    )
+    assert collections.Counter(p.instance_id for p in placed if p) == {"w0": 2, "w1": 2}
+    for p in placed:
+        assert p is not None and p.candidates == 2
+        assert (p.task.status, p.task.attempt, p.task.instance_id) == (
+            TaskStatus.DISPATCHED,
+            1,
+            p.instance_id,
+        )
+        stored = await store.read(p.task.task_id)
+        assert stored is not None and stored.task == p.task and stored.scores == Scores(99.0, None)
+        assert store.hint(p.task.task_id) == stored  # the exact JSON a later compare-and-set expects
+        assert await client.sismember(f"{prefix}:instance:{p.instance_id}:tasks", p.task.task_id)
+    assert await client.smembers(f"{prefix}:children:p1") == {t.task_id for t in tasks}
+    # a known id: nothing written, nothing picked (the rotation stays where it was)
+    again = await store.create_at_pick(tasks[0], picker.pick_call("echo"), retry_at=10.0, deadline=99.0)
+    assert again is None and int(await client.get(keys.rotation("echo"))) == 4
+
+
+async def test_a_new_task_no_instance_can_take_waits_pending(redis: tuple[Redis, str]) -> None:
+    client, prefix = redis
+    store = TaskStore(client, prefix)
+    picker = RedisPicker(store.scripts, prefix)
+    task = Task(task_id="t1", target_agent="calculator")
+    placed = await store.create_at_pick(task, picker.pick_call("calculator"), retry_at=10.0, deadline=99.0)
+    assert placed is not None and placed.instance_id is None and placed.task == task
+    stored = await store.read("t1")
+    assert stored is not None and stored.task.status is TaskStatus.PENDING
+    assert stored.scores == Scores(None, 10.0)

@@ -145,6 +145,7 @@ from loom_protocol.payloads import (
 from loom_protocol.pricing import DEFAULT_PRICES, Price, PriceTable, prices_from_json
 from loom_protocol.registry_state import (
     MAX_STRIKES,
+    PICK_FUNCTION,
     PICK_SCRIPT,
     PICK_STRATEGIES,
     STRIKE_SCRIPT,
@@ -283,6 +284,7 @@ __all__ = [
     "MemoryTier",
     "NATS_URL",
     "NewApiKey",
+    "PICK_FUNCTION",
     "PICK_SCRIPT",
     "PICK_STRATEGIES",
     "PickReply",

@@ -93,6 +93,11 @@ lowest in-flight/capacity ratio in their last heartbeat. The instance and strike
 from prefixes, not declared in KEYS: fine on one Redis, not on Redis Cluster.
 """
 
+PICK_FUNCTION = f"local function pick(KEYS, ARGV)\n{PICK_SCRIPT}end\n"
+""":data:`PICK_SCRIPT` as a Lua function ``pick(KEYS, ARGV)`` answering the same pair, for a script
+that picks and acts on the pick in the same atomic step (the dispatcher stores a new task at its
+picked instance with it). Its parameters shadow the script's own ``KEYS`` and ``ARGV``."""
+
 
 @dataclass(frozen=True)
 class RegistryKeys:

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from loom_protocol import (
     UNKNOWN_AGENT_LABEL,
@@ -30,6 +30,7 @@ from loom_protocol import (
     TraceContext,
     is_terminal,
 )
+from opentelemetry.trace import SpanKind
 
 from . import metrics
 from .admission import (
@@ -50,7 +51,7 @@ from .approvals import (
     timeout_action_of,
 )
 from .errors import RegistryUnavailable
-from .store import Change, Scores, Snapshot, TaskStore
+from .store import Change, PickCall, Placed, Scores, Snapshot, TaskStore
 from .telemetry import context_of, current_trace, tracer
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,13 @@ class Policy:
 
 class Picker(Protocol):
     async def pick(self, agent_id: str, task_id: str) -> PickReply: ...
+
+
+@runtime_checkable
+class ScriptPicker(Picker, Protocol):
+    """A picker whose pick is a Redis script the store can run while it stores a new task."""
+
+    def pick_call(self, agent_id: str) -> PickCall: ...
 
 
 class Strikes(Protocol):
@@ -205,19 +213,27 @@ class Dispatcher:
         reply: PickReply | None = None
         # a child whose parent is gone is created (listed under it) and cancelled, not picked for
         orphaned = await self._gone_parent(task)
-        if not task.metadata.get("cancelRequested") and orphaned is None:
-            try:
-                reply = await self._picker.pick(task.target_agent, task.task_id)
-            except RegistryUnavailable as exc:
-                log.warning("%s; the sweeper retries", exc, extra={"task_id": task.task_id})
+        picking = not task.metadata.get("cancelRequested") and orphaned is None
         now = time.time()
         first: Task | None = None
-        if reply is not None and reply.instance_id is not None:
-            first = task.with_status(TaskStatus.DISPATCHED, attempt=1, instance_id=reply.instance_id)
-            created = await self._store.create(first, retry_at=now, deadline=now + self._timeout_of(task))
+        if picking and isinstance(self._picker, ScriptPicker):
+            placed = await self._create_at_pick(task, self._picker, now)
+            created = placed is not None
+            if placed is not None:
+                first = placed.task if placed.instance_id is not None else None
+                reply = self._reply_of(task.target_agent, placed)
         else:
-            # due for the sweeper only if nothing below moves it (a crash, or no registry)
-            created = await self._store.create(task, retry_at=now + self._policy.sweep_grace_s)
+            if picking:
+                try:
+                    reply = await self._picker.pick(task.target_agent, task.task_id)
+                except RegistryUnavailable as exc:
+                    log.warning("%s; the sweeper retries", exc, extra={"task_id": task.task_id})
+            if reply is not None and reply.instance_id is not None:
+                first = task.with_status(TaskStatus.DISPATCHED, attempt=1, instance_id=reply.instance_id)
+                created = await self._store.create(first, retry_at=now, deadline=now + self._timeout_of(task))
+            else:
+                # due for the sweeper only if nothing below moves it (a crash, or no registry)
+                created = await self._store.create(task, retry_at=now + self._policy.sweep_grace_s)
         if not created:
             stored = self._store.hint(task.task_id) or await self._store.read(task.task_id)
             return await self._route_stored(task, stored)
@@ -237,6 +253,24 @@ class Dispatcher:
             if snap is not None:
                 await self._dispatch(snap, reply)
         return Admission.ACCEPTED
+
+    async def _create_at_pick(self, task: Task, picker: ScriptPicker, now: float) -> Placed | None:
+        """Pick and store in one step: dispatched to the pick, else pending (due for the
+        sweeper after the grace only if nothing below moves it: a crash)."""
+        with tracer.start_as_current_span("registry.pick", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("loom.agent", task.target_agent)
+            return await self._store.create_at_pick(
+                task,
+                picker.pick_call(task.target_agent),
+                retry_at=now + self._policy.sweep_grace_s,
+                deadline=now + self._timeout_of(task),
+            )
+
+    @staticmethod
+    def _reply_of(agent_id: str, placed: Placed) -> PickReply:
+        if placed.instance_id is None:
+            return PickReply(agent_id=agent_id, reason=f"no live instance of agent {agent_id}")
+        return PickReply(agent_id=agent_id, instance_id=placed.instance_id, candidates=placed.candidates)
 
     async def _route_stored(self, task: Task, snap: Snapshot | None) -> Admission:
         """A submission of a task id already stored: route it if the API stored it, else nothing."""

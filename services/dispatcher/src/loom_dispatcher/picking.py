@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from .errors import RegistryUnavailable
 from .scripts import ScriptBatcher
+from .store import PickCall
 from .telemetry import tracer
 
 
@@ -26,14 +27,17 @@ class RedisPicker:
         self._pick = scripts.script(PICK_SCRIPT)
         self._max_strikes = max_strikes
 
+    def pick_call(self, agent_id: str) -> PickCall:
+        """The pick as script arguments, for a script that picks and stores in one step
+        (:meth:`TaskStore.create_at_pick`)."""
+        return PickCall(self._keys.pick_keys(agent_id), self._keys.pick_args(max_strikes=self._max_strikes))
+
     async def pick(self, agent_id: str, task_id: str) -> PickReply:
         with tracer.start_as_current_span("registry.pick", kind=SpanKind.CLIENT) as span:
             span.set_attribute("loom.agent", agent_id)
             try:
-                instance_id, candidates = await self._pick(
-                    keys=self._keys.pick_keys(agent_id),
-                    args=self._keys.pick_args(max_strikes=self._max_strikes),
-                )
+                call = self.pick_call(agent_id)
+                instance_id, candidates = await self._pick(keys=call.keys, args=call.args)
             except (RedisError, OSError) as exc:
                 raise RegistryUnavailable(f"no pick for {agent_id}: Redis failed: {exc!r}") from exc
         if instance_id is None:

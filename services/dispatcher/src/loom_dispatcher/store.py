@@ -31,12 +31,13 @@ answer "nothing to do" is believed.
 from __future__ import annotations
 
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from loom_protocol import Task, TaskStatus, is_terminal
+from loom_protocol import PICK_FUNCTION, Task, TaskStatus, is_terminal
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -123,6 +124,54 @@ if ARGV[5] == '1' then redis.call('SADD', KEYS[5], ARGV[2]) end
 return 1
 """
 
+# A new task stored where its pick puts it, picking and storing in one atomic step (the pick is
+# :data:`~loom_protocol.PICK_FUNCTION`, the registry's own round robin).
+# KEYS: task, inflight, waiting, the parent's children set (or a placeholder), then the pick's.
+# ARGV: task id, '1' when it has a parent, the pending task's raw, its retry score, the
+#   dispatched task's raw with ARGV[7] where the instance id goes, its deadline, ARGV[7], the
+#   instance sets' key prefix and suffix, then the pick's arguments.
+# {0} when the id is known (nothing written, nothing picked); {1, false, 0} when no instance is
+# live (stored pending); {1, instance, candidates, raw} when stored dispatched to the instance.
+_CREATE_AT_PICK_LUA = (
+    PICK_FUNCTION
+    + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local pick_argv = {}
+for i = 10, #ARGV do pick_argv[#pick_argv + 1] = ARGV[i] end
+local picked = pick({KEYS[5], KEYS[6], KEYS[7], KEYS[8]}, pick_argv)
+local id = picked[1]
+if ARGV[2] == '1' then redis.call('SADD', KEYS[4], ARGV[1]) end
+if not id then
+  redis.call('SET', KEYS[1], ARGV[3])
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  return {1, false, 0}
+end
+local s, e = string.find(ARGV[5], ARGV[7], 1, true)
+local raw = string.sub(ARGV[5], 1, s - 1) .. id .. string.sub(ARGV[5], e + 1)
+redis.call('SET', KEYS[1], raw)
+redis.call('ZADD', KEYS[2], ARGV[6], ARGV[1])
+redis.call('SADD', ARGV[8] .. id .. ARGV[9], ARGV[1])
+return {1, id, picked[2], raw}
+"""
+)
+
+
+@dataclass(frozen=True)
+class PickCall:
+    """The registry's pick as script arguments (``RegistryKeys.pick_keys`` / ``pick_args``)."""
+
+    keys: list[str]
+    args: list[str]
+
+
+@dataclass(frozen=True)
+class Placed:
+    """A new task as :meth:`TaskStore.create_at_pick` stored it."""
+
+    task: Task  # dispatched to ``instance_id`` (attempt 1), or pending when no instance was live
+    instance_id: str | None
+    candidates: int
+
 
 def _score_arg(value: float | None) -> str:
     return "" if value is None else repr(float(value))
@@ -144,6 +193,7 @@ class TaskStore:
         self.scripts = self._scripts = ScriptBatcher(redis)  # shared with the picker (picking.py)
         self._transition = self._scripts.script(_TRANSITION_LUA)
         self._create = self._scripts.script(_CREATE_LUA)
+        self._create_at_pick = self._scripts.script(_CREATE_AT_PICK_LUA)
         self._hints: OrderedDict[str, Snapshot] = OrderedDict()
         self._max_hints = hints
 
@@ -163,7 +213,13 @@ class TaskStore:
         return f"{self._p}:no-instance-since"
 
     def _instance(self, instance_id: str) -> str:
-        return f"{self._p}:instance:{instance_id}:tasks"
+        head, tail = self._instance_parts
+        return f"{head}{instance_id}{tail}"
+
+    @property
+    def _instance_parts(self) -> tuple[str, str]:
+        """An instance's task set key around its id (a script builds it for the id it picks)."""
+        return f"{self._p}:instance:", ":tasks"
 
     def _children(self, parent_task_id: str) -> str:
         return f"{self._p}:children:{parent_task_id}"
@@ -218,6 +274,43 @@ class TaskStore:
             scores = Scores(deadline=deadline, retry_at=None) if in_flight else Scores(None, retry_at)
             self._remember(task.task_id, Snapshot(raw, task, scores))
         return bool(created)
+
+    async def create_at_pick(
+        self, task: Task, pick: PickCall, *, retry_at: float, deadline: float
+    ) -> Placed | None:
+        """Store a new task at the instance a pick chooses, picking in the same script (one
+        round trip instead of a pick and a create): dispatched there (attempt 1, in flight until
+        ``deadline``), or pending until ``retry_at`` when no instance is live. None when the
+        task id is already known: nothing is written and nothing picked (the rotation does not
+        move for a duplicate). ``task`` is the pending task, without a parent it must join."""
+        placeholder = f"loom-pick-{uuid.uuid4().hex}"  # an instance id no instance has
+        template = task.with_status(TaskStatus.DISPATCHED, attempt=1, instance_id=placeholder)
+        pending_raw = task.to_json().decode()
+        parent = task.parent_task_id
+        children_key = self._children(parent) if parent else self._key(task.task_id)  # or a placeholder
+        answer = await self._create_at_pick(
+            keys=[self._key(task.task_id), self._inflight, self._waiting, children_key, *pick.keys],
+            args=[
+                task.task_id,
+                "1" if parent else "",
+                pending_raw,
+                _score_arg(retry_at),
+                template.to_json().decode(),
+                _score_arg(deadline),
+                placeholder,
+                *self._instance_parts,
+                *pick.args,
+            ],
+        )
+        if int(answer[0]) == 0:
+            return None
+        if answer[1] is None:
+            self._remember(task.task_id, Snapshot(pending_raw, task, Scores(None, retry_at)))
+            return Placed(task, None, 0)
+        instance_id, raw = str(answer[1]), str(answer[3])
+        first = template.model_copy(update={"instance_id": instance_id})
+        self._remember(task.task_id, Snapshot(raw, first, Scores(deadline, None)))
+        return Placed(first, instance_id, int(answer[2]))
 
     async def get(self, task_id: str) -> Task | None:
         raw = await self._redis.get(self._key(task_id))
