@@ -209,10 +209,12 @@ async def ingest_burst(
     """Publish ``n`` synthetic events at full speed; follow their count in ``events`` meanwhile.
 
     The messages are encoded before the clock starts, and the table is polled every ``poll_s``
-    from the first publish on (each sample: seconds, rows visible, events published so far), so
-    the slope between 10% and 90% of the rows covers the burst itself. When ingest kept up
-    with the publisher (the largest backlog under :data:`KEPT_UP_BACKLOG` of the burst), the
-    result says so: the rate is then the harness's publishing rate, a lower bound of ingest's.
+    from the first publish on (``samples``: seconds, rows visible), so the sustained rate (the
+    slope between 10% and 90% of the rows) covers the burst itself, the harness's publisher
+    running beside ingest. Rows become visible a committed batch at a time (up to
+    ``LOOM_BATCH_SIZE``): the burst must span many batches for the slope to mean anything.
+    When ingest kept up with the publisher (its largest backlog under :data:`KEPT_UP_BACKLOG`
+    of the burst) the result says so: the rate is then the publisher's, a lower bound of ingest's.
     """
     messages = []
     for i in range(n):
