@@ -28,7 +28,6 @@ from loom_protocol.limits import MAX_TASK_BYTES, NATS_MAX_PAYLOAD
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 
 from .admission import WAIT_FOR_AGENT, differing_fields, wants_to_wait
 from .body_limit import LimitedBodyRoute
@@ -153,11 +152,14 @@ async def submit_task(
                 reason = f"JetStream did not acknowledge task {task.task_id!r} in time; retry the same taskId"
                 raise HTTPException(503, reason) from exc
             if stored_new:
-                # stored now, so a GET right after this answer finds it (the consumer routes it)
+                # routed now, as the submission's consumer would route it when it arrives: stored
+                # (so a GET right after this answer finds it) and given to an instance without
+                # waiting for JetStream to deliver it back to a consumer; whichever of the two
+                # stores it first picks, the other finds it stored (one pick per task)
                 try:
-                    await state.dispatcher.accept(task)
-                except (RedisError, OSError) as exc:  # JetStream has it: the consumer stores it
-                    log.warning("task not stored at submit: %r", exc, extra={"task_id": task.task_id})
+                    await state.dispatcher.submit(task)
+                except Exception as exc:  # JetStream has it: the consumer or the sweeper routes it
+                    log.warning("task not routed at submit: %r", exc, extra={"task_id": task.task_id})
             else:
                 # JetStream already had this task id (a concurrent submit, or one whose answer was
                 # lost): the one it kept decides; a different body is a conflict

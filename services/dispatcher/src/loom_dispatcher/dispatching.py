@@ -159,7 +159,8 @@ class Dispatcher:
 
     # -- the API's record of a task JetStream just accepted -------------------------------------
     async def accept(self, task: Task) -> bool:
-        """Store a task the API just published, pending, so it can be read at once.
+        """Store a task just published, pending, so it can be read at once (the A2A endpoint's;
+        the REST API routes its submissions itself with :meth:`submit`).
 
         The consumer routes it when its submission arrives (:meth:`submit` finds it stored,
         pending and never dispatched); if that never happens, the sweeper does after the
@@ -286,7 +287,8 @@ class Dispatcher:
             # refused, or died waiting for an instance: its final again (one copy: the same id),
             # in case the delivery that ended it could not store it
             await self._outbox.final(snap.task)
-        log.info("duplicate submission ignored", extra={"task_id": task.task_id})
+        # the API's own submissions arrive here once it has routed them: not worth a line each
+        log.debug("duplicate submission ignored", extra={"task_id": task.task_id})
         return Admission.DUPLICATE
 
     async def _refuse(self, task: Task) -> Admission:
