@@ -83,6 +83,39 @@ async def test_round_robin_is_fair_over_three_instances(stack: Stack) -> None:
     assert [finals.by_task[t][0].result for t in ids[:3]] == [{"n": 0}, {"n": 1}, {"n": 2}]
 
 
+async def test_rest_submissions_are_routed_by_the_api_one_pick_each(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    await stack.registry()
+    await stack.dispatcher()
+    for i in range(2):
+        await stack.worker(f"rest{i}", agents="echo", LOOM_HEARTBEAT_INTERVAL_S="1")
+    await stack.wait_instances("echo", 2)
+    answers = []
+    for n in range(40):  # one at a time: the consumer hears each submission again meanwhile
+        resp = await http.post(f"{stack.api}/api/tasks", json={"targetAgent": "echo", "parameters": {"n": n}})
+        assert resp.status_code == 202, resp.text
+        answers.append(resp.json())
+    # routed before the answer (no wait for JetStream to deliver the submission back)
+    assert {a["status"] for a in answers} <= {"dispatched", "running", "completed"}, answers
+    assert [a["attempt"] for a in answers] == [1] * 40
+
+    async def finished() -> list[dict[str, Any]]:
+        return [(await http.get(f"{stack.api}/api/tasks/{a['taskId']}")).json() for a in answers]
+
+    deadline = time.monotonic() + 30
+    done = await finished()
+    while any(t["status"] != "completed" for t in done):
+        assert time.monotonic() < deadline, "40 tasks did not complete"
+        await asyncio.sleep(0.1)
+        done = await finished()
+    # one pick per task: two picks for any (the API's and its consumer's) would break the alternation
+    instances = [t["instanceId"] for t in done]
+    first = int(instances[0].removeprefix("rest"))
+    assert instances == [f"rest{(first + n) % 2}" for n in range(40)], instances
+    assert all(t["attempt"] == 1 for t in done)
+
+
 async def test_orchestrator_delegates_to_child_tasks(stack: Stack, http: httpx.AsyncClient) -> None:
     await stack.registry()
     await stack.dispatcher()
