@@ -48,8 +48,8 @@ async def _schemathesis(service: AnyService, report: Path) -> tuple[int, str]:
         "--report-junit-path",
         str(report),
     ]
-    proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    proc = await asyncio.create_subprocess_exec(  # its cache (.schemathesis/) in the test's folder
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=report.parent
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 240)
