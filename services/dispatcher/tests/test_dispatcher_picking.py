@@ -108,9 +108,7 @@ async def test_a_new_task_is_picked_for_and_stored_in_one_step(redis: tuple[Redi
     store = TaskStore(client, prefix)
     picker = RedisPicker(store.scripts, prefix)
     tasks = [Task(task_id=f"t{n}", target_agent="echo", parent_task_id="p1") for n in range(4)]
-    placed = await asyncio.gather(
-        *(store.create_at_pick(t, picker.pick_call("echo"), retry_at=10.0, deadline=99.0) for t in tasks)
-    )
+    placed = await asyncio.gather(*(picker.place(store, t, retry_at=10.0, deadline=99.0) for t in tasks))
     assert collections.Counter(p.instance_id for p in placed if p) == {"w0": 2, "w1": 2}
     for p in placed:
         assert p is not None and p.candidates == 2
@@ -125,7 +123,7 @@ async def test_a_new_task_is_picked_for_and_stored_in_one_step(redis: tuple[Redi
         assert await client.sismember(f"{prefix}:instance:{p.instance_id}:tasks", p.task.task_id)
     assert await client.smembers(f"{prefix}:children:p1") == {t.task_id for t in tasks}
     # a known id: nothing written, nothing picked (the rotation stays where it was)
-    again = await store.create_at_pick(tasks[0], picker.pick_call("echo"), retry_at=10.0, deadline=99.0)
+    again = await picker.place(store, tasks[0], retry_at=10.0, deadline=99.0)
     assert again is None and int(await client.get(keys.rotation("echo"))) == 4
 
 
@@ -134,7 +132,7 @@ async def test_a_new_task_no_instance_can_take_waits_pending(redis: tuple[Redis,
     store = TaskStore(client, prefix)
     picker = RedisPicker(store.scripts, prefix)
     task = Task(task_id="t1", target_agent="calculator")
-    placed = await store.create_at_pick(task, picker.pick_call("calculator"), retry_at=10.0, deadline=99.0)
+    placed = await picker.place(store, task, retry_at=10.0, deadline=99.0)
     assert placed is not None and placed.instance_id is None and placed.task == task
     stored = await store.read("t1")
     assert stored is not None and stored.task.status is TaskStatus.PENDING

@@ -30,7 +30,6 @@ from loom_protocol import (
     TraceContext,
     is_terminal,
 )
-from opentelemetry.trace import SpanKind
 
 from . import metrics
 from .admission import (
@@ -51,7 +50,8 @@ from .approvals import (
     timeout_action_of,
 )
 from .errors import RegistryUnavailable
-from .store import Change, PickCall, Placed, Scores, Snapshot, TaskStore
+from .picking import reply_of
+from .store import Change, Placed, Scores, Snapshot, TaskStore
 from .telemetry import context_of, current_trace, tracer
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,9 @@ class Picker(Protocol):
 class ScriptPicker(Picker, Protocol):
     """A picker whose pick is a Redis script the store can run while it stores a new task."""
 
-    def pick_call(self, agent_id: str) -> PickCall: ...
+    async def place(
+        self, store: TaskStore, task: Task, *, retry_at: float, deadline: float
+    ) -> Placed | None: ...
 
 
 class Strikes(Protocol):
@@ -218,11 +220,18 @@ class Dispatcher:
         now = time.time()
         first: Task | None = None
         if picking and isinstance(self._picker, ScriptPicker):
-            placed = await self._create_at_pick(task, self._picker, now)
+            # dispatched to the pick, else pending: due for the sweeper after the grace only if
+            # nothing below moves it (a crash)
+            placed = await self._picker.place(
+                self._store,
+                task,
+                retry_at=now + self._policy.sweep_grace_s,
+                deadline=now + self._timeout_of(task),
+            )
             created = placed is not None
             if placed is not None:
                 first = placed.task if placed.instance_id is not None else None
-                reply = self._reply_of(task.target_agent, placed)
+                reply = reply_of(task.target_agent, placed.instance_id, placed.candidates)
         else:
             if picking:
                 try:
@@ -254,24 +263,6 @@ class Dispatcher:
             if snap is not None:
                 await self._dispatch(snap, reply)
         return Admission.ACCEPTED
-
-    async def _create_at_pick(self, task: Task, picker: ScriptPicker, now: float) -> Placed | None:
-        """Pick and store in one step: dispatched to the pick, else pending (due for the
-        sweeper after the grace only if nothing below moves it: a crash)."""
-        with tracer.start_as_current_span("registry.pick", kind=SpanKind.CLIENT) as span:
-            span.set_attribute("loom.agent", task.target_agent)
-            return await self._store.create_at_pick(
-                task,
-                picker.pick_call(task.target_agent),
-                retry_at=now + self._policy.sweep_grace_s,
-                deadline=now + self._timeout_of(task),
-            )
-
-    @staticmethod
-    def _reply_of(agent_id: str, placed: Placed) -> PickReply:
-        if placed.instance_id is None:
-            return PickReply(agent_id=agent_id, reason=f"no live instance of agent {agent_id}")
-        return PickReply(agent_id=agent_id, instance_id=placed.instance_id, candidates=placed.candidates)
 
     async def _route_stored(self, task: Task, snap: Snapshot | None) -> Admission:
         """A submission of a task id already stored: route it if the API stored it, else nothing."""

@@ -11,14 +11,31 @@ strategy is the one the registry stores with each heartbeat. docs/adr/0006-picks
 
 from __future__ import annotations
 
-from loom_protocol import MAX_STRIKES, PICK_SCRIPT, STRIKE_SCRIPT, PickReply, RegistryKeys
+import contextlib
+from collections.abc import Iterator
+
+from loom_protocol import MAX_STRIKES, PICK_SCRIPT, STRIKE_SCRIPT, PickReply, RegistryKeys, Task
 from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 
 from .errors import RegistryUnavailable
 from .scripts import ScriptBatcher
-from .store import PickCall
+from .store import PickCall, Placed, TaskStore
 from .telemetry import tracer
+
+
+def reply_of(agent_id: str, instance_id: str | None, candidates: int) -> PickReply:
+    """A pick's answer: the instance and how many it was chosen among, or why there is none."""
+    if instance_id is None:
+        return PickReply(agent_id=agent_id, reason=f"no live instance of agent {agent_id}")
+    return PickReply(agent_id=agent_id, instance_id=instance_id, candidates=candidates)
+
+
+@contextlib.contextmanager
+def _pick_span(agent_id: str) -> Iterator[None]:
+    with tracer.start_as_current_span("registry.pick", kind=SpanKind.CLIENT) as span:
+        span.set_attribute("loom.agent", agent_id)
+        yield
 
 
 class RedisPicker:
@@ -27,22 +44,25 @@ class RedisPicker:
         self._pick = scripts.script(PICK_SCRIPT)
         self._max_strikes = max_strikes
 
-    def pick_call(self, agent_id: str) -> PickCall:
-        """The pick as script arguments, for a script that picks and stores in one step
-        (:meth:`TaskStore.create_at_pick`)."""
+    def _call(self, agent_id: str) -> PickCall:
         return PickCall(self._keys.pick_keys(agent_id), self._keys.pick_args(max_strikes=self._max_strikes))
 
     async def pick(self, agent_id: str, task_id: str) -> PickReply:
-        with tracer.start_as_current_span("registry.pick", kind=SpanKind.CLIENT) as span:
-            span.set_attribute("loom.agent", agent_id)
+        with _pick_span(agent_id):
             try:
-                call = self.pick_call(agent_id)
+                call = self._call(agent_id)
                 instance_id, candidates = await self._pick(keys=call.keys, args=call.args)
             except (RedisError, OSError) as exc:
                 raise RegistryUnavailable(f"no pick for {agent_id}: Redis failed: {exc!r}") from exc
-        if instance_id is None:
-            return PickReply(agent_id=agent_id, reason=f"no live instance of agent {agent_id}")
-        return PickReply(agent_id=agent_id, instance_id=str(instance_id), candidates=int(candidates))
+        return reply_of(agent_id, None if instance_id is None else str(instance_id), int(candidates))
+
+    async def place(self, store: TaskStore, task: Task, *, retry_at: float, deadline: float) -> Placed | None:
+        """Pick for a new task and store it at the pick in one script
+        (:meth:`TaskStore.create_at_pick`); None when its id is already stored."""
+        with _pick_span(task.target_agent):
+            return await store.create_at_pick(
+                task, self._call(task.target_agent), retry_at=retry_at, deadline=deadline
+            )
 
 
 class RedisStrikes:

@@ -224,6 +224,11 @@ class TaskStore:
     def _children(self, parent_task_id: str) -> str:
         return f"{self._p}:children:{parent_task_id}"
 
+    def _children_key(self, task: Task) -> str:
+        """The set a new task joins: its parent's children, else a placeholder no script touches."""
+        parent = task.parent_task_id
+        return self._children(parent) if parent else self._key(task.task_id)
+
     # -- hints: this replica's last known snapshot of a task (never trusted without a compare) --
     def _remember(self, task_id: str, snap: Snapshot) -> None:
         if is_terminal(snap.task.status):
@@ -258,16 +263,20 @@ class TaskStore:
         member_key = self._key(task.task_id)  # a placeholder, untouched, unless in flight
         if in_flight and task.instance_id:
             member_key = self._instance(task.instance_id)
-        parent = task.parent_task_id
-        children_key = self._children(parent) if parent else self._key(task.task_id)  # or a placeholder
         created = await self._create(
-            keys=[self._key(task.task_id), self._inflight, self._waiting, member_key, children_key],
+            keys=[
+                self._key(task.task_id),
+                self._inflight,
+                self._waiting,
+                member_key,
+                self._children_key(task),
+            ],
             args=[
                 raw,
                 task.task_id,
                 _score_arg(deadline if in_flight else None),
                 _score_arg(retry_at),
-                "1" if parent else "",
+                "1" if task.parent_task_id else "",
             ],
         )
         if created:
@@ -286,13 +295,17 @@ class TaskStore:
         placeholder = f"loom-pick-{uuid.uuid4().hex}"  # an instance id no instance has
         template = task.with_status(TaskStatus.DISPATCHED, attempt=1, instance_id=placeholder)
         pending_raw = task.to_json().decode()
-        parent = task.parent_task_id
-        children_key = self._children(parent) if parent else self._key(task.task_id)  # or a placeholder
         answer = await self._create_at_pick(
-            keys=[self._key(task.task_id), self._inflight, self._waiting, children_key, *pick.keys],
+            keys=[
+                self._key(task.task_id),
+                self._inflight,
+                self._waiting,
+                self._children_key(task),
+                *pick.keys,
+            ],
             args=[
                 task.task_id,
-                "1" if parent else "",
+                "1" if task.parent_task_id else "",
                 pending_raw,
                 _score_arg(retry_at),
                 template.to_json().decode(),
