@@ -112,6 +112,7 @@ async def test_an_assignment_the_executor_fails_on_does_not_stop_the_intake(
             await nc.publish(
                 subjects.task_assigned("w1"), Task(task_id=task_id, target_agent="echo").to_json()
             )
+        await nc.flush()  # sent, not left in the test client's buffer
         await wait_for(lambda: [t.task_id for t in executor.accepted] == ["t2"])
     finally:
         await assignments.stop()
@@ -121,6 +122,7 @@ async def test_stopped_intake_takes_nothing_more(broker: NatsBroker, nc: Client,
     executor = FakeExecutor()
     assignments = await intake(broker, executor)
     await nc.publish(subjects.task_assigned("w1"), Task(task_id="t1", target_agent="echo").to_json())
+    await nc.flush()  # sent, not left in the test client's buffer
     await wait_for(lambda: len(executor.accepted) == 1)
     await assignments.stop()
     await nc.publish(subjects.task_assigned("w1"), Task(task_id="t2", target_agent="echo").to_json())
