@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,8 +19,9 @@ import pytest
 from loom_ingest.errors import MigrationError
 from loom_ingest.maintenance import RetentionPolicy, apply_retention
 from loom_ingest.migrate import load_migrations, migrate
-from loom_ingest.rows import Incoming, decode
-from loom_ingest.store import EventWriter, init_connection
+from loom_ingest.rows import TASK_COLUMNS, Incoming, decode
+from loom_ingest.store import _UPSERT_TASK, EventWriter, init_connection
+from loom_ingest.task_fold import fold
 from loom_protocol import (
     ApprovalDecision,
     ApprovalRequest,
@@ -340,3 +342,53 @@ async def test_retention_drops_what_is_older_than_the_policy(pool: asyncpg.Pool)
         assert dropped["events"] >= 1 and dropped["tasks"] == 1
         assert [r["id"] for r in await conn.fetch("SELECT id FROM events")] == [new.id]
         assert [r["task_id"] for r in await conn.fetch("SELECT task_id FROM tasks")] == ["new"]
+
+
+def _random_task_row(rng: random.Random, task_id: str, t0: datetime) -> tuple[Any, ...]:
+    """A ``tasks`` row as ingest builds them, its fields drawn so that ties and gaps are common."""
+    at = [t0 + timedelta(seconds=s) for s in range(4)]
+    statuses = [None, "pending", "dispatched", "running", "input_required", "completed", "failed", "dead"]
+    status = rng.choice(statuses)
+    values = {
+        "task_id": task_id,
+        "target_agent": rng.choice([None, "calc", "echo"]),
+        "source_agent": rng.choice([None, "user"]),
+        "action": rng.choice([None, "execute"]),
+        "status": status,
+        "final": status is not None and rng.random() < 0.3,
+        "attempt": rng.choice([None, 0, 1, 2]),
+        "instance_id": rng.choice([None, "w-1", "w-2"]),
+        "parent_task_id": rng.choice([None, "p-1"]),
+        "session_id": rng.choice([None, "s-1", "s-2"]),
+        "trace_id": rng.choice([None, "a" * 32]),
+        "parameters": rng.choice([None, '{"x": 1}', '{"x": 2}']),
+        "result": rng.choice([None, "1", '"two"']),
+        "error": rng.choice([None, "boom"]),
+        "metadata": rng.choice([None, "{}", '{"m": 1}']),
+        "created_at": rng.choice(at),
+        "updated_at": rng.choice(at),
+        "cancel_requested_at": rng.choice([None, None, at[1]]),
+        "pending_approval": rng.choice([None, '{"callId": "c-1"}']),
+        "approvals": rng.choice([None, "[]", '[{"d": 1}]', '[{"d": 1}, {"d": 2}]', '[{"d": 3}]']),
+    }
+    return tuple(values[c] for c in TASK_COLUMNS)
+
+
+async def test_a_batch_folded_per_task_leaves_the_rows_one_by_one_upserts_leave(pool: asyncpg.Pool) -> None:
+    rng = random.Random(20261130)  # fixed: the same 400 cases every run
+    t0 = datetime(2026, 11, 30, tzinfo=UTC)
+    folded_some = 0
+    async with pool.acquire() as conn:
+        for case in range(400):
+            stored = [_random_task_row(rng, "", t0) for _ in range(rng.randrange(0, 3))]
+            batch = [_random_task_row(rng, "", t0) for _ in range(rng.randrange(1, 6))]
+            one_by_one, together = f"seq-{case}", f"fold-{case}"
+            for task_id, rows in ((one_by_one, batch), (together, fold([(together, *r[1:]) for r in batch]))):
+                for written in ([(task_id, *r[1:]) for r in stored], [(task_id, *r[1:]) for r in rows]):
+                    if written:
+                        await conn.executemany(_UPSERT_TASK, written)
+            folded_some += len(fold(batch)) < len(batch)
+            read = "SELECT to_jsonb(t) - 'task_id' FROM tasks t WHERE task_id = $1"
+            want, got = await conn.fetchval(read, one_by_one), await conn.fetchval(read, together)
+            assert got == want, f"case {case}: stored {stored}, batch {batch}"
+    assert folded_some > 100  # the cases exercise the fold, not only its fallback

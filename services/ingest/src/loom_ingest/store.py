@@ -2,8 +2,9 @@
 
 Events are COPYed into a per-connection temporary staging table, then moved with
 ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``; the same statement rolls the rows it really
-inserted up into ``event_metrics_1m``. Task updates and dead letters go in the same
-transaction. The caller acks the messages only after :meth:`EventWriter.write` returned.
+inserted up into ``event_metrics_1m``. Task updates (one upsert per task and batch: a task's
+updates in one batch are folded first, :mod:`loom_ingest.task_fold`) and dead letters go in the
+same transaction. The caller acks the messages only after :meth:`EventWriter.write` returned.
 
 A batch the database refuses because of its content (a data error: a NUL in a string, an
 over-long key...) is split in halves until the offending messages are isolated; those become
@@ -22,6 +23,7 @@ from loom_protocol import TERMINAL_TASK_EVENT_TYPES
 
 from .errors import is_data_error
 from .rows import DEAD_LETTER_COLUMNS, EVENT_COLUMNS, TASK_COLUMNS, Decoded, Incoming, dead_letter
+from .task_fold import fold
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +228,7 @@ class EventWriter:
                 result.events = int(inserted)
                 result.duplicates = len(events) - result.events
             if tasks:
-                await conn.executemany(_UPSERT_TASK, tasks)
+                await conn.executemany(_UPSERT_TASK, fold(tasks))  # a task's rows of the batch as one
                 result.tasks = len(tasks)
                 with_text = sorted({r[0] for r in tasks if any(r[i] is not None for i in _TEXT_COLUMNS)})
                 if with_text:
