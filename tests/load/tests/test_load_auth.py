@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,34 @@ def test_a_benchmarks_own_service_requires_the_harness_key(
         with service_process("loom_query", tmp_path, "postgresql://db", "nats://n", 1, None, key):
             pass
     assert started[0]["LOOM_API_KEYS"] == KEY and "LOOM_API_KEYS" not in started[1]
+
+
+def test_the_live_feed_listens_again_after_a_stop_and_its_figures_add_up() -> None:
+    async def go() -> tuple[int, LiveFeed]:
+        connections = 0
+
+        async def handler(ws: ServerConnection) -> None:
+            nonlocal connections
+            connections += 1
+            await ws.recv()  # the filters
+            at = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            event = {"id": f"e{connections}", "type": "task.submitted", "time": at, "taskid": "lt-echo-1"}
+            await ws.send(json.dumps({"type": "event", "data": event}))
+            await ws.wait_closed()
+
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            feed = LiveFeed(f"ws://127.0.0.1:{port}/ws/events", "lt-", "/tests/load/x")
+            for expected in (1, 2):
+                await feed.start(connect_timeout=5)
+                await feed.start(connect_timeout=5)  # already listening: no second connection
+                async with asyncio.timeout(5):
+                    while feed.ours < expected:
+                        await asyncio.sleep(0.01)
+                await feed.stop()
+                assert not feed.listening
+        return connections, feed
+
+    connections, feed = asyncio.run(go())
+    assert connections == 2
+    assert feed.summary()["latency"]["count"] == 2 and feed.error is None

@@ -61,6 +61,10 @@ STEPS = (
 )
 PEERS = ("taskiq", "faststream", "floor")
 SPREAD_PHASES = frozenset({"echo-rest-closed"})  # run over --client-procs client processes
+LIVE_PHASES = frozenset({"echo-nats-open"})
+"""The phases the live feed's client listens to (and the ingest burst): elsewhere, a WebSocket
+client reading every event would take CPU from the stack on the same cores (about 10% of the
+echo closed loop's throughput on 2 cores) and the query service would fan events out to it."""
 
 
 def loom_phases(profile: Profile) -> list[tuple[str, PhaseSpec]]:
@@ -605,12 +609,14 @@ async def _loom(
     rest = rest_session(targets.dispatcher_url, headers)
     client = LoomClient(js=js, http=http, observer=observer, prefix=prefix, rest=rest)
 
+    columns, why_not = await probe_events_table(targets.database_url)
     live: LiveFeed | None = None
+    live_heard: list[str] = []  # what the live feed's client listened to
     if "live" in steps:
         live = LiveFeed(targets.query_ws_url, prefix, burst_source, headers)
-        await live.start()
-
-    columns, why_not = await probe_events_table(targets.database_url)
+        if "open" not in steps and not ("ingest" in steps and columns is not None):
+            await live.start()  # nothing it listens to runs: it listens to the whole run
+            live_heard.append("the whole run")
     tracker: LagTracker | None = None
     if columns is not None:
         tracker = LagTracker(targets.database_url, columns)
@@ -644,6 +650,9 @@ async def _loom(
                 port = urlsplit(ports[py_spy]).port if py_spy in ports else None
                 sampler = Sampler(py_spy, out_dir, port=port)
                 sampler.start()
+            if live is not None and spec.name in LIVE_PHASES:
+                await live.start()
+                live_heard.append(spec.title)
             try:
                 if client_procs > 1 and spec.name in SPREAD_PHASES:
                     title, count = f"{spec.title} ({client_procs} clients)", spec.count
@@ -672,6 +681,9 @@ async def _loom(
             finally:
                 if sampler is not None:
                     results["py_spy"] = sampler.stop()
+                if live is not None and spec.name in LIVE_PHASES:
+                    await asyncio.sleep(1.0)  # let the feed deliver the phase's tail
+                    await live.stop()
             record_cpu(results, spec.name, window)
             results["phases"].append(summary)
             console.print(phase_line(summary))
@@ -681,6 +693,9 @@ async def _loom(
                 await tracker.drain(profile.ingest_grace_s)
             results["ingest"]["lag"] = tracker.summary()
             if "ingest" in steps and not over_budget():
+                if live is not None:
+                    await live.start()
+                    live_heard.append("the ingest burst")
                 with console.status(f"ingest: burst of {profile.ingest_burst_events} synthetic events"):
                     cpu_window = procstat.Window()
                     try:
@@ -695,7 +710,7 @@ async def _loom(
                         results["ingest"]["burst"] = {"na": f"{type(exc).__name__}: {exc}"}
                     rows = results["ingest"]["burst"].get("events") or 0
                     record_cpu(results, "ingest-burst", cpu_window.close(int(rows)))
-                if live is not None:
+                if live is not None and live.listening:
                     await asyncio.sleep(1.0)  # let the feed deliver the burst's tail
     finally:
         await rest.close()
@@ -705,6 +720,7 @@ async def _loom(
             await live.stop()
             results["live"] = live.summary()
             results["live"]["task_events_heard_on_nats"] = observer.task_events
+            results["live"]["listened_to"] = live_heard
         await observer.stop()
         results["observed"] = {
             "events_of_this_run": observer.events_seen,

@@ -62,7 +62,15 @@ class LiveFeed:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
+    @property
+    def listening(self) -> bool:
+        return self._task is not None
+
     async def start(self, connect_timeout: float = 5.0) -> None:
+        """Connect (again, after :meth:`stop`): the figures add up over every connection."""
+        if self._task is not None:
+            return
+        self._ready = asyncio.Event()
         self._task = asyncio.create_task(self._run(connect_timeout))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout=connect_timeout + 1)
@@ -72,6 +80,7 @@ class LiveFeed:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._task = None
 
     async def _run(self, connect_timeout: float) -> None:
         try:

@@ -384,7 +384,7 @@ def figures(results: dict[str, Any]) -> list[Figure]:
     )
 
     live_na = live.get("na") if isinstance(live, dict) else "not measured"
-    # the target's load: the open loop (~1k events/s); the whole run's figure beside it
+    # the target's load: the open loop (~1k events/s); every event heard beside it
     open_live = _get(live, "by_phase", OPEN_PHASE) if not live_na else None
     open_rate = _get(open_loop, "target_rate")
     for p in ("p50_ms", "p99_ms"):
@@ -392,9 +392,11 @@ def figures(results: dict[str, Any]) -> list[Figure]:
         note = live_na or ("" if value is not None else "no event of the open loop on the feed")
         label = f"live feed emit→WebSocket {p[:-3]}, open loop {open_rate or '?'}/s"
         out.append(_fig(f"live_{p}", label, value, "ms", note))
+    heard = live.get("listened_to") if isinstance(live, dict) else None
+    heard_text = " and ".join(heard) if isinstance(heard, list) and heard else "the run"
     for p in ("p50_ms", "p99_ms"):
         value = None if live_na else _get(live, "latency", p)
-        label = f"  whole run (closed loops and bursts too) {p[:-3]}"
+        label = f"  every event heard ({heard_text}) {p[:-3]}"
         out.append(_fig(f"live_all_{p}", label, value, "ms", live_na or ""))
 
     for key, title in PEER_TITLES.items():
