@@ -46,12 +46,13 @@ async def test_a_key_past_its_burst_is_refused_with_429_and_another_key_is_not(s
             return await http.post(f"{dispatcher.url}/api/tasks", json=body, headers=bearer(key))
 
         accepted = [await submit(FIRST) for _ in range(3)]
-        assert [r.status_code for r in accepted] == [202, 202, 202]
+        # 202 on its way, 200 when the echo already ended: accepted either way, not refused
+        assert all(r.status_code in (200, 202) for r in accepted), [r.text for r in accepted]
         refused = await submit(FIRST)
         assert refused.status_code == 429, refused.text
         assert refused.json()["error"]["code"] == "rate_limited"
         assert int(refused.headers["retry-after"]) >= 1
-        assert (await submit(SECOND)).status_code == 202  # the other key has its own bucket
+        assert (await submit(SECOND)).status_code in (200, 202)  # the other key has its own bucket
 
         # A2A's SendMessage spends the same bucket; a read (GetTask) does not
         message = {

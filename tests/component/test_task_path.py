@@ -94,7 +94,8 @@ async def test_rest_submissions_are_routed_by_the_api_one_pick_each(
     answers = []
     for n in range(40):  # one at a time: the consumer hears each submission again meanwhile
         resp = await http.post(f"{stack.api}/api/tasks", json={"targetAgent": "echo", "parameters": {"n": n}})
-        assert resp.status_code == 202, resp.text
+        # 202 on its way, 200 once ended: an echo may be over before the answer is read
+        assert resp.status_code == (200 if resp.json()["status"] == "completed" else 202), resp.text
         answers.append(resp.json())
     # routed before the answer (no wait for JetStream to deliver the submission back)
     assert {a["status"] for a in answers} <= {"dispatched", "running", "completed"}, answers
@@ -305,7 +306,8 @@ async def test_a_task_can_be_read_right_after_its_202(stack: Stack, http: httpx.
         return resp.status_code, got.status_code, got.text
 
     answers = await asyncio.gather(*(submit_then_read(n) for n in range(20)))
-    assert all(posted == 202 and read == 200 for posted, read, _ in answers), answers
+    # accepted (202), or already over (200: an echo can end before its answer is read)
+    assert all(posted in (200, 202) and read == 200 for posted, read, _ in answers), answers
 
 
 @pytest.mark.parametrize(
