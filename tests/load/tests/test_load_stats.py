@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 from loom_load.ingest import LagTracker
 from loom_load.stats import Latency, Timeline, rate, ratio, sustained_rate, thin
@@ -114,3 +117,18 @@ def test_ingest_lag_is_the_commit_time_when_every_row_has_one() -> None:
     assert summary["lag_method"].startswith("polled every 100 ms")
     assert summary["lag"]["count"] == 3 and summary["lag"]["max_ms"] >= 400
     assert summary["by_phase"]["echo-nats-closed"]["max_ms"] >= 300
+
+
+def test_the_lag_tracker_polls_seldom_with_commit_times_and_often_once_draining() -> None:
+    async def waits() -> list[float]:
+        tracker = LagTracker("postgresql://unused", {"id", "time"}, interval_s=0.01, exact_interval_s=0.5)
+        took = []
+        for commit_timestamps, draining in ((False, False), (True, False), (True, True)):
+            tracker.commit_timestamps, tracker._draining = commit_timestamps, draining
+            started = time.perf_counter()
+            await tracker._next_poll()
+            took.append(time.perf_counter() - started)
+        return took
+
+    without, exact, draining = asyncio.run(waits())
+    assert exact >= 0.49 and without < 0.25 and draining < 0.25
