@@ -22,11 +22,14 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from loom_protocol import is_terminal
+
 from .rows import TASK_COLUMNS, TaskRow
 
 _I = {name: i for i, name in enumerate(TASK_COLUMNS)}
 _STATUS, _FINAL, _ATTEMPT, _INSTANCE = _I["status"], _I["final"], _I["attempt"], _I["instance_id"]
 _UPDATED, _CREATED, _APPROVALS = _I["updated_at"], _I["created_at"], _I["approvals"]
+_METADATA = _I["metadata"]
 _FIRST_SEEN = tuple(
     _I[c]
     for c in (
@@ -42,11 +45,11 @@ _FIRST_SEEN = tuple(
 )
 _WINNER = tuple(_I[c] for c in ("status", "result", "error", "pending_approval", "updated_at"))
 _WINNER_OR_KEPT = (_ATTEMPT, _INSTANCE)  # the winner's, else the value before it
-_TERMINAL = frozenset({"completed", "failed", "cancelled", "dead"})  # loom_is_terminal
 
 
 def _terminal(status: str | None) -> bool:
-    return status in _TERMINAL
+    """``loom_is_terminal`` (a null status is not terminal)."""
+    return status is not None and is_terminal(status)
 
 
 def wins(cur: TaskRow, new: TaskRow) -> bool:
@@ -74,14 +77,14 @@ def _longer_approvals(cur: str | None, new: str | None) -> str | None:
     return new if len(json.loads(new)) >= len(json.loads(cur)) else cur
 
 
-def merge(cur: TaskRow, new: TaskRow) -> TaskRow:
-    """The row ``_UPSERT_TASK`` leaves when ``new`` arrives on ``cur``."""
+def merge(cur: TaskRow, new: TaskRow) -> tuple[TaskRow, bool]:
+    """The row ``_UPSERT_TASK`` leaves when ``new`` arrives on ``cur``, and whether ``new`` won."""
     row: list[Any] = list(cur)
     for i in _FIRST_SEEN:
         if row[i] is None:
             row[i] = new[i]
-    if new[_I["metadata"]] is not None:
-        row[_I["metadata"]] = new[_I["metadata"]]
+    if new[_METADATA] is not None:
+        row[_METADATA] = new[_METADATA]
     if cur[_CREATED] is None or (new[_CREATED] is not None and new[_CREATED] < cur[_CREATED]):
         row[_CREATED] = new[_CREATED]
     won = wins(cur, new)
@@ -93,14 +96,15 @@ def merge(cur: TaskRow, new: TaskRow) -> TaskRow:
             if new[i] is not None:
                 row[i] = new[i]
     row[_APPROVALS] = _longer_approvals(cur[_APPROVALS], new[_APPROVALS])
-    return tuple(row)
+    return tuple(row), won
 
 
 def fold(rows: Sequence[TaskRow]) -> list[TaskRow]:
     """The batch's task rows with each task's rows folded into one where that is exact.
 
-    A task whose folded winner lacks an ``attempt`` or ``instance_id`` keeps its rows as they
-    came (see the module's note). The order of one task's rows is kept.
+    A task keeps its rows as they came where folding would not be exact (see the module's note):
+    its winner lacks an ``attempt`` or ``instance_id``, or is not terminal while one of its rows
+    is. The order of one task's rows is kept.
     """
     by_task: dict[str, list[TaskRow]] = {}
     for row in rows:
@@ -112,9 +116,9 @@ def fold(rows: Sequence[TaskRow]) -> list[TaskRow]:
             continue
         acc, winner = same[0], same[0]
         for row in same[1:]:
-            if wins(acc, row):
+            acc, won = merge(acc, row)
+            if won:
                 winner = row
-            acc = merge(acc, row)
         if (
             winner[_ATTEMPT] is None
             or winner[_INSTANCE] is None
