@@ -188,8 +188,8 @@ def test_the_live_feed_listens_again_after_a_stop_and_its_figures_add_up() -> No
             port = server.sockets[0].getsockname()[1]
             feed = LiveFeed(f"ws://127.0.0.1:{port}/ws/events", "lt-", "/tests/load/x")
             for expected in (1, 2):
-                await feed.start(connect_timeout=5)
-                await feed.start(connect_timeout=5)  # already listening: no second connection
+                await feed.start(connect_timeout=5, during=f"phase {expected}")
+                await feed.start(connect_timeout=5, during="again")  # listening: no second connection
                 async with asyncio.timeout(5):
                     while feed.ours < expected:
                         await asyncio.sleep(0.01)
@@ -200,3 +200,4 @@ def test_the_live_feed_listens_again_after_a_stop_and_its_figures_add_up() -> No
     connections, feed = asyncio.run(go())
     assert connections == 2
     assert feed.summary()["latency"]["count"] == 2 and feed.error is None
+    assert feed.summary()["listened_to"] == ["phase 1", "phase 2"]

@@ -611,12 +611,10 @@ async def _loom(
 
     columns, why_not = await probe_events_table(targets.database_url)
     live: LiveFeed | None = None
-    live_heard: list[str] = []  # what the live feed's client listened to
     if "live" in steps:
         live = LiveFeed(targets.query_ws_url, prefix, burst_source, headers)
         if "open" not in steps and not ("ingest" in steps and columns is not None):
-            await live.start()  # nothing it listens to runs: it listens to the whole run
-            live_heard.append("the whole run")
+            await live.start(during="the whole run")  # nothing it listens to runs
     tracker: LagTracker | None = None
     if columns is not None:
         tracker = LagTracker(targets.database_url, columns)
@@ -651,8 +649,7 @@ async def _loom(
                 sampler = Sampler(py_spy, out_dir, port=port)
                 sampler.start()
             if live is not None and spec.name in LIVE_PHASES:
-                await live.start()
-                live_heard.append(spec.title)
+                await live.start(during=spec.title)
             try:
                 if client_procs > 1 and spec.name in SPREAD_PHASES:
                     title, count = f"{spec.title} ({client_procs} clients)", spec.count
@@ -694,8 +691,7 @@ async def _loom(
             results["ingest"]["lag"] = tracker.summary()
             if "ingest" in steps and not over_budget():
                 if live is not None:
-                    await live.start()
-                    live_heard.append("the ingest burst")
+                    await live.start(during="the ingest burst")
                 with console.status(f"ingest: burst of {profile.ingest_burst_events} synthetic events"):
                     cpu_window = procstat.Window()
                     try:
@@ -720,7 +716,6 @@ async def _loom(
             await live.stop()
             results["live"] = live.summary()
             results["live"]["task_events_heard_on_nats"] = observer.task_events
-            results["live"]["listened_to"] = live_heard
         await observer.stop()
         results["observed"] = {
             "events_of_this_run": observer.events_seen,

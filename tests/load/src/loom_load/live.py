@@ -61,15 +61,18 @@ class LiveFeed:
         self.error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self.listened_to: list[str] = []  # what each connection listened to
 
     @property
     def listening(self) -> bool:
         return self._task is not None
 
-    async def start(self, connect_timeout: float = 5.0) -> None:
-        """Connect (again, after :meth:`stop`): the figures add up over every connection."""
+    async def start(self, connect_timeout: float = 5.0, during: str = "the run") -> None:
+        """Connect (again, after :meth:`stop`): the figures add up over every connection, and
+        ``during`` names what this connection listens to (``summary()["listened_to"]``)."""
         if self._task is not None:
             return
+        self.listened_to.append(during)
         self._ready = asyncio.Event()
         self._task = asyncio.create_task(self._run(connect_timeout))
         with contextlib.suppress(TimeoutError):
@@ -137,6 +140,7 @@ class LiveFeed:
             "events": self.events,
             "events_of_this_run": self.ours,
             "dropped_by_server": self.dropped,
+            "listened_to": list(self.listened_to),
             "latency": self.latency.summary(),
             "cdf": self.latency.cdf(),
         }
