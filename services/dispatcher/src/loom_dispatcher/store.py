@@ -136,9 +136,10 @@ _CREATE_AT_PICK_LUA = (
     PICK_FUNCTION
     + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
-local pick_argv = {}
+local pick_keys, pick_argv = {}, {}
+for i = 5, #KEYS do pick_keys[#pick_keys + 1] = KEYS[i] end
 for i = 10, #ARGV do pick_argv[#pick_argv + 1] = ARGV[i] end
-local picked = pick({KEYS[5], KEYS[6], KEYS[7], KEYS[8]}, pick_argv)
+local picked = pick(pick_keys, pick_argv)
 local id = picked[1]
 if ARGV[2] == '1' then redis.call('SADD', KEYS[4], ARGV[1]) end
 if not id then
