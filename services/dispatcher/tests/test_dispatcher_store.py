@@ -173,3 +173,19 @@ async def test_script_calls_made_together_share_a_pipeline_and_survive_noscript(
     with pytest.raises(Exception, match="nope"):
         await asyncio.gather(failing([key], []), script([key], ["0"]))
     assert await script([key], ["0"]) == 52
+
+
+async def test_plain_reads_share_the_scripts_pipeline(redis: tuple[Redis, str]) -> None:
+    from loom_dispatcher.scripts import ScriptBatcher
+
+    client, prefix = redis
+    batcher = ScriptBatcher(client)
+    script = batcher.script(f"-- {uuid.uuid4().hex}\nreturn redis.call('INCR', KEYS[1])")  # NOSCRIPT at first
+    counter, value = f"{prefix}:counter", f"{prefix}:value"
+    await client.set(value, "stored")
+    # in one turn: reads beside script calls that are sent again once the script is loaded
+    answers = await asyncio.gather(
+        batcher.command("GET", value), script([counter], []), batcher.command("GET", f"{prefix}:absent")
+    )
+    assert answers in (["stored", 1, None], [b"stored", 1, None])
+    assert await client.get(counter) in ("1", b"1")  # loaded, then run once

@@ -1,5 +1,5 @@
-"""Lua scripts on Redis, auto-pipelined: the calls made in one event-loop turn share one
-pipeline (one connection checkout, one write, one read).
+"""Lua scripts (and plain reads) on Redis, auto-pipelined: the calls made in one event-loop
+turn share one pipeline (one connection checkout, one write, one read).
 
 redis-py spends most of a command's cost around it (connection checkout, timeouts, response
 bookkeeping): on the project's 2-core machines a lone command costs ~150-200 µs of client CPU,
@@ -17,7 +17,8 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 
-_Call = tuple["Script", list[str], list[str], "asyncio.Future[Any]"]
+_Call = tuple["Script | None", bytes, "asyncio.Future[Any]"]
+"""(the script called, or None for a plain command; the packed command; its reply's future)"""
 
 
 def _pack(*args: str | int) -> bytes:
@@ -51,9 +52,16 @@ class ScriptBatcher:
         return Script(self, lua)
 
     def call(self, script: Script, keys: list[str], args: list[str]) -> asyncio.Future[Any]:
+        return self._queued(script, _pack("EVALSHA", script.sha, len(keys), *keys, *args))
+
+    def command(self, *args: str) -> asyncio.Future[Any]:
+        """A plain command (a ``GET``) in the same pipeline as the scripts."""
+        return self._queued(None, _pack(*args))
+
+    def _queued(self, script: Script | None, packed: bytes) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
-        self._queue.append((script, keys, args, fut))
+        self._queue.append((script, packed, fut))
         if len(self._queue) >= self._max_batch:
             self._flush_now()
         elif not self._scheduled:
@@ -75,7 +83,7 @@ class ScriptBatcher:
             results = await self._execute(batch)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if missing:  # a Redis restarted or flushed: load the scripts, run those calls again
-                for lua in {batch[i][0].lua for i in missing}:
+                for lua in {script.lua for i in missing if (script := batch[i][0]) is not None}:
                     await self._redis.script_load(lua)
                 again = await self._execute([batch[i] for i in missing])
                 for i, result in zip(missing, again, strict=True):
@@ -96,15 +104,13 @@ class ScriptBatcher:
                 fut.set_result(result)
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
-        """Send the batch's EVALSHAs in one write on one pooled connection, read the replies.
+        """Send the batch's commands in one write on one pooled connection, read the replies.
 
         The commands are packed here (a few bytes formats per argument) rather than by
         redis-py's pipeline, whose packing and bookkeeping cost more than the scripts' run.
         An error reply becomes that call's exception; a broken connection fails the batch.
         """
-        payload = b"".join(
-            _pack("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args, _ in batch
-        )
+        payload = b"".join(packed for _, packed, _ in batch)
         pool = self._redis.connection_pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:

@@ -327,7 +327,8 @@ class TaskStore:
         return Placed(first, instance_id, int(answer[2]))
 
     async def get(self, task_id: str) -> Task | None:
-        raw = await self._redis.get(self._key(task_id))
+        # in the scripts' pipeline: the API's reads of concurrent requests share one round trip
+        raw = await self._scripts.command("GET", self._key(task_id))
         return Task.from_json(raw) if raw is not None else None
 
     async def read(self, task_id: str) -> Snapshot | None:
