@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from loom_load.live import LiveFeed
+from loom_load.live import LiveFeed, paced_events
 from loom_load.loom import LoomClient, PhaseSpec, rest_session, run_phase
-from loom_load.observe import Observer
+from loom_load.observe import Observer, parse_time
 
 
 @dataclass
@@ -90,11 +91,37 @@ def test_live_feed_takes_only_this_runs_events() -> None:
     feed._take(
         {"id": "3", "type": "t", "time": "2026-01-01T00:00:00Z", "source": "/tests/load/test"}, 1767225601.0
     )
+    paced = {"id": "4", "type": "t", "time": "2026-01-01T00:00:00Z", "source": "/tests/load/test/live"}
+    feed._take(paced, 1767225600.002)
     summary = feed.summary()
     assert summary["events_of_this_run"] == 1
     assert summary["latency"]["p50_ms"] == 50.0 or abs(summary["latency"]["p50_ms"] - 50.0) < 0.1
     assert summary["burst_latency"]["count"] == 1
+    assert summary["paced_latency"]["count"] == 1 and abs(summary["paced_latency"]["p50_ms"] - 2.0) < 0.1
     assert "na" not in summary
+
+
+def test_paced_events_keep_to_their_rate_and_are_timestamped_as_sent() -> None:
+    sent: list[tuple[float, dict[str, Any]]] = []
+
+    class Nats:
+        async def publish(self, subject: str, body: bytes, headers: dict[str, str]) -> None:
+            event = json.loads(body)
+            assert subject == "loom.event.ingest.bench.live" and headers["Nats-Msg-Id"] == event["id"]
+            sent.append((time.time(), event))
+
+        async def flush(self, timeout: float) -> None:
+            return None
+
+    started = time.perf_counter()
+    out = asyncio.run(paced_events(Nats(), "/tests/load/test/live", rate=500.0, seconds=0.2))
+    elapsed = time.perf_counter() - started
+    assert out["events"] == len(sent) == 100 and out["target_rate"] == 500.0
+    assert elapsed >= 99 / 500  # never ahead of the schedule: the 100th is due at 0.198 s
+    assert [e["data"]["i"] for _, e in sent] == list(range(100))
+    assert all(e["source"] == "/tests/load/test/live" for _, e in sent)
+    stamped = [parse_time(e["time"]) for _, e in sent]
+    assert all(t is not None and 0 <= at - t < 0.05 for (at, _), t in zip(sent, stamped, strict=True))
 
 
 def test_live_feed_without_server_is_na() -> None:

@@ -30,7 +30,7 @@ from . import celery_bench, faststream_peer, floor, io_bench, procstat, search, 
 from .ceilings import copy_ceiling, nats_ceilings
 from .client_procs import run_spread
 from .ingest import LagTracker, ingest_burst, probe_events_table
-from .live import LiveFeed
+from .live import LiveFeed, paced_events, paced_source
 from .loom import LoomClient, PhaseSpec, rest_session, run_phase
 from .observe import Observer
 from .pyspy import Sampler
@@ -62,9 +62,11 @@ STEPS = (
 PEERS = ("taskiq", "faststream", "floor")
 SPREAD_PHASES = frozenset({"echo-rest-closed"})  # run over --client-procs client processes
 LIVE_PHASES = frozenset({"echo-nats-open"})
-"""The phases the live feed's client listens to (and the ingest burst): elsewhere, a WebSocket
-client reading every event would take CPU from the stack on the same cores (about 10% of the
-echo closed loop's throughput on 2 cores) and the query service would fan events out to it."""
+"""The phases the live feed's client listens to (and its own paced events, the figure's):
+elsewhere, a WebSocket client reading every event would take CPU from the stack on the same
+cores (about 10% of the echo closed loop's throughput on 2 cores, and half the ingest burst's
+CPU with the query service fanning 50,000 events out to it) and the query service would fan
+events out to it."""
 
 
 def loom_phases(profile: Profile) -> list[tuple[str, PhaseSpec]]:
@@ -613,12 +615,10 @@ async def _loom(
     live: LiveFeed | None = None
     if "live" in steps:
         live = LiveFeed(targets.query_ws_url, prefix, burst_source, headers)
-        if "open" not in steps and not ("ingest" in steps and columns is not None):
-            await live.start(during="the whole run")  # nothing it listens to runs
     tracker: LagTracker | None = None
     if columns is not None:
         tracker = LagTracker(targets.database_url, columns)
-        tracker.sources_excluded.add(burst_source)
+        tracker.sources_excluded.update((burst_source, paced_source(burst_source)))
         observer.sinks.append(tracker.add)
         tracker.start()
     results["ingest"] = {"table_columns": sorted(columns)} if columns else {"na": why_not}
@@ -685,13 +685,22 @@ async def _loom(
             results["phases"].append(summary)
             console.print(phase_line(summary))
 
+        if live is not None and not over_budget():
+            rate = profile.live_event_rate
+            await live.start(during=f"{rate:,.0f} synthetic events/s")
+            with console.status(f"live feed: {rate:,.0f} synthetic events/s for {profile.live_seconds:g} s"):
+                cpu_window = procstat.Window()
+                paced = await paced_events(nc, live.paced_source, rate, profile.live_seconds)
+                record_cpu(results, "live-paced", cpu_window.close(paced["events"]))
+                results["live_paced"] = paced
+                await asyncio.sleep(1.0)  # let the feed deliver the tail
+            await live.stop()
+
         if tracker is not None:
             with console.status("ingest: waiting for the run's events to become visible"):
                 await tracker.drain(profile.ingest_grace_s)
             results["ingest"]["lag"] = tracker.summary()
             if "ingest" in steps and not over_budget():
-                if live is not None:
-                    await live.start(during="the ingest burst")
                 with console.status(f"ingest: burst of {profile.ingest_burst_events} synthetic events"):
                     cpu_window = procstat.Window()
                     try:
@@ -706,8 +715,6 @@ async def _loom(
                         results["ingest"]["burst"] = {"na": f"{type(exc).__name__}: {exc}"}
                     rows = results["ingest"]["burst"].get("events") or 0
                     record_cpu(results, "ingest-burst", cpu_window.close(int(rows)))
-                if live is not None and live.listening:
-                    await asyncio.sleep(1.0)  # let the feed deliver the burst's tail
     finally:
         await rest.close()
         if tracker is not None:

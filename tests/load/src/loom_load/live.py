@@ -1,5 +1,9 @@
 """The live feed: emit → WebSocket client latency on the query service's ``/ws/events``.
 
+Its figure comes from :func:`paced_events`: synthetic events published at a steady rate (1,000/s
+by default), each timestamped as it is sent, while the client listens; the events of the run's
+tasks it hears (the open loop's) are reported beside it.
+
 The client connects, sends ``{"filters": {}}`` and takes every CloudEvent it is sent; the
 latency of one event is its receipt time minus its ``time``. The message shape is not fixed
 yet, so events are found wherever they sit: a bare event, a list, or an object holding
@@ -19,9 +23,39 @@ from collections.abc import Iterator
 from typing import Any
 
 import websockets
+from loom_protocol import MSG_ID_HEADER, new_event, subjects
 
 from .observe import parse_time, phase_of
 from .stats import Latency
+
+PACED_TYPE = "bench.live"
+"""The type of :func:`paced_events`' synthetic events."""
+
+
+def paced_source(burst_source: str) -> str:
+    """The source of :func:`paced_events`' events: the run's synthetic source, ``/live`` added."""
+    return f"{burst_source}/live"
+
+
+async def paced_events(nc: Any, source: str, rate: float, seconds: float) -> dict[str, Any]:
+    """Publish ``rate × seconds`` synthetic CloudEvents at ``rate``/s (core NATS, on ingest's event
+    subject, which the events stream stores like any other), each one's ``time`` taken as it is
+    built; the sending keeps to the schedule every 5 ms. Returns what was sent and how fast."""
+    n = max(int(rate * seconds), 1)
+    subject = subjects.service_event("ingest", PACED_TYPE)
+    sent = 0
+    start = time.perf_counter()
+    while sent < n:
+        due = min(n, int((time.perf_counter() - start) * rate) + 1)
+        while sent < due:
+            event = new_event(PACED_TYPE, source, data={"i": sent}, subject="bench")
+            await nc.publish(subject, event.to_json(), headers={MSG_ID_HEADER: event.id})
+            sent += 1
+        await asyncio.sleep(0.005)
+    await nc.flush(timeout=10)
+    elapsed = time.perf_counter() - start
+    return {"events": n, "target_rate": rate, "seconds": round(elapsed, 3), "rate": round(n / elapsed, 1)}
+
 
 _CONTAINERS = ("events", "event", "data", "batch", "items", "payload")
 
@@ -50,7 +84,9 @@ class LiveFeed:
         self.headers = dict(headers or {})  # the API key, if any (Authorization: Bearer)
         self.prefix = prefix
         self.burst_source = burst_source
+        self.paced_source = paced_source(burst_source)
         self.latency = Latency()  # this run's task events
+        self.paced_latency = Latency()  # paced_events' synthetic events: the figure's
         self.burst_latency = Latency()  # the ingest burst's synthetic events
         self.by_phase: dict[str, Latency] = {}  # this run's task events by the phase of their task
         self.messages = 0
@@ -121,7 +157,11 @@ class LiveFeed:
         at = parse_time(event.get("time"))
         if at is None:
             return
-        if event.get("source") == self.burst_source:
+        source = event.get("source")
+        if source == self.paced_source:
+            self.paced_latency.record(received - at)
+            return
+        if source == self.burst_source:
             self.burst_latency.record(received - at)
             return
         ids = [i for i in (event.get("taskid"), event.get("parenttaskid")) if isinstance(i, str)]
@@ -144,11 +184,14 @@ class LiveFeed:
             "latency": self.latency.summary(),
             "cdf": self.latency.cdf(),
         }
+        if self.paced_latency.count:
+            out["paced_latency"] = self.paced_latency.summary()
+            out["paced_cdf"] = self.paced_latency.cdf()
         if self.burst_latency.count:
             out["burst_latency"] = self.burst_latency.summary()
         out["by_phase"] = {phase: latency.summary() for phase, latency in sorted(self.by_phase.items())}
         if self.error:
             out["error"] = self.error
-        if self.latency.count == 0:
+        if self.latency.count == 0 and self.paced_latency.count == 0:
             out["na"] = self.error or "connected, but no event of this run arrived on the feed"
         return out

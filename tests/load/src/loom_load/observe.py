@@ -227,7 +227,7 @@ class Observer:
             return
         source = event.get("source") or ""
         self.events_seen += 1
-        if source != self._burst_source:
+        if not source.startswith(self._burst_source):  # the burst's and the live feed's synthetic ones
             self.task_events += 1
         self.events_timeline.add(time.perf_counter())
         task_id = event.get("taskid")

@@ -143,6 +143,8 @@ class Profile:
     io_count: int  # the I/O task (sleeps io_delay_s), Loom and Celery each
     io_concurrency: int = 64
     io_delay_s: float = 0.1
+    live_event_rate: float = 1000.0  # the live feed's figure: synthetic events/s, paced
+    live_seconds: float = 5.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +171,7 @@ PROFILES: dict[str, Profile] = {
         grace_s=10.0,
         ingest_grace_s=10.0,
         io_count=200,
+        live_seconds=1.0,
     ),
     "short": Profile(
         name="short",
@@ -211,5 +214,6 @@ PROFILES: dict[str, Profile] = {
         grace_s=60.0,
         ingest_grace_s=60.0,
         io_count=5000,
+        live_seconds=20.0,
     ),
 }
