@@ -705,7 +705,7 @@ async def _loom(
                     cpu_window = procstat.Window()
                     try:
                         results["ingest"]["burst"] = await ingest_burst(
-                            js,
+                            nc,
                             targets.database_url,
                             burst_source,
                             profile.ingest_burst_events,
