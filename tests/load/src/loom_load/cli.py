@@ -62,11 +62,10 @@ STEPS = (
 PEERS = ("taskiq", "faststream", "floor")
 SPREAD_PHASES = frozenset({"echo-rest-closed"})  # run over --client-procs client processes
 LIVE_PHASES = frozenset({"echo-nats-open"})
-"""The phases the live feed's client listens to (and its own paced events, the figure's):
-elsewhere, a WebSocket client reading every event would take CPU from the stack on the same
-cores (about 10% of the echo closed loop's throughput on 2 cores, and half the ingest burst's
-CPU with the query service fanning 50,000 events out to it) and the query service would fan
-events out to it."""
+"""The phases the live feed's client listens to (besides its own paced events, the figure's):
+elsewhere, a WebSocket client reading every event, and the query service fanning them out to
+it, would take CPU from the stack on the same cores (about 10% of the echo closed loop's
+throughput on 2 cores; half the ingest burst's CPU)."""
 
 
 def loom_phases(profile: Profile) -> list[tuple[str, PhaseSpec]]:
