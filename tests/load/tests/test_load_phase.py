@@ -134,3 +134,29 @@ def test_live_feed_without_server_is_na() -> None:
     summary = asyncio.run(go())
     assert summary["connected"] is False
     assert summary["na"].startswith("cannot connect to ws://127.0.0.1:1/ws/events")
+
+
+def test_the_paced_tail_is_awaited_until_heard_or_the_deadline() -> None:
+    async def scenario() -> tuple[bool, bool, bool]:
+        feed = LiveFeed("ws://127.0.0.1:1/ws/events", "lttest-", "/tests/load/test")
+        not_listening = await feed.paced_heard(1, timeout_s=5.0)  # no connection: no wait
+
+        async def open_connection() -> None:
+            await asyncio.Event().wait()
+
+        feed._task = asyncio.create_task(open_connection())  # a connection that stays open
+        event = {"id": "p", "type": "t", "time": "2026-01-01T00:00:00Z", "source": "/tests/load/test/live"}
+
+        async def arrive() -> None:
+            for _ in range(2):
+                await asyncio.sleep(0.01)
+                feed._take(event, 1767225600.001)
+
+        arriving = asyncio.create_task(arrive())
+        heard = await feed.paced_heard(2, timeout_s=5.0)
+        await arriving
+        short = await feed.paced_heard(3, timeout_s=0.05)  # the third never comes
+        await feed.stop()
+        return not_listening, heard, short
+
+    assert asyncio.run(scenario()) == (False, True, False)

@@ -692,7 +692,7 @@ async def _loom(
                 paced = await paced_events(nc, live.paced_source, rate, profile.live_seconds)
                 record_cpu(results, "live-paced", cpu_window.close(paced["events"]))
                 results["live_paced"] = paced
-                await asyncio.sleep(1.0)  # let the feed deliver the tail
+                await live.paced_heard(paced["events"], timeout_s=2.0)  # the tail, on its way
             await live.stop()
 
         if tracker is not None:

@@ -114,6 +114,16 @@ class LiveFeed:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._ready.wait(), timeout=connect_timeout + 1)
 
+    async def paced_heard(self, count: int, timeout_s: float) -> bool:
+        """Wait until ``count`` of :func:`paced_events`' events arrived (False after ``timeout_s``:
+        the rest were dropped or late, and the figures say how many arrived)."""
+        deadline = time.perf_counter() + timeout_s
+        while self.paced_latency.count < count:
+            if time.perf_counter() >= deadline or self._task is None or self._task.done():
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
