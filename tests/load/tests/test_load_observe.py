@@ -13,6 +13,7 @@ from loom_load.observe import Observer, Trace, hop_latencies, parse_time, phase_
 from loom_load.procstat import classify, cpu_percent
 from loom_load.pyspy import top_frames
 from loom_load.settings import PROFILES, Targets, celery_url_from_redis, resolve_targets
+from loom_protocol import subjects
 
 
 def test_parse_time_accepts_z_and_offsets() -> None:
@@ -154,3 +155,44 @@ def test_event_sinks_hear_the_phase_of_the_runs_task() -> None:
         ("e2", "/x", "orchestrator"),
         ("e3", "/tests/load/lt1", None),
     ]
+
+
+def test_a_hushed_observer_hears_the_final_statuses_only_until_it_listens_again() -> None:
+    class Sub:
+        def __init__(self, nc: Conn, subject: str) -> None:
+            self.nc, self.subject = nc, subject
+
+        async def unsubscribe(self) -> None:
+            self.nc.subjects.remove(self.subject)
+
+    class Conn:
+        def __init__(self) -> None:
+            self.subjects: list[str] = []
+
+        async def subscribe(self, subject: str, **_: object) -> Sub:
+            self.subjects.append(subject)
+            return Sub(self, subject)
+
+        async def flush(self) -> None:
+            return None
+
+    async def run() -> list[list[str]]:
+        nc = Conn()
+        observer = Observer("lt1-", "/tests/load/lt1")
+        await observer.start(nc)
+        seen = [sorted(nc.subjects)]
+        await observer.hush()
+        await observer.hush()  # twice: nothing more to leave
+        seen.append(sorted(nc.subjects))
+        await observer.listen()
+        await observer.listen()  # twice: subscribed once
+        seen.append(sorted(nc.subjects))
+        await observer.stop()
+        seen.append(nc.subjects)
+        return seen
+
+    everything, hushed, again, stopped = asyncio.run(run())
+    assert hushed == [subjects.TASK_STATUS_ALL]
+    assert everything == again and len(everything) == 4
+    assert set(everything) >= {subjects.TASK_STATUS_ALL, subjects.TASK_REPORT_ALL, subjects.EVENT_ALL}
+    assert stopped == []

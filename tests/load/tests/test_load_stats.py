@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from loom_load.ingest import LagTracker
+from loom_load.ingest import LagTracker, like_prefix
 from loom_load.stats import Latency, Timeline, rate, ratio, sustained_rate, thin
 
 
@@ -132,3 +132,17 @@ def test_the_lag_tracker_polls_seldom_with_commit_times_and_often_once_draining(
 
     without, exact, draining = asyncio.run(waits())
     assert exact >= 0.49 and without < 0.25 and draining < 0.25
+
+
+def test_like_prefix_matches_the_prefix_literally() -> None:
+    assert like_prefix("run_1-echo-") == "run\\_1-echo-%"
+    assert like_prefix("a%b\\") == "a\\%b\\\\%"
+
+
+def test_events_of_a_phase_read_from_the_table_are_not_also_counted_as_heard() -> None:
+    tracker = LagTracker("postgresql://unused", {"id", "time", "kind"})
+    tracker.read_after("echo-nats-closed", ["lt1-echo-nats-closed-"], 100.0, 200.0)
+    tracker.add("e1", 150.0, "/loom/dispatcher", "echo-nats-closed")  # a straggler heard later
+    tracker.add("e2", 150.0, "/loom/dispatcher", "echo-nats-seq")
+    tracker.add("e3", 150.0, "/loom/dispatcher", None)
+    assert tracker.heard == 2 and list(tracker._pending) == ["e2", "e3"]

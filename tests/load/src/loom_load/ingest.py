@@ -93,13 +93,31 @@ class LagTracker:
         self.error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self.sources_excluded: set[str] = set()
+        self._has_kind = "kind" in columns
+        # phases whose events are read from the table instead of heard: (phase, task-id LIKE
+        # patterns, event time from, to), read at the drain; their rows found per phase
+        self._read: list[tuple[str, list[str], float, float]] = []
+        self.read_rows: dict[str, int] = {}
+        self.read_na: str | None = None  # why the phases to read could not be
 
     def add(self, event_id: str, at: float, source: str, phase: str | None = None) -> None:
         if source in self.sources_excluded:
             return
+        if phase is not None and any(phase == p for p, *_ in self._read):
+            return  # a straggler of a phase read from the table: counted there
         if event_id not in self._pending:
             self._pending[event_id] = (at, phase)
             self.heard += 1
+
+    def read_after(self, phase: str, task_id_prefixes: list[str], since: float, until: float) -> None:
+        """Take the lag of ``phase``'s events from the table at the drain, not from what was heard.
+
+        For the phases the harness does not listen to (:meth:`Observer.hush`): the rows of the
+        tasks whose ids start with one of ``task_id_prefixes``, CloudEvents only (not the task
+        messages ingest stores beside them), with an event time from ``since`` to ``until``
+        (epoch seconds). Their lag needs the commit times: each row's
+        ``pg_xact_commit_timestamp(xmin)`` − its ``time``, read whenever the drain comes."""
+        self._read.append((phase, task_id_prefixes, since, until))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._poll_forever())
@@ -108,6 +126,8 @@ class LagTracker:
         """Keep polling until every heard event is visible or ``grace_s`` passed, then stop."""
         deadline = time.perf_counter() + grace_s
         self._draining = True
+        if self._read and self.error is None:
+            await self._read_phases(deadline)
         while self._pending and time.perf_counter() < deadline and self.error is None:
             await asyncio.sleep(self.interval_s)
         if self._task is not None:
@@ -169,6 +189,53 @@ class LagTracker:
         finally:
             await conn.close()
 
+    async def _read_phases(self, deadline: float, settled_s: float = 1.0) -> None:
+        """Record the lag of every event row of the phases given to :meth:`read_after`, once
+        their number stopped growing for ``settled_s`` (ingest caught up) or at ``deadline``."""
+        reads, self._read = self._read, []
+        if self.commit_timestamps is False:
+            self.read_na = "read from the table's commit times: needs track_commit_timestamp = on"
+            return
+        try:
+            conn = await asyncpg.connect(self._url, timeout=5)
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            self.read_na = f"cannot connect to the database: {exc}"
+            return
+        where = "FROM events WHERE time >= $1 AND time <= $2 AND task_id LIKE ANY($3::text[])" + (
+            " AND kind = 'event'" if self._has_kind else ""
+        )
+        select = "SELECT time, pg_xact_commit_timestamp(xmin) AS committed_at" + (
+            ", ingested_at" if self._has_ingested_at else ""
+        )
+        try:
+            for phase, prefixes, since, until in reads:
+                args = (_ts(since), _ts(until), [like_prefix(p) for p in prefixes])
+                count, counted = -1, time.perf_counter()
+                while time.perf_counter() < deadline:
+                    now = await conn.fetchval(f"SELECT count(*) {where}", *args)  # noqa: S608 -- fixed text
+                    if now != count:
+                        count, counted = now, time.perf_counter()
+                    elif time.perf_counter() - counted >= settled_s:
+                        break
+                    await asyncio.sleep(self.interval_s)
+                rows = await conn.fetch(f"{select} {where}", *args)  # noqa: S608 -- fixed text
+                figures = self.by_phase.setdefault(phase, (Latency(), Latency()))
+                self.read_rows[phase] = len(rows)
+                for row in rows:
+                    if row["committed_at"] is None:
+                        continue  # committed before track_commit_timestamp was on: not this run's
+                    lag = row["committed_at"].timestamp() - row["time"].timestamp()
+                    self.visible += 1
+                    # exact, so the poll's upper bound for these rows is the same figure
+                    for figure in (self.commit_lag, self.poll_lag, *figures):
+                        figure.record(lag)
+                    if self._has_ingested_at and row["ingested_at"] is not None:
+                        self.insert_lag.record(row["ingested_at"].timestamp() - row["time"].timestamp())
+        except asyncpg.PostgresError as exc:
+            self.read_na = f"reading them failed: {exc}"
+        finally:
+            await conn.close()
+
     async def _next_poll(self) -> None:
         """Wait ``interval_s``, or ``exact_interval_s`` while the run goes on with commit times."""
         waited = 0.0
@@ -194,6 +261,7 @@ class LagTracker:
         out: dict[str, Any] = {
             "events_heard_on_nats": self.heard,
             "rows_visible": self.visible,
+            "rows_read_by_phase": dict(sorted(self.read_rows.items())),
             "rows_not_visible": len(self._pending),
             "poll_interval_ms": round(self.interval_s * 1000),
             "lag": lag.summary(),
@@ -206,6 +274,8 @@ class LagTracker:
             },
             "timeline": self.timeline.series(),
         }
+        if self.read_na:
+            out["read_na"] = self.read_na
         if self.insert_lag.count:
             out["insert_lag"] = self.insert_lag.summary()
         if self.error:
@@ -213,6 +283,12 @@ class LagTracker:
         if self.visible == 0:
             out["na"] = self.error or "no row of this run became visible in events (is ingest running?)"
         return out
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching the strings that start with ``prefix``."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
 
 
 def _ts(epoch: float) -> datetime:

@@ -1,13 +1,16 @@
 """What the harness hears on NATS while it runs: final statuses and the tasks' CloudEvents.
 
-Two core-NATS subscriptions, both filtered to this run's tasks (their ids start with the run's
-prefix):
+Core-NATS subscriptions, filtered to this run's tasks (their ids start with the run's prefix):
 
-* ``loom.task.status.*`` -- the worker's ``running`` and outcome reports and the dispatcher's
-  ``final: true`` announcement, which resolves the task's waiter;
+* ``loom.task.status.*`` -- the dispatcher's announcements; its ``final: true`` one resolves the
+  task's waiter (always subscribed);
+* ``loom.task.report.*.*`` -- the workers' ``running`` and outcome reports;
 * ``loom.task.assigned.*`` -- the assignment (its ``updatedAt`` is when the dispatcher decided);
 * ``loom.event.>`` -- ``task.submitted`` / ``task.assigned`` (dispatcher) and every event the
   agents emit, counted per task (a child task's events count for its parent).
+
+The last three are left during the throughput loops (:meth:`Observer.hush`, cli.QUIET_PHASES)
+and taken again after them (:meth:`Observer.listen`).
 
 Timestamps from other processes (CloudEvent ``time``, status ``at``) are wall-clock; all
 processes share this machine's clock, so differences between them are meaningful.
@@ -114,35 +117,58 @@ class Observer:
         self.task_events = 0  # events of this run's tasks (the ingest burst's excluded)
         self.events_timeline = Timeline(time.perf_counter(), bucket_s=1.0)
         self.status_msgs = 0
-        self._subs: list[Any] = []
+        self._subs: list[Any] = []  # the statuses'
+        self._listening: list[Any] = []  # the reports', events' and assignments' (listen/hush)
+        self._nc: Any = None
 
     async def start(self, nc: Any, *, status_only: bool = False) -> None:
         """Subscribe; ``status_only``: only to the statuses (a client process that needs its tasks'
         final status and leaves the events and assignments to the harness's own observer)."""
+        self._nc = nc
         self._subs.append(
             await nc.subscribe(subjects.TASK_STATUS_ALL, cb=self._on_status, pending_msgs_limit=1_000_000)
         )
-        if status_only:
-            await nc.flush()
-            return
-        self._subs.append(  # the workers' own reports: when each attempt ran and ended
-            await nc.subscribe(subjects.TASK_REPORT_ALL, cb=self._on_status, pending_msgs_limit=1_000_000)
-        )
-        self._subs.append(
-            await nc.subscribe(subjects.EVENT_ALL, cb=self._on_event, pending_msgs_limit=1_000_000)
-        )
-        self._subs.append(
-            await nc.subscribe(_ASSIGNED_ALL, cb=self._on_assigned, pending_msgs_limit=1_000_000)
-        )
+        if not status_only:
+            await self.listen()
         await nc.flush()
 
+    async def listen(self) -> None:
+        """Hear the reports, events and assignments too (the per-hop figures and the events)."""
+        if self._listening or self._nc is None:
+            return
+        nc = self._nc
+        self._listening = [
+            # the workers' own reports: when each attempt ran and ended
+            await nc.subscribe(subjects.TASK_REPORT_ALL, cb=self._on_status, pending_msgs_limit=1_000_000),
+            await nc.subscribe(subjects.EVENT_ALL, cb=self._on_event, pending_msgs_limit=1_000_000),
+            await nc.subscribe(_ASSIGNED_ALL, cb=self._on_assigned, pending_msgs_limit=1_000_000),
+        ]
+        await nc.flush()
+
+    async def hush(self) -> None:
+        """Hear the final statuses only, as a client that waits for its tasks' outcomes does.
+
+        For the throughput loops: each task's reports, events and assignment cost the harness
+        more CPU than its own submission and outcome, on the cores the stack runs on. Their
+        tasks' per-hop figures are then not measured (the sequential phases measure them), and
+        their events' ingest lag is read from the database (:meth:`LagTracker.read_after`)."""
+        subs, self._listening = self._listening, []
+        await self._unsubscribe(subs)
+        if subs and self._nc is not None:
+            await self._nc.flush()
+
     async def stop(self) -> None:
-        for sub in self._subs:
+        subs, self._listening = self._subs + self._listening, []
+        self._subs = []
+        await self._unsubscribe(subs)
+
+    @staticmethod
+    async def _unsubscribe(subs: list[Any]) -> None:
+        for sub in subs:
             try:
                 await sub.unsubscribe()
             except Exception:  # noqa: BLE001 -- the connection may be gone already
                 log.debug("unsubscribe failed", exc_info=True)
-        self._subs.clear()
 
     def trace(self, task_id: str) -> Trace:
         trace = self.traces.get(task_id)

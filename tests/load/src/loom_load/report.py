@@ -363,7 +363,8 @@ def figures(results: dict[str, Any]) -> list[Figure]:
     closed_lag = _get(lag, "by_phase", CLOSED_PHASE) if not ingest_na else None
     for p in ("p50_ms", "p99_ms"):
         value = _get(closed_lag, p) if isinstance(closed_lag, dict) else None
-        note = ingest_na or (method if value is not None else "no event of the NATS closed loop")
+        missing = lag.get("read_na") or "no event of the NATS closed loop"
+        note = ingest_na or (method if value is not None else missing)
         out.append(
             _fig(f"ingest_lag_{p}", f"ingest lag event→row {p[:-3]}, NATS closed loop", value, "ms", note)
         )
