@@ -695,7 +695,9 @@ async def _loom(
                 if sampler is not None:
                     results["py_spy"] = sampler.stop()
                 if live is not None and spec.name in LIVE_PHASES:
-                    await asyncio.sleep(1.0)  # let the feed deliver the phase's tail
+                    # the phase's tail, on its way: as many of its events as the harness heard
+                    expected = functools.partial(observer.events_by_phase.__getitem__, spec.name)
+                    await live.phase_heard(spec.name, expected, timeout_s=2.0)
                     await live.stop()
             record_cpu(results, spec.name, window)
             if quiet:  # not heard: their rows are counted in ingest.lag.rows_read_by_phase

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import websockets
@@ -83,11 +83,9 @@ class LiveFeed:
         self.url = url
         self.headers = dict(headers or {})  # the API key, if any (Authorization: Bearer)
         self.prefix = prefix
-        self.burst_source = burst_source
         self.paced_source = paced_source(burst_source)
         self.latency = Latency()  # this run's task events
         self.paced_latency = Latency()  # paced_events' synthetic events: the figure's
-        self.burst_latency = Latency()  # the ingest burst's synthetic events
         self.by_phase: dict[str, Latency] = {}  # this run's task events by the phase of their task
         self.messages = 0
         self.events = 0
@@ -117,8 +115,23 @@ class LiveFeed:
     async def paced_heard(self, count: int, timeout_s: float) -> bool:
         """Wait until ``count`` of :func:`paced_events`' events arrived (False after ``timeout_s``:
         the rest were dropped or late, and the figures say how many arrived)."""
+        return await self._until(lambda: self.paced_latency.count >= count, timeout_s)
+
+    def heard_of(self, phase: str) -> int:
+        """How many events of ``phase``'s tasks the feed brought so far."""
+        heard = self.by_phase.get(phase)
+        return 0 if heard is None else heard.count
+
+    async def phase_heard(self, phase: str, expected: Callable[[], int], timeout_s: float) -> bool:
+        """Wait until the feed brought as many events of ``phase``'s tasks as ``expected()`` says
+        were sent (what the harness heard of them on NATS, read again at every check); False
+        after ``timeout_s`` (the rest were dropped or late, and the figures say how many came)."""
+        return await self._until(lambda: self.heard_of(phase) >= expected(), timeout_s)
+
+    async def _until(self, done: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``done()``, checked every 20 ms; False at ``timeout_s`` or without a connection."""
         deadline = time.perf_counter() + timeout_s
-        while self.paced_latency.count < count:
+        while not done():
             if time.perf_counter() >= deadline or self._task is None or self._task.done():
                 return False
             await asyncio.sleep(0.02)
@@ -171,9 +184,6 @@ class LiveFeed:
         if source == self.paced_source:
             self.paced_latency.record(received - at)
             return
-        if source == self.burst_source:
-            self.burst_latency.record(received - at)
-            return
         ids = [i for i in (event.get("taskid"), event.get("parenttaskid")) if isinstance(i, str)]
         ours = [i for i in ids if i.startswith(self.prefix)]
         if ours:
@@ -197,8 +207,6 @@ class LiveFeed:
         if self.paced_latency.count:
             out["paced_latency"] = self.paced_latency.summary()
             out["paced_cdf"] = self.paced_latency.cdf()
-        if self.burst_latency.count:
-            out["burst_latency"] = self.burst_latency.summary()
         out["by_phase"] = {phase: latency.summary() for phase, latency in sorted(self.by_phase.items())}
         if self.error:
             out["error"] = self.error

@@ -22,6 +22,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,6 +116,7 @@ class Observer:
         self.sinks: list[EventSink] = []
         self.events_seen = 0
         self.task_events = 0  # events of this run's tasks (the ingest burst's excluded)
+        self.events_by_phase: Counter[str] = Counter()  # of this run's tasks, by their phase
         self.events_timeline = Timeline(time.perf_counter(), bucket_s=1.0)
         self.status_msgs = 0
         self._subs: list[Any] = []  # the statuses'
@@ -271,5 +273,7 @@ class Observer:
         elif isinstance(parent, str) and parent.startswith(self.prefix):
             phase = phase_of(parent, self.prefix)
             self.trace(parent).events += 1
+        if phase is not None:
+            self.events_by_phase[phase] += 1
         for sink in self.sinks:
             sink(event_id, at, source, phase)
