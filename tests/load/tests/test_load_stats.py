@@ -146,3 +146,6 @@ def test_events_of_a_phase_read_from_the_table_are_not_also_counted_as_heard() -
     tracker.add("e2", 150.0, "/loom/dispatcher", "echo-nats-seq")
     tracker.add("e3", 150.0, "/loom/dispatcher", None)
     assert tracker.heard == 2 and list(tracker._pending) == ["e2", "e3"]
+    tracker.read_rows["echo-nats-closed"] = 3  # read at the drain: a later straggler still is not
+    tracker.add("e4", 151.0, "/loom/dispatcher", "echo-nats-closed")
+    assert tracker.heard == 2 and "e4" not in tracker._pending

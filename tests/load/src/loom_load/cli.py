@@ -28,7 +28,7 @@ from rich.text import Text
 
 from . import celery_bench, faststream_peer, floor, io_bench, procstat, search, taskiq_bench
 from .ceilings import copy_ceiling, nats_ceilings
-from .client_procs import run_spread
+from .client_procs import client_prefix, run_spread
 from .ingest import LagTracker, ingest_burst, probe_events_table
 from .live import LiveFeed, paced_events, paced_source
 from .loom import LoomClient, PhaseSpec, rest_session, run_phase
@@ -687,8 +687,7 @@ async def _loom(
             finally:
                 if quiet:
                     if tracker is not None:  # before listening again: its stragglers are read too
-                        # a client process k names its tasks <prefix>c<k>-<phase>-<n> (client_procs.py)
-                        procs = [f"{prefix}c{k}-{spec.name}-" for k in range(client_procs)]
+                        procs = [f"{client_prefix(prefix, k)}{spec.name}-" for k in range(client_procs)]
                         prefixes = [f"{prefix}{spec.name}-", *procs]
                         tracker.read_after(spec.name, prefixes, started - 1.0, time.time() + profile.grace_s)
                     await observer.listen()

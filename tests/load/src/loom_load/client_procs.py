@@ -143,6 +143,11 @@ def _missing_part(job: ClientJob, at: float, reason: str) -> PhasePart:
     )
 
 
+def client_prefix(prefix: str, k: int) -> str:
+    """The task-id prefix of client process ``k``: its tasks are ``<prefix>c<k>-<phase>-<n>``."""
+    return f"{prefix}c{k}-"
+
+
 async def run_spread(
     spec: PhaseSpec,
     procs: int,
@@ -167,7 +172,7 @@ async def run_spread(
         ClientJob(
             index=k,
             spec=replace(spec, count=counts[k], concurrency=max(1, slots[k])),
-            prefix=f"{prefix}c{k}-",
+            prefix=client_prefix(prefix, k),
             nats_servers=nats_servers,
             dispatcher_url=dispatcher_url,
             headers=headers,

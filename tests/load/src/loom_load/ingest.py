@@ -94,16 +94,16 @@ class LagTracker:
         self._task: asyncio.Task[None] | None = None
         self.sources_excluded: set[str] = set()
         self._has_kind = "kind" in columns
-        # phases whose events are read from the table instead of heard: (phase, task-id LIKE
-        # patterns, event time from, to), read at the drain; their rows found per phase
-        self._read: list[tuple[str, list[str], float, float]] = []
+        # phases whose events are read from the table instead of heard: phase -> (task-id
+        # prefixes, event time from, to), read at the drain; their rows found per phase once read
+        self._read: dict[str, tuple[list[str], float, float]] = {}
         self.read_rows: dict[str, int] = {}
         self.read_na: str | None = None  # why the phases to read could not be
 
     def add(self, event_id: str, at: float, source: str, phase: str | None = None) -> None:
         if source in self.sources_excluded:
             return
-        if phase is not None and any(phase == p for p, *_ in self._read):
+        if phase in self._read:
             return  # a straggler of a phase read from the table: counted there
         if event_id not in self._pending:
             self._pending[event_id] = (at, phase)
@@ -117,7 +117,7 @@ class LagTracker:
         messages ingest stores beside them), with an event time from ``since`` to ``until``
         (epoch seconds). Their lag needs the commit times: each row's
         ``pg_xact_commit_timestamp(xmin)`` − its ``time``, read whenever the drain comes."""
-        self._read.append((phase, task_id_prefixes, since, until))
+        self._read[phase] = (task_id_prefixes, since, until)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._poll_forever())
@@ -126,7 +126,7 @@ class LagTracker:
         """Keep polling until every heard event is visible or ``grace_s`` passed, then stop."""
         deadline = time.perf_counter() + grace_s
         self._draining = True
-        if self._read and self.error is None:
+        if self._read.keys() - self.read_rows.keys() and self.error is None:
             await self._read_phases(deadline)
         while self._pending and time.perf_counter() < deadline and self.error is None:
             await asyncio.sleep(self.interval_s)
@@ -172,27 +172,34 @@ class LagTracker:
                     if pending is None:
                         continue
                     at, phase = pending
-                    self.visible += 1
-                    figures = [(self.commit_lag, self.poll_lag)]  # the whole run's, and its phase's
-                    if phase is not None:
-                        figures.append(self.by_phase.setdefault(phase, (Latency(), Latency())))
                     committed = row["committed_at"] if self.commit_timestamps else None
-                    for commit, poll in figures:
-                        poll.record(snapshot - at)
-                        if committed is not None:
-                            commit.record(committed.timestamp() - at)
-                    if self._has_ingested_at and row["ingested_at"] is not None:
-                        self.insert_lag.record(row["ingested_at"].timestamp() - at)
+                    self._record(row, at, phase, polled=snapshot, committed=committed)
                     self.timeline.add(now)
                     self.first_visible = snapshot if self.first_visible is None else self.first_visible
                     self.last_visible = snapshot
         finally:
             await conn.close()
 
+    def _record(
+        self, row: Any, at: float, phase: str | None, *, polled: float, committed: datetime | None
+    ) -> None:
+        """A row of an event sent at ``at`` is visible: by ``polled`` (epoch s) at the latest,
+        exactly at ``committed`` when the database keeps commit times."""
+        self.visible += 1
+        figures = [(self.commit_lag, self.poll_lag)]  # the whole run's, and its phase's
+        if phase is not None:
+            figures.append(self.by_phase.setdefault(phase, (Latency(), Latency())))
+        for commit, poll in figures:
+            poll.record(polled - at)
+            if committed is not None:
+                commit.record(committed.timestamp() - at)
+        if self._has_ingested_at and row["ingested_at"] is not None:
+            self.insert_lag.record(row["ingested_at"].timestamp() - at)
+
     async def _read_phases(self, deadline: float, settled_s: float = 1.0) -> None:
         """Record the lag of every event row of the phases given to :meth:`read_after`, once
         their number stopped growing for ``settled_s`` (ingest caught up) or at ``deadline``."""
-        reads, self._read = self._read, []
+        reads = {phase: read for phase, read in self._read.items() if phase not in self.read_rows}
         if self.commit_timestamps is False:
             self.read_na = "read from the table's commit times: needs track_commit_timestamp = on"
             return
@@ -208,7 +215,7 @@ class LagTracker:
             ", ingested_at" if self._has_ingested_at else ""
         )
         try:
-            for phase, prefixes, since, until in reads:
+            for phase, (prefixes, since, until) in reads.items():
                 args = (_ts(since), _ts(until), [like_prefix(p) for p in prefixes])
                 count, counted = -1, time.perf_counter()
                 while time.perf_counter() < deadline:
@@ -219,18 +226,14 @@ class LagTracker:
                         break
                     await asyncio.sleep(self.interval_s)
                 rows = await conn.fetch(f"{select} {where}", *args)  # noqa: S608 -- fixed text
-                figures = self.by_phase.setdefault(phase, (Latency(), Latency()))
                 self.read_rows[phase] = len(rows)
                 for row in rows:
-                    if row["committed_at"] is None:
+                    committed = row["committed_at"]
+                    if committed is None:
                         continue  # committed before track_commit_timestamp was on: not this run's
-                    lag = row["committed_at"].timestamp() - row["time"].timestamp()
-                    self.visible += 1
                     # exact, so the poll's upper bound for these rows is the same figure
-                    for figure in (self.commit_lag, self.poll_lag, *figures):
-                        figure.record(lag)
-                    if self._has_ingested_at and row["ingested_at"] is not None:
-                        self.insert_lag.record(row["ingested_at"].timestamp() - row["time"].timestamp())
+                    at = row["time"].timestamp()
+                    self._record(row, at, phase, polled=committed.timestamp(), committed=committed)
         except asyncpg.PostgresError as exc:
             self.read_na = f"reading them failed: {exc}"
         finally:

@@ -130,9 +130,10 @@ class Observer:
         self._subs.append(
             await nc.subscribe(subjects.TASK_STATUS_ALL, cb=self._on_status, pending_msgs_limit=1_000_000)
         )
-        if not status_only:
-            await self.listen()
-        await nc.flush()
+        if status_only:
+            await nc.flush()
+        else:
+            await self.listen()  # flushes
 
     async def listen(self) -> None:
         """Hear the reports, events and assignments too (the per-hop figures and the events)."""
@@ -156,7 +157,7 @@ class Observer:
         their events' ingest lag is read from the database (:meth:`LagTracker.read_after`)."""
         subs, self._listening = self._listening, []
         await self._unsubscribe(subs)
-        if subs and self._nc is not None:
+        if subs:
             await self._nc.flush()
 
     async def stop(self) -> None:
