@@ -8,8 +8,9 @@ the real Redis at LOOM_REDIS_URL (the environment's, else ``.env``'s) with a fre
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,35 +30,42 @@ WaitFor = Callable[..., Awaitable[None]]
 DeadLetters = Callable[[NatsBroker, str], list[RejectedMessage]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+def _client_url(ports_dir: Path) -> str | None:
+    """The client URL nats-server wrote to its ports file, None until it is there and whole."""
+    for ports_file in ports_dir.glob("*.ports"):
+        with contextlib.suppress(ValueError):
+            urls: list[str] = json.loads(ports_file.read_text()).get("nats", [])
+            if urls:
+                return urls[0]
+    return None
 
 
 @pytest.fixture
 def nats_url(tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    """A nats-server of the test's own. It picks a free port itself (``-p -1``) and names it in
+    its ports file once it listens, so no other process can take the port in between; its log
+    is kept in the test's temporary directory and shown if it exits during the test."""
+    ports_dir, log = tmp_path / "nats-ports", tmp_path / "nats-server.log"
+    ports_dir.mkdir()
     binary = str(Path(sys.executable).parent / "nats-server")
-    argv = [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(tmp_path / "js")]
+    argv = [binary, "-js", "-a", "127.0.0.1", "-p", "-1", "-sd", str(tmp_path / "js")]
+    argv += ["--ports_file_dir", str(ports_dir), "-l", str(log)]
     server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
     try:
         deadline = time.monotonic() + 10
-        while not _accepts(port):
-            assert server.poll() is None, "nats-server exited"
+        while (url := _client_url(ports_dir)) is None:
+            assert server.poll() is None, f"nats-server exited: {_tail(log)}"
             assert time.monotonic() < deadline, "nats-server did not start in time"
             time.sleep(0.02)
-        yield f"nats://127.0.0.1:{port}"
+        yield url
+        assert server.poll() is None, f"nats-server exited during the test: {_tail(log)}"
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def _tail(log: Path, lines: int = 20) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no log)"
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from loom_nats import flushed
 from loom_protocol import (
     MSG_ID_HEADER,
     AgentCard,
@@ -81,7 +82,7 @@ class FakeInstance:
             interval_s=60,  # one is enough for the length of a test
         )
         await self.nc.publish(subjects.registry_heartbeat(self.instance_id), beat.to_json())
-        await self.nc.flush()
+        await flushed(self.nc)
         for agent in self.agents:
             await stack.wait_instances(agent, 1)
         return self
@@ -121,7 +122,7 @@ class Events:
             self.seen.append(CloudEvent.from_json(msg.data))
 
         await nc.subscribe(subjects.EVENT_ALL, cb=on_event)
-        await nc.flush()
+        await flushed(nc)
         return self
 
     def of(self, task_id: str, event_type: str) -> list[ApprovalDecided]:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from loom_nats import flushed
 from loom_protocol import Task, TaskStatusChanged, subjects
 
 from tests.integration.durable_support import Published
@@ -158,7 +159,7 @@ class Children:
 
         await nc.subscribe(subjects.TASK_SUBMITTED_ALL, cb=on_submitted)
         await nc.subscribe(subjects.TASK_STATUS_ALL, cb=on_status)
-        await nc.flush()
+        await flushed(nc)
 
 
 async def test_cancelling_an_orchestrator_cancels_its_children(stack: Stack, http: httpx.AsyncClient) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from loom_nats import flushed
 from loom_protocol import subjects
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -185,7 +186,7 @@ async def test_a_slow_client_does_not_delay_a_fast_one_and_learns_what_it_missed
                 "data": payloads[i],
             }
             await nc.publish(subjects.service_event("ingest", "load.test"), json.dumps(body).encode())
-        await nc.flush()
+        await flushed(nc)
 
         async def fast_reads_all() -> list[str]:
             ids: list[str] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from loom_nats import flushed
 from loom_protocol import (
     MSG_ID_HEADER,
     SUPERSEDED_ATTEMPT_HEADER,
@@ -140,7 +141,7 @@ async def test_a_superseded_worker_stops_its_copy(stack: Stack) -> None:
     await nc.subscribe(subjects.EVENT_ALL, cb=on_event)
     await nc.subscribe(subjects.TASK_REPORT_ALL, cb=on_status)  # the workers' own reports
     await nc.subscribe(subjects.task_cancel(task.task_id), cb=on_cancel)
-    await nc.flush()
+    await flushed(nc)
 
     def tool_calls() -> list[CloudEvent]:
         return [

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+from loom_nats import flushed
 from loom_protocol import CloudEvent, subjects
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,7 +34,7 @@ class Published:
                 self.by_task[event.taskid].append(event)
 
         await nc.subscribe(subjects.EVENT_ALL, cb=on_msg)
-        await nc.flush()
+        await flushed(nc)
 
     def of(self, task_id: str, event_type: str) -> list[dict[str, Any]]:
         return [

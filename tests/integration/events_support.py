@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import httpx
 import pytest
+from loom_nats import flushed
 from loom_protocol import MSG_ID_HEADER, CloudEvent, new_event, subjects
 
 from .harness import DATABASE_URL, AnyService, Stack, wait_for
@@ -203,7 +204,7 @@ class EventListener:
             self.by_id[body["id"]] = body
 
         await nc.subscribe(subjects.EVENT_ALL, cb=on_msg)
-        await nc.flush()
+        await flushed(nc)
 
 
 def parse_time(value: str) -> datetime:

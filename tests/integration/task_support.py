@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from loom_nats import flushed
 from loom_protocol import MSG_ID_HEADER, Task, TaskStatusChanged, subjects, submitted_msg_id
 
 
@@ -21,7 +22,7 @@ class Finals:
                 self.by_task[change.task_id].append(change)
 
         await nc.subscribe(subjects.TASK_STATUS_ALL, cb=on_msg)
-        await nc.flush()
+        await flushed(nc)
 
     def done(self, task_ids: list[str]) -> bool:
         return all(self.by_task.get(t) for t in task_ids)

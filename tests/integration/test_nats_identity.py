@@ -16,6 +16,7 @@ from pathlib import Path
 import nats
 import pytest
 from dotenv import dotenv_values
+from loom_nats import flushed
 from loom_protocol import subjects
 from loom_protocol.jetstream import TASKS_STREAM, stream_create_request
 from loom_protocol.nats_auth import inbox_prefix, password_variable
@@ -114,7 +115,7 @@ async def _received(nc: Client, subject: str) -> list[Msg]:
         seen.append(msg)
 
     await nc.subscribe(subject, cb=on_msg)
-    await nc.flush()
+    await flushed(nc)
     return seen
 
 
@@ -125,7 +126,7 @@ async def _delivered(sender: User, subject: str, data: bytes, seen: list[Msg]) -
 
     async def arrived() -> bool:
         await sender.nc.publish(subject, data)
-        await sender.nc.flush()
+        await flushed(sender.nc)
         for _ in range(10):
             if seen:
                 return True
@@ -203,12 +204,12 @@ async def test_each_role_is_refused_what_the_protocol_does_not_give_it(secured: 
     for name, subject in FORBIDDEN_SUBSCRIBE:
         await users[name].nc.subscribe(subject)
     for user in users.values():
-        await user.nc.flush()
+        await flushed(user.nc)
     for name, subject in FORBIDDEN_PUBLISH:
         await users[name].refused("publish", subject)
     for name, subject in FORBIDDEN_SUBSCRIBE:
         await users[name].refused("subscription", subject)
-    await admin.nc.flush()
+    await flushed(admin.nc)
     forged = [m.subject for m in everything if m.data == b'{"forged": true}']
     assert forged == [], f"refused publications were delivered: {forged}"
 
@@ -234,7 +235,7 @@ async def test_each_roles_legitimate_paths_work(secured: Secured) -> None:
         await msg.respond(b"w-1")
 
     await registry.nc.subscribe(subjects.REGISTRY_PICK, cb=answer)
-    await registry.nc.flush()
+    await flushed(registry.nc)
 
     async def picked() -> bytes | None:  # a subscription just made may not have responders yet
         with contextlib.suppress(nats.errors.NoRespondersError):

@@ -11,6 +11,7 @@ from faststream.nats import NatsBroker, TestNatsBroker
 from loom_agent_worker.execution import Executor
 from loom_agent_worker.reporting import StatusReporter
 from loom_agent_worker.subscribers import Assignments, build_router
+from loom_nats import flushed
 from loom_protocol import RejectedMessage, Task, TaskCancelRequested, subjects
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -60,7 +61,7 @@ async def collected(nc: Client, subject: str) -> list[Msg]:
         msgs.append(msg)
 
     await nc.subscribe(subject, cb=on_msg)
-    await nc.flush()
+    await flushed(nc)
     return msgs
 
 
@@ -75,8 +76,8 @@ async def test_an_assignment_reaches_the_executor_and_nothing_answers_its_reply_
         await nc.publish(subjects.task_assigned("w1"), task.to_json(), reply="_INBOX.test-ack")
         await wait_for(lambda: len(executor.accepted) == 1)
         assert [(t.task_id, t.attempt) for t in executor.accepted] == [("t1", 2)]
-        await broker.connection.flush()  # anything the worker had sent is at the server now
-        await nc.flush()
+        await flushed(broker.connection)  # anything the worker had sent is at the server now
+        await flushed(nc)
         assert answers == []
     finally:
         await assignments.stop()
@@ -112,7 +113,7 @@ async def test_an_assignment_the_executor_fails_on_does_not_stop_the_intake(
             await nc.publish(
                 subjects.task_assigned("w1"), Task(task_id=task_id, target_agent="echo").to_json()
             )
-        await nc.flush()  # sent, not left in the test client's buffer
+        await flushed(nc)  # sent, not left in the test client's buffer
         await wait_for(lambda: [t.task_id for t in executor.accepted] == ["t2"])
     finally:
         await assignments.stop()
@@ -122,12 +123,12 @@ async def test_stopped_intake_takes_nothing_more(broker: NatsBroker, nc: Client,
     executor = FakeExecutor()
     assignments = await intake(broker, executor)
     await nc.publish(subjects.task_assigned("w1"), Task(task_id="t1", target_agent="echo").to_json())
-    await nc.flush()  # sent, not left in the test client's buffer
+    await flushed(nc)  # sent, not left in the test client's buffer
     await wait_for(lambda: len(executor.accepted) == 1)
     await assignments.stop()
     await nc.publish(subjects.task_assigned("w1"), Task(task_id="t2", target_agent="echo").to_json())
-    await nc.flush()
-    await broker.connection.flush()
+    await flushed(nc)
+    await flushed(broker.connection)
     assert [t.task_id for t in executor.accepted] == ["t1"]
 
 

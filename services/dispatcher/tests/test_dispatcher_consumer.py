@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import nats
 import pytest
 from loom_dispatcher.consumer import PullConsumer
+from loom_nats import flushed
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, StreamConfig
@@ -141,7 +142,7 @@ async def pull_requests(nc: Client) -> AsyncIterator[list[bytes]]:
     watcher = await nats.connect(nc.connected_url.geturl())  # type: ignore[union-attr]
     try:
         await watcher.subscribe(f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.d", cb=on_request)
-        await watcher.flush()
+        await flushed(watcher)
         yield requests
     finally:
         await watcher.close()
@@ -239,7 +240,7 @@ async def test_a_connection_closed_for_good_by_the_server_ends_the_loop_instead_
         body = b"y" * (own.max_payload - 10)
         with contextlib.suppress(Exception):
             await own.publish("test.other", body, headers={"k": "v" * 64})
-            await own.flush(timeout=2)
+            await flushed(own, 2)
         await wait_for(lambda: own.is_closed)
         await wait_for(lambda: len(closed) >= 1)
         assert closed[0] == "closing"

@@ -16,7 +16,7 @@ import pytest
 from loom_ingest.consumer import ConsumerOptions, StreamConsumer
 from loom_ingest.health import DatabaseHealth
 from loom_ingest.store import EventWriter, Item, WriteResult
-from loom_nats import ConsumerGone, Puller
+from loom_nats import ConsumerGone, Puller, flushed
 from loom_protocol import new_event, subjects
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
@@ -71,7 +71,7 @@ async def test_the_puller_says_when_its_consumer_was_deleted(nc: Client, wait_fo
     try:
         taking = asyncio.create_task(puller.take(4, wait_s=5.0, linger_s=0.05))
         await wait_for(lambda: puller._open_until > 0)
-        await nc.flush()  # the pull request is with the server before the deletion
+        await flushed(nc)  # the pull request is with the server before the deletion
         await js.delete_consumer(STREAM, "d")
         with pytest.raises(ConsumerGone):
             await asyncio.wait_for(taking, 10)

@@ -20,6 +20,7 @@ import contextlib
 from collections.abc import Sequence
 
 from faststream.nats import NatsBroker
+from loom_nats import flushed
 from loom_protocol import MSG_ID_HEADER, TASKS_STREAM
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
@@ -96,6 +97,6 @@ class Outbox:
         await self.broker.publish(body, subject, headers=headers)
 
     async def flush(self, timeout_s: int = 5) -> None:
-        """Push out what the client still buffers (at shutdown)."""
+        """Push out what the client still buffers and wait until the server has it (at shutdown)."""
         with contextlib.suppress(Exception):
-            await self.broker.connection.flush(timeout=timeout_s)
+            await flushed(self.broker.connection, timeout_s)

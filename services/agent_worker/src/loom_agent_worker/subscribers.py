@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from faststream import ExceptionMiddleware
 from faststream.nats import NatsRouter
 from faststream.nats.annotations import NatsMessage
+from loom_nats import flushed
 from loom_protocol import (
     SUPERSEDED_ATTEMPT_HEADER,
     SUPERSEDED_INSTANCE_HEADER,
@@ -89,10 +90,10 @@ class Assignments:
         self.subject = subjects.task_assigned(executor.instance_id)
         self._sub: Subscription | None = None
 
-    async def start(self, nc: Client, timeout_s: int = 10) -> None:
+    async def start(self, nc: Client, timeout_s: float = 10.0) -> None:
         """Subscribe; returns once the server has the subscription (a flush round trip)."""
         self._sub = await nc.subscribe(self.subject, cb=self._on_message)
-        await nc.flush(timeout=timeout_s)
+        await flushed(nc, timeout_s)
 
     async def stop(self) -> None:
         if self._sub is not None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
+from loom_nats import flushed
 from loom_protocol import subjects
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -157,7 +158,7 @@ class LiveFeed:
         )
         # answer chunks: closed with the connection
         self.chunk_sub = await nc.subscribe(subjects.TASK_STREAM_ALL, cb=self._on_chunk)
-        await nc.flush()
+        await flushed(nc)
         self.subscribed = True
         return sub
 
