@@ -173,7 +173,10 @@ def test_a_hushed_observer_hears_the_final_statuses_only_until_it_listens_again(
             self.subjects.append(subject)
             return Sub(self, subject)
 
-        async def flush(self) -> None:
+        async def _flush_pending(self, force_flush: bool = False) -> None:  # loom_nats.flushed's first step
+            return None
+
+        async def flush(self, timeout: int = 10) -> None:
             return None
 
     async def run() -> list[list[str]]:

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from loom_nats import flushed
 from loom_protocol import MSG_ID_HEADER, new_event, subjects
 
 from .stats import Latency, Timeline, sustained_rate
@@ -353,8 +354,8 @@ async def ingest_burst(
             await nc.publish(subject, body, headers=headers)
             published += 1
             if published % 500 == 0:
-                await nc.flush(timeout=60)  # bounded: the server read what was sent so far
-        await nc.flush(timeout=60)
+                await flushed(nc, 60)  # bounded: the server read what was sent so far
+        await flushed(nc, 60)
         publish_s = time.perf_counter() - start
         await poller
     finally:

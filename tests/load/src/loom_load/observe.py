@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from loom_nats import flushed
 from loom_protocol import TERMINAL_STATUSES, subjects
 
 from .stats import Latency, Timeline
@@ -131,7 +132,7 @@ class Observer:
             await nc.subscribe(subjects.TASK_STATUS_ALL, cb=self._on_status, pending_msgs_limit=1_000_000)
         )
         if status_only:
-            await nc.flush()
+            await flushed(nc)
         else:
             await self.listen()  # flushes
 
@@ -146,7 +147,7 @@ class Observer:
             await nc.subscribe(subjects.EVENT_ALL, cb=self._on_event, pending_msgs_limit=1_000_000),
             await nc.subscribe(_ASSIGNED_ALL, cb=self._on_assigned, pending_msgs_limit=1_000_000),
         ]
-        await nc.flush()
+        await flushed(nc)
 
     async def hush(self) -> None:
         """Hear the final statuses only, as a client that waits for its tasks' outcomes does.
@@ -158,7 +159,7 @@ class Observer:
         subs, self._listening = self._listening, []
         await self._unsubscribe(subs)
         if subs:
-            await self._nc.flush()
+            await flushed(self._nc)
 
     async def stop(self) -> None:
         subs, self._listening = self._subs + self._listening, []
