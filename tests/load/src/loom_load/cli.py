@@ -659,8 +659,9 @@ async def _loom(
             if quiet:
                 await observer.hush()
             started = time.time()
+            spread = client_procs > 1 and spec.name in SPREAD_PHASES
             try:
-                if client_procs > 1 and spec.name in SPREAD_PHASES:
+                if spread:
                     title, count = f"{spec.title} ({client_procs} clients)", spec.count
                     summary, window = await run_spread(
                         spec,
@@ -687,8 +688,11 @@ async def _loom(
             finally:
                 if quiet:
                     if tracker is not None:  # before listening again: its stragglers are read too
-                        procs = [f"{client_prefix(prefix, k)}{spec.name}-" for k in range(client_procs)]
-                        prefixes = [f"{prefix}{spec.name}-", *procs]
+                        procs = range(client_procs) if spread else range(0)
+                        prefixes = [
+                            f"{prefix}{spec.name}-",
+                            *(f"{client_prefix(prefix, k)}{spec.name}-" for k in procs),
+                        ]
                         tracker.read_after(spec.name, prefixes, started - 1.0, time.time() + profile.grace_s)
                     await observer.listen()
                 if sampler is not None:

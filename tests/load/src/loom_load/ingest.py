@@ -127,7 +127,7 @@ class LagTracker:
         """Keep polling until every heard event is visible or ``grace_s`` passed, then stop."""
         deadline = time.perf_counter() + grace_s
         self._draining = True
-        if self._read.keys() - self.read_rows.keys() and self.error is None:
+        if self.error is None:
             await self._read_phases(deadline)
         while self._pending and time.perf_counter() < deadline and self.error is None:
             await asyncio.sleep(self.interval_s)
@@ -201,6 +201,8 @@ class LagTracker:
         """Record the lag of every event row of the phases given to :meth:`read_after`, once
         their number stopped growing for ``settled_s`` (ingest caught up) or at ``deadline``."""
         reads = {phase: read for phase, read in self._read.items() if phase not in self.read_rows}
+        if not reads:
+            return
         if self.commit_timestamps is False:
             self.read_na = "read from the table's commit times: needs track_commit_timestamp = on"
             return
