@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import parse_qsl, urlencode
 
 from pydantic import Field, ValidationError
@@ -55,11 +55,12 @@ __all__ = [
     "KeyRing",
     "NewApiKey",
     "Scope",
+    "StoredValues",
     "TokenVerifier",
     "key_hash",
-    "load_stored_keys",
     "new_api_key",
     "parse_api_keys",
+    "parse_stored_keys",
     "refresh_stored_keys",
     "stored_keys_followed",
 ]
@@ -221,52 +222,29 @@ class KeyRing:
         return self._fixed.get(digest) or self._stored.get(digest)
 
 
-class _Entry(Protocol):
-    key: str
-    value: bytes | None
-    operation: str | None
+StoredValues = Callable[[], Awaitable[Mapping[str, bytes]]]
+"""Reads the ``LOOM_API_KEYS`` bucket's current values by key (``loom_nats.latest_values`` on
+it); raises ``BucketNotFoundError`` (nats-py's) when the bucket does not exist yet."""
 
 
-class _Watcher(Protocol):
-    async def updates(self, timeout: float = ...) -> _Entry | None: ...  # noqa: ASYNC109
-    async def stop(self) -> None: ...
-
-
-class KeyValueBucket(Protocol):
-    """What this module uses of a nats-py ``KeyValue`` (so it imports no NATS client)."""
-
-    async def watchall(self, **kwargs: Any) -> _Watcher: ...
-
-
-async def load_stored_keys(bucket: KeyValueBucket, timeout_s: float = 5.0) -> dict[str, ApiKeyRecord]:
-    """Every key stored in ``bucket`` now (one ordered pass over the bucket's current values).
-
-    A value that is not an :class:`ApiKeyRecord` is skipped and logged.
-    """
-    watcher = await bucket.watchall()
+def parse_stored_keys(values: Mapping[str, bytes]) -> dict[str, ApiKeyRecord]:
+    """The records among the bucket's ``values`` (SHA-256 → record); a value that is not an
+    :class:`ApiKeyRecord` is skipped and logged."""
     keys: dict[str, ApiKeyRecord] = {}
-    try:
-        while (entry := await watcher.updates(timeout=timeout_s)) is not None:
-            if entry.operation is not None or not entry.value:  # a delete marker: a revoked key
-                continue
-            try:
-                keys[entry.key] = ApiKeyRecord.model_validate_json(entry.value)
-            except ValidationError as exc:
-                log.warning("stored API key %s skipped: %s", entry.key[:16], exc.errors()[0]["msg"])
-    finally:
-        await watcher.stop()
+    for digest, value in values.items():
+        try:
+            keys[digest] = ApiKeyRecord.model_validate_json(value)
+        except ValidationError as exc:
+            log.warning("stored API key %s skipped: %s", digest[:16], exc.errors()[0]["msg"])
     return keys
 
 
-async def refresh_stored_keys(
-    ring: KeyRing, open_bucket: Callable[[], Awaitable[KeyValueBucket]], timeout_s: float = 5.0
-) -> bool:
+async def refresh_stored_keys(ring: KeyRing, read_values: StoredValues, timeout_s: float = 5.0) -> bool:
     """Read the stored keys into ``ring`` once; False (``ring`` unchanged) when the bucket could
     not be read. A bucket that does not exist yet holds no keys."""
     read_at = ring.version
     try:
-        bucket = await asyncio.wait_for(open_bucket(), timeout_s)
-        ring.replace(await load_stored_keys(bucket, timeout_s), read_at)
+        ring.replace(parse_stored_keys(await asyncio.wait_for(read_values(), timeout_s)), read_at)
     except Exception as exc:
         if type(exc).__name__ != "BucketNotFoundError":  # nats.js.errors, not imported here
             log.debug("stored API keys not read: %r", exc)
@@ -277,11 +255,11 @@ async def refresh_stored_keys(
 
 @contextlib.asynccontextmanager
 async def stored_keys_followed(
-    ring: KeyRing, open_bucket: Callable[[], Awaitable[KeyValueBucket]], interval_s: float = 2.0
+    ring: KeyRing, read_values: StoredValues, interval_s: float = 2.0
 ) -> AsyncIterator[None]:
     """Read the stored keys into ``ring`` now, then every ``interval_s`` until the block ends
-    (a service's lifespan). ``open_bucket`` binds the bucket, e.g.
-    ``lambda: js.key_value(API_KEYS_BUCKET)``. While the bucket cannot be read (the broker is
+    (a service's lifespan), with ``read_values``, e.g.
+    ``lambda: latest_values(js, API_KEYS_BUCKET)``. While the bucket cannot be read (the broker is
     away), ``ring`` keeps the keys it read last."""
     stop = asyncio.Event()
 
@@ -292,12 +270,12 @@ async def stored_keys_followed(
                 await asyncio.wait_for(stop.wait(), interval_s)
             if stop.is_set():
                 return
-            read = await refresh_stored_keys(ring, open_bucket)
+            read = await refresh_stored_keys(ring, read_values)
             if not read and not failing:
                 log.warning("stored API keys not read; the last ones read stay in force")
             failing = not read
 
-    if not await refresh_stored_keys(ring, open_bucket):
+    if not await refresh_stored_keys(ring, read_values):
         ring.unread = True
         log.warning("stored API keys not read at start: until they are, only LOOM_API_KEYS keys are accepted")
     follower = asyncio.create_task(follow(), name="api-keys")

@@ -2,8 +2,9 @@
 
 One key per step outcome (``loom_protocol.journal_key``), written with ``create``: the write
 returns once the server stored it (the broker's acknowledgement), and a key that exists already
-(another attempt recorded that step first) is left as it is. A task's entries are read with one
-watch on its key prefix (every current value, then the end marker), bounded by ``timeout_s``.
+(another attempt recorded that step first) is left as it is. A task's entries are read as the
+current values of the keys under its prefix (``loom_nats.latest_values``), bounded by
+``timeout_s``.
 
 Keys expire ``ttl_s`` after they were written (0 keeps them): a task resumed later than that
 starts from scratch.
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import time
 
+from loom_nats import latest_values
 from loom_protocol import JournalEntry, JournalKind, journal_key, journal_task_filter
 from nats.js.client import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError
@@ -40,7 +42,9 @@ class JournalUnavailable(Exception):
 class KvJournal:
     """Reads and writes task journals in one KV bucket."""
 
-    def __init__(self, kv: KeyValue, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, js: JetStreamContext, bucket: str, kv: KeyValue, *, timeout_s: float = 5.0) -> None:
+        self.js = js
+        self.bucket = bucket
         self.kv = kv
         self.timeout_s = timeout_s
 
@@ -58,7 +62,7 @@ class KvJournal:
             timeout_s=timeout_s,
             replicas=replicas,
         )
-        return cls(kv, timeout_s=timeout_s)
+        return cls(js, bucket, kv, timeout_s=timeout_s)
 
     async def for_task(
         self, task_id: str, *, attempt: int, instance_id: str, restore: bool = True
@@ -90,22 +94,16 @@ class KvJournal:
         raise AssertionError("unreachable")
 
     async def _read(self, task_id: str) -> list[tuple[str, JournalEntry]]:
-        watcher = await self.kv.watch(journal_task_filter(task_id), ignore_deletes=True)
+        keys = journal_task_filter(task_id)
+        values = await latest_values(self.js, self.bucket, keys, timeout_s=self.timeout_s)
         entries: list[tuple[str, JournalEntry]] = []
-        try:
-            while True:
-                update = await watcher.updates(timeout=self.timeout_s)  # type: ignore[no-untyped-call]
-                if update is None:
-                    break
-                if not update.value:
-                    continue
-                entry_id = update.key.rsplit(".", 1)[-1]
-                try:
-                    entries.append((entry_id, JournalEntry.model_validate_json(update.value)))
-                except ValueError:
-                    log.warning("journal entry %s unreadable; that step runs again", update.key)
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
+        for key, value in values.items():
+            if not value:
+                continue
+            try:
+                entries.append((key.rsplit(".", 1)[-1], JournalEntry.model_validate_json(value)))
+            except ValueError:
+                log.warning("journal entry %s unreadable; that step runs again", key)
         return entries
 
     async def write(self, task_id: str, kind: JournalKind, entry_id: str, entry: JournalEntry) -> bool:

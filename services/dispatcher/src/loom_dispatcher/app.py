@@ -134,7 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sweep_forever(dispatcher, settings.sweep_interval_s, outbox.acks.expire, stop)
         )
         try:
-            async with stored_keys_followed(state.keys, state.key_bucket, settings.api_keys_refresh_s):
+            async with stored_keys_followed(state.keys, state.stored_keys, settings.api_keys_refresh_s):
                 yield
         finally:
             stop.set()

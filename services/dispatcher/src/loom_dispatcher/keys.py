@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Path
 from fastapi.responses import JSONResponse, Response
 from loom_protocol import ApiKeyList, ApiKeyRecord, CreatedApiKey, ErrorBody, NewApiKey
-from loom_protocol.auth import key_hash, load_stored_keys, new_api_key
+from loom_protocol.auth import key_hash, new_api_key, parse_stored_keys
 
 from .state import StateDep
 
@@ -35,7 +35,7 @@ async def create_key(body: NewApiKey, state: StateDep) -> JSONResponse:
 @router.get("/api/keys", response_model=ApiKeyList, responses=_ERRORS)
 async def list_keys(state: StateDep) -> ApiKeyList:
     """The stored keys (never the keys themselves); the fixed ``LOOM_API_KEYS`` are not listed."""
-    stored = await load_stored_keys(await state.key_bucket(), _TIMEOUT_S)
+    stored = parse_stored_keys(await asyncio.wait_for(state.stored_keys(), _TIMEOUT_S))
     return ApiKeyList(keys=sorted(stored.values(), key=lambda r: (r.name, r.id)))
 
 
@@ -45,8 +45,8 @@ async def revoke_key(
     key_id: str = Path(pattern=r"^[0-9a-f]{16}$", description="the key's id, as listed"),
 ) -> Response:
     """Revoke a stored key: refused here at once, by every service within its refresh interval."""
+    stored = parse_stored_keys(await asyncio.wait_for(state.stored_keys(), _TIMEOUT_S))
     bucket = await state.key_bucket()
-    stored = await load_stored_keys(bucket, _TIMEOUT_S)
     digests = [digest for digest, record in stored.items() if record.id == key_id]
     if not digests:
         raise HTTPException(404, f"no stored API key with id {key_id!r}")

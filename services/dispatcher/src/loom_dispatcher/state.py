@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, cast
 
 from fastapi import Depends
 from faststream.nats import NatsBroker
-from loom_protocol.auth import KeyRing
+from loom_nats import latest_values
+from loom_protocol.auth import API_KEYS_BUCKET, KeyRing
 from nats.js.kv import KeyValue
 from redis.asyncio import Redis
 from starlette.requests import HTTPConnection
@@ -40,6 +42,11 @@ class State:
             js = self.broker.connection.jetstream()
             self._key_bucket = await open_key_bucket(js, self.settings.nats_replicas)
         return self._key_bucket
+
+    async def stored_keys(self) -> Mapping[str, bytes]:
+        """What the ``LOOM_API_KEYS`` bucket holds now (SHA-256 → record), created where missing."""
+        await self.key_bucket()
+        return await latest_values(self.broker.connection.jetstream(), API_KEYS_BUCKET)
 
 
 async def get_state(conn: HTTPConnection) -> State:

@@ -20,6 +20,7 @@ from fastapi_offline import FastAPIOffline
 from faststream.nats import NatsBroker
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from loom_auth import oidc_verifier
+from loom_nats import latest_values
 from loom_protocol.auth import (
     API_KEYS_BUCKET,
     AccessPolicy,
@@ -80,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         try:
             async with stored_keys_followed(
-                keys, lambda: js.key_value(API_KEYS_BUCKET), settings.api_keys_refresh_s
+                keys, lambda: latest_values(js, API_KEYS_BUCKET), settings.api_keys_refresh_s
             ):
                 yield
         finally:

@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.loom = State(settings, redis, reader, engine, Runs(reader, dispatcher, settings))
         log.info("replay up", extra={"dispatcher": settings.dispatcher_url})
         try:
-            async with stored_keys_followed(keys, key_source.bucket, settings.api_keys_refresh_s):
+            async with stored_keys_followed(keys, key_source.values, settings.api_keys_refresh_s):
                 yield
         finally:
             await key_source.aclose()

@@ -4,13 +4,13 @@ after a failure, so a broker that is away at start does not keep replay from ser
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Mapping
 
 import nats
+from loom_nats import latest_values
 from loom_protocol.auth import API_KEYS_BUCKET
 from loom_protocol.settings import NatsConnection
 from nats.aio.client import Client
-from nats.js.kv import KeyValue
 
 _TIMEOUT_S = 5.0
 
@@ -20,7 +20,8 @@ class KeySource:
         self._connection = connection
         self._nc: Client | None = None
 
-    async def bucket(self) -> KeyValue:
+    async def values(self) -> Mapping[str, bytes]:
+        """What the bucket holds now (SHA-256 → record)."""
         if self._nc is None or self._nc.is_closed:
             self._nc = await nats.connect(
                 self._connection.servers,
@@ -29,7 +30,7 @@ class KeySource:
                 reconnect_time_wait=1,
                 **self._connection.options,
             )
-        return await asyncio.wait_for(self._nc.jetstream().key_value(API_KEYS_BUCKET), _TIMEOUT_S)
+        return await latest_values(self._nc.jetstream(), API_KEYS_BUCKET, timeout_s=_TIMEOUT_S)
 
     async def aclose(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
