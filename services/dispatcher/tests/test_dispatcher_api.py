@@ -63,3 +63,29 @@ async def test_a_stream_without_a_leader_is_503_not_500() -> None:
     assert issubclass(NoStreamResponseError, NatsError)  # Starlette picks the handler by the MRO
     answer = await HTTP_ERROR_HANDLERS[NatsError](None, NoStreamResponseError())
     assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+
+
+def test_a_bounded_wait_that_runs_out_is_503_not_500() -> None:
+    import asyncio
+
+    from nats.errors import TimeoutError as NatsTimeoutError
+
+    app = create_app()
+
+    async def gave_up() -> None:  # what a wait_for / asyncio.timeout on the broker raises
+        async with asyncio.timeout(0):
+            await asyncio.sleep(1)
+
+    async def nats_gave_up() -> None:
+        raise NatsTimeoutError
+
+    app.add_api_route("/test/gave-up", gave_up)
+    app.add_api_route("/test/nats-gave-up", nats_gave_up)
+    client = TestClient(app, raise_server_exceptions=False)
+    for path in ("/test/gave-up", "/test/nats-gave-up"):
+        answer = client.get(path)
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.headers["retry-after"] == "1"
+        assert answer.json()["error"]["code"] == "unavailable"
+    assert "did not answer in time" in client.get("/test/gave-up").json()["error"]["message"]
+    assert "TimeoutError" in client.get("/test/nats-gave-up").json()["error"]["message"]

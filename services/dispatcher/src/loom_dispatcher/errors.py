@@ -47,10 +47,12 @@ RETRY_AFTER_S = 1
 
 async def unavailable_answer(_: Request, exc: Exception) -> Response:
     """503 with ``Retry-After`` when NATS/JetStream (no connection, no stream leader, no ack)
-    or Redis fails a request: the state is unknown to the client, and retrying with the same
-    ``taskId`` is safe."""
+    or Redis fails a request, or a bounded wait on them runs out: the state is unknown to the
+    client, and retrying with the same ``taskId`` is safe."""
     what = "the task store (Redis)" if isinstance(exc, RedisError) else "the broker (NATS JetStream)"
     message = f"{what} is not available ({type(exc).__name__}); retry (the same taskId is idempotent)"
+    if not isinstance(exc, NatsError | RedisError):  # one of the dispatcher's own bounds
+        message = "the broker (NATS JetStream) did not answer in time; retry (the same taskId is idempotent)"
     body = ErrorBody.of(503, message, code="unavailable")
     return JSONResponse(body.to_wire(), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
@@ -58,5 +60,7 @@ async def unavailable_answer(_: Request, exc: Exception) -> Response:
 # every error the HTTP API answers, in the one error body of every Loom API
 HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
     **dict.fromkeys((HTTPException, RequestValidationError, Exception), error_answer),
-    **dict.fromkeys((NatsError, RedisError), unavailable_answer),
+    # every wait in a request is bounded; one that runs out (TimeoutError: asyncio.timeout,
+    # wait_for) is a broker that did not answer, not a fault of the dispatcher's
+    **dict.fromkeys((NatsError, RedisError, TimeoutError), unavailable_answer),
 }
