@@ -35,3 +35,14 @@ def test_agents_are_listed_in_camel_case_and_errors_in_the_one_shape() -> None:
     assert instance["load"]["inFlight"] == 1 and body["agents"][0]["card"]["agentId"] == "calc"
     missing = client.get("/api/agent")
     assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+
+
+def test_a_redis_that_is_down_answers_503_with_retry_after() -> None:
+    from loom_registry.config import Settings
+
+    closed = Settings(redis_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    client = TestClient(create_app(closed), raise_server_exceptions=False)  # no lifespan
+    down = client.get("/api/agents")
+    assert down.status_code == 503, down.text
+    assert down.headers["retry-after"] == "1"
+    assert down.json()["error"]["code"] == "unavailable" and "Redis" in down.json()["error"]["message"]

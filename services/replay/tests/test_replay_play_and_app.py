@@ -82,3 +82,12 @@ def test_the_app_serves_health_docs_and_refuses_bad_input_without_its_backends()
         assert refused.status_code == 422 and "nope" in refused.text
         refused = client.post("/api/replay/some-session/jump", params={"index": "one"})
         assert refused.status_code == 422 and "index" in refused.text
+        # well-formed requests that need a store that is down: 503 with Retry-After, never 500
+        for method, path, body in (
+            ("POST", "/api/replay/create", {"taskId": "x"}),
+            ("POST", "/api/replay/deterministic", {"taskId": "x"}),
+            ("GET", "/api/replay/" + "0" * 32, None),
+        ):
+            down = client.request(method, path, json=body)
+            assert down.status_code == 503, (path, down.status_code, down.text)
+            assert down.headers["retry-after"] == "1" and down.json()["error"]["code"] == "unavailable"

@@ -9,7 +9,10 @@ from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from loom_protocol.http import ErrorBody
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
+
+RETRY_AFTER_S = 1
 
 
 async def error_answer(_: Request, exc: Exception) -> Response:
@@ -17,6 +20,15 @@ async def error_answer(_: Request, exc: Exception) -> Response:
     return JSONResponse(body.to_wire(), status, headers=getattr(exc, "headers", None))
 
 
-HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = (
-    dict.fromkeys((HTTPException, RequestValidationError, Exception), error_answer)
-)
+async def unavailable_answer(_: Request, exc: Exception) -> Response:
+    """503 with ``Retry-After`` when the registry's state (Redis) fails a request or does not
+    answer in time (``OSError``: a refused connection, a ``TimeoutError``)."""
+    message = f"the registry's state (Redis) is not available ({type(exc).__name__}); retry"
+    body = ErrorBody.of(503, message, code="unavailable")
+    return JSONResponse(body.to_wire(), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
+    **dict.fromkeys((HTTPException, RequestValidationError, Exception), error_answer),
+    **dict.fromkeys((RedisError, OSError), unavailable_answer),
+}

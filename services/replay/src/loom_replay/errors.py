@@ -6,11 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import asyncpg
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from loom_protocol.http import ErrorBody
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
+
+RETRY_AFTER_S = 1
 
 
 class ReplayError(Exception):
@@ -82,6 +86,26 @@ async def error_answer(_: Request, exc: Exception) -> Response:
     return JSONResponse(body.to_wire(), status, headers=getattr(exc, "headers", None))
 
 
-HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = (
-    dict.fromkeys((ReplayError, HTTPException, RequestValidationError, Exception), error_answer)
-)
+async def unavailable_answer(_: Request, exc: Exception) -> Response:
+    """503 with ``Retry-After`` when a store replay reads fails a request: the events
+    (TimescaleDB: refused, closed or lost connections) or the sessions (Redis), or a bounded
+    wait on them ran out (``TimeoutError``, an ``OSError``)."""
+    what = "the sessions store (Redis)" if isinstance(exc, RedisError) else "the event store (TimescaleDB)"
+    body = ErrorBody.of(503, f"{what} is not available ({type(exc).__name__}); retry", code="unavailable")
+    return JSONResponse(body.to_wire(), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
+    **dict.fromkeys((ReplayError, HTTPException, RequestValidationError, Exception), error_answer),
+    **dict.fromkeys(
+        (
+            RedisError,
+            OSError,
+            asyncpg.InterfaceError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.AdminShutdownError,
+        ),
+        unavailable_answer,
+    ),
+}
