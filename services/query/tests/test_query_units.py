@@ -267,6 +267,8 @@ def test_the_api_refuses_bad_parameters_in_the_one_error_shape_and_documents_cam
     ]
     no_db = client.get("/api/events")
     assert no_db.status_code == 503 and no_db.json()["error"]["code"] == "service_unavailable"
+    no_export = client.get("/api/tasks/t1/events.jsonl")  # not a 200 with an empty file
+    assert no_export.status_code == 503 and no_export.json()["error"]["code"] == "service_unavailable"
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert "nextCursor" in schemas["EventsPage"]["properties"]
     assert {"callsIn", "callsOut", "nodeId"} <= set(schemas["TopologyNode"]["properties"])

@@ -49,11 +49,22 @@ async def export_task_events(
         str, Query(pattern="^(event|all)$", description="event: the task's CloudEvents; all: with task rows")
     ] = "event",
 ) -> StreamingResponse:
-    """An unknown task exports an empty file (no event carries its id)."""
+    """An unknown task exports an empty file (no event carries its id). The first page is read
+    before the answer starts, so a database that is not available is a 503, not a 200 with an
+    empty file; a failure after that cuts the stream short (no final chunk)."""
     kinds = store.KINDS if kind == "all" else ("event",)
     filename = "".join(c if c.isalnum() or c in "-_" else "_" for c in task_id)
+    lines = task_event_lines(state, task_id, kinds)
+    first = await anext(lines, b"")
+
+    async def body() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in lines:
+            yield chunk
+
     return StreamingResponse(
-        task_event_lines(state, task_id, kinds),
+        body(),
         media_type="application/x-ndjson",
         headers={"Content-Disposition": f'attachment; filename="task-{filename}.jsonl"'},
     )
