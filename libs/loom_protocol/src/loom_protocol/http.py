@@ -27,6 +27,7 @@ __all__ = [
     "Liveness",
     "Readiness",
     "error_code",
+    "unavailable",
 ]
 
 
@@ -134,6 +135,25 @@ class ErrorBody(LoomModel):
         return cls(
             error=ErrorDetail(code="invalid_request", message=message, fields=[f.to_wire() for f in fields])
         )
+
+
+UNAVAILABLE_RETRY_AFTER_S = 1
+"""The ``Retry-After`` of an :func:`unavailable` answer, in seconds."""
+
+
+def unavailable(message: str) -> tuple[int, ErrorBody, dict[str, str]]:
+    """Return the status, body and headers of the answer when a store or the broker a request
+    needs failed it or did not answer in time: 503 ``unavailable`` with ``Retry-After``, so the
+    client tries again.
+
+    Args:
+        message: Which store or broker, and what happened.
+
+    Returns:
+        (503, body, headers).
+    """
+    body = ErrorBody.of(503, message, code="unavailable")
+    return 503, body, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_S)}
 
 
 class Liveness(LoomModel):

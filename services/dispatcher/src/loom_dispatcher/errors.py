@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from loom_protocol.http import ErrorBody
+from loom_protocol.http import ErrorBody, unavailable
 from nats.errors import Error as NatsError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
@@ -42,19 +42,18 @@ async def error_answer(_: Request, exc: Exception) -> Response:
     return JSONResponse(body.to_wire(), status, headers=getattr(exc, "headers", None))
 
 
-RETRY_AFTER_S = 1
-
-
 async def unavailable_answer(_: Request, exc: Exception) -> Response:
     """503 with ``Retry-After`` when NATS/JetStream (no connection, no stream leader, no ack)
     or Redis fails a request, or a bounded wait on them runs out: the state is unknown to the
     client, and retrying with the same ``taskId`` is safe."""
-    what = "the task store (Redis)" if isinstance(exc, RedisError) else "the broker (NATS JetStream)"
-    message = f"{what} is not available ({type(exc).__name__}); retry (the same taskId is idempotent)"
-    if not isinstance(exc, NatsError | RedisError):  # one of the dispatcher's own bounds
-        message = "the broker (NATS JetStream) did not answer in time; retry (the same taskId is idempotent)"
-    body = ErrorBody.of(503, message, code="unavailable")
-    return JSONResponse(body.to_wire(), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    if isinstance(exc, RedisError):
+        what = f"the task store (Redis) is not available ({type(exc).__name__})"
+    elif isinstance(exc, NatsError):
+        what = f"the broker (NATS JetStream) is not available ({type(exc).__name__})"
+    else:  # one of the dispatcher's own bounds
+        what = "the broker (NATS JetStream) did not answer in time"
+    status, body, headers = unavailable(f"{what}; retry (the same taskId is idempotent)")
+    return JSONResponse(body.to_wire(), status, headers=headers)
 
 
 # every error the HTTP API answers, in the one error body of every Loom API

@@ -8,11 +8,9 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from loom_protocol.http import ErrorBody
+from loom_protocol.http import ErrorBody, unavailable
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
-
-RETRY_AFTER_S = 1
 
 
 async def error_answer(_: Request, exc: Exception) -> Response:
@@ -23,9 +21,10 @@ async def error_answer(_: Request, exc: Exception) -> Response:
 async def unavailable_answer(_: Request, exc: Exception) -> Response:
     """503 with ``Retry-After`` when the registry's state (Redis) fails a request or does not
     answer in time (``OSError``: a refused connection, a ``TimeoutError``)."""
-    message = f"the registry's state (Redis) is not available ({type(exc).__name__}); retry"
-    body = ErrorBody.of(503, message, code="unavailable")
-    return JSONResponse(body.to_wire(), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    status, body, headers = unavailable(
+        f"the registry's state (Redis) is not available ({type(exc).__name__}); retry"
+    )
+    return JSONResponse(body.to_wire(), status, headers=headers)
 
 
 HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {

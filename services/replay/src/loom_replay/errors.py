@@ -10,11 +10,9 @@ import asyncpg
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from loom_protocol.http import ErrorBody
+from loom_protocol.http import ErrorBody, unavailable
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
-
-RETRY_AFTER_S = 1
 
 
 class ReplayError(Exception):
@@ -91,8 +89,8 @@ async def unavailable_answer(_: Request, exc: Exception) -> Response:
     (TimescaleDB: refused, closed or lost connections) or the sessions (Redis), or a bounded
     wait on them ran out (``TimeoutError``, an ``OSError``)."""
     what = "the sessions store (Redis)" if isinstance(exc, RedisError) else "the event store (TimescaleDB)"
-    body = ErrorBody.of(503, f"{what} is not available ({type(exc).__name__}); retry", code="unavailable")
-    return JSONResponse(body.to_wire(), 503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    status, body, headers = unavailable(f"{what} is not available ({type(exc).__name__}); retry")
+    return JSONResponse(body.to_wire(), status, headers=headers)
 
 
 HTTP_ERROR_HANDLERS: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
