@@ -52,7 +52,7 @@ from .approvals import (
 from .errors import RegistryUnavailable
 from .picking import reply_of
 from .store import Change, Placed, Scores, Snapshot, TaskStore
-from .telemetry import context_of, current_trace, tracer
+from .telemetry import TRACING, context_of, current_trace, span
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,10 @@ _CASCADING: dict[TaskStatus, str] = {
     TaskStatus.DEAD: "ended dead",
 }
 """The terminal states that cancel a task's children, and how a child's reason words them."""
+
+
+def _span_attributes(task: Task) -> dict[str, str] | None:
+    return {"loom.task_id": task.task_id, "loom.agent": task.target_agent} if TRACING else None
 
 
 def _terminal_event(status: TaskStatus) -> str:
@@ -202,9 +206,7 @@ class Dispatcher:
                 "error": None,
             }
         )
-        with tracer.start_as_current_span("dispatch", context=context_of(task.trace)) as span:
-            span.set_attribute("loom.task_id", task.task_id)
-            span.set_attribute("loom.agent", task.target_agent)
+        with span("dispatch", _span_attributes(task), context=context_of(task.trace)):
             return await self._submit(task)
 
     async def _submit(self, task: Task) -> Admission:
@@ -307,9 +309,7 @@ class Dispatcher:
         if snap is None or snap.task.status is not TaskStatus.PENDING:
             return
         task = snap.task
-        with tracer.start_as_current_span("dispatch", context=context_of(task.trace)) as span:
-            span.set_attribute("loom.task_id", task.task_id)
-            span.set_attribute("loom.agent", task.target_agent)
+        with span("dispatch", _span_attributes(task), context=context_of(task.trace)):
             await self._dispatch(snap)
 
     async def _dispatch(self, snap: Snapshot, reply: PickReply | None = None) -> None:

@@ -11,8 +11,7 @@ strategy is the one the registry stores with each heartbeat. docs/adr/0006-picks
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+from contextlib import AbstractContextManager
 
 from loom_protocol import MAX_STRIKES, PICK_SCRIPT, STRIKE_SCRIPT, PickReply, RegistryKeys, Task
 from opentelemetry.trace import SpanKind
@@ -21,7 +20,7 @@ from redis.exceptions import RedisError
 from .errors import RegistryUnavailable
 from .scripts import ScriptBatcher
 from .store import PickCall, Placed, TaskStore
-from .telemetry import tracer
+from .telemetry import TRACING, span
 
 
 def reply_of(agent_id: str, instance_id: str | None, candidates: int) -> PickReply:
@@ -31,11 +30,8 @@ def reply_of(agent_id: str, instance_id: str | None, candidates: int) -> PickRep
     return PickReply(agent_id=agent_id, instance_id=instance_id, candidates=candidates)
 
 
-@contextlib.contextmanager
-def _pick_span(agent_id: str) -> Iterator[None]:
-    with tracer.start_as_current_span("registry.pick", kind=SpanKind.CLIENT) as span:
-        span.set_attribute("loom.agent", agent_id)
-        yield
+def _pick_span(agent_id: str) -> AbstractContextManager[object]:
+    return span("registry.pick", {"loom.agent": agent_id} if TRACING else None, kind=SpanKind.CLIENT)
 
 
 class RedisPicker:

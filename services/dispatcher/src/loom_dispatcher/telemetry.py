@@ -4,15 +4,35 @@ not, nothing here reads or writes trace headers (the task carries its own trace 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
 from loom_protocol import TraceContext
 from loom_protocol.logconfig import tracing_enabled
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 
 tracer = trace.get_tracer("loom.dispatcher")
 TRACING = tracing_enabled(os.environ)
+_NO_SPAN: AbstractContextManager[object] = contextlib.nullcontext()
+
+
+def span(
+    name: str,
+    attributes: Mapping[str, str] | None = None,
+    *,
+    context: Context | None = None,
+    kind: SpanKind = SpanKind.INTERNAL,
+) -> AbstractContextManager[object]:
+    """A span of the dispatcher's tracer around a block when tracing is on; with tracing off, a
+    shared null context: the no-op tracer still builds a span and swaps the current context on
+    every call, a few per cent of the task path's CPU for nothing."""
+    if not TRACING:
+        return _NO_SPAN
+    return tracer.start_as_current_span(name, context=context, kind=kind, attributes=attributes)
 
 
 def current_trace() -> TraceContext | None:
