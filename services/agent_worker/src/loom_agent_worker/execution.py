@@ -37,7 +37,7 @@ from .runtime import (
 )
 from .runtime.durable import AwaitingApproval, StepJournal
 from .runtime.memory import SessionMemory, SessionStore
-from .telemetry import context_of, tracer
+from .telemetry import TRACING, context_of, tracer
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,9 @@ class Executor:
         return (task.task_id, task.attempt) in self._superseded
 
     async def _run(self, agent: Agent, task: Task) -> None:
+        if not TRACING:  # no span to make: the no-op tracer's would cost a few per cent per task
+            await self._run_traced(agent, task)
+            return
         # parent: the span of the assigned message when traced, else the task's recorded trace
         parent = None if trace.get_current_span().get_span_context().is_valid else context_of(task.trace)
         with tracer.start_as_current_span(f"agent {agent.node_id}", context=parent) as span:

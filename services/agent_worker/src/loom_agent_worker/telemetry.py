@@ -33,7 +33,8 @@ def context_of(task_trace: TraceContext) -> Context:
 
 def inject_headers(headers: dict[str, str]) -> dict[str, str]:
     """``headers`` plus the active span's trace context (a status report: a few per task)."""
-    propagate.inject(headers)
+    if TRACING:
+        propagate.inject(headers)
     return headers
 
 
