@@ -1,8 +1,9 @@
 """Ingest's hand-written JetStream consumer against a real nats-server (``nats_url``:
 services/conftest.py), the database replaced by a fake writer: batches by size, the server's
-408 on an expired pull, a deleted consumer (409), the group commit (a batch is what arrived
-during the previous commit), acks only after a commit, a failing commit retried without acks,
-and the messages in hand nak'd on stop."""
+408 on an expired pull, a no_wait pull of what is ready, a deleted consumer (409), the group
+commit (a batch is what arrived during the previous commit), a trickle read a linger's worth at
+a time, acks only after a commit, a failing commit retried without acks, and the messages in
+hand nak'd on stop."""
 
 from __future__ import annotations
 
@@ -60,6 +61,28 @@ async def test_the_puller_takes_batches_by_size_and_answers_an_expired_pull(nc: 
                 await msg.ack()
             sizes.append(len(msgs))
         assert sizes == [4, 4, 2]
+    finally:
+        await puller.stop()
+
+
+async def test_the_puller_takes_what_is_ready_in_one_no_wait_pull(nc: Client) -> None:
+    puller = Puller(nc, nc.jetstream(), STREAM, config(), batch=100)
+    await puller.start()
+    try:
+        started = time.monotonic()
+        assert await puller.take_ready(10) == []  # the server's 404 at once: nothing is ready
+        await publish(nc, 12)
+        first = await puller.take_ready(10)
+        second = await puller.take_ready(10)
+        assert (len(first), len(second)) == (10, 2)  # what was asked for, then the rest and a 408
+        assert await puller.take_ready(10) == []
+        # each pull ended with the server's answer, never with a wait for an expiry
+        assert time.monotonic() - started < 2.0
+        # and an empty answer is no reason to hold back the next pull
+        await publish(nc, 1)
+        assert len(await puller.take(10, wait_s=2.0, linger_s=0.0)) == 1
+        for msg in [*first, *second]:
+            await msg.ack()
     finally:
         await puller.stop()
 
@@ -170,6 +193,42 @@ async def test_a_quiet_stream_commits_a_lone_message_at_once_and_a_trickle_once_
         await wait_for(lambda: writer.committed == [1], timeout_s=2.5)  # at once, not after 5 s
         await publish(nc, 3)  # within 5 s of that commit: they wait for it to be 5 s old
         await wait_for(lambda: writer.committed == [1, 3], timeout_s=15)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+
+async def test_a_trickle_is_read_a_linger_at_a_time_not_a_message_at_a_time(
+    nc: Client, wait_for: WaitFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []  # the messages each of the reader's takes brought
+
+    def counted(take: Callable[..., Awaitable[list[object]]]) -> Callable[..., Awaitable[list[object]]]:
+        async def wrapper(*args: object, **kwargs: object) -> list[object]:
+            msgs = await take(*args, **kwargs)
+            if msgs:
+                reads.append(len(msgs))
+            return msgs
+
+        return wrapper
+
+    monkeypatch.setattr(Puller, "take", counted(Puller.take))
+    monkeypatch.setattr(Puller, "take_ready", counted(Puller.take_ready))
+    writer = Writer()
+    running = asyncio.create_task(stream_consumer(nc, writer, linger_s=0.2).run())
+    try:
+        js = nc.jetstream()
+        for i in range(60):  # one every ~10 ms for ~0.6 s, each acknowledged by the stream
+            event = new_event("agent.thought", "/tests", data={"i": i})
+            await js.publish("test.ingest.worker.w1.agent.thought", event.to_json())
+            await asyncio.sleep(0.01)  # the trickle's pace (not a synchronisation)
+        await wait_for(lambda: sum(writer.committed) == 60)
+        await all_acked(nc)
+        # the first message at once, then what came during each linger in one pull: a handful
+        # of reads, not one wake-up per message
+        assert reads[0] == 1 and sum(reads) == 60
+        assert len(reads) <= 10, reads
     finally:
         running.cancel()
         with contextlib.suppress(asyncio.CancelledError):

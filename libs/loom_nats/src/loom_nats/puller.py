@@ -8,6 +8,10 @@ answered on an inbox subscription) with public nats-py calls only, the way nats.
 ``Consume`` does: messages are never dropped on the client (a request's late messages still
 land in the buffer), and at most one request's worth (``batch``) is buffered beyond what the
 caller took, so a stalled writer stops the pulling.
+
+An open request has the server send each message as it arrives, a wake-up of this process per
+message. A consumer that writes in batches anyway asks with :meth:`Puller.take_ready` instead
+(a ``no_wait`` request): the server sends what is ready in one go and ends the request.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Puller:
         self._remaining = 0
         self._gone: str | None = None
         self._pause = False
+        self._no_wait = False  # the open request is a no_wait one: its 404 is an empty answer
 
     async def start(self) -> None:
         try:
@@ -88,19 +93,29 @@ class Puller:
             description = (msg.headers or {}).get("Description", "")
             if status == "503" or (status == "409" and "deleted" in description.lower()):
                 self._gone = f"{status} {description}".strip()
-            elif status != "408":
+            elif status != "408" and not (status == "404" and self._no_wait):
                 self._pause = True  # ended early without messages: do not spin on re-requests
         self._arrived.set()
 
-    async def _request(self, expires_s: float) -> None:
+    async def _request(self, expires_s: float, batch: int | None = None, *, no_wait: bool = False) -> None:
         if self._open_until > time.monotonic():
             return
         if self._pause:
             self._pause = False
             await asyncio.sleep(0.05)
-        self._remaining = self._batch
+        size = batch or self._batch
+        self._remaining = size
+        self._no_wait = no_wait
         self._open_until = time.monotonic() + expires_s + 1.0  # the server's 408 may be lost on a reconnect
-        body = {"batch": self._batch, "expires": int(expires_s * 1_000_000_000)}
+        # no_wait: what is ready, then a 408 (some) or 404 (none) at once; no expiry to wait for
+        body: dict[str, object] = (
+            {"batch": size, "no_wait": True}
+            if no_wait
+            else {
+                "batch": size,
+                "expires": int(expires_s * 1_000_000_000),
+            }
+        )
         await self._nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
 
     async def _wait(self, seconds: float) -> None:
@@ -109,13 +124,18 @@ class Puller:
             async with asyncio.timeout(seconds):
                 await self._arrived.wait()
 
-    async def take(self, max_n: int, wait_s: float, linger_s: float) -> list[Msg]:
-        """Up to ``max_n`` messages: wait up to ``wait_s`` for the first, then ``linger_s`` for more."""
+    async def take(
+        self, max_n: int, wait_s: float, linger_s: float, *, batch: int | None = None
+    ) -> list[Msg]:
+        """Up to ``max_n`` messages: wait up to ``wait_s`` for the first, then ``linger_s`` for more.
+
+        A request this opens asks for ``batch`` messages (the puller's batch by default); the
+        server keeps sending until it has sent that many or the request expires."""
         start = time.monotonic()
         first_by = start + wait_s
         while not self._buffer:
             self._raise_if_gone()
-            await self._request(wait_s)
+            await self._request(wait_s, batch)
             left = first_by - time.monotonic()
             if left <= 0:
                 return []
@@ -126,8 +146,23 @@ class Puller:
             left = linger_until - time.monotonic()
             if left <= 0:
                 break
-            await self._request(wait_s)
+            await self._request(wait_s, batch)
             await self._wait(left)
+        return [self._buffer.popleft() for _ in range(min(max_n, len(self._buffer)))]
+
+    async def take_ready(self, max_n: int, timeout_s: float = 5.0) -> list[Msg]:
+        """Up to ``max_n`` messages the consumer has ready now, asked for in one ``no_wait``
+        request: the server sends them in one go and ends the request at once. [] when none is
+        ready. While a request is still open (an earlier :meth:`take`'s), only what it brought
+        is returned. Bounded by ``timeout_s`` should the request's end never come (a reconnect)."""
+        self._raise_if_gone()
+        missing = max_n - len(self._buffer)
+        if missing > 0 and self._open_until <= time.monotonic():
+            await self._request(timeout_s, missing, no_wait=True)
+            until = time.monotonic() + timeout_s
+            while self._open_until and (left := min(until, self._open_until) - time.monotonic()) > 0:
+                await self._wait(left)
+            self._raise_if_gone()
         return [self._buffer.popleft() for _ in range(min(max_n, len(self._buffer)))]
 
     def _raise_if_gone(self) -> None:

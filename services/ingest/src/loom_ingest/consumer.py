@@ -7,13 +7,18 @@ after its transaction committed; FastStream's batch subscriber decides acks per 
 and decodes/logs every message, and nats-py's ``fetch`` costs ~150 µs per message.
 
 Each stream has one :class:`StreamConsumer` with two stages, a group commit: the reader
-decodes messages as they arrive into the next batch while the writer commits the current one,
-so Python's decoding overlaps the database's work; the writer takes everything read (up to
-``batch_size``) once it is free and the previous batch was taken at least ``linger_s`` ago.
-Under load, where a commit takes longer than that, a batch is what arrived during the previous
-commit and a message never waits behind more than one commit; on a quiet stream a lone message
-is written at once and a stream of them at most once per ``linger_s``. Redelivered messages
-(after a crash or an expired ack deadline) are absorbed by the idempotent insert.
+decodes messages into the next batch while the writer commits the current one, so Python's
+decoding overlaps the database's work; the writer takes everything read (up to ``batch_size``)
+once it is free. The reader asks for messages at most once per ``linger_s`` while they keep
+coming (a ``no_wait`` pull: what accumulated comes in one go, at once again when a pull came
+back full), and waits for the first one with an open pull of one message when they stop: on a
+quiet stream a lone message is written at once and a stream of them at most once per
+``linger_s``, and the process wakes once per pull rather than once per message (each wake-up
+took CPU from the task path beside it: a sequential echo round trip was 0.7 ms slower with
+ingest woken per message). Under load, where a commit takes longer than ``linger_s``, a batch
+is what was read during the previous commit and a message never waits behind more than one
+commit. Redelivered messages (after a crash or an expired ack deadline) are absorbed by the
+idempotent insert.
 """
 
 from __future__ import annotations
@@ -87,11 +92,9 @@ class StreamConsumer:
     options: ConsumerOptions
     _next: Batch = field(default_factory=lambda: Batch([], []), init=False)  # read, not yet taken
     _arrived: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # _next has messages
-    _full: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # _next has batch_size
     _room: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # _next has fewer
     _current: Batch | None = field(default=None, init=False)  # being committed
     _idle: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # all read is committed
-    _last_start: float = field(default=0.0, init=False)  # monotonic time the last batch was taken
     _puller: Puller | None = field(default=None, init=False)
 
     @property
@@ -162,6 +165,9 @@ class StreamConsumer:
 
     async def _read_forever(self) -> None:
         opt = self.options
+        flowing = False  # the last pull brought messages: ask for the next ones a linger later
+        backlog = False  # the last pull came back full: more are waiting, ask at once
+        asked = 0.0  # monotonic time of the last no_wait pull
         while True:
             room = opt.batch_size - len(self._next.msgs)
             if room <= 0:  # the writer is behind: stop taking (the puller stops pulling)
@@ -171,11 +177,22 @@ class StreamConsumer:
             puller = self._puller
             assert puller is not None
             try:
-                msgs = await puller.take(room, opt.fetch_wait_s, 0.0)
+                if flowing:
+                    if not backlog and (pause := asked + opt.linger_s - time.monotonic()) > 0:
+                        await asyncio.sleep(pause)
+                        room = opt.batch_size - len(self._next.msgs)
+                    asked = time.monotonic()
+                    msgs = await puller.take_ready(room)
+                    backlog = len(msgs) >= room
+                else:  # quiet: the first message at once, what follows a linger later
+                    msgs = await puller.take(room, opt.fetch_wait_s, 0.0, batch=1)
+                    asked, backlog = time.monotonic(), False
+                flowing = bool(msgs)
             except ConsumerGone as exc:
                 log.warning("consumer %s on %s went away (%s); recreating it", self.durable, self.stream, exc)
                 await puller.stop()
                 self._puller = await self._start_puller()
+                flowing = False
                 continue
             if not msgs:
                 if not self._next.msgs and self._current is None:
@@ -189,25 +206,15 @@ class StreamConsumer:
                 batch.items.append((inc, decode(inc, opt.max_event_bytes)))
             batch.msgs.extend(msgs)
             self._arrived.set()
-            if len(batch.msgs) >= opt.batch_size:
-                self._full.set()
 
     # -- writing ------------------------------------------------------------------------------
     async def _take(self) -> Batch:
-        """The next batch: what was read, once the previous commit started ``linger_s`` ago (or a
-        full batch at once). Commits slower than ``linger_s`` (under load) add no wait; on a quiet
-        stream a lone message goes at once and what follows within ``linger_s`` goes together."""
+        """The next batch: everything read so far (the reader's pulls, at most one per
+        ``linger_s`` while messages keep coming, already spaced the batches)."""
         if not self._next.msgs:
             self._arrived.clear()
             await self._arrived.wait()
-        wait_s = self._last_start + self.options.linger_s - time.monotonic()
-        if wait_s > 0 and len(self._next.msgs) < self.options.batch_size:
-            self._full.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
-                    await self._full.wait()
         batch, self._next = self._next, Batch([], [])
-        self._last_start = time.monotonic()
         self._room.set()
         return batch
 
