@@ -20,7 +20,7 @@ from loom_ingest.errors import MigrationError
 from loom_ingest.maintenance import RetentionPolicy, apply_retention
 from loom_ingest.migrate import load_migrations, migrate
 from loom_ingest.rows import TASK_COLUMNS, Incoming, decode
-from loom_ingest.store import _UPSERT_TASK, EventWriter, init_connection
+from loom_ingest.store import _UPSERT_TASK, EventWriter, init_connection, upsert_tasks
 from loom_ingest.task_fold import fold
 from loom_protocol import (
     ApprovalDecision,
@@ -392,3 +392,27 @@ async def test_a_batch_folded_per_task_leaves_the_rows_one_by_one_upserts_leave(
             want, got = await conn.fetchval(read, one_by_one), await conn.fetchval(read, together)
             assert got == want, f"case {case}: stored {stored}, batch {batch}"
     assert folded_some > 100  # the cases exercise the fold, not only its fallback
+
+
+async def test_many_tasks_upserted_in_one_statement_leave_what_one_by_one_upserts_leave(
+    pool: asyncpg.Pool,
+) -> None:
+    rng = random.Random(20261201)  # fixed: the same 300 cases every run
+    t0 = datetime(2026, 12, 1, tzinfo=UTC)
+    together: list[tuple[Any, ...]] = []  # every case's folded batch, written in one call
+    async with pool.acquire() as conn:
+        for case in range(300):
+            stored = [_random_task_row(rng, "", t0) for _ in range(rng.randrange(0, 3))]
+            batch = [_random_task_row(rng, "", t0) for _ in range(rng.randrange(1, 6))]
+            for task_id in (f"one-{case}", f"set-{case}"):
+                if stored:
+                    await conn.executemany(_UPSERT_TASK, [(task_id, *r[1:]) for r in stored])
+            await conn.executemany(_UPSERT_TASK, [(f"one-{case}", *r[1:]) for r in batch])
+            together.extend(fold([(f"set-{case}", *r[1:]) for r in batch]))
+        await upsert_tasks(conn, together)
+        read = "SELECT task_id, to_jsonb(t) - 'task_id' AS row FROM tasks t WHERE task_id LIKE $1"
+        one = {r["task_id"][4:]: r["row"] for r in await conn.fetch(read, "one-%")}
+        got = {r["task_id"][4:]: r["row"] for r in await conn.fetch(read, "set-%")}
+    assert got == one
+    # the cases exercise both halves: most tasks in the one statement, some with rows after it
+    assert len({row[0] for row in together}) == 300 and len(together) > 310
