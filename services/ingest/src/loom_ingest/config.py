@@ -15,7 +15,8 @@ class Settings(BaseSettings, ServiceSettings):
 
     durable_prefix: str = Field(default="ingest", pattern=r"^[A-Za-z0-9_-]+$")
     # batching (a group commit): a batch is everything read while the previous one was committed,
-    # at most batch_size messages, taken at most once per batch_linger_s (a full one at once)
+    # at most batch_size messages, pulled at most once per batch_linger_s while messages keep
+    # coming (a pull that came back full asks again at once)
     batch_size: int = Field(default=2000, ge=1, le=10_000)
     batch_linger_s: float = Field(default=0.05, ge=0, le=5)
     fetch_wait_s: float = Field(default=1.0, gt=0)
