@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from typing import TypeVar
 
 from loom_protocol import Task
 from prometheus_client import Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -50,10 +55,18 @@ QUEUED = Histogram(
 # else admission.UNKNOWN_AGENT_LABEL (a task waiting for an agent not seen yet)
 
 
+@functools.cache
+def child(metric: M, *values: str) -> M:
+    """``metric.labels(*values)``, looked up once per label values: ``labels`` takes a lock and
+    checks its values on every call, six times per task. The values are bounded (agents the
+    registry knows, the unknown-agent label, statuses) and no child is ever removed."""
+    return metric.labels(*values)
+
+
 def observe_dispatched(task: Task, agent: str) -> None:
-    TASKS_DISPATCHED.labels(agent).inc()
+    child(TASKS_DISPATCHED, agent).inc()
     if task.attempt == 1:
-        QUEUED.labels(agent).observe(max(0.0, time.time() - task.created_at.timestamp()))
+        child(QUEUED, agent).observe(max(0.0, time.time() - task.created_at.timestamp()))
 
 
 _BY_STATUS = {"completed": TASKS_COMPLETED, "failed": TASKS_FAILED, "dead": TASKS_DEAD}
@@ -61,8 +74,8 @@ _BY_STATUS = {"completed": TASKS_COMPLETED, "failed": TASKS_FAILED, "dead": TASK
 
 def observe_terminal(task: Task, agent: str) -> None:
     status = task.status.value
-    TASKS_ENDED.labels(agent, status).inc()
+    child(TASKS_ENDED, agent, status).inc()
     counter = _BY_STATUS.get(status)
     if counter is not None:
-        counter.labels(agent).inc()
-    E2E.labels(agent, status).observe(max(0.0, time.time() - task.created_at.timestamp()))
+        child(counter, agent).inc()
+    child(E2E, agent, status).observe(max(0.0, time.time() - task.created_at.timestamp()))
