@@ -107,15 +107,11 @@ class Puller:
         self._remaining = size
         self._no_wait = no_wait
         self._open_until = time.monotonic() + expires_s + 1.0  # the server's 408 may be lost on a reconnect
-        # no_wait: what is ready, then a 408 (some) or 404 (none) at once; no expiry to wait for
-        body: dict[str, object] = (
-            {"batch": size, "no_wait": True}
-            if no_wait
-            else {
-                "batch": size,
-                "expires": int(expires_s * 1_000_000_000),
-            }
-        )
+        body: dict[str, object] = {"batch": size}
+        if no_wait:  # what is ready, then a 408 (some) or 404 (none) at once: nothing to expire
+            body["no_wait"] = True
+        else:
+            body["expires"] = int(expires_s * 1_000_000_000)
         await self._nc.publish(self._next_subject, json.dumps(body).encode(), reply=self._inbox)
 
     async def _wait(self, seconds: float) -> None:

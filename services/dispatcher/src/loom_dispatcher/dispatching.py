@@ -53,7 +53,7 @@ from .approvals import (
 from .errors import RegistryUnavailable
 from .picking import reply_of
 from .store import Change, Placed, Scores, Snapshot, TaskStore
-from .telemetry import TRACING, context_of, current_trace, span
+from .telemetry import context_of, current_trace, span
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,8 @@ _CASCADING: dict[TaskStatus, str] = {
 """The terminal states that cancel a task's children, and how a child's reason words them."""
 
 
-def _span_attributes(task: Task) -> dict[str, str] | None:
-    return {"loom.task_id": task.task_id, "loom.agent": task.target_agent} if TRACING else None
+def _span_attributes(task: Task) -> dict[str, str]:
+    return {"loom.task_id": task.task_id, "loom.agent": task.target_agent}
 
 
 def _terminal_event(status: TaskStatus) -> str:

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from .errors import RegistryUnavailable
 from .scripts import ScriptBatcher
 from .store import PickCall, Placed, TaskStore
-from .telemetry import TRACING, span
+from .telemetry import span
 
 
 def reply_of(agent_id: str, instance_id: str | None, candidates: int) -> PickReply:
@@ -31,7 +31,7 @@ def reply_of(agent_id: str, instance_id: str | None, candidates: int) -> PickRep
 
 
 def _pick_span(agent_id: str) -> AbstractContextManager[object]:
-    return span("registry.pick", {"loom.agent": agent_id} if TRACING else None, kind=SpanKind.CLIENT)
+    return span("registry.pick", {"loom.agent": agent_id}, kind=SpanKind.CLIENT)
 
 
 class RedisPicker:

@@ -211,8 +211,6 @@ async def upsert_tasks(conn: asyncpg.Connection | PoolConnectionProxy, rows: Seq
     for row in rows:
         (later if row[0] in seen else firsts).append(row)
         seen.add(row[0])
-    if len(firsts) == 1:
-        later.insert(0, firsts.pop())
     if firsts:
         await conn.execute(_UPSERT_TASKS, *(list(column) for column in zip(*firsts, strict=True)))
     if later:
