@@ -24,9 +24,10 @@ from tests.integration.events_support import (
     metric_value,
     parse_time,
     start_pipeline,
+    wait_count,
     ws_url,
 )
-from tests.integration.harness import Stack
+from tests.integration.harness import Stack, wait_for
 
 pytestmark = pytest.mark.component
 
@@ -221,3 +222,41 @@ async def test_a_slow_client_does_not_delay_a_fast_one_and_learns_what_it_missed
         f"\nslow/fast WS clients: fast got all {total} 16 KiB events in {fast_seconds:.2f}s; "
         f"slow got {delivered} and {notices} dropped notice(s) for {dropped}"
     )
+
+
+async def test_the_feed_hears_nats_only_while_a_client_is_connected(database_url: str, stack: Stack) -> None:
+    """Nobody watching: query is not handed the stack's events (one wake-up per event saved)."""
+    _, query = await start_pipeline(stack, database_url)
+    nc = await stack.nats()
+    clients = await metric_value(query, "loom_query_ws_clients")
+    heard = "loom_query_live_events_total"
+    run = uuid.uuid4().hex[:8]
+
+    async def publish_stored(prefix: str, n: int) -> list[str]:
+        """Publish n events and wait until ingest stored them: NATS has routed them by then."""
+        ids = [f"{prefix}-{run}-{i}" for i in range(n)]
+        for event_id in ids:
+            body = {"id": event_id, "source": "/t", "specversion": "1.0", "type": "quiet.test"}
+            await nc.publish(subjects.service_event("ingest", "quiet.test"), json.dumps(body).encode())
+        await flushed(nc)
+        await wait_count(database_url, "SELECT count(*) FROM events WHERE id = ANY($1)", n, 30, ids)
+        return ids
+
+    before = await metric_value(query, heard)
+    await publish_stored("unwatched", 20)
+    assert await metric_value(query, heard) == before, "events reached the feed with no client connected"
+
+    async with connect(ws_url(query, "/ws/events")) as ws:
+        assert (await _subscribe(ws, {"event_type": "quiet.test"}))["type"] == "subscribed"
+        ids = await publish_stored("watched", 5)
+        got = [json.loads(await asyncio.wait_for(ws.recv(), 10))["data"]["id"] for _ in ids]
+        assert got == ids
+        assert await metric_value(query, heard) >= before + 5
+
+    async def left() -> bool:
+        return await metric_value(query, "loom_query_ws_clients") == clients
+
+    await wait_for(left, 10, "the client's departure")
+    after = await metric_value(query, heard)
+    await publish_stored("left", 20)
+    assert await metric_value(query, heard) == after, "the feed kept listening after the last client left"

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
-from .events_support import database_url_fixture, fetch, start_ingest, start_pipeline  # noqa: F401 (fixture)
+from .events_support import (  # noqa: F401 (fixture)
+    database_url_fixture,
+    fetch,
+    start_ingest,
+    start_pipeline,
+    ws_url,
+)
 from .harness import PrometheusServer, Stack, port_open, wait_for
 from .otlp_receiver import otlp_receiver
 
@@ -163,13 +171,19 @@ async def test_prometheus_scrapes_every_service_and_sees_their_metrics_move(
         await wait_for(all_up, 30, "every service scraped and up")
         before = await prometheus.query('sum(loom_tasks_completed_total{agent="echo"})')
         assert before == [] or float(before[0]["value"][1]) == 0.0
-        for i in range(5):
-            resp = await http.post(
-                f"{stack.api}/api/tasks",
-                params={"wait": 10},
-                json={"targetAgent": "echo", "parameters": {"i": i}},
-            )
-            assert resp.json()["status"] == "completed"
+        # a Studio watching: the live feed hears events only while a client is connected
+        async with connect(ws_url(query, "/ws/events")) as watcher:
+            for i in range(5):
+                resp = await http.post(
+                    f"{stack.api}/api/tasks",
+                    params={"wait": 10},
+                    json={"targetAgent": "echo", "parameters": {"i": i}},
+                )
+                assert resp.json()["status"] == "completed"
+            seen = 0
+            while seen < 10:  # the tasks' events, read as Studio would
+                assert json.loads(await asyncio.wait_for(watcher.recv(), 10))["type"] == "event"
+                seen += 1
 
         async def moved(promql: str, at_least: float) -> bool:
             result = await prometheus.query(promql)

@@ -554,4 +554,4 @@ async def get_trace(
 
 @router.websocket("/ws/events")
 async def events_socket(websocket: WebSocket, state: StateDep) -> None:
-    await state.live.serve(websocket)
+    await state.live.serve(websocket, state.broker.connection)

@@ -2,7 +2,8 @@
 
 HTTP is served at once; the database pool opens in the background (retrying while TimescaleDB
 is down) and /readyz answers 503 until it is open and the schema ingest migrates is in place.
-The live feed is one core-NATS subscription on ``loom.event.>``, fanned out in-process.
+The live feed is one core-NATS subscription on ``loom.event.>`` while WebSocket clients are
+connected, fanned out in-process.
 Loom Studio (the debugger's UI) is served at ``/`` below every API route, with its proxy to the
 dispatcher and the replay service under ``/studio-api``.
 """
@@ -76,7 +77,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await broker.connect()
         await broker.start()
-        sub = await state.live.subscribe(broker.connection)
         opener = asyncio.create_task(state.open_pool(), name="query-db")
         try:
             js = broker.connection.jetstream()
@@ -88,8 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             opener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await opener
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            await state.live.close()
             if state.pool is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(state.pool.close(), timeout=5)

@@ -1,4 +1,5 @@
-"""``WS /ws/events``: the live feed, one NATS subscription fanned out to every client.
+"""``WS /ws/events``: the live feed, one NATS subscription fanned out to every client (made
+when the first client connects, removed when the last one leaves).
 
 Each client has a bounded queue and its own sender task, so a client that does not read
 only fills its own queue: the NATS callback never waits on a socket. When a client's queue
@@ -142,25 +143,51 @@ class Client:
 
 
 class LiveFeed:
-    def __init__(self, queue_size: int) -> None:
-        self.queue_size = queue_size
-        self.clients: set[Client] = set()
-        self.subscribed = False
-        self.chunk_sub: Subscription | None = None
+    """The fan-out. Its NATS subscriptions exist while at least one client is connected: made
+    (and at the server) before the first client's handshake completes, removed when the last
+    one leaves, so a stack nobody watches does not wake this process for every event."""
 
-    async def subscribe(self, nc: NATS) -> Subscription:
-        """One core-NATS subscription on every event, with room for bursts."""
-        sub = await nc.subscribe(
-            subjects.EVENT_ALL,
-            cb=self._on_msg,
-            pending_msgs_limit=200_000,
-            pending_bytes_limit=256 * 1024 * 1024,
-        )
-        # answer chunks: closed with the connection
-        self.chunk_sub = await nc.subscribe(subjects.TASK_STREAM_ALL, cb=self._on_chunk)
-        await flushed(nc)
-        self.subscribed = True
-        return sub
+    def __init__(self, queue_size: int, subscribe_timeout_s: float = 5.0) -> None:
+        self.queue_size = queue_size
+        self.subscribe_timeout_s = subscribe_timeout_s
+        self.clients: set[Client] = set()
+        self._subs: list[Subscription] = []
+        self._lock = asyncio.Lock()  # joins and leaves decide on the subscriptions one at a time
+
+    async def _subscribe(self, nc: NATS) -> None:
+        """Every event (room for bursts) and every answer chunk, at the server when this returns."""
+        try:
+            self._subs.append(
+                await nc.subscribe(
+                    subjects.EVENT_ALL,
+                    cb=self._on_msg,
+                    pending_msgs_limit=200_000,
+                    pending_bytes_limit=256 * 1024 * 1024,
+                )
+            )
+            self._subs.append(await nc.subscribe(subjects.TASK_STREAM_ALL, cb=self._on_chunk))
+            await flushed(nc, self.subscribe_timeout_s)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+    async def _join(self, client: Client, nc: NATS) -> None:
+        async with self._lock:
+            if not self._subs:
+                await self._subscribe(nc)
+            self.clients.add(client)
+
+    async def _leave(self, client: Client) -> None:
+        async with self._lock:
+            self.clients.discard(client)
+            if not self.clients:
+                await self.close()
 
     async def _on_chunk(self, msg: Msg) -> None:
         self.publish_chunk(msg.data)
@@ -210,24 +237,32 @@ class LiveFeed:
                     frame = '{"type":"event","data":' + text + "}"
                 client.offer(frame)
 
-    async def serve(self, ws: WebSocket) -> None:
-        await ws.accept()
+    async def serve(self, ws: WebSocket, nc: NATS) -> None:
         client = Client(ws, self.queue_size)
-        self.clients.add(client)
-        metrics.WS_CLIENTS.inc()
-        sender = asyncio.create_task(client.send_forever())
         try:
+            await self._join(client, nc)
+        except Exception as exc:
+            log.warning("live feed unavailable: %r", exc)
+            await ws.accept()
+            await ws.close(1013, "live feed unavailable: NATS did not take the subscription; try again")
+            return
+        metrics.WS_CLIENTS.inc()
+        sender: asyncio.Task[None] | None = None
+        try:
+            await ws.accept()
+            sender = asyncio.create_task(client.send_forever())
             receiving = asyncio.create_task(self._receive_forever(client))
             done, _ = await asyncio.wait({sender, receiving}, return_when=asyncio.FIRST_COMPLETED)
             receiving.cancel()
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError):
                 await receiving
         finally:
-            self.clients.discard(client)
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
+            await self._leave(client)
             metrics.WS_CLIENTS.dec()
-            sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, RuntimeError, Exception):
-                await sender
 
     async def _receive_forever(self, client: Client) -> None:
         while True:

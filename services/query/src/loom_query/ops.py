@@ -1,4 +1,4 @@
-"""The ops endpoints: /healthz, /readyz (NATS, live feed, database reachable and migrated), /metrics."""
+"""The ops endpoints: /healthz, /readyz (NATS, database reachable and migrated), /metrics."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ router = APIRouter(tags=["ops"])
 async def readyz(state: StateDep) -> JSONResponse:
     database, reason = await state.database_ready()
     nats = state.broker.connection.is_connected
-    answer = Readiness.of(reason, nats=nats, live=state.live.subscribed, database=database)
+    answer = Readiness.of(reason, nats=nats, database=database)
     return JSONResponse(answer.to_wire(), answer.status)
 
 
