@@ -180,10 +180,8 @@ async def test_prometheus_scrapes_every_service_and_sees_their_metrics_move(
                     json={"targetAgent": "echo", "parameters": {"i": i}},
                 )
                 assert resp.json()["status"] == "completed"
-            seen = 0
-            while seen < 10:  # the tasks' events, read as Studio would
+            for _ in range(10):  # the tasks' events, read as Studio would
                 assert json.loads(await asyncio.wait_for(watcher.recv(), 10))["type"] == "event"
-                seen += 1
 
         async def moved(promql: str, at_least: float) -> bool:
             result = await prometheus.query(promql)
