@@ -31,7 +31,7 @@ from .ceilings import copy_ceiling, nats_ceilings
 from .client_procs import client_prefix, run_spread
 from .ingest import LagTracker, ingest_burst, probe_events_table
 from .live import LiveFeed, paced_events, paced_source
-from .loom import LoomClient, PhaseSpec, rest_session, run_phase
+from .loom import LoomClient, PhaseRun, PhaseSpec, rest_session, run_phase, summarize
 from .observe import Observer
 from .pyspy import Sampler
 from .reply_bench import run_reply_peer
@@ -61,12 +61,17 @@ STEPS = (
 )
 PEERS = ("taskiq", "faststream", "floor")
 SPREAD_PHASES = frozenset({"echo-rest-closed"})  # run over --client-procs client processes
-QUIET_PHASES = frozenset({"echo-nats-closed", "echo-rest-closed"})
-"""The throughput loops: the harness hears only their final statuses, as a client waiting for its
-tasks does. Hearing every report, event and assignment as well took the harness about as much
-CPU again as its own submissions and outcomes (0.9-1.4 against 0.5-0.6 ms per echo task, on the
-2 cores the stack runs on); their per-hop figures come from the sequential phases and their
-events' ingest lag from the table (commit time − event time of every event row of their tasks)."""
+QUIET_PHASES = frozenset({"echo-rest-seq", "echo-nats-seq", "echo-nats-closed", "echo-rest-closed"})
+"""The phases whose figures compare with a peer's client: the harness hears only their final
+statuses, as a client waiting for its tasks does (a peer's client hears nothing else either).
+Hearing every report, event and assignment as well took the harness about as much CPU again as
+its own submissions and outcomes in the closed loops (0.9-1.4 against 0.5-0.6 ms per echo task,
+on the 2 cores the stack runs on), and in a sequential round trip the harness handled the task's
+reports and events in the event loop that was to read its final status. Their per-hop figures
+come from :data:`HOPS_PHASE` and their events' ingest lag from the table (commit time − event
+time of every event row of their tasks)."""
+HOPS_PHASE = "echo-nats-seq-hops"
+"""Sequential round trips over NATS with every message heard: the per-hop figures."""
 LIVE_PHASES = frozenset({"echo-nats-open"})
 """The phases the live feed's client listens to (besides its own paced events, the figure's):
 elsewhere, a WebSocket client reading every event, and the query service fanning them out to
@@ -87,6 +92,17 @@ def loom_phases(profile: Profile) -> list[tuple[str, PhaseSpec]]:
         (
             "sequential",
             PhaseSpec("echo-nats-seq", "echo sequential NATS", "echo", "nats", "closed", p.sequential_count),
+        ),
+        (
+            "sequential",
+            PhaseSpec(
+                HOPS_PHASE,
+                "echo sequential NATS, every hop heard",
+                "echo",
+                "nats",
+                "closed",
+                p.sequential_count,
+            ),
         ),
         (
             "closed",
@@ -677,14 +693,12 @@ async def _loom(
                     )
                 else:
                     cpu_window = procstat.Window()
-                    summary = await run_phase(
-                        spec,
-                        client,
-                        phase_timeout_s=profile.phase_timeout_s,
-                        grace_s=profile.grace_s,
-                        progress=bar(spec.title, spec.count),
-                    )
-                    window = cpu_window.close(summary["accounting"]["completed"])
+                    run = PhaseRun(spec, client, bar(spec.title, spec.count))
+                    part = await run.run_part(profile.phase_timeout_s, profile.grace_s)
+                    # closed before the summary: its histograms are the harness's bookkeeping,
+                    # not the phase's work (in a sequential phase they cost more than the phase)
+                    window = cpu_window.close(part.completed)
+                    summary = summarize(spec, [part], observer.traces)
             finally:
                 if quiet:
                     if tracker is not None:  # before listening again: its stragglers are read too
