@@ -1,5 +1,5 @@
-"""The membership and cancel-request handlers without a server (FastStream's in-memory broker),
-and the picker's reading of the registry's error answers."""
+"""The membership and cancel-request handlers without a server (their dead letters go through
+FastStream's in-memory broker), and the picker's reading of the registry's error answers."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from typing import Any, cast
 import pytest
 from faststream.nats import NatsBroker, TestNatsBroker
 from loom_dispatcher.bus import NatsOutbox, RegistryPicker
+from loom_dispatcher.consumer import Handler
 from loom_dispatcher.errors import RegistryUnavailable
-from loom_dispatcher.handlers import build_router
+from loom_dispatcher.handlers import build_consumers
 from loom_dispatcher.state import State
 from loom_protocol import (
+    REGISTRY_STREAM,
     MemberChanged,
     MembershipChange,
     PickReply,
@@ -37,7 +39,9 @@ class FakeDispatcher:
         self.cancelled.append((task_id, reason))
 
 
-def _app(dead_letters: DeadLetters) -> tuple[NatsBroker, FakeDispatcher, list[RejectedMessage]]:
+def _app(
+    dead_letters: DeadLetters,
+) -> tuple[NatsBroker, FakeDispatcher, dict[str, Handler], list[RejectedMessage]]:
     broker = NatsBroker()
     dispatcher = FakeDispatcher()
     state = State(
@@ -48,37 +52,41 @@ def _app(dead_letters: DeadLetters) -> tuple[NatsBroker, FakeDispatcher, list[Re
         dispatcher=cast(Any, dispatcher),
         outbox=NatsOutbox(broker),
     )
-    broker.include_router(build_router(state, "test", b"_INBOX."))
-    return broker, dispatcher, dead_letters(broker, "dispatcher")
+    consumers = build_consumers(state, "test", traced=False)
+    handlers = {c.subject: c.handler for c in consumers}
+    members = next(c for c in consumers if c.subject == subjects.REGISTRY_MEMBER_DOWN)
+    assert (members.stream, members.durable) == (REGISTRY_STREAM.name, "test-members")
+    return broker, dispatcher, handlers, dead_letters(broker, "dispatcher")
 
 
 async def test_an_instance_down_redispatches_its_tasks(dead_letters: DeadLetters) -> None:
-    broker, dispatcher, rejected = _app(dead_letters)
+    broker, dispatcher, handlers, rejected = _app(dead_letters)
     down = MemberChanged(instance_id="w1", change=MembershipChange.DOWN, reason="missed heartbeats")
-    async with TestNatsBroker(broker) as br:
-        await br.publish(down.to_json(), subjects.REGISTRY_MEMBER_DOWN, stream="LOOM_REGISTRY")
+    async with TestNatsBroker(broker):
+        await handlers[subjects.REGISTRY_MEMBER_DOWN](subjects.REGISTRY_MEMBER_DOWN, down.to_json())
     assert dispatcher.down == ["w1"] and rejected == []
 
 
 async def test_a_malformed_membership_change_becomes_a_dead_letter(dead_letters: DeadLetters) -> None:
-    broker, dispatcher, rejected = _app(dead_letters)
-    async with TestNatsBroker(broker) as br:
-        await br.publish(b'{"instanceId": 3}', subjects.REGISTRY_MEMBER_DOWN, stream="LOOM_REGISTRY")
+    broker, dispatcher, handlers, rejected = _app(dead_letters)
+    async with TestNatsBroker(broker):
+        await handlers[subjects.REGISTRY_MEMBER_DOWN](subjects.REGISTRY_MEMBER_DOWN, b'{"instanceId": 3}')
     assert dispatcher.down == []
     assert len(rejected) == 1
     assert rejected[0].subject == subjects.REGISTRY_MEMBER_DOWN
     assert rejected[0].raw == '{"instanceId": 3}'
-    assert "change.instanceId" in rejected[0].reason
+    assert "field 'instanceId'" in rejected[0].reason
 
 
 async def test_a_cancel_request_cancels_the_task_and_a_malformed_one_is_dead_lettered(
     dead_letters: DeadLetters,
 ) -> None:
-    broker, dispatcher, rejected = _app(dead_letters)
+    broker, dispatcher, handlers, rejected = _app(dead_letters)
+    on_request = handlers[subjects.TASK_CANCEL_REQUEST_ALL]
     request = TaskCancelRequested(task_id="child-1", reason="parent p1 gave up waiting")
-    async with TestNatsBroker(broker) as br:
-        await br.publish(request.to_json(), subjects.task_cancel_request("child-1"), stream="LOOM_TASKS")
-        await br.publish(b'{"reason": "no id"}', subjects.task_cancel_request("child-2"), stream="LOOM_TASKS")
+    async with TestNatsBroker(broker):
+        await on_request(subjects.task_cancel_request("child-1"), request.to_json())
+        await on_request(subjects.task_cancel_request("child-2"), b'{"reason": "no id"}')
     assert dispatcher.cancelled == [("child-1", "parent p1 gave up waiting")]
     [record] = rejected
     assert record.subject == subjects.task_cancel_request("child-2") and "taskId" in record.reason

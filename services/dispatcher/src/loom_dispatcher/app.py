@@ -37,7 +37,7 @@ from .bus import NatsOutbox, RegistryPicker
 from .config import Settings
 from .dispatching import Dispatcher, Policy, sweep_forever
 from .errors import HTTP_ERROR_HANDLERS
-from .handlers import build_consumers, build_router
+from .handlers import build_consumers
 from .picking import RedisPicker, RedisStrikes
 from .rate_limit import SubmitRateLimit
 from .state import State
@@ -109,7 +109,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         keys=KeyRing(settings.api_keys.get_secret_value()),
         submits=SubmitRateLimit(settings.submit_rate_per_key, settings.submit_burst_per_key),
     )
-    broker.include_router(build_router(state, settings.durable_prefix, nats_conn.inbox_prefix))
     consumers = build_consumers(state, settings.durable_prefix, traced=traced)
 
     @contextlib.asynccontextmanager

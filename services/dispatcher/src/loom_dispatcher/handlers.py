@@ -1,10 +1,14 @@
 """NATS handlers: submissions, workers' reports, membership changes and cancel requests.
 
-Submissions and reports are the task path: each runs on a :class:`PullConsumer` (a
-plain nats-py pull loop, see consumer.py and docs/adr/0001-nats-consumers.md). Membership
+Each runs on a :class:`PullConsumer` (a plain nats-py pull loop, see consumer.py and
+docs/adr/0001-nats-consumers.md): submissions and reports are the task path; membership
 changes and requests to cancel a task (``loom.task.cancelrequest.<task_id>``: a parent giving
-up on a child) are rare: typed FastStream subscribers, with an exception middleware that
-dead-letters what their model refuses.
+up on a child) are rare. A message its model refuses is dead-lettered on
+``loom.rejected.dispatcher`` with the reason and acknowledged.
+
+Not FastStream pull subscribers: with nats-py 2.16 an idle ``fetch`` can raise the builtin
+``TimeoutError``, which FastStream 0.7's pull loop does not suppress, so its loop dies and is
+restarted, logging an error each time (docs/adr/0001-nats-consumers.md, decision 1).
 """
 
 from __future__ import annotations
@@ -12,10 +16,6 @@ from __future__ import annotations
 import logging
 from typing import TypeVar
 
-from faststream import ExceptionMiddleware
-from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsRouter, PullSub
-from faststream.nats.annotations import NatsMessage
 from loom_protocol import (
     REGISTRY_STREAM,
     TASKS_STREAM,
@@ -43,13 +43,12 @@ M = TypeVar("M", bound=LoomModel)
 
 def _consumer() -> ConsumerConfig:
     """A durable consumer's configuration: a dispatcher killed mid-message has its messages
-    redelivered to a live replica after ``ack_wait``. A new object for each consumer: FastStream
-    and nats-py write the consumer's name and filter into the one they are given."""
+    redelivered to a live replica after ``ack_wait``."""
     return ConsumerConfig(ack_wait=10)
 
 
 def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[PullConsumer]:
-    """The task path's two consumers (started and stopped by the app's lifespan)."""
+    """The dispatcher's consumers (started and stopped by the app's lifespan)."""
 
     async def decoded(model: type[M], subject: str, body: bytes) -> M | None:
         """The message as ``model``, or None once a message the model refuses is dead-lettered."""
@@ -87,17 +86,31 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
             return
         await state.dispatcher.on_status(change)
 
+    async def on_member_down(subject: str, body: bytes) -> None:
+        if (change := await decoded(MemberChanged, subject, body)) is None:
+            return
+        if change.change is MembershipChange.DOWN:
+            log.info("instance down, re-dispatching its tasks", extra={"instance_id": change.instance_id})
+            await state.dispatcher.on_member_down(change.instance_id)
+
+    async def on_cancel_request(subject: str, body: bytes) -> None:
+        if (request := await decoded(TaskCancelRequested, subject, body)) is None:
+            return
+        # the task named in the body (the subject's token is the same by the protocol); an
+        # unknown or ended task: nothing to do, the request is acknowledged
+        task = await state.dispatcher.cancel(request.task_id, request.reason)
+        log.info(
+            "cancel requested over NATS",
+            extra={"task_id": request.task_id, "status": task.status.value if task else "unknown"},
+        )
+
     def connection() -> Client:
         return state.broker.connection
 
-    def consumer(
-        subject: str,
-        name: str,
-        handler: Handler,
-    ) -> PullConsumer:
+    def consumer(subject: str, name: str, handler: Handler, stream: str = TASKS_STREAM.name) -> PullConsumer:
         return PullConsumer(
             connection,
-            stream=TASKS_STREAM.name,
+            stream=stream,
             subject=subject,
             durable=f"{durable_prefix}-{name}",
             config=_consumer(),
@@ -108,50 +121,6 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
     return [
         consumer(subjects.TASK_SUBMITTED_ALL, "submitted", on_submitted),
         consumer(subjects.TASK_REPORT_ALL, "reports", on_report),
+        consumer(subjects.REGISTRY_MEMBER_DOWN, "members", on_member_down, REGISTRY_STREAM.name),
+        consumer(subjects.TASK_CANCEL_REQUEST_ALL, "cancelrequests", on_cancel_request),
     ]
-
-
-def build_router(state: State, durable_prefix: str, inbox_prefix: bytes) -> NatsRouter:
-    # a message its handler's model refuses: a RejectedMessage on loom.rejected.dispatcher; the
-    # message is then handled (acked), never redelivered or crashed on
-    dead_letters = ExceptionMiddleware()
-
-    @dead_letters.add_handler(ValidationError)
-    async def dead_letter(exc: ValidationError, message: NatsMessage) -> None:
-        await state.outbox.rejected(message.raw_message.subject, message.body, validation_reason(exc))
-
-    router = NatsRouter(middlewares=[dead_letters])
-
-    @router.subscriber(
-        subjects.REGISTRY_MEMBER_DOWN,
-        stream=JStream(REGISTRY_STREAM.name, declare=False),
-        durable=f"{durable_prefix}-members",
-        pull_sub=PullSub(batch_size=16, timeout=0.5),
-        inbox_prefix=inbox_prefix,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        config=_consumer(),
-    )
-    async def on_member_down(change: MemberChanged) -> None:
-        if change.change is MembershipChange.DOWN:
-            log.info("instance down, re-dispatching its tasks", extra={"instance_id": change.instance_id})
-            await state.dispatcher.on_member_down(change.instance_id)
-
-    @router.subscriber(
-        subjects.TASK_CANCEL_REQUEST_ALL,
-        stream=JStream(TASKS_STREAM.name, declare=False),
-        durable=f"{durable_prefix}-cancelrequests",
-        pull_sub=PullSub(batch_size=16, timeout=0.5),
-        inbox_prefix=inbox_prefix,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        config=_consumer(),
-    )
-    async def on_cancel_request(request: TaskCancelRequested) -> None:
-        # the task named in the body (the subject's token is the same by the protocol); an
-        # unknown or ended task: nothing to do, the request is acknowledged
-        task = await state.dispatcher.cancel(request.task_id, request.reason)
-        log.info(
-            "cancel requested over NATS",
-            extra={"task_id": request.task_id, "status": task.status.value if task else "unknown"},
-        )
-
-    return router
