@@ -697,7 +697,7 @@ async def _loom(
                     part = await run.run_part(profile.phase_timeout_s, profile.grace_s)
                     # closed before the summary: its histograms are the harness's bookkeeping,
                     # not the phase's work (in a sequential phase they cost more than the phase)
-                    window = cpu_window.close(part.completed)
+                    window = cpu_window.close(int(part.accounting["completed"]))
                     summary = summarize(spec, [part], observer.traces)
             finally:
                 if quiet:
