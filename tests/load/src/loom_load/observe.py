@@ -9,8 +9,8 @@ Core-NATS subscriptions, filtered to this run's tasks (their ids start with the 
 * ``loom.event.>`` -- ``task.submitted`` / ``task.assigned`` (dispatcher) and every event the
   agents emit, counted per task (a child task's events count for its parent).
 
-The last three are left during the throughput loops (:meth:`Observer.hush`, cli.QUIET_PHASES)
-and taken again after them (:meth:`Observer.listen`).
+The last three are left during the phases compared with a peer (:meth:`Observer.hush`,
+cli.QUIET_PHASES) and taken again after them (:meth:`Observer.listen`).
 
 Timestamps from other processes (CloudEvent ``time``, status ``at``) are wall-clock; all
 processes share this machine's clock, so differences between them are meaningful.
@@ -152,10 +152,11 @@ class Observer:
     async def hush(self) -> None:
         """Hear the final statuses only, as a client that waits for its tasks' outcomes does.
 
-        For the throughput loops: each task's reports, events and assignment cost the harness
-        more CPU than its own submission and outcome, on the cores the stack runs on. Their
-        tasks' per-hop figures are then not measured (the sequential phases measure them), and
-        their events' ingest lag is read from the database (:meth:`LagTracker.read_after`)."""
+        For the phases compared with a peer's client: each task's reports, events and
+        assignment cost the harness more CPU than its own submission and outcome, on the cores
+        the stack runs on. Their tasks' per-hop figures are then not measured (cli.HOPS_PHASE
+        measures them), and their events' ingest lag is read from the database
+        (:meth:`LagTracker.read_after`)."""
         subs, self._listening = self._listening, []
         await self._unsubscribe(subs)
         if subs:
