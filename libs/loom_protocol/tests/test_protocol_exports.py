@@ -145,6 +145,7 @@ EXPECTED_ALL = [
     "cancel_request_msg_id",
     "current_task_id",
     "dead_msg_id",
+    "encode_event",
     "error_code",
     "event_data",
     "event_msg_id",

@@ -15,6 +15,8 @@ from loom_protocol import (
     TaskAction,
     TaskStatus,
     TraceContext,
+    encode_event,
+    new_event,
     subjects,
 )
 from loom_protocol.tasks import can_transition
@@ -155,6 +157,30 @@ def test_cloudevent_json_round_trip(payload: dict[str, Any]) -> None:
             assert wire[name] == value, name
     if "traceparent" in payload:
         assert event.trace_id == payload["traceparent"][3:35]
+
+
+@settings(max_examples=200, deadline=None)
+@given(TASKS, st.sampled_from(EventType), st.none() | JSON_OBJECTS, AWARE_TIMES, st.none() | AGENT_IDS)
+def test_encoded_event_is_the_validated_events_json(
+    task: Task, event_type: EventType, data: dict[str, Any] | None, at: datetime, instance_id: str | None
+) -> None:
+    """What a producer encodes without validation is byte for byte what new_event would send."""
+    attributes: dict[str, Any] = dict(
+        data=None if data is None else {"status": task.status, **data},
+        subject=f"agent:{task.target_agent}",
+        task_id=task.task_id,
+        session_id=task.session_id,
+        parent_task_id=task.parent_task_id,
+        traceparent=task.trace.traceparent,
+        tracestate=task.trace.tracestate,
+        instance_id=instance_id,
+        agent_id=task.target_agent,
+        time=at,
+    )
+    event_id, encoded = encode_event(event_type, "/services/dispatcher", **attributes)
+    expected = new_event(event_type, "/services/dispatcher", id=event_id, **attributes)
+    assert encoded == expected.to_json()
+    assert CloudEvent.from_json(encoded) == expected
 
 
 _TRACEPARENT_RE = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")

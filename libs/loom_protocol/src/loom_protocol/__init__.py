@@ -71,6 +71,7 @@ from loom_protocol.events import (
     EventBatch,
     EventBatchAck,
     EventType,
+    encode_event,
     new_event,
 )
 from loom_protocol.http import (
@@ -344,6 +345,7 @@ __all__ = [
     "cancel_request_msg_id",
     "current_task_id",
     "dead_msg_id",
+    "encode_event",
     "error_code",
     "event_data",
     "event_msg_id",

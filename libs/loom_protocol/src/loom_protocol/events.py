@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any, Literal, Self
 
 from pydantic import AwareDatetime, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, to_json
 
 from loom_protocol.base import (
     AgentId,
@@ -42,6 +42,7 @@ __all__ = [
     "EventBatch",
     "EventBatchAck",
     "EventType",
+    "encode_event",
     "new_event",
 ]
 
@@ -387,6 +388,71 @@ def new_event(
             raise ValueError(f"extension attribute {name!r} is a Loom extension; pass it as its own argument")
         payload[name] = value
     return CloudEvent.model_validate({k: v for k, v in payload.items() if v is not None})
+
+
+def encode_event(
+    type: str,  # named after the CloudEvents attribute
+    source: str,
+    *,
+    data: Any = None,
+    subject: str | None = None,
+    task_id: str | None = None,
+    session_id: str | None = None,
+    parent_task_id: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+    instance_id: str | None = None,
+    agent_id: str | None = None,
+    time: datetime | None = None,
+    id: str | None = None,  # named after the CloudEvents attribute
+) -> tuple[str, bytes]:
+    """The id and the JSON of the event :func:`new_event` builds from the same arguments,
+    without validating them: for a producer whose every attribute comes from a validated model
+    (the dispatcher's task lifecycle events, taken from a stored :class:`~loom_protocol.Task`).
+
+    Validating and dumping a :class:`CloudEvent` cost about seven times as much as the encoding
+    itself, on a path that publishes three events per task. The bytes are those of
+    ``new_event(...).to_json()``: the attributes in the model's order, absent ones left out,
+    ``traceid`` derived from ``traceparent``, the values serialised by pydantic's serialiser.
+
+    Args:
+        type: Event type, e.g. ``EventType.TASK_COMPLETED``.
+        source: URI-reference of the producer.
+        data: The payload (any value pydantic serialises).
+        subject: The CloudEvents ``subject``.
+        task_id: The ``taskid`` extension.
+        session_id: ``sessionid``.
+        parent_task_id: ``parenttaskid``.
+        traceparent: ``traceparent`` (a valid one; ``traceid`` is derived from it).
+        tracestate: ``tracestate``.
+        instance_id: ``instanceid``.
+        agent_id: ``agentid``.
+        time: When it happened (timezone-aware); defaults to now (UTC).
+        id: The event id; defaults to a new time-ordered id (UUIDv7 hex).
+
+    Returns:
+        ``(id, json_bytes)``.
+    """
+    event_id = id if id is not None else new_id()
+    attributes: dict[str, Any] = {
+        "id": event_id,
+        "source": source,
+        "specversion": "1.0",
+        "type": str(type),
+        "subject": subject,
+        "time": time if time is not None else utc_now(),
+        "datacontenttype": "application/json",
+        "data": data,
+        "traceparent": traceparent,
+        "tracestate": tracestate,
+        "taskid": task_id,
+        "sessionid": session_id,
+        "parenttaskid": parent_task_id,
+        "traceid": trace_id_of(traceparent),
+        "instanceid": instance_id,
+        "agentid": agent_id,
+    }
+    return event_id, to_json({k: v for k, v in attributes.items() if v is not None})
 
 
 class BatchError(LoomModel):

@@ -26,7 +26,7 @@ from loom_protocol import (
     TraceContext,
     assigned_msg_id,
     dead_msg_id,
-    new_event,
+    encode_event,
     status_msg_id,
     subjects,
     submitted_msg_id,
@@ -336,7 +336,8 @@ class NatsOutbox:
 
     async def event(self, event_type: str, task: Task, data: dict[str, Any] | None = None) -> None:
         trace = current_trace() or task.trace
-        event = new_event(
+        # encoded without a CloudEvent model: every attribute comes from the validated task
+        event_id, body = encode_event(
             event_type,
             SOURCE,
             data={"status": task.status, "attempt": task.attempt, **(data or {})},
@@ -354,12 +355,12 @@ class NatsOutbox:
         try:
             await self._broker.connection.publish(
                 subjects.service_event("dispatcher", event_type),
-                event.to_json(),
-                headers=_event_headers(event.id, trace),
+                body,
+                headers=_event_headers(event_id, trace),
             )
         except Exception as exc:  # never fail a task for its observation event
             EVENTS_DROPPED.inc()
-            log.debug("event not published: %r", exc, extra={"event_id": event.id})
+            log.debug("event not published: %r", exc, extra={"event_id": event_id})
 
     async def rejected(self, subject: str, raw: bytes, reason: str) -> None:
         SUBMISSIONS_REJECTED.inc()
