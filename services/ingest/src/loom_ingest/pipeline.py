@@ -24,7 +24,7 @@ from .health import DatabaseHealth
 from .maintenance import RetentionPolicy, apply_retention, configure_compression
 from .migrate import migrate
 from .state import State
-from .store import EventWriter, init_connection
+from .store import EventWriter, keep_session
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ async def _open_database(settings: Settings, health: DatabaseHealth, policy: Ret
                 settings.database_url,
                 min_size=1,
                 max_size=settings.db_pool_size,
-                init=init_connection,
+                reset=keep_session,
                 timeout=5,
             )
         except MigrationError as exc:
@@ -86,12 +86,17 @@ async def _open_database(settings: Settings, health: DatabaseHealth, policy: Ret
         return pool
 
 
-async def _retention_forever(pool: asyncpg.Pool, policy: RetentionPolicy, interval_s: float) -> None:
+async def _retention_forever(database_url: str, policy: RetentionPolicy, interval_s: float) -> None:
+    """Apply the retention every ``interval_s``, on a connection of its own: its advisory lock
+    goes with the session even if the unlock never ran (the pool's connections are not reset)."""
     while True:
         try:
-            async with pool.acquire() as conn:
+            conn = await asyncpg.connect(database_url, timeout=5)
+            try:
                 await apply_retention(conn, policy)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            finally:
+                await conn.close(timeout=5)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
             log.warning("retention run failed: %r", exc)
         await asyncio.sleep(interval_s)
 
@@ -137,4 +142,4 @@ async def run_pipeline(settings: Settings, state: State, nc: NATS, js: JetStream
                     f"consumer {c.durable}", c.run, settings.db_retry_min_s, settings.db_retry_max_s
                 )
             )
-        group.create_task(_retention_forever(state.pool, policy, settings.maintenance_interval_s))
+        group.create_task(_retention_forever(settings.database_url, policy, settings.maintenance_interval_s))

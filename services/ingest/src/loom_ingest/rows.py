@@ -79,8 +79,9 @@ EVENT_COLUMNS = (
     "raw",
     "stream_seq",
 )
-"""The columns ingest COPYs into its staging table: ``raw`` is the event's JSON text, from which
-the database derives the stored ``data`` and ``attributes`` (JSON work PostgreSQL does in C)."""
+"""The columns of an event as ingest sends it to the database: ``raw`` is the event's JSON text,
+from which the database derives the stored ``data`` and ``attributes`` (JSON work PostgreSQL
+does in C)."""
 DEAD_LETTER_COLUMNS = (
     "time",
     "stream",
@@ -221,7 +222,7 @@ def attribute_problem(event: CloudEvent) -> str | None:
 
 
 def event_row(event: CloudEvent, *, fallback_time: datetime, stream_seq: int | None, raw: str) -> EventRow:
-    """The staging row of a validated CloudEvent (columns in :data:`EVENT_COLUMNS` order); ``raw``
+    """The row ingest sends for a validated CloudEvent (columns in :data:`EVENT_COLUMNS` order); ``raw``
     is the JSON text it was validated from. Bus messages make theirs with :func:`_bus_row`."""
     data = event.data
     seq = (event.model_extra or {}).get("seq")
