@@ -20,7 +20,7 @@ from loom_ingest.errors import MigrationError
 from loom_ingest.maintenance import RetentionPolicy, apply_retention
 from loom_ingest.migrate import load_migrations, migrate
 from loom_ingest.rows import TASK_COLUMNS, Incoming, decode
-from loom_ingest.store import _UPSERT_TASK, EventWriter, keep_session, upsert_tasks
+from loom_ingest.store import _UPSERT_TASK, SESSION_SETTINGS, EventWriter, keep_session, upsert_tasks
 from loom_ingest.task_fold import fold
 from loom_protocol import (
     ApprovalDecision,
@@ -59,7 +59,9 @@ async def pool(db: str) -> AsyncIterator[asyncpg.Pool]:
         await migrate(conn)
     finally:
         await conn.close()
-    pool = await asyncpg.create_pool(db, min_size=1, max_size=2, reset=keep_session)
+    pool = await asyncpg.create_pool(
+        db, min_size=1, max_size=2, reset=keep_session, server_settings=SESSION_SETTINGS
+    )
     try:
         yield pool
     finally:

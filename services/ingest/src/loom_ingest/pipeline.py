@@ -24,7 +24,7 @@ from .health import DatabaseHealth
 from .maintenance import RetentionPolicy, apply_retention, configure_compression
 from .migrate import migrate
 from .state import State
-from .store import EventWriter, keep_session
+from .store import SESSION_SETTINGS, EventWriter, keep_session
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ async def _open_database(settings: Settings, health: DatabaseHealth, policy: Ret
                 min_size=1,
                 max_size=settings.db_pool_size,
                 reset=keep_session,
+                server_settings=SESSION_SETTINGS,
                 timeout=5,
             )
         except MigrationError as exc:
