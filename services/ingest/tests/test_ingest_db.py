@@ -323,6 +323,34 @@ async def test_terminal_task_events_get_their_latency_across_batches(pool: async
     assert hist == pytest.approx(30.0, rel=0.12)
 
 
+@pytest.mark.usefixtures("pool")  # the schema
+async def test_a_submission_in_a_chunk_created_after_the_plan_is_found(db: str) -> None:
+    """The batch statement's plan is kept per connection (a generic plan): a chunk the
+    hypertable gains after it was planned is still searched for a terminal event's submission."""
+    one = await asyncpg.create_pool(
+        db, min_size=1, max_size=1, reset=keep_session, server_settings=SESSION_SETTINGS
+    )
+    try:
+        store = EventWriter(one)
+        await store.write([usage(1)])  # planned now
+        async with one.acquire() as conn:
+            planned_with = await conn.fetchval("SELECT count(*) FROM show_chunks('events')")
+        later = NOW + timedelta(days=3)
+        submitted = new_event("task.submitted", "/d", task_id="chunk-1", agent_id="calc", time=later)
+        completed = new_event(
+            "task.completed", "/d", task_id="chunk-1", agent_id="calc", time=later + timedelta(seconds=5)
+        )
+        await store.write([item("loom.event.dispatcher.task.submitted", submitted.to_json(), 2)])
+        await store.write([item("loom.event.dispatcher.task.completed", completed.to_json(), 3)])
+        async with one.acquire() as conn:
+            chunks = await conn.fetchval("SELECT count(*) FROM show_chunks('events')")
+            latency = await conn.fetchval("SELECT latency_s FROM events WHERE type = 'task.completed'")
+    finally:
+        await one.close()
+    assert chunks == planned_with + 1  # the submission went into a chunk of its own
+    assert latency == 5.0
+
+
 async def test_retention_drops_what_is_older_than_the_policy(pool: asyncpg.Pool) -> None:
     store = EventWriter(pool)
     old = new_event("x", "/w", time=NOW - timedelta(days=10))
