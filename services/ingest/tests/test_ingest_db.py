@@ -20,7 +20,7 @@ from loom_ingest.errors import MigrationError
 from loom_ingest.maintenance import RetentionPolicy, apply_retention
 from loom_ingest.migrate import load_migrations, migrate
 from loom_ingest.rows import TASK_COLUMNS, Incoming, decode
-from loom_ingest.store import _UPSERT_TASK, SESSION_SETTINGS, EventWriter, keep_session, upsert_tasks
+from loom_ingest.store import _UPSERT_TASK, SESSION_SETTINGS, EventWriter, keep_session, write_rows
 from loom_ingest.task_fold import fold
 from loom_protocol import (
     ApprovalDecision,
@@ -439,7 +439,7 @@ async def test_many_tasks_upserted_in_one_statement_leave_what_one_by_one_upsert
                     await conn.executemany(_UPSERT_TASK, [(task_id, *r[1:]) for r in stored])
             await conn.executemany(_UPSERT_TASK, [(f"one-{case}", *r[1:]) for r in batch])
             together.extend(fold([(f"set-{case}", *r[1:]) for r in batch]))
-        await upsert_tasks(conn, together)
+        await write_rows(conn, [], together, [])
         read = "SELECT task_id, to_jsonb(t) - 'task_id' AS row FROM tasks t WHERE task_id LIKE $1"
         one = {r["task_id"][4:]: r["row"] for r in await conn.fetch(read, "one-%")}
         got = {r["task_id"][4:]: r["row"] for r in await conn.fetch(read, "set-%")}
