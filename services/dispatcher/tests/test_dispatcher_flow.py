@@ -102,6 +102,26 @@ async def test_a_duplicate_submission_changes_nothing(store: TaskStore) -> None:
     assert outbox.kinds().count("assigned") == 1
 
 
+async def test_a_delivery_of_a_submission_the_api_is_routing_waits_for_it(store: TaskStore) -> None:
+    """The API publishes a task and routes it; its delivery to the same process, here before
+    the API's own routing starts, waits for that and then finds the task routed: one pick."""
+    picker = Picker("w1", "w2")
+    outbox = Outbox()
+    dispatcher = Dispatcher(store, picker, outbox, policy())
+    task = Task(target_agent="echo")
+    with dispatcher.routing_here(task.task_id):
+        delivery = asyncio.create_task(dispatcher.delivered(task))
+        await asyncio.sleep(0)  # the delivery runs first, up to its wait
+        assert await dispatcher.submit(task) is Admission.ACCEPTED
+    assert await asyncio.wait_for(delivery, 5) is Admission.DUPLICATE
+    stored = await store.get(task.task_id)
+    assert stored is not None and stored.instance_id == "w1" and stored.attempt == 1
+    assert outbox.kinds().count("assigned") == 1
+    # without an API routing it, a delivery routes the task itself
+    other = Task(target_agent="echo")
+    assert await dispatcher.delivered(other) is Admission.ACCEPTED
+
+
 async def test_no_instance_waits_then_dies(store: TaskStore) -> None:
     outbox = Outbox()
     dispatcher = Dispatcher(store, Picker(None), outbox, policy(no_instance_timeout_s=0.3))

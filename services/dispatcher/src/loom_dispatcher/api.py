@@ -26,7 +26,7 @@ from loom_protocol import (
 )
 from loom_protocol.limits import MAX_TASK_BYTES, NATS_MAX_PAYLOAD
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NoStreamResponseError
 from pydantic import ValidationError
 
 from .admission import WAIT_FOR_AGENT, differing_fields, wants_to_wait
@@ -60,6 +60,16 @@ def _conflict(task_id: str, fields: list[str]) -> JSONResponse:
     )
     body = ErrorBody.of(409, message, code="task_id_conflict", taskId=task_id, differingFields=fields)
     return JSONResponse(body.to_wire(), 409)
+
+
+async def _published(state: State, task: Task) -> bool:
+    """Publish the submission (False: JetStream already had this task id); 503 when JetStream
+    did not acknowledge it: not known to be accepted, the client may retry the same id."""
+    try:
+        return await state.outbox.submitted(task)
+    except (TimeoutError, NoStreamResponseError) as exc:  # nats' TimeoutError is one too
+        reason = f"JetStream did not acknowledge task {task.task_id!r} in time; retry the same taskId"
+        raise HTTPException(503, reason) from exc
 
 
 async def _recorded(state: State, task_id: str, tries: int = 200, every_s: float = 0.01) -> Task | None:
@@ -144,23 +154,22 @@ async def submit_task(
             return JSONResponse(body.to_wire(), 404)
 
     watch = await state.outbox.watch_final(task.task_id) if wait > 0 else None
+    ended: Task | None = None  # the task as stored, when this process announced its end
     try:
         if existing is None:
-            try:
-                stored_new = await state.outbox.submitted(task)
-            except NatsTimeoutError as exc:  # not known to be accepted: the client may retry the same id
-                reason = f"JetStream did not acknowledge task {task.task_id!r} in time; retry the same taskId"
-                raise HTTPException(503, reason) from exc
-            if stored_new:
-                # routed now, as the submission's consumer would route it when it arrives: stored
-                # (so a GET right after this answer finds it) and given to an instance without
-                # waiting for JetStream to deliver it back to a consumer; whichever of the two
-                # stores it first picks, the other finds it stored (one pick per task)
-                try:
-                    await state.dispatcher.submit(task)
-                except Exception as exc:  # JetStream has it: the consumer or the sweeper routes it
-                    log.warning("task not routed at submit: %r", exc, extra={"task_id": task.task_id})
-            else:
+            # its delivery to this process's consumer waits for this routing (routing_here)
+            with state.dispatcher.routing_here(task.task_id):
+                stored_new = await _published(state, task)
+                if stored_new:
+                    # routed now, as the submission's consumer would route it when it arrives:
+                    # stored (so a GET right after this answer finds it) and given to an instance
+                    # without waiting for JetStream to deliver it back; another replica's
+                    # consumer that gets it first picks, and this finds it stored (one pick)
+                    try:
+                        await state.dispatcher.submit(task)
+                    except Exception as exc:  # JetStream has it: the consumer or the sweeper routes it
+                        log.warning("task not routed at submit: %r", exc, extra={"task_id": task.task_id})
+            if not stored_new:
                 # JetStream already had this task id (a concurrent submit, or one whose answer was
                 # lost): the one it kept decides; a different body is a conflict
                 recorded = await _recorded(state, task.task_id)
@@ -173,14 +182,15 @@ async def submit_task(
             # subscription precedes on this connection.
             current = await state.store.get(task.task_id) if existing is not None else None
             if current is None or not is_terminal(current.status):
+                left = max(0.0, deadline - time.monotonic())
                 try:
-                    await asyncio.wait_for(watch.finished, timeout=max(0.0, deadline - time.monotonic()))
+                    ended = await asyncio.wait_for(watch.finished, timeout=left)
                 except TimeoutError:
                     pass
     finally:
         if watch is not None:
-            await watch.unsubscribe()
-    current = await state.store.get(task.task_id)
+            watch.close()
+    current = ended or await state.store.get(task.task_id)
     if current is None:  # accepted by JetStream, not yet recorded by a dispatcher
         return JSONResponse(_task_body(task), status_code=202)
     return JSONResponse(_task_body(current), status_code=200 if is_terminal(current.status) else 202)

@@ -32,8 +32,6 @@ from loom_protocol import (
     submitted_msg_id,
 )
 from loom_protocol.limits import MAX_TASK_BYTES, wire_size
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -45,6 +43,7 @@ from prometheus_client import Counter
 from .errors import MessageTooLarge, RegistryUnavailable
 from .metrics import SUBMISSIONS_REJECTED
 from .telemetry import current_trace, inject_headers, tracer
+from .waiters import FinalWaiters, FinalWatch
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -130,23 +129,6 @@ class PendingAcks:
             await asyncio.wait(list(self._pending), timeout=timeout_s)
 
 
-class FinalStatus:
-    """The final status of one task, watched for the length of one call (a core subscription)."""
-
-    def __init__(self) -> None:
-        self.finished: asyncio.Future[TaskStatusChanged] = asyncio.get_running_loop().create_future()
-        self._sub: Subscription | None = None
-
-    async def _on_status(self, msg: Msg) -> None:
-        change = TaskStatusChanged.from_json(msg.data)
-        if change.final and not self.finished.done():
-            self.finished.set_result(change)
-
-    async def unsubscribe(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
-
-
 class NatsOutbox:
     def __init__(
         self,
@@ -162,6 +144,7 @@ class NatsOutbox:
         self._max_stall_s = max_stall_s
         self._submit_retry_s = submit_retry_s
         self._try_timeout_s = try_timeout_s
+        self.waiters = FinalWaiters(lambda: self._broker.connection)
 
     @property
     def js(self) -> JetStreamContext:
@@ -183,10 +166,10 @@ class NatsOutbox:
             raise MessageTooLarge(f"a message on {subject} is {size} bytes with headers, over {limit}")
 
     async def _js_publish(self, subject: str, body: bytes, msg_id: str) -> bool:
-        """Publish and wait for JetStream's ack; False when it was a duplicate (not stored again)."""
-        headers = {**_JSON, MSG_ID_HEADER: msg_id}
-        self._check_size(subject, body, headers)
-        ack = await self._broker.publish(body, subject, headers=headers, stream=TASKS_STREAM.name)
+        """Publish and wait (up to ``try_timeout_s``) for JetStream's ack; False when it was a
+        duplicate (not stored again). The stream's own ack subscription carries the ack: no
+        client-library layer per message on the path of every submission."""
+        ack = await asyncio.wait_for(await self._pipelined(subject, body, msg_id), self._try_timeout_s)
         return not bool(getattr(ack, "duplicate", False))
 
     async def _js_publish_async(self, kind: str, subject: str, body: bytes, msg_id: str) -> None:
@@ -258,13 +241,9 @@ class NatsOutbox:
 
         return await self._retried(lambda: self._js_publish(subject, body, msg_id), retrying)
 
-    async def watch_final(self, task_id: str) -> FinalStatus:
-        """Start watching a task's final status; the caller unsubscribes the watch when done."""
-        watch = FinalStatus()
-        watch._sub = await self._broker.connection.subscribe(
-            subjects.task_status(task_id), cb=watch._on_status
-        )
-        return watch
+    async def watch_final(self, task_id: str) -> FinalWatch:
+        """Start watching a task's final status; the caller closes the watch when done."""
+        return await self.waiters.watch(task_id)
 
     async def assigned(self, task: Task) -> None:
         await self._js_publish_async(
@@ -283,12 +262,13 @@ class NatsOutbox:
         if len(body) > _MAX_RECORD_BYTES:  # the result is in the task record; waiters learn the end
             change = change.model_copy(update={"result": _omitted("result", len(body))})
             body = change.to_json()
-        await self._stored(
-            "final",
-            subjects.task_status(task.task_id),
-            body,
-            status_msg_id(task.task_id, task.attempt, task.status) + FINAL_MSG_ID_SUFFIX,
-        )
+        with self.waiters.announcing(task):
+            await self._stored(
+                "final",
+                subjects.task_status(task.task_id),
+                body,
+                status_msg_id(task.task_id, task.attempt, task.status) + FINAL_MSG_ID_SUFFIX,
+            )
 
     async def status(self, task: Task) -> None:
         """Announce a status a task reached on its way (running, input required, handed back)

@@ -13,7 +13,7 @@ import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, cast, runtime_checkable
 
@@ -119,6 +119,11 @@ _CASCADING: dict[TaskStatus, str] = {
 """The terminal states that cancel a task's children, and how a child's reason words them."""
 
 
+API_ROUTE_WAIT_S = 30.0
+"""How long a delivered submission waits for this process's API to route the same task: longer
+than the API's own bounded work (the submission's publish retries, then one pick and write)."""
+
+
 def _span_attributes(task: Task) -> dict[str, str]:
     return {"loom.task_id": task.task_id, "loom.agent": task.target_agent}
 
@@ -148,6 +153,8 @@ class Dispatcher:
         self._policy = policy
         self.agents = agents  # None: every agent counts as known (no refusals)
         self._strikes = strikes  # None: attempts that time out or fail are not counted
+        # task ids this process's API is publishing and routing right now (routing_here)
+        self._routing_here: dict[str, asyncio.Future[None]] = {}
 
     async def _strike(self, instance_id: str | None, why: str) -> None:
         """Count a timed-out or failed attempt against its instance (never fails the caller)."""
@@ -218,6 +225,29 @@ class Dispatcher:
         )
         with span("dispatch", _span_attributes(task), context=context_of(task.trace)):
             return await self._submit(task)
+
+    @contextlib.contextmanager
+    def routing_here(self, task_id: str) -> Iterator[None]:
+        """While the API publishes a new task and routes it, the delivery of that submission to
+        this process waits (:meth:`delivered`) instead of racing the API to store and pick it:
+        one pick and one write per task instead of two, the loser's read of the winner's record
+        saved. Another replica's delivery does not wait: the store still settles that race."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._routing_here[task_id] = done
+        try:
+            yield
+        finally:
+            if self._routing_here.get(task_id) is done:
+                del self._routing_here[task_id]
+            done.set_result(None)
+
+    async def delivered(self, task: Task) -> Admission:
+        """A submission JetStream delivered: :meth:`submit`, once this process's API is done
+        routing the same task (if it is); it then finds the task stored and routed. Bounded: a
+        wait past ``API_ROUTE_WAIT_S`` routes anyway (the store settles who picks)."""
+        if (routing := self._routing_here.get(task.task_id)) is not None:
+            await asyncio.wait((routing,), timeout=API_ROUTE_WAIT_S)
+        return await self.submit(task)
 
     async def _submit(self, task: Task) -> Admission:
         hint = self._store.hint(task.task_id)

@@ -66,7 +66,7 @@ def build_consumers(state: State, durable_prefix: str, *, traced: bool) -> list[
             reason = f"targetAgent {task.target_agent!r} does not match the subject's agent {agent!r}"
             await state.outbox.rejected(subject, body, reason)
             return
-        if await state.dispatcher.submit(task) is Admission.CONFLICT:
+        if await state.dispatcher.delivered(task) is Admission.CONFLICT:
             CONFLICTS.labels("nats").inc()
             reason = f"task {task.task_id!r} already exists with a different submission; use a new taskId"
             await state.outbox.rejected(subject, body, reason)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from loom_protocol import ApprovalInput, Task, TaskStatus, TraceContext, is_terminal
 from loom_protocol.base import new_id
 from loom_protocol.limits import MAX_TASK_BYTES, check_json_value
-from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NoStreamResponseError
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import RedisError
 
@@ -228,7 +228,7 @@ async def _new_task(call: Call, request: SendMessageRequest) -> Start:
     async def begin() -> Task:
         try:
             stored_new = await state.outbox.submitted(task)
-        except NatsTimeoutError as exc:
+        except (TimeoutError, NoStreamResponseError) as exc:  # nats' TimeoutError is one too
             raise errors.internal(
                 "JetStream did not acknowledge the task in time; send the message again"
             ) from exc
