@@ -438,6 +438,16 @@ def figures(results: dict[str, Any]) -> list[Figure]:
             "" if ingest_ratio is not None else (ingest_na or _na_reason(burst)),
         )
     )
+    # beside it, what one nats-py client pulls and acks here on its own: ingest reads every row
+    # it writes through JetStream, one message and one ack per event
+    out.append(
+        _fig(
+            "ratio_ingest_fetch",
+            "  ingest / raw JetStream pull fetch+ack",
+            ratio(ingest_rate, _get(ceilings, "nats", "fetch_ack", "rate")),
+            "×",
+        )
+    )
     out.extend(io_figures(results))
     return out
 
