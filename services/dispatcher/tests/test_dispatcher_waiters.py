@@ -45,6 +45,27 @@ async def test_a_final_this_process_announces_answers_with_the_stored_task(outbo
         watch.close()
 
 
+async def test_a_waiter_is_answered_once_the_final_is_sent_not_once_the_stream_acks(
+    nats_url: str, nc: Client
+) -> None:
+    """The task is final in the store before its announcement: a waiter answers from it while
+    the announcement still waits for a stream (none yet here) to store it."""
+    broker = NatsBroker(nats_url)
+    await broker.connect()
+    try:
+        outbox = NatsOutbox(broker, submit_retry_s=10)
+        done = _running().with_status(TaskStatus.COMPLETED)
+        watch = await outbox.watch_final(done.task_id)
+        announcing = asyncio.create_task(outbox.final(done))
+        assert await asyncio.wait_for(watch.finished, 5) == done
+        assert not announcing.done()  # no stream has stored it yet
+        await nc.request(*stream_create_request(TASKS_STREAM), timeout=5)
+        await asyncio.wait_for(announcing, 10)
+        watch.close()
+    finally:
+        await broker.stop()
+
+
 async def test_a_final_another_replica_announces_answers_without_the_task(
     outbox: NatsOutbox, nats_url: str
 ) -> None:
@@ -85,8 +106,8 @@ async def test_one_subscription_serves_every_waiter_and_closes_when_nobody_waits
     waiters = FinalWaiters(lambda: nc, linger_s=0.05)
     first, second = await waiters.watch("t-1"), await waiters.watch("t-1")
     assert waiters.subscribed
-    with waiters.announcing(_running().with_status(TaskStatus.COMPLETED)):
-        pass
+    with waiters.announcing(_running().with_status(TaskStatus.COMPLETED)) as sent:
+        sent()
     assert (await first.finished).status is TaskStatus.COMPLETED
     assert (await second.finished).status is TaskStatus.COMPLETED
     first.close()

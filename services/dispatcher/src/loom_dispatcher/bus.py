@@ -208,11 +208,17 @@ class NatsOutbox:
                 await asyncio.sleep(delay)  # backoff before the next try
                 delay = min(delay * 2, 1.0)
 
-    async def _stored(self, kind: str, subject: str, body: bytes, msg_id: str) -> None:
-        """Publish a status and wait until the stream stored it (retried as :meth:`_retried`)."""
+    async def _stored(
+        self, kind: str, subject: str, body: bytes, msg_id: str, sent: Callable[[], None] | None = None
+    ) -> None:
+        """Publish a status and wait until the stream stored it (retried as :meth:`_retried`);
+        ``sent`` is called once it is first sent."""
 
         async def once() -> None:
-            await asyncio.wait_for(await self._pipelined(subject, body, msg_id), self._try_timeout_s)
+            ack = await self._pipelined(subject, body, msg_id)
+            if sent is not None:
+                sent()
+            await asyncio.wait_for(ack, self._try_timeout_s)
 
         def retrying(exc: Exception) -> None:
             ANNOUNCE_RETRIES.labels(kind, type(exc).__name__).inc()
@@ -262,12 +268,13 @@ class NatsOutbox:
         if len(body) > _MAX_RECORD_BYTES:  # the result is in the task record; waiters learn the end
             change = change.model_copy(update={"result": _omitted("result", len(body))})
             body = change.to_json()
-        with self.waiters.announcing(task):
+        with self.waiters.announcing(task) as sent:
             await self._stored(
                 "final",
                 subjects.task_status(task.task_id),
                 body,
                 status_msg_id(task.task_id, task.attempt, task.status) + FINAL_MSG_ID_SUFFIX,
+                sent,
             )
 
     async def status(self, task: Task) -> None:

@@ -6,10 +6,10 @@ after another does not open and close it each time); a subscription per request 
 an UNSUB on the server and a subscription task in the client for every task. A status of a task
 nobody here waits for is dropped on its subject alone, unparsed.
 
-A final status this process announces itself resolves its waiters directly, with the task as
-stored, once JetStream has stored the announcement (:meth:`FinalWaiters.announcing`; its copy
-on the subscription, which usually comes first, is passed over): the request needs neither the
-message nor a read of the task afterwards. One announced by another replica arrives on the
+A final status this process announces itself answers its waiters directly, with the task as
+stored, as soon as the announcement is sent (:meth:`FinalWaiters.announcing`; its copy on the
+subscription is passed over): the request needs neither the message nor a read of the task
+afterwards. One announced by another replica arrives on the
 subscription and resolves the waiter with ``None``: the request then reads the task.
 """
 
@@ -81,7 +81,7 @@ class FinalWaiters:
                 raise
         return watch
 
-    async def flush(self, timeout_s: float = 5.0) -> None:
+    async def flush(self, timeout_s: int = 5) -> None:
         """Wait until the server has the subscription (a round trip on its connection)."""
         await self._connection().flush(timeout_s)
 
@@ -96,23 +96,31 @@ class FinalWaiters:
             self._closer = asyncio.get_running_loop().call_later(self._linger_s, self._close_idle)
 
     @contextlib.contextmanager
-    def announcing(self, task: Task) -> Iterator[None]:
-        """Around the publication of ``task``'s final status by this process: once it is stored,
-        the task's waiters here have their answer (the task); if it could not be, they read the
-        task (``None``), which is final in the store all the same."""
+    def announcing(self, task: Task) -> Iterator[Callable[[], None]]:
+        """Around the publication of ``task``'s final status by this process; gives the function
+        to call once it is sent, which answers the task's waiters here with the task. The task is
+        final in the store before it is announced, and the store is what a waiter answers from:
+        it need not wait for the stream's ack of the announcement (the announcement's own copy
+        on the subscription, which a waiter used to wake on, comes no later than that ack). If
+        nothing was sent, they are told to read the task (``None``)."""
         task_id = task.task_id
         self._announcing[task_id] += 1
-        ended: Task | None = None
+
+        def sent() -> None:
+            self._answer(task_id, task)
+
         try:
-            yield
-            ended = task
+            yield sent
         finally:
             self._announcing[task_id] -= 1
             if self._announcing[task_id] <= 0:
                 del self._announcing[task_id]
-            for watch in self._waiting.get(task_id, ()):
-                if not watch.finished.done():
-                    watch.finished.set_result(ended)
+            self._answer(task_id, None)
+
+    def _answer(self, task_id: str, ended: Task | None) -> None:
+        for watch in self._waiting.get(task_id, ()):
+            if not watch.finished.done():
+                watch.finished.set_result(ended)
 
     async def _on_status(self, msg: Msg) -> None:
         task_id = msg.subject.rpartition(".")[2]
@@ -124,11 +132,8 @@ class FinalWaiters:
         except ValidationError:
             log.warning("unreadable status on %s ignored", msg.subject)
             return
-        if not change.final:
-            return
-        for watch in watches:
-            if not watch.finished.done():
-                watch.finished.set_result(None)
+        if change.final:
+            self._answer(task_id, None)
 
     def _close_idle(self) -> None:
         self._closer = None
