@@ -142,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await consumer.stop()
             await state.answers.stop()
             await outbox.acks.drain(5.0)
+            await outbox.waiters.close()  # requests still waiting read the task and answer
             await broker.stop()
             await redis.aclose()
 

@@ -9,8 +9,8 @@ nobody here waits for is dropped on its subject alone, unparsed.
 A final status this process announces itself answers its waiters directly, with the task as
 stored, as soon as the announcement is sent (:meth:`FinalWaiters.announcing`; its copy on the
 subscription is passed over): the request needs neither the message nor a read of the task
-afterwards. One announced by another replica arrives on the
-subscription and resolves the waiter with ``None``: the request then reads the task.
+afterwards. One announced by another replica arrives on the subscription and resolves the
+waiter with ``None``: the request then reads the task.
 """
 
 from __future__ import annotations
@@ -154,8 +154,7 @@ class FinalWaiters:
         if self._closer is not None:
             self._closer.cancel()
             self._closer = None
-        for watches in list(self._waiting.values()):
-            for watch in watches:
-                watch.finished.cancel()
+        for task_id in list(self._waiting):
+            self._answer(task_id, None)  # they read the task and answer with what it is
         self._waiting.clear()
         await self._unsubscribe()
