@@ -21,7 +21,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 
-from loom_nats import flushed
 from loom_protocol import Task, TaskStatusChanged, subjects
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -81,10 +80,6 @@ class FinalWaiters:
                 watch.close()
                 raise
         return watch
-
-    async def flush(self, timeout_s: float = 5.0) -> None:
-        """Wait until the server has the subscription (ADR 0009: ``Client.flush`` alone does not)."""
-        await flushed(self._connection(), timeout_s)
 
     def release(self, watch: FinalWatch) -> None:
         watches = self._waiting.get(watch.task_id)
