@@ -67,6 +67,7 @@ def _results(**overrides: Any) -> dict[str, Any]:
         "ceilings": {
             "nats": {"publish_async": {"rate": 47000.0}, "fetch_ack": {"rate": 27000.0}},
             "copy": {"rate": 100000.0},
+            "copy_events": {"rate": 50000.0, "hypertable": True, "indexes": 6},
         },
         "ingest": {
             "lag": {
@@ -149,6 +150,8 @@ def test_ratios_and_targets() -> None:
     assert figs["ratio_p50_nats"].value == 0.6 and figs["ratio_p50_nats"].target == "≤ 1.2×"
     assert figs["ratio_ingest_copy"].value == 0.7 and figs["ratio_ingest_copy"].ok is True
     assert figs["ratio_ingest_fetch"].value == 70000 / 27000 and figs["ratio_ingest_fetch"].ok is None
+    assert figs["raw_copy_events"].value == 50000.0
+    assert figs["ratio_ingest_copy_events"].value == 1.4 and figs["ratio_ingest_copy_events"].ok is None
     assert figs["ingest_lag_p99_ms"].target == "< 250 ms" and figs["ingest_lag_p99_ms"].ok is True
     assert figs["ingest_lag_p99_ms"].value == 90.0  # the closed loop's events; the whole run's beside it
     assert figs["ingest_lag_all_p99_ms"].value == 400.0 and figs["ingest_lag_all_p99_ms"].ok is None

@@ -3,7 +3,11 @@
 * JetStream ``publish_async`` throughput and pull ``fetch`` + ``ack`` throughput, on a
   temporary file-backed stream (its own subjects, deleted in ``finally``);
 * TimescaleDB ``COPY`` rows/s (``asyncpg.copy_records_to_table``) into a temporary table
-  shaped like the ``events`` table's main columns (dropped with the session).
+  shaped like the ``events`` table's main columns (dropped with the session): the database's
+  speed with nothing in the way (no write-ahead log, one index);
+* the same ``COPY`` into a table made like ``events`` itself (``LIKE events INCLUDING ALL``: its
+  columns, defaults and indexes; logged; a hypertable when ``events`` is one), dropped in
+  ``finally``: the database's speed for the rows ingest writes, where they go.
 """
 
 from __future__ import annotations
@@ -117,6 +121,23 @@ def copy_records(n: int) -> list[tuple[Any, ...]]:
     return rows
 
 
+async def _copy_for(conn: asyncpg.Connection, table: str, seconds: float, batch: int) -> dict[str, Any]:
+    rows = copy_records(batch)
+    total = 0
+    start = time.perf_counter()
+    stop = start + seconds
+    round_no = 0
+    while time.perf_counter() < stop:
+        # fresh ids each round so that the primary key holds (cheap: a prefix per round)
+        tag = f"r{round_no}-"
+        fresh = [(r[0], tag + r[1], *r[2:]) for r in rows]
+        await conn.copy_records_to_table(table, records=fresh, columns=_COPY_COLUMNS)
+        total += len(fresh)
+        round_no += 1
+    elapsed = time.perf_counter() - start
+    return {"rows": total, "seconds": round(elapsed, 3), "rate": round(total / elapsed, 1), "batch": batch}
+
+
 async def copy_ceiling(database_url: str, seconds: float, batch: int = 5000) -> dict[str, Any]:
     """COPY batches of ``batch`` rows into a temporary table for ``seconds``."""
     conn = await asyncpg.connect(database_url, timeout=10)
@@ -128,29 +149,36 @@ async def copy_ceiling(database_url: str, seconds: float, batch: int = 5000) -> 
                    data jsonb, attributes jsonb NOT NULL, PRIMARY KEY (time, id)
                ) ON COMMIT PRESERVE ROWS"""
         )
-        rows = copy_records(batch)
-        total = 0
-        start = time.perf_counter()
-        stop = start + seconds
-        round_no = 0
-        while time.perf_counter() < stop:
-            # fresh ids each round so that the primary key holds (cheap: a prefix per round)
-            tag = f"r{round_no}-"
-            fresh = [(r[0], tag + r[1], *r[2:]) for r in rows]
-            await conn.copy_records_to_table("loomload_copy", records=fresh, columns=_COPY_COLUMNS)
-            total += len(fresh)
-            round_no += 1
-        elapsed = time.perf_counter() - start
+        out = await _copy_for(conn, "loomload_copy", seconds, batch)
         version = await conn.fetchval("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'")
         server = await conn.fetchval("SHOW server_version")
         await conn.execute("DROP TABLE loomload_copy")
     finally:
         await conn.close()
-    return {
-        "rows": total,
-        "seconds": round(elapsed, 3),
-        "rate": round(total / elapsed, 1),
-        "batch": batch,
-        "postgres": server,
-        "timescaledb": version,
-    }
+    return {**out, "postgres": server, "timescaledb": version}
+
+
+async def copy_events_ceiling(database_url: str, seconds: float, batch: int = 5000) -> dict[str, Any]:
+    """COPY batches of ``batch`` rows for ``seconds`` into a new table made like ``events`` (a
+    hypertable when ``events`` is one), named for this run and dropped in ``finally``."""
+    conn = await asyncpg.connect(database_url, timeout=10)
+    table = f"loomload_events_{uuid.uuid4().hex[:12]}"
+    try:
+        if await conn.fetchval("SELECT to_regclass('events')") is None:
+            return {"na": "table events does not exist (ingest not deployed yet?)"}
+        hyper = await conn.fetchval(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'timescaledb'"
+        ) and await conn.fetchval(
+            "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'events'"
+        )
+        await conn.execute(f"CREATE TABLE {table} (LIKE events INCLUDING ALL)")
+        if hyper:
+            await conn.execute("SELECT create_hypertable($1::regclass, 'time')", table)
+        indexes = await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = $1", table)
+        out = await _copy_for(conn, table, seconds, batch)
+    finally:
+        try:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+        finally:
+            await conn.close()
+    return {**out, "hypertable": bool(hyper), "indexes": indexes}

@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from . import celery_bench, faststream_peer, floor, io_bench, procstat, search, taskiq_bench
-from .ceilings import copy_ceiling, nats_ceilings
+from .ceilings import copy_ceiling, copy_events_ceiling, nats_ceilings
 from .client_procs import client_prefix, run_spread
 from .ingest import LagTracker, ingest_burst, probe_events_table
 from .live import LiveFeed, paced_events, paced_source
@@ -606,6 +606,11 @@ async def _ceilings(js: Any, targets: Targets, profile: Profile) -> dict[str, An
             out["copy"] = await copy_ceiling(targets.database_url, profile.ceiling_seconds)
         except Exception as exc:  # noqa: BLE001
             out["copy"] = {"na": f"{type(exc).__name__}: {exc}"}
+    with console.status("raw ceilings: COPY into a table like events"):
+        try:
+            out["copy_events"] = await copy_events_ceiling(targets.database_url, profile.ceiling_seconds)
+        except Exception as exc:  # noqa: BLE001
+            out["copy_events"] = {"na": f"{type(exc).__name__}: {exc}"}
     return out
 
 

@@ -355,6 +355,16 @@ def figures(results: dict[str, Any]) -> list[Figure]:
             note=_na_reason(ceilings.get("copy")) if copy_rate is None else "",
         )
     )
+    copy_events_rate = _get(ceilings, "copy_events", "rate")
+    out.append(
+        Figure(
+            "raw_copy_events",
+            "  COPY into a table like events",
+            copy_events_rate,
+            "rows/s",
+            note=_na_reason(ceilings.get("copy_events")) if copy_events_rate is None else "",
+        )
+    )
 
     lag: dict[str, Any] = ingest["lag"] if isinstance(ingest.get("lag"), dict) else {}
     ingest_na = _na_reason(ingest) or _na_reason(lag)
@@ -445,6 +455,16 @@ def figures(results: dict[str, Any]) -> list[Figure]:
             "ratio_ingest_fetch",
             "  ingest / raw JetStream pull fetch+ack",
             ratio(ingest_rate, _get(ceilings, "nats", "fetch_ack", "rate")),
+            "×",
+        )
+    )
+    # and what the database itself takes of those rows through COPY, into a table like the one
+    # ingest writes (its indexes, the write-ahead log) rather than a bare temporary one
+    out.append(
+        _fig(
+            "ratio_ingest_copy_events",
+            "  ingest / COPY into a table like events",
+            ratio(ingest_rate, copy_events_rate),
             "×",
         )
     )
