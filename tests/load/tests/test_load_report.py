@@ -193,6 +193,11 @@ def test_cpu_per_task_sums_the_stack_and_each_peer() -> None:
     assert taskiq["sum_ms"] == pytest.approx(2.2) and taskiq["system_ms"] == pytest.approx(1.2)
     figs = _by_key(_results())
     assert figs["cpu_per_echo_task"].value == pytest.approx(2.8) and figs["cpu_per_echo_task"].ok is True
+    # the event store: postgres 0.3 (no ingest process in this run); the rest with the client,
+    # 3.1 ms, against taskiq's 2.2
+    assert figs["cpu_per_echo_task_event_store"].value == pytest.approx(0.3)
+    assert figs["ratio_cpu_without_store_taskiq"].value == pytest.approx(3.1 / 2.2)
+    assert figs["ratio_cpu_without_store_taskiq"].ok is None
 
 
 def test_peers_rows_have_throughput_latency_and_cpu() -> None:

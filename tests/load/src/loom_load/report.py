@@ -145,6 +145,10 @@ def _peer_of(phase_name: str) -> str | None:
     return head if head in PEER_TITLES else None
 
 
+EVENT_STORE = frozenset({"ingest", "postgres"})
+"""The processes that keep Loom's record of every step (the ``events`` and ``tasks`` tables)."""
+
+
 def cpu_per_task(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """For every phase with a CPU window: milliseconds of CPU per task completed, by process and
     summed: ``system_ms`` (Loom's phases: the stack's processes; a peer's: its workers and
@@ -304,6 +308,25 @@ def figures(results: dict[str, Any]) -> list[Figure]:
     )
     out.append(
         Figure("cpu_per_echo_task_with_client", "  with the harness's client", echo_cpu.get("sum_ms"), "ms")
+    )
+    # the event store's share (the peers keep no record of a task's steps), and what the rest
+    # costs beside taskiq-nats's whole CPU per task
+    by_process: dict[str, float] = echo_cpu.get("by_process_ms") or {}
+    store_ms = (
+        procstat.subtotal(by_process, lambda k: procstat.class_of(k) in EVENT_STORE) if by_process else None
+    )
+    out.append(Figure("cpu_per_echo_task_event_store", "  of which ingest + PostgreSQL", store_ms, "ms"))
+    with_client = echo_cpu.get("sum_ms")
+    out.append(
+        _fig(
+            "ratio_cpu_without_store_taskiq",
+            "  CPU/task without them / taskiq-nats's",
+            ratio(
+                with_client - store_ms if with_client is not None and store_ms is not None else None,
+                _get(cpu, "taskiq-closed", "sum_ms"),
+            ),
+            "×",
+        )
     )
 
     celery_tp = _get(celery, "closed", "throughput")
