@@ -7,6 +7,7 @@ Loom's echo phase and a sequential round trip, and stops the worker in ``finally
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,29 @@ def configure(url: str, queue: str) -> Any:
     return celery_app
 
 
+@contextlib.contextmanager
+def celery_worker(url: str, workers: int, log_dir: Path) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """A worker on a queue of its own, answering: (the no-op task, what the report says about the
+    setup); stopped on exit. Blocking: enter and leave it in a thread."""
+    queue = f"loomload-{uuid.uuid4().hex[:8]}"
+    celery_app = configure(url, queue)
+    import celery
+
+    info: dict[str, Any] = {
+        "broker": redacted(url),  # the report is a file: no password in it
+        "queue": queue,
+        "worker_concurrency": workers,
+        "celery": celery.__version__,
+    }
+    proc = start_worker(url, queue, workers, log_dir / "celery-worker.log")
+    info["worker_pid"] = proc.pid
+    try:
+        info["ready_s"] = round(wait_ready(celery_app.noop, proc), 2)
+        yield celery_app.noop, info
+    finally:
+        stop_worker(proc)
+
+
 def run_celery(
     url: str,
     concurrency: int,
@@ -204,38 +228,16 @@ def run_celery(
     progress: Callable[[str, int], Progress | None],
 ) -> dict[str, Any]:
     """Start a worker, run both workloads, stop the worker. Blocking: run it in a thread."""
-    queue = f"loomload-{uuid.uuid4().hex[:8]}"
-    celery_app = configure(url, queue)
-    import celery
-
-    out: dict[str, Any] = {
-        "broker": redacted(url),  # the report is a file: no password in it
-        "queue": queue,
-        "worker_concurrency": workers,
-        "celery": celery.__version__,
-        "cpu": {},
-    }
-    proc = start_worker(url, queue, workers, log_dir / "celery-worker.log")
-    out["worker_pid"] = proc.pid
-    try:
-        out["ready_s"] = round(wait_ready(celery_app.noop, proc), 2)
+    with celery_worker(url, workers, log_dir) as (noop, info):
+        out: dict[str, Any] = {**info, "cpu": {}}
         window = procstat.Window()
         out["closed"] = closed_loop(
-            celery_app.noop,
-            count,
-            concurrency,
-            timeout_s,
-            progress(f"Celery no-op closed loop c={concurrency}", count),
+            noop, count, concurrency, timeout_s, progress(f"Celery no-op closed loop c={concurrency}", count)
         )
         out["cpu"]["closed"] = window.close(out["closed"]["accounting"]["completed"])
         window = procstat.Window()
         out["sequential"] = sequential(
-            celery_app.noop,
-            sequential_count,
-            timeout_s,
-            progress("Celery no-op sequential", sequential_count),
+            noop, sequential_count, timeout_s, progress("Celery no-op sequential", sequential_count)
         )
         out["cpu"]["sequential"] = window.close(out["sequential"]["accounting"]["completed"])
-    finally:
-        stop_worker(proc)
     return out

@@ -26,7 +26,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from . import celery_bench, faststream_peer, floor, io_bench, procstat, search, taskiq_bench
+from . import celery_bench, faststream_peer, floor, io_bench, procstat, rounds, search, taskiq_bench
 from .ceilings import copy_ceiling, copy_events_ceiling, nats_ceilings
 from .client_procs import client_prefix, run_spread
 from .ingest import LagTracker, ingest_burst, probe_events_table
@@ -56,6 +56,7 @@ STEPS = (
     "taskiq",
     "faststream",
     "floor",
+    "rounds",
     "io",
     "search",
 )
@@ -441,6 +442,28 @@ async def run(
                     results[peer] = await _peer(peer, targets, profile, out_dir, bar)
                     _peer_cpu(results, peer)
                     console.print(peer_line(peer, results[peer]))
+
+            if "rounds" in steps and not over_budget() and pre.get("dispatcher_ready"):
+                with console.status(
+                    f"paired rounds: Loom, Celery and taskiq-nats closed loops ×{profile.rounds}"
+                ):
+                    try:
+                        results["rounds"] = await rounds.paired_rounds(
+                            nc,
+                            js,
+                            prefix=f"{prefix}rounds-",
+                            nats_servers=targets.nats_servers,
+                            redis_url=targets.celery_url,
+                            rounds=profile.rounds,
+                            count=profile.celery_count,
+                            concurrency=profile.echo_closed_concurrency,
+                            workers=os.cpu_count() or 1,
+                            timeout_s=profile.phase_timeout_s,
+                            log_dir=out_dir,
+                        )
+                    except Exception as exc:  # noqa: BLE001 -- a failing step must not lose the run
+                        log.exception("paired rounds failed")
+                        results["rounds"] = {"na": f"paired rounds failed: {type(exc).__name__}: {exc}"}
 
             if "io" in steps and not over_budget():
                 celery_io = await _celery_io(targets, profile, out_dir, bar)

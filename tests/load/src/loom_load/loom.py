@@ -89,6 +89,17 @@ def rest_session(base_url: str, headers: dict[str, str]) -> aiohttp.ClientSessio
     )
 
 
+async def submit_nats(js: Any, task_id: str, agent: str, params: dict[str, Any]) -> None:
+    """Submit a task over JetStream, as a client of the NATS API does (awaiting the stream's ack)."""
+    payload = Task(task_id=task_id, target_agent=agent, parameters=params).to_json()
+    await js.publish(
+        subjects.task_submitted(agent),
+        payload,
+        timeout=10.0,
+        headers={MSG_ID_HEADER: submitted_msg_id(task_id), "content-type": "application/json"},
+    )
+
+
 @dataclass
 class LoomClient:
     js: Any
@@ -103,13 +114,7 @@ class LoomClient:
         return f"{self.prefix}{phase}-{next(self._seq)}"
 
     async def submit_nats(self, task_id: str, agent: str, params: dict[str, Any]) -> None:
-        payload = Task(task_id=task_id, target_agent=agent, parameters=params).to_json()
-        await self.js.publish(
-            subjects.task_submitted(agent),
-            payload,
-            timeout=10.0,
-            headers={MSG_ID_HEADER: submitted_msg_id(task_id), "content-type": "application/json"},
-        )
+        await submit_nats(self.js, task_id, agent, params)
 
     async def submit_rest(self, task_id: str, agent: str, params: dict[str, Any], wait: float) -> str | None:
         """POST /api/tasks?wait=; the task's status in the response (terminal when it finished)."""

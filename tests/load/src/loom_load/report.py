@@ -82,6 +82,8 @@ def _na_reason(section: Any) -> str:
 TARGETS: dict[str, tuple[str, float]] = {
     "ratio_throughput": (">=", 1.5),
     "ratio_throughput_taskiq": (">=", 1.0),
+    "ratio_rounds_celery": (">=", 1.5),
+    "ratio_rounds_taskiq": (">=", 1.0),
     "ratio_p50_nats": ("<=", 1.2),
     "ratio_p50_rest": ("<=", 1.5),
     "ratio_rest_nats": (">=", 0.8),
@@ -448,6 +450,7 @@ def figures(results: dict[str, Any]) -> list[Figure]:
         label = f"ratio echo closed loop NATS: Loom / {title}"
         note = "" if peer_tp is not None else _na_reason(results.get(key)) or "not measured"
         out.append(_fig(f"ratio_throughput{suffix}", label, ratio(loom_tp, peer_tp), "×", note))
+    out.extend(round_figures(results.get("rounds")))
 
     celery_p50 = _get(celery, "sequential", "latency", "p50_ms")
     for label, data, key in (("NATS", seq_nats, "nats"), ("REST", seq_rest, "rest")):
@@ -492,6 +495,29 @@ def figures(results: dict[str, Any]) -> list[Figure]:
         )
     )
     out.extend(io_figures(results))
+    return out
+
+
+def round_figures(rounds: Any) -> list[Figure]:
+    """The paired rounds (rounds.py): per peer, the median over the rounds of Loom's closed-loop
+    throughput / the peer's, each pair measured seconds apart; the rounds' ratios in the note."""
+    if rounds is None:
+        return []
+    out = []
+    for key in ("celery", "taskiq"):
+        title = PEER_TITLES[key]
+        section = _get(rounds, "median_ratio", key) if isinstance(rounds, dict) else None
+        value = _get(section, "median") if isinstance(section, dict) else None
+        ratios = _get(section, "ratios") if isinstance(section, dict) else None
+        if value is not None and isinstance(ratios, list):
+            note = "rounds: " + ", ".join(f"{r:.2f}" for r in ratios)
+            incomplete = rounds.get("incomplete") if isinstance(rounds, dict) else None
+            if incomplete:
+                note += f"; {len(incomplete)} loop(s) did not complete every task (results.json)"
+        else:
+            note = _na_reason(rounds) or "no round finished"
+        label = f"  paired rounds, median: Loom / {title}"
+        out.append(_fig(f"ratio_rounds_{key}", label, value, "×", note))
     return out
 
 

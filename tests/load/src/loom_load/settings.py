@@ -135,6 +135,7 @@ class Profile:
     orchestrator_concurrency: int
     celery_count: int  # Celery and every peer (taskiq, FastStream, the nats-py floor)
     celery_sequential_count: int
+    rounds: int  # paired rounds of Loom's, Celery's and taskiq's closed loops (rounds.py)
     ceiling_seconds: float  # each raw ceiling
     ingest_burst_events: int
     phase_timeout_s: float  # hard cap on one phase's submissions
@@ -165,6 +166,7 @@ PROFILES: dict[str, Profile] = {
         orchestrator_concurrency=2,
         celery_count=200,
         celery_sequential_count=20,
+        rounds=1,
         ceiling_seconds=0.5,
         ingest_burst_events=1000,
         phase_timeout_s=30.0,
@@ -187,6 +189,7 @@ PROFILES: dict[str, Profile] = {
         orchestrator_concurrency=4,
         celery_count=2000,
         celery_sequential_count=200,
+        rounds=5,
         ceiling_seconds=2.0,
         ingest_burst_events=50_000,  # rows appear a committed batch (up to 2,000) at a time
         phase_timeout_s=90.0,
@@ -208,6 +211,7 @@ PROFILES: dict[str, Profile] = {
         orchestrator_concurrency=8,
         celery_count=20_000,
         celery_sequential_count=1000,
+        rounds=5,
         ceiling_seconds=10.0,
         ingest_burst_events=100_000,
         phase_timeout_s=600.0,

@@ -15,7 +15,8 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from taskiq.exceptions import TaskiqResultTimeoutError
 
 from . import subproc, taskiq_app
 from .loom import echo_params
-from .peer_loop import Progress, TaskFailed, both_workloads, wait_ready
+from .peer_loop import Progress, Submit, TaskFailed, Wait, both_workloads, wait_ready
 
 log = logging.getLogger(__name__)
 
@@ -47,28 +48,31 @@ def worker_command(workers: int) -> list[str]:
     ]
 
 
-async def run_taskiq(
-    nats_servers: list[str],
-    redis_url: str,
-    concurrency: int,
-    workers: int,
-    count: int,
-    sequential_count: int,
-    timeout_s: float,
-    log_dir: Path,
-    progress: Callable[[str, int], Progress | None],
-) -> dict[str, Any]:
-    """Start the worker, run both workloads, stop it; the figures and a CPU window per workload."""
+@dataclass
+class TaskiqWorker:
+    """A running taskiq worker and the client's two coroutines for :mod:`peer_loop`."""
+
+    submit: Submit
+    wait: Wait
+    roots: dict[int, str]  # the worker's pid, for the CPU windows
+    info: dict[str, Any]  # what the report says about the setup (broker, backend, versions, ...)
+
+
+@contextlib.asynccontextmanager
+async def taskiq_worker(
+    nats_servers: list[str], redis_url: str, concurrency: int, workers: int, log_dir: Path
+) -> AsyncIterator[TaskiqWorker]:
+    """Create the run's stream and durable, start the worker, wait until it answers; on exit stop
+    it and delete the stream. ``info`` gets ``worker_exit`` once the worker stopped."""
     token = uuid.uuid4().hex[:8]
     named = taskiq_app.names(token)
     broker, task = taskiq_app.make_broker(nats_servers, redis_url, token, redis_pool=concurrency + 16)
-    out: dict[str, Any] = {
+    info: dict[str, Any] = {
         "broker": f"JetStream pull ({named['stream']}, durable {named['durable']}, "
         f"fetch batch {taskiq_app.FETCH_BATCH})",
         "result_backend": f"Redis {redacted(redis_url)}, poll every {CHECK_INTERVAL_S * 1000:g} ms",
         "workers": workers,
         "versions": {p: version(p) for p in ("taskiq", "taskiq-nats", "taskiq-redis")},
-        "cpu": {},
     }
     env = {
         **os.environ,
@@ -95,27 +99,44 @@ async def run_taskiq(
     try:
         await broker.startup()  # creates the run's stream and durable consumer
         proc = subproc.start(worker_command(workers), env, log_dir / "taskiq-worker.log")
-        roots = {proc.pid: "taskiq"}
-        out["worker_pid"] = proc.pid
+        info["worker_pid"] = proc.pid
         alive = proc.poll
-        out["ready_s"] = round(await wait_ready(probe, lambda: alive() is None), 2)
+        info["ready_s"] = round(await wait_ready(probe, lambda: alive() is None), 2)
+        yield TaskiqWorker(submit, wait, {proc.pid: "taskiq"}, info)
+    finally:
+        if proc is not None:
+            info["worker_exit"] = await asyncio.to_thread(subproc.stop, proc)
+        with contextlib.suppress(Exception):
+            await broker.js.delete_stream(named["stream"])
+        with contextlib.suppress(Exception):
+            await broker.shutdown()
+
+
+async def run_taskiq(
+    nats_servers: list[str],
+    redis_url: str,
+    concurrency: int,
+    workers: int,
+    count: int,
+    sequential_count: int,
+    timeout_s: float,
+    log_dir: Path,
+    progress: Callable[[str, int], Progress | None],
+) -> dict[str, Any]:
+    """Start the worker, run both workloads, stop it; the figures and a CPU window per workload."""
+    out: dict[str, Any] = {}
+    async with taskiq_worker(nats_servers, redis_url, concurrency, workers, log_dir) as worker:
+        out = worker.info
         out |= await both_workloads(
-            submit,
-            wait,
+            worker.submit,
+            worker.wait,
             system="taskiq",
             title="taskiq",
-            roots=roots,
+            roots=worker.roots,
             count=count,
             sequential_count=sequential_count,
             concurrency=concurrency,
             timeout_s=timeout_s,
             progress=progress,
         )
-    finally:
-        if proc is not None:
-            out["worker_exit"] = await asyncio.to_thread(subproc.stop, proc)
-        with contextlib.suppress(Exception):
-            await broker.js.delete_stream(named["stream"])
-        with contextlib.suppress(Exception):
-            await broker.shutdown()
     return out
