@@ -504,14 +504,13 @@ def round_figures(rounds: Any) -> list[Figure]:
     if rounds is None:
         return []
     out = []
+    incomplete = _get(rounds, "incomplete")
     for key in ("celery", "taskiq"):
         title = PEER_TITLES[key]
-        section = _get(rounds, "median_ratio", key) if isinstance(rounds, dict) else None
-        value = _get(section, "median") if isinstance(section, dict) else None
-        ratios = _get(section, "ratios") if isinstance(section, dict) else None
+        value = _get(rounds, "median_ratio", key, "median")
+        ratios = _get(rounds, "median_ratio", key, "ratios")
         if value is not None and isinstance(ratios, list):
             note = "rounds: " + ", ".join(f"{r:.2f}" for r in ratios)
-            incomplete = rounds.get("incomplete") if isinstance(rounds, dict) else None
             if incomplete:
                 note += f"; {len(incomplete)} loop(s) did not complete every task (results.json)"
         else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import statistics
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -56,7 +57,7 @@ async def loom_nats(nc: Any, js: Any, prefix: str) -> AsyncIterator[tuple[Submit
     observer of this step's own task ids)."""
     observer = Observer(prefix, burst_source="")
     await observer.start(nc, status_only=True)
-    counter = iter(range(1 << 62))
+    counter = itertools.count()
 
     async def submit(i: int) -> tuple[str, asyncio.Future[tuple[str, float]]]:
         task_id = f"{prefix}{next(counter)}"
