@@ -152,6 +152,8 @@ def test_ratios_and_targets() -> None:
     assert figs["ratio_ingest_fetch"].value == 70000 / 27000 and figs["ratio_ingest_fetch"].ok is None
     assert figs["raw_copy_events"].value == 50000.0
     assert figs["ratio_ingest_copy_events"].value == 1.4 and figs["ratio_ingest_copy_events"].ok is None
+    assert figs["ratio_fetch_copy"].value == 27000 / 100000 and figs["ratio_fetch_copy"].ok is None
+    assert figs["ratio_copy_events_copy"].value == 0.5 and figs["ratio_copy_events_copy"].ok is None
     assert figs["ingest_lag_p99_ms"].target == "< 250 ms" and figs["ingest_lag_p99_ms"].ok is True
     assert figs["ingest_lag_p99_ms"].value == 90.0  # the closed loop's events; the whole run's beside it
     assert figs["ingest_lag_all_p99_ms"].value == 400.0 and figs["ingest_lag_all_p99_ms"].ok is None

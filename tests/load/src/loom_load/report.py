@@ -494,6 +494,25 @@ def figures(results: dict[str, Any]) -> list[Figure]:
             "×",
         )
     )
+    # the ceilings the target implies on this machine, whatever ingest does: a consumer reading
+    # one message per event cannot beat the raw pull rate, and no writer into a table shaped like
+    # events beats COPY into it
+    out.append(
+        _fig(
+            "ratio_fetch_copy",
+            "  ceiling: raw JetStream pull fetch+ack / raw COPY",
+            ratio(_get(ceilings, "nats", "fetch_ack", "rate"), copy_rate),
+            "×",
+        )
+    )
+    out.append(
+        _fig(
+            "ratio_copy_events_copy",
+            "  ceiling: COPY into a table like events / raw COPY",
+            ratio(copy_events_rate, copy_rate),
+            "×",
+        )
+    )
     out.extend(io_figures(results))
     return out
 
